@@ -1,0 +1,56 @@
+"""CLI: python -m pipeline up | broker"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from pipeline.broker import BrokerError, EmbeddedBroker
+from pipeline.service import fail, setup_logging, stop_on_signals
+from pipeline.up import SAMPLE_VIDEO, UpOptions, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline", description="Run and manage the live video pipeline.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start broker (unless KAFKA_BOOTSTRAP_SERVERS is set), producer, processors and viewer")
+    up.add_argument("--video", default=SAMPLE_VIDEO, help="video file, URL or camera index (default: the bundled sample)")
+    up.add_argument("--fps", default="native", help="producer rate: a number, 'native' or 'max'")
+    up.add_argument("--transform", default="grayscale", help="processor transform chain (see python -m processor --list)")
+    up.add_argument("--processors", type=int, default=1, help="processor processes in the group (default 1)")
+    up.add_argument("--port", type=int, default=8000, help="viewer port (default 8000)")
+    up.add_argument("--host", default="127.0.0.1", help="viewer bind address (default 127.0.0.1)")
+    up.add_argument("--broker-port", type=int, default=9092, help="embedded broker port (default 9092)")
+    up.add_argument("--loop", action=argparse.BooleanOptionalAction, default=True, help="loop the video (default on)")
+
+    broker = sub.add_parser("broker", help="run the embedded Tansu broker alone")
+    broker.add_argument("--port", type=int, default=9092, help="listen port (default 9092)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    stop = stop_on_signals()
+    if args.command == "broker":
+        try:
+            with EmbeddedBroker(args.port) as broker:
+                print(f"broker: {broker.bootstrap}  (Ctrl-C to stop)", flush=True)
+                stop.wait()
+        except BrokerError as exc:
+            fail(str(exc))
+        return 0
+    if args.processors < 1:
+        fail("--processors must be at least 1")
+    if "://" not in args.video and not args.video.isdigit() and not os.path.isfile(args.video):
+        fail(f"no such video file: {args.video}")
+    opts = UpOptions(args.video, args.fps, args.transform, args.processors, args.port, args.host, args.broker_port, args.loop)
+    try:
+        return run(opts, stop)
+    except BrokerError as exc:
+        fail(str(exc))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

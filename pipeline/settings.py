@@ -1,0 +1,60 @@
+"""Settings read from the environment: the one place every stage learns broker and topic names."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    raw_topic: str = "frames.raw"
+    processed_topic: str = "frames.processed"
+    heartbeat_topic: str = "processors.heartbeat"
+    dead_letter_topic: str = "frames.dlq"
+    partitions: int = 4
+    replication_factor: int = 1
+    # Frames above 1 MiB (PNG, 4K JPEG) need every Kafka size limit raised together.
+    max_message_bytes: int = 16 * 1024 * 1024
+    admin_token: str | None = None
+    max_upload_bytes: int = 25 * 1000 * 1000
+    max_upload_pixels: int = 50 * 1000 * 1000
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> Settings:
+        env = os.environ if env is None else env
+        get = env.get
+        return cls(
+            bootstrap_servers=get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092",
+            security_protocol=get("KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT",
+            sasl_mechanism=get("KAFKA_SASL_MECHANISM") or None,
+            sasl_username=get("KAFKA_SASL_USERNAME") or None,
+            sasl_password=get("KAFKA_SASL_PASSWORD") or None,
+            ssl_cafile=get("KAFKA_SSL_CAFILE") or None,
+            raw_topic=get("RAW_TOPIC") or "frames.raw",
+            processed_topic=get("PROCESSED_TOPIC") or "frames.processed",
+            heartbeat_topic=get("HEARTBEAT_TOPIC") or "processors.heartbeat",
+            dead_letter_topic=get("DEAD_LETTER_TOPIC") or "frames.dlq",
+            partitions=_int_env("TOPIC_PARTITIONS", 4),
+            replication_factor=_int_env("TOPIC_REPLICATION_FACTOR", 1),
+            max_message_bytes=_int_env("MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
+            admin_token=get("VIEWER_ADMIN_TOKEN") or None,
+            max_upload_bytes=_int_env("MAX_UPLOAD_BYTES", 25 * 1000 * 1000),
+            max_upload_pixels=_int_env("MAX_UPLOAD_PIXELS", 50 * 1000 * 1000),
+        )

@@ -1,0 +1,93 @@
+"""`pipeline up`: the whole stack (broker, producer, processors, viewer) as child processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+
+from pipeline.broker import EmbeddedBroker
+from pipeline.kafka import ensure_topics
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE_VIDEO = os.path.join(ROOT, "sample_media", "sample.mp4")
+
+
+@dataclass
+class UpOptions:
+    video: str = SAMPLE_VIDEO
+    fps: str = "native"
+    transform: str = "grayscale"
+    processors: int = 1
+    port: int = 8000
+    host: str = "127.0.0.1"
+    broker_port: int = 9092
+    loop: bool = True
+
+
+def service_commands(opts: UpOptions) -> dict[str, list[str]]:
+    """The exact command of every service; docker-compose runs the same ones."""
+    py = sys.executable
+    producer = [py, "-m", "producer", "--source", opts.video, "--fps", str(opts.fps), "--quiet"]
+    if opts.loop:
+        producer.append("--loop")
+    commands = {"producer": producer}
+    for i in range(opts.processors):
+        commands[f"processor-{i + 1}"] = [py, "-m", "processor", "--transform", opts.transform]
+    commands["viewer"] = [
+        py, "-m", "gunicorn", "-k", "gevent", "-w", "1", "-b", f"{opts.host}:{opts.port}",
+        "--graceful-timeout", "5", "--log-level", "warning", "viewer:create_app()",
+    ]
+    return commands
+
+
+def run(opts: UpOptions, stop: threading.Event) -> int:
+    env = dict(os.environ)
+    broker = None
+    if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
+        broker = EmbeddedBroker(opts.broker_port).start()
+        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    children: dict[str, subprocess.Popen] = {}
+    try:
+        ensure_topics(Settings.from_env(env))
+        for name, cmd in service_commands(opts).items():
+            children[name] = subprocess.Popen(cmd, env=env, cwd=ROOT)
+            log.info("started %s (pid %d)", name, children[name].pid)
+        print(f"viewer: http://{opts.host}:{opts.port}/  (Ctrl-C to stop)", flush=True)
+        return _supervise(children, stop)
+    finally:
+        _stop_all(children)
+        if broker is not None:
+            broker.stop()
+
+
+def _supervise(children: dict[str, subprocess.Popen], stop: threading.Event) -> int:
+    while not stop.wait(0.5):
+        for name, child in children.items():
+            code = child.poll()
+            if code is None or (name == "producer" and code == 0):
+                continue
+            log.error("%s exited with code %s; stopping the stack", name, code)
+            return 1
+    return 0
+
+
+def _stop_all(children: dict[str, subprocess.Popen]) -> None:
+    # Producer first so nothing new arrives, viewer last so the page outlives the workers.
+    for child in children.values():
+        if child.poll() is None:
+            child.terminate()
+    for name, child in children.items():
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within 10 s; killing it", name)
+            child.kill()
+            child.wait()

@@ -1,0 +1,88 @@
+"""Shared fixtures: the real embedded broker, isolated topic names, a viewer server."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import uuid
+
+import pytest
+from werkzeug.serving import make_server
+
+from pipeline.broker import EmbeddedBroker
+from pipeline.kafka import ensure_topics
+from pipeline.settings import Settings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE_VIDEO = os.path.join(ROOT, "sample_media", "sample.mp4")
+
+
+@pytest.fixture(scope="session")
+def broker():
+    with EmbeddedBroker() as b:
+        yield b
+
+
+def isolated_settings(broker: EmbeddedBroker) -> Settings:
+    """Settings on the session broker with topics of their own, so tests never see each other's frames."""
+    tag = uuid.uuid4().hex[:8]
+    s = dataclasses.replace(
+        Settings(bootstrap_servers=broker.bootstrap),
+        raw_topic=f"raw-{tag}",
+        processed_topic=f"processed-{tag}",
+        heartbeat_topic=f"heartbeat-{tag}",
+        dead_letter_topic=f"dlq-{tag}",
+    )
+    ensure_topics(s)
+    return s
+
+
+@pytest.fixture
+def settings(broker) -> Settings:
+    return isolated_settings(broker)
+
+
+@pytest.fixture(scope="module")
+def module_settings(broker) -> Settings:
+    return isolated_settings(broker)
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """The environment that makes a child process see the same Settings."""
+    env = dict(os.environ)
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=s.bootstrap_servers,
+        RAW_TOPIC=s.raw_topic,
+        PROCESSED_TOPIC=s.processed_topic,
+        HEARTBEAT_TOPIC=s.heartbeat_topic,
+        DEAD_LETTER_TOPIC=s.dead_letter_topic,
+        PYTHONPATH=ROOT,
+    )
+    return env
+
+
+class ServerThread:
+    def __init__(self, app) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def serve():
+    """serve(app) -> base URL of a threaded dev server running app; stopped after the test."""
+    servers: list[ServerThread] = []
+
+    def start(app) -> str:
+        servers.append(ServerThread(app))
+        return servers[-1].url
+
+    yield start
+    for s in servers:
+        s.close()

@@ -1,0 +1,158 @@
+"""Walking skeleton end to end on the real embedded broker: producer -> processor -> viewer -> HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import requests
+from kafka import TopicPartition
+
+from pipeline.kafka import make_admin, make_consumer
+from pipeline.wire import decode_record
+from processor import run as processor_run
+from producer import run as producer_run
+from tests.conftest import SAMPLE_VIDEO
+from tests.mjpeg_client import read_parts
+from viewer import create_app
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def settings(module_settings):
+    return module_settings
+
+
+@pytest.fixture(scope="module")
+def stack(settings, serve):
+    """Producer (sample video, 25 fps, looping) and one processor in threads, viewer on HTTP."""
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=processor_run.run, args=(settings,), kwargs={"transform": "grayscale", "stop": stop}),
+        threading.Thread(
+            target=producer_run.run,
+            args=(settings, SAMPLE_VIDEO, "sample"),
+            kwargs={"fps": 25, "loop": True, "stop": stop},
+        ),
+    ]
+    for t in threads:
+        t.start()
+    app = create_app({"SETTINGS": settings})
+    url = serve(app)
+    wait_for_stream(url, "sample")
+    yield url
+    stop.set()
+    app.extensions["viewer"].processed.stop()
+    for t in threads:
+        t.join(15)
+        assert not t.is_alive(), "stage did not stop on its stop event"
+
+
+def wait_for_stream(url: str, stream: str, timeout_s: float = 30.0) -> None:
+    """Until the processor group has joined and its first frame reached the viewer."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        names = [s["stream"] for s in requests.get(f"{url}/streams", timeout=5).json()["streams"]]
+        if stream in names:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"stream {stream!r} never reached the viewer")
+
+
+def is_grayscale(image: np.ndarray) -> bool:
+    # JPEG chroma subsampling leaves a little noise in gray pictures; colour differs by far more.
+    b, g, r = (image[..., i].astype(int) for i in range(3))
+    return max(np.abs(b - g).mean(), np.abs(g - r).mean()) < 2.0
+
+
+def test_live_stream_is_ordered_grayscale_jpeg(stack):
+    parts = read_parts(f"{stack}/stream/sample.mjpg", count=30)
+    seqs = [p.seq for p in parts]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+    for part in parts:
+        assert part.headers["content-type"] == "image/jpeg"
+        assert int(part.headers["x-frame-ts"]) > 1_600_000_000_000
+        image = cv2.imdecode(np.frombuffer(part.body, np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None and image.shape == (360, 640, 3)
+        assert is_grayscale(image)
+
+
+def test_raw_stream_is_colour(stack):
+    part = read_parts(f"{stack}/stream/sample.mjpg?raw=1", count=1)[0]
+    image = cv2.imdecode(np.frombuffer(part.body, np.uint8), cv2.IMREAD_COLOR)
+    assert not is_grayscale(image)
+
+
+def committed_offsets(settings, group: str) -> dict:
+    admin = make_admin(settings)
+    try:
+        return {tp: meta.offset for tp, meta in admin.list_group_offsets(group)[group].items() if meta.offset >= 0}
+    finally:
+        admin.close()
+
+
+def settled_offsets(settings, group: str) -> dict:
+    """Committed offsets once the server has noticed the disconnect and stopped committing."""
+    previous, stable_since = None, time.monotonic()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        current = committed_offsets(settings, group)
+        if current != previous:
+            previous, stable_since = current, time.monotonic()
+        elif current and time.monotonic() - stable_since > 1.5:
+            return current
+        time.sleep(0.2)
+    raise AssertionError(f"offsets of {group} never settled: {previous}")
+
+
+def seq_at(settings, tp: TopicPartition, offset: int) -> int:
+    consumer = make_consumer(settings, "test")
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                return decode_record(records[0]).seq
+        raise AssertionError(f"no record at {tp} offset {offset}")
+    finally:
+        consumer.close()
+
+
+def test_viewer_resumes_after_last_committed_frame(stack, settings):
+    first_visit = read_parts(f"{stack}/stream/sample.mjpg?viewer=a", count=10)
+    assert [p.seq for p in first_visit] == list(range(first_visit[0].seq, first_visit[0].seq + 10))
+
+    offsets = settled_offsets(settings, "viewer-a")
+    assert len(offsets) == 1, "one stream lives in one partition"
+    ((tp, committed),) = offsets.items()
+    assert committed > 0
+    expected_seq = seq_at(settings, tp, committed)
+    assert expected_seq >= first_visit[-1].seq + 1
+
+    second_visit = read_parts(f"{stack}/stream/sample.mjpg?viewer=a", count=3)
+    assert second_visit[0].seq == expected_seq
+    assert [p.seq for p in second_visit] == [expected_seq, expected_seq + 1, expected_seq + 2]
+
+
+def test_unknown_stream_is_404_json(stack):
+    response = requests.get(f"{stack}/stream/nope.mjpg", timeout=10)
+    assert response.status_code == 404
+    assert "nope" in response.json()["error"]
+
+
+def test_bad_viewer_id_is_400(stack):
+    response = requests.get(f"{stack}/stream/sample.mjpg?viewer=" + "x" * 65, timeout=10)
+    assert response.status_code == 400
+    assert "viewer id" in response.json()["error"]
+
+
+def test_healthz_and_page(stack):
+    assert requests.get(f"{stack}/healthz", timeout=10).json() == {"status": "ok"}
+    read_parts(f"{stack}/stream/sample.mjpg", count=1)
+    page = requests.get(f"{stack}/", timeout=10).text
+    assert '/stream/sample.mjpg' in page

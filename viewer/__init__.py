@@ -1,0 +1,24 @@
+"""Viewer stage: a Flask app serving processed streams as MJPEG, stills and status."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+
+from pipeline.settings import Settings
+
+TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "templates")
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """App factory (`gunicorn -k gevent 'viewer:create_app()'`). config may hold SETTINGS."""
+    from viewer.routes import bp
+    from viewer.state import ViewerState
+
+    app = Flask(__name__, template_folder=TEMPLATES)
+    app.config.update(config or {})
+    settings = app.config.get("SETTINGS") or Settings.from_env()
+    app.extensions["viewer"] = ViewerState(settings)
+    app.register_blueprint(bp)
+    return app
