@@ -1,0 +1,1 @@
+"""Shared core: settings, Kafka clients, wire format, tiling, embedded broker."""

@@ -1,0 +1,1 @@
+"""Processor stage: a consumer group that transforms frames and republishes them."""
