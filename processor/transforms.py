@@ -89,7 +89,8 @@ class Param:
         if self.min is not None or self.max is not None:
             rules.append(self._range())
         rule = f" ({', '.join(rules)})" if rules else ""
-        return f"{self.name}: {self.type.__name__} = {format_value(self.default)}{rule}  {self.help}"
+        default = format_value(self.default) or "''"
+        return f"{self.name}: {self.type.__name__} = {default}{rule}  {self.help}"
 
 
 def format_value(value: Any) -> str:
