@@ -316,7 +316,8 @@ def pixelate_blocks(image: np.ndarray, block: int) -> np.ndarray:
     """
     height, width = image.shape[:2]
     ys, xs = np.arange(0, height, block), np.arange(0, width, block)
-    sums = np.add.reduceat(np.add.reduceat(image, ys, axis=0, dtype=np.int64), xs, axis=1)
+    # int32 holds a 512 x 512 cell of 255s exactly; the rounding below is ours, not OpenCV's.
+    sums = np.add.reduceat(np.add.reduceat(image, ys, axis=0, dtype=np.int32), xs, axis=1)
     counts = np.outer(np.diff(np.append(ys, height)), np.diff(np.append(xs, width)))[..., None]
     means = ((sums + counts // 2) // counts).astype(np.uint8)
     return np.repeat(np.repeat(means, block, axis=0)[:height], block, axis=1)[:, :width]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
 
+import cv2
 import numpy as np
 import pytest
 
@@ -236,3 +238,14 @@ def test_split_tileable_runs_the_rest_after_reassembly(image):
     assert np.array_equal(tail(apply_tiled(image, head, 64)), chain(image))
     everything, nothing = parse_spec("blur").split_tileable()
     assert everything.spec == "blur" and len(nothing) == 0
+
+
+def test_sample_still_in_production_tiles():
+    """The bundled 1600x1200 still in 512 px tiles (4x3, partial at right and bottom)."""
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "sample_media", "sample.png")
+    still = cv2.imread(path)
+    assert still is not None and still.shape == (1200, 1600, 3)
+    chain = parse_spec("sharpen,pixelate:block=16,rotate90,median")
+    tiles = split(still, 512, chain.halo, align=chain.align)
+    assert (tiles[0][0].rows, tiles[0][0].cols) == (3, 4)
+    assert np.array_equal(apply_tiled(still, chain, 512), chain(still))

@@ -255,7 +255,7 @@ class FakeCascade:
     def __init__(self) -> None:
         self.seen: list[tuple[int, ...]] = []
 
-    def detectMultiScale(self, gray, **kwargs):  # noqa: N802 - OpenCV's name
+    def detectMultiScale(self, gray, **kwargs):  # OpenCV spells it this way
         self.seen.append(gray.shape)
         return np.array([[10, 10, 20, 20]])
 
