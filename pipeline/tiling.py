@@ -27,6 +27,8 @@ Size = tuple[int, int]
 """(height, width)."""
 
 GEOMETRY_OPS = ("scale", "rotate", "flip")
+GeometryOp = tuple[str, float | str]
+"""``("scale", factor)``, ``("rotate", quarter_turns_clockwise)`` or ``("flip", "h"|"v")``."""
 
 
 def scaled_length(n: int, factor: float) -> int:
@@ -42,7 +44,7 @@ class Geometry:
     ``("flip", "h"|"v")``; ``Geometry()`` is the identity ('same').
     """
 
-    ops: tuple[tuple[str, object], ...] = ()
+    ops: tuple[GeometryOp, ...] = ()
 
     def __post_init__(self) -> None:
         for op, _ in self.ops:
@@ -60,7 +62,7 @@ class Geometry:
     @property
     def tileable(self) -> bool:
         """Only integer upscales map a tile grid onto an exact output grid."""
-        return all(op != "scale" or _integer_factor(arg) is not None for op, arg in self.ops)
+        return all(op != "scale" or _is_integer_upscale(arg) for op, arg in self.ops)
 
     def out_size(self, size: Size) -> Size:
         """Output (height, width) for an input of ``size``."""
@@ -72,13 +74,13 @@ class Geometry:
         height, width = size
         for op, arg in self.ops:
             if op == "scale":
-                factor = float(arg)  # type: ignore[arg-type]
+                factor = float(arg)
                 # Exact for the integer factors tiling allows; approximate otherwise.
                 y, x = math.floor(y * factor + 0.5), math.floor(x * factor + 0.5)
                 h, w = scaled_length(h, factor), scaled_length(w, factor)
                 height, width = scaled_length(height, factor), scaled_length(width, factor)
             elif op == "rotate":
-                for _ in range(int(arg) % 4):  # type: ignore[call-overload]
+                for _ in range(int(arg) % 4):
                     # Clockwise: input (r, c) lands on output (c, height - 1 - r).
                     y, x, h, w = x, height - y - h, w, h
                     height, width = width, height
@@ -92,17 +94,22 @@ class Geometry:
 IDENTITY = Geometry()
 
 
-def _integer_factor(factor: object) -> int | None:
+def _is_integer_upscale(factor: float | str) -> bool:
     exact = Fraction(str(factor))
-    return int(exact) if exact.denominator == 1 and exact >= 1 else None
+    return exact.denominator == 1 and exact >= 1
 
 
 class TiledChain(Protocol):
     """What tiling needs to know about a transform chain."""
 
-    halo: int
-    align: int
-    geometry: Geometry
+    @property
+    def halo(self) -> int: ...
+
+    @property
+    def align(self) -> int: ...
+
+    @property
+    def geometry(self) -> Geometry: ...
 
     def __call__(self, image: np.ndarray) -> np.ndarray: ...
 

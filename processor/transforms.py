@@ -664,6 +664,8 @@ IDENTITY_NAMES = ("", "none", "identity")
 class Chain:
     """Transforms applied in order, with the tiling facts of the whole sequence.
 
+    Output is always H x W x 3 uint8 BGR; the identity chain returns its (BGR) input as is.
+
     Each instance owns its steps' state (MOG2 models, cascades): use one per stream, and do
     not share one between threads.
     """
@@ -724,7 +726,7 @@ class Chain:
         for transform, kwargs in reversed(self.steps):
             for op, arg in reversed(transform.geometry_of(kwargs).ops):
                 if op == "scale":
-                    need = math.ceil(need / float(arg))  # type: ignore[arg-type]
+                    need = math.ceil(need / float(arg))
             block = transform.align_of(kwargs)
             need = -(-need // block) * block + transform.halo_of(kwargs)
         return need
@@ -737,8 +739,8 @@ class Chain:
             block = transform.align_of(kwargs)
             align = math.lcm(align, block // math.gcd(block, scale))
             for op, arg in transform.geometry_of(kwargs).ops:
-                if op == "scale" and float(arg).is_integer():  # type: ignore[arg-type]
-                    scale *= int(float(arg))  # type: ignore[arg-type]
+                if op == "scale" and float(arg).is_integer():
+                    scale *= int(float(arg))
         return align
 
     @property
