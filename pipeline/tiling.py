@@ -56,10 +56,6 @@ class Geometry:
         return Geometry(self.ops + other.ops)
 
     @property
-    def is_identity(self) -> bool:
-        return not self.ops
-
-    @property
     def tileable(self) -> bool:
         """Only integer upscales map a tile grid onto an exact output grid."""
         return all(op != "scale" or _is_integer_upscale(arg) for op, arg in self.ops)

@@ -232,20 +232,17 @@ def _linear_lut(alpha: float, beta: float) -> ImageFn:
     return lambda image: cv2.LUT(image, table)
 
 
-_ALPHA = ("alpha", float, "gain (contrast): out = alpha * in + beta", 0.0, 10.0)
-_BETA = ("beta", float, "offset (brightness) added after the gain", -255.0, 255.0)
+def _gain_params(alpha: float, beta: float) -> tuple[Param, Param]:
+    return (Param("alpha", float, alpha, "gain (contrast): out = alpha * in + beta", min=0.0, max=10.0),
+            Param("beta", float, beta, "offset (brightness) added after the gain", min=-255.0, max=255.0))
 
 
-@register("brightness", "Brighten or darken: out = alpha * in + beta, saturated.",
-          Param(_ALPHA[0], float, 1.0, _ALPHA[2], min=_ALPHA[3], max=_ALPHA[4]),
-          Param(_BETA[0], float, 40.0, _BETA[2], min=_BETA[3], max=_BETA[4]))
+@register("brightness", "Brighten or darken: out = alpha * in + beta, saturated.", *_gain_params(1.0, 40.0))
 def _brightness(alpha: float, beta: float) -> ImageFn:
     return _linear_lut(alpha, beta)
 
 
-@register("contrast", "Stretch contrast: out = alpha * in + beta, saturated.",
-          Param(_ALPHA[0], float, 1.5, _ALPHA[2], min=_ALPHA[3], max=_ALPHA[4]),
-          Param(_BETA[0], float, -64.0, _BETA[2], min=_BETA[3], max=_BETA[4]))
+@register("contrast", "Stretch contrast: out = alpha * in + beta, saturated.", *_gain_params(1.5, -64.0))
 def _contrast(alpha: float, beta: float) -> ImageFn:
     return _linear_lut(alpha, beta)
 
