@@ -8,7 +8,9 @@ from flask import Flask
 
 from pipeline.settings import Settings
 
-TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "templates")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEMPLATES = os.path.join(ROOT, "templates")
+STATIC = os.path.join(ROOT, "static")
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -16,7 +18,7 @@ def create_app(config: dict | None = None) -> Flask:
     from viewer.routes import bp
     from viewer.state import ViewerState
 
-    app = Flask(__name__, template_folder=TEMPLATES)
+    app = Flask(__name__, template_folder=TEMPLATES, static_folder=STATIC)
     app.config.update(config or {})
     settings = app.config.get("SETTINGS") or Settings.from_env()
     app.extensions["viewer"] = ViewerState(settings)
