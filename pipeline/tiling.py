@@ -225,6 +225,22 @@ def crop_halo(processed: np.ndarray, info: TileInfo,
     return processed[rows, cols]
 
 
+def output_tile(info: TileInfo, size: Size,
+                chain_or_geometry: TiledChain | Geometry = IDENTITY) -> tuple[TileInfo, Size]:
+    """The processed tile's header and the output image size, for the wire.
+
+    Contract between the processor and whoever reassembles (viewer): an *input* tile record
+    carries the padded tile and ``TileInfo`` in input coordinates, with the frame's width and
+    height those of the whole input image. The processor crops the halo and republishes the
+    core with ``output_tile``: the core rect is where it lands in the *output* image (pads 0)
+    and width/height become the output image size. So reassembly needs no knowledge of the
+    chain: ``Assembler(out_h, out_w, rows, cols)`` with the identity geometry.
+    """
+    geometry = _geometry_of(chain_or_geometry)
+    (y, x, h, w), out_size = geometry.map_rect(info.core, size)
+    return TileInfo(info.index, info.rows, info.cols, y, x, h, w), out_size
+
+
 class Assembler:
     """Collects processed core tiles (any order, duplicates ignored) into the output image.
 

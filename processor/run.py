@@ -17,6 +17,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from pipeline.codec import CodecError, decode_image, encode_image
 from pipeline.kafka import make_consumer, make_producer
 from pipeline.settings import Settings
+from pipeline.tiling import TileInfo, crop_halo, output_tile
 from pipeline.wire import Frame, WireError, decode_record, to_record
 from processor.transforms import Chain, TransformError, parse_spec
 
@@ -47,9 +48,21 @@ class ChainCache:
 
 
 def process_frame(frame: Frame, chain: Chain) -> Frame:
+    """Apply the chain to a whole frame, or to one halo'd tile (see pipeline.tiling.output_tile)."""
     image = chain(decode_image(frame.data))
-    data = encode_image(image, frame.encoding)
-    return replace(frame.with_image(data, image.shape[1], image.shape[0]), transform=chain.spec)
+    if frame.tile is None:
+        data = encode_image(image, frame.encoding)
+        return replace(frame.with_image(data, image.shape[1], image.shape[0]), transform=chain.spec)
+    if not chain.tileable:
+        raise TransformError(f"transform {chain.spec!r} needs the whole image and cannot run on a tile")
+    try:
+        info = TileInfo.from_header(frame.tile)
+    except ValueError as exc:
+        raise WireError(str(exc)) from None
+    core = crop_halo(image, info, chain)
+    out_info, (out_h, out_w) = output_tile(info, (frame.height, frame.width), chain)
+    data = encode_image(core, frame.encoding)
+    return replace(frame.with_image(data, out_w, out_h), tile=out_info.to_header(), transform=chain.spec)
 
 
 def run(
