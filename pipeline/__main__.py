@@ -1,10 +1,11 @@
-"""CLI: python -m pipeline up | broker"""
+"""CLI: python -m pipeline up | broker | offsets show|reset"""
 
 from __future__ import annotations
 
 import argparse
 import os
 
+from pipeline import offsets_cli
 from pipeline.broker import BrokerError, EmbeddedBroker
 from pipeline.service import fail, setup_logging, stop_on_signals
 from pipeline.up import SAMPLE_VIDEO, UpOptions, run
@@ -26,11 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     broker = sub.add_parser("broker", help="run the embedded Tansu broker alone")
     broker.add_argument("--port", type=int, default=9092, help="listen port (default 9092)")
+
+    offsets_cli.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "offsets":
+        setup_logging(quiet=True)
+        return offsets_cli.run(args)
     setup_logging()
     stop = stop_on_signals()
     if args.command == "broker":
