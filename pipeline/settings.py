@@ -33,6 +33,9 @@ class Settings:
     # Frames above 1 MiB (PNG, 4K JPEG) need every Kafka size limit raised together.
     max_message_bytes: int = 16 * 1024 * 1024
     admin_token: str | None = None
+    # Without a token, admin routes answer loopback clients only when this is on; `pipeline up`
+    # turns it on for its viewer (VIEWER_LOOPBACK_ADMIN=1), nothing else does.
+    loopback_admin: bool = False
     max_upload_bytes: int = 25 * 1000 * 1000
     max_upload_pixels: int = 50 * 1000 * 1000
 
@@ -55,6 +58,7 @@ class Settings:
             replication_factor=_int_env("TOPIC_REPLICATION_FACTOR", 1),
             max_message_bytes=_int_env("MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
             admin_token=get("VIEWER_ADMIN_TOKEN") or None,
+            loopback_admin=(get("VIEWER_LOOPBACK_ADMIN") or "").lower() in ("1", "true", "yes"),
             max_upload_bytes=_int_env("MAX_UPLOAD_BYTES", 25 * 1000 * 1000),
             max_upload_pixels=_int_env("MAX_UPLOAD_PIXELS", 50 * 1000 * 1000),
         )

@@ -54,6 +54,8 @@ def run(opts: UpOptions, stop: threading.Event) -> int:
         broker = EmbeddedBroker(opts.broker_port).start()
         env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    # The page's replay controls work out of the box for a local user; see README "Admin routes".
+    env.setdefault("VIEWER_LOOPBACK_ADMIN", "1")
     children: dict[str, subprocess.Popen] = {}
     try:
         ensure_topics(Settings.from_env(env))

@@ -15,6 +15,7 @@ STATIC = os.path.join(ROOT, "static")
 
 def create_app(config: dict | None = None) -> Flask:
     """App factory (`gunicorn -k gevent 'viewer:create_app()'`). config may hold SETTINGS."""
+    from viewer.replay import bp as replay_bp
     from viewer.routes import bp
     from viewer.state import ViewerState
 
@@ -23,4 +24,5 @@ def create_app(config: dict | None = None) -> Flask:
     settings = app.config.get("SETTINGS") or Settings.from_env()
     app.extensions["viewer"] = ViewerState(settings)
     app.register_blueprint(bp)
+    app.register_blueprint(replay_bp)
     return app

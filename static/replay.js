@@ -1,0 +1,65 @@
+// Replay controls (templates/_replay.html): reset this tab's viewer group through POST /api/replay.
+// The first use switches the stream to ?viewer=<id> (a consumer group of its own, viewer-<id>);
+// after that a reset reaches the open stream, which goes on from the new position without a reload.
+(() => {
+  "use strict";
+
+  function viewerId() {
+    let id = localStorage.getItem("viewer-id");
+    if (!id) {
+      const random = crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2);
+      id = random.replace(/[^A-Za-z0-9_.-]/g, "").slice(0, 64);
+      localStorage.setItem("viewer-id", id);
+    }
+    return id;
+  }
+
+  async function postReplay(body) {
+    const headers = { "Content-Type": "application/json" };
+    const token = sessionStorage.getItem("admin-token");
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const response = await fetch("/api/replay", { method: "POST", headers, body: JSON.stringify(body) });
+    // 401: a token is configured and none was sent; 403 after sending one: it was wrong.
+    if (response.status === 401 || (response.status === 403 && token)) {
+      sessionStorage.removeItem("admin-token");
+      const entered = window.prompt("Admin token (VIEWER_ADMIN_TOKEN) for replay:");
+      if (entered) {
+        sessionStorage.setItem("admin-token", entered.trim());
+        return postReplay(body);
+      }
+    }
+    const result = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+    if (!response.ok) throw new Error(result.error || `HTTP ${response.status}`);
+    return result;
+  }
+
+  function describe(result) {
+    const moved = result.partitions.filter((p) => p.new !== null);
+    if (!moved.length) return "nothing to move yet";
+    return moved.map((p) => `offset ${p.old ?? "-"} → ${p.new}`).join(", ");
+  }
+
+  for (const box of document.querySelectorAll(".replay")) {
+    const stream = box.dataset.stream;
+    const img = box.closest("figure").querySelector("img");
+    const status = box.querySelector(".replay-status");
+    box.addEventListener("click", async (event) => {
+      const button = event.target.closest("button[data-to]");
+      if (!button) return;
+      const resumed = new URL(img.src, location.href).searchParams.has("viewer");
+      let to = button.dataset.to;
+      if (to === "back") {
+        // A resumed stream goes back from where it is; a live one from now.
+        to = resumed ? "-PT10S" : new Date(Date.now() - 10000).toISOString();
+      }
+      status.textContent = "…";
+      try {
+        const result = await postReplay({ group: `viewer-${viewerId()}`, stream, to });
+        if (!resumed) img.src = `/stream/${encodeURIComponent(stream)}.mjpg?viewer=${encodeURIComponent(viewerId())}`;
+        status.textContent = describe(result);
+      } catch (error) {
+        status.textContent = error.message;
+      }
+    });
+  }
+})();

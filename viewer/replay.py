@@ -1,0 +1,101 @@
+"""POST /api/replay: reset a viewer's or the processors' offsets for one stream (admin route).
+
+Auth: with VIEWER_ADMIN_TOKEN set, `Authorization: Bearer <token>` is required (none: 401,
+wrong: 403). Unset, the route refuses with 403, except for loopback clients when the viewer
+runs under `pipeline up` (VIEWER_LOOPBACK_ADMIN=1). A JSON body is required, which also keeps
+cross-site form posts out.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, Response, jsonify, request
+from kafka.errors import KafkaError
+
+from pipeline.offsets import GroupActiveError, OffsetsError, OffsetTool, parse_target
+from viewer.readers import announce, resetting
+from viewer.resume import VIEWER_ID
+from viewer.state import state
+
+bp = Blueprint("replay", __name__)
+
+LOOPBACK = ("127.0.0.1", "::1")
+VIEWER_GROUP_PREFIX = "viewer-"
+
+
+def _error(status: int, message: str) -> tuple[Response, int]:
+    return jsonify({"error": message}), status
+
+
+def refusal() -> tuple[Response, int] | None:
+    """Why this request may not use an admin route, as a response; None when it may."""
+    token = state().settings.admin_token
+    if token:
+        header = request.headers.get("Authorization")
+        if not header:
+            response, status = _error(401, "admin route: send Authorization: Bearer <VIEWER_ADMIN_TOKEN>")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="viewer admin"'
+            return response, status
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            return _error(403, "wrong admin token")
+        return None
+    if state().settings.loopback_admin and request.remote_addr in LOOPBACK:
+        return None
+    return _error(403, "admin routes are off: set VIEWER_ADMIN_TOKEN")
+
+
+def _topic_for(group: str, raw: bool) -> str:
+    """Viewer groups read the processed topic (raw with ?raw=1); any other group, such as the
+    processors, reads the raw topic."""
+    settings = state().settings
+    if group.startswith(VIEWER_GROUP_PREFIX) and not raw:
+        return settings.processed_topic
+    return settings.raw_topic
+
+
+@bp.post("/api/replay")
+def replay():
+    refused = refusal()
+    if refused is not None:
+        return refused
+    body = request.get_json(silent=True) if request.is_json else None
+    if not isinstance(body, dict):
+        return _error(415 if not request.is_json else 400, 'send a JSON object: {"group": G, "stream": S, "to": T}')
+    group, stream, raw = body.get("group"), body.get("stream"), body.get("raw", False)
+    if not isinstance(group, str) or not group or len(group) > 255:
+        return _error(400, "'group' must be a consumer group id, e.g. viewer-<id> or processors")
+    if group.startswith(VIEWER_GROUP_PREFIX) and not VIEWER_ID.match(group[len(VIEWER_GROUP_PREFIX):]):
+        return _error(400, "viewer id must be 1-64 characters of A-Z a-z 0-9 _ . -")
+    if not isinstance(stream, str) or not stream:
+        return _error(400, "'stream' must be a stream name")
+    if not isinstance(raw, bool):
+        return _error(400, "'raw' must be true or false")
+    try:
+        target = parse_target(body.get("to"))
+        if target.kind == "offset" and target.value < 0:
+            raise OffsetsError("an offset must be 0 or more")
+        with OffsetTool(state().settings) as tool:
+            tp = tool.stream_partition(_topic_for(group, raw), stream)
+            # Readers of this group commit nothing while the reset is planned and applied.
+            with resetting(group) as readers:
+                tool.ensure_inactive(group)
+                moves = tool.plan_reset(group, [tp], target)
+                tool.apply(group, moves)
+                signalled = announce(readers, {m.tp: m.new for m in moves if m.new is not None})
+    except GroupActiveError as exc:
+        return _error(409, str(exc))
+    except OffsetsError as exc:
+        return _error(400, str(exc))
+    except KafkaError as exc:
+        return _error(503, f"broker: {exc}")
+    return jsonify(
+        {
+            "group": group,
+            "stream": stream,
+            "topic": tp.topic,
+            "partitions": [{"partition": m.tp.partition, "old": m.old, "new": m.new} for m in moves],
+            "readers": signalled,
+        }
+    )
