@@ -14,8 +14,8 @@ from pipeline.__main__ import main
 from pipeline.kafka import make_consumer, make_producer
 from pipeline.offsets import OffsetTool
 from pipeline.wire import decode_record
+from tests.broker_helpers import active_member, first_seq, send_frames
 from tests.conftest import settings_env
-from tests.frames import send_frames
 
 pytestmark = pytest.mark.integration
 
@@ -63,16 +63,7 @@ def committed(settings, group: str, tp: TopicPartition) -> int | None:
 
 def next_seq(settings, group: str, tp: TopicPartition) -> int:
     """The seq a consumer of `group` gets first: where the group resumes."""
-    consumer = make_consumer(settings, "test", group_id=group)
-    try:
-        consumer.assign([tp])
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                return decode_record(records[0]).seq
-        raise AssertionError(f"{group} has nothing to read on {tp}")
-    finally:
-        consumer.close()
+    return first_seq(settings, tp, group=group)
 
 
 def at(cli, group: str, topic: str, offset: int) -> None:
@@ -174,13 +165,7 @@ def test_show_all_lists_groups(cli, module_settings, log):
 
 def test_reset_refuses_while_the_group_has_active_members(module_settings, log):
     tp = log["tp"]
-    member = make_consumer(module_settings, "test", group_id="g-active")
-    member.subscribe([module_settings.raw_topic])
-    try:
-        deadline = time.monotonic() + 30
-        while not member.assignment() and time.monotonic() < deadline:
-            member.poll(timeout_ms=200)
-        assert member.assignment(), "the member never joined"
+    with active_member(module_settings, "g-active", module_settings.raw_topic) as member:
         member.commit({tp: OffsetAndMetadata(12, "", -1)})
         for execute in ([], ["--execute"]):
             result = subprocess.run(
@@ -190,5 +175,3 @@ def test_reset_refuses_while_the_group_has_active_members(module_settings, log):
             assert result.returncode == 2
             assert result.stderr.count("\n") == 1 and "active member" in result.stderr, result.stderr
         assert committed(module_settings, "g-active", tp) == 12
-    finally:
-        member.close()

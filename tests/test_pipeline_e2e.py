@@ -11,10 +11,10 @@ import pytest
 import requests
 from kafka import TopicPartition
 
-from pipeline.kafka import make_admin, make_consumer
-from pipeline.wire import decode_record
+from pipeline.kafka import make_admin
 from processor import run as processor_run
 from producer import run as producer_run
+from tests.broker_helpers import first_seq
 from tests.conftest import SAMPLE_VIDEO
 from tests.mjpeg_client import read_parts
 from viewer import create_app
@@ -110,17 +110,7 @@ def settled_offsets(settings, group: str) -> dict:
 
 
 def seq_at(settings, tp: TopicPartition, offset: int) -> int:
-    consumer = make_consumer(settings, "test")
-    try:
-        consumer.assign([tp])
-        consumer.seek(tp, offset)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                return decode_record(records[0]).seq
-        raise AssertionError(f"no record at {tp} offset {offset}")
-    finally:
-        consumer.close()
+    return first_seq(settings, tp, offset=offset)
 
 
 def test_viewer_resumes_after_last_committed_frame(stack, settings):

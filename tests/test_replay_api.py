@@ -9,8 +9,8 @@ import time
 import pytest
 import requests
 
-from pipeline.kafka import make_consumer, make_producer
-from tests.frames import send_frames
+from pipeline.kafka import make_producer
+from tests.broker_helpers import active_member, send_frames
 from tests.mjpeg_client import iter_parts
 from viewer import create_app
 
@@ -159,18 +159,10 @@ def test_bad_requests_are_4xx_json(stack):
 def test_processor_group_reset_is_409_while_it_is_active(stack, module_settings):
     url, _ = stack
     group = "processors-replay-test"
-    member = make_consumer(module_settings, "test", group_id=group)
-    member.subscribe([module_settings.raw_topic])
-    try:
-        deadline = time.monotonic() + 30
-        while not member.assignment() and time.monotonic() < deadline:
-            member.poll(timeout_ms=200)
-        assert member.assignment(), "the member never joined"
+    with active_member(module_settings, group, module_settings.raw_topic):
         answer = replay(url, {"group": group, "stream": STREAM, "to": "earliest"})
         assert answer.status_code == 409
         assert "active member" in answer.json()["error"]
-    finally:
-        member.close()
     # Once it has left, the same reset goes through.
     assert replay(url, {"group": group, "stream": STREAM, "to": "earliest"}).status_code == 200
 

@@ -1,0 +1,57 @@
+"""Test helpers on the real broker: tiny frames written straight to a topic, read back, and
+group members that hold a group active."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+from kafka import KafkaConsumer, TopicPartition
+
+from pipeline.codec import encode_image
+from pipeline.kafka import make_consumer
+from pipeline.settings import Settings
+from pipeline.wire import Frame, decode_record, to_record
+
+_JPEG = encode_image(np.zeros((8, 8, 3), np.uint8), "jpeg", 80)
+
+
+def send_frames(producer, topic: str, stream: str, seqs) -> None:
+    """Publish frames `seqs` of `stream` and wait until the broker has them all."""
+    for seq in seqs:
+        key, value, headers = to_record(Frame(stream, seq, int(time.time() * 1000), "jpeg", 8, 8, _JPEG))
+        producer.send(topic, key=key, value=value, headers=headers)
+    producer.flush()
+
+
+def first_seq(settings: Settings, tp: TopicPartition, group: str | None = None, offset: int | None = None) -> int:
+    """The seq of the first frame read from `tp` at `offset`, or where `group` resumes."""
+    consumer = make_consumer(settings, "test", group_id=group)
+    try:
+        consumer.assign([tp])
+        if offset is not None:
+            consumer.seek(tp, offset)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                return decode_record(records[0]).seq
+        raise AssertionError(f"nothing to read on {tp} (group {group}, offset {offset})")
+    finally:
+        consumer.close()
+
+
+@contextmanager
+def active_member(settings: Settings, group: str, topic: str) -> Iterator[KafkaConsumer]:
+    """A consumer that has joined `group` on `topic` (so the group has an active member)."""
+    member = make_consumer(settings, "test", group_id=group)
+    member.subscribe([topic])
+    try:
+        deadline = time.monotonic() + 30
+        while not member.assignment() and time.monotonic() < deadline:
+            member.poll(timeout_ms=200)
+        assert member.assignment(), f"the member never joined {group}"
+        yield member
+    finally:
+        member.close()
