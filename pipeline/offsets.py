@@ -161,8 +161,12 @@ class OffsetTool:
 
     def __init__(self, settings: Settings) -> None:
         self.admin: KafkaAdminClient = make_admin(settings)
-        # Group-less, so reading tails and timestamps never touches any group's offsets.
-        self.consumer: KafkaConsumer = make_consumer(settings, "offsets", group_id=None, max_poll_records=100000)
+        try:
+            # Group-less, so reading tails and timestamps never touches any group's offsets.
+            self.consumer: KafkaConsumer = make_consumer(settings, "offsets", group_id=None, max_poll_records=100000)
+        except BaseException:
+            self.admin.close()
+            raise
 
     def __enter__(self) -> OffsetTool:
         return self

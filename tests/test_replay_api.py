@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from pipeline.kafka import make_producer
+from pipeline.settings import Settings
 from tests.broker_helpers import active_member, send_frames
 from tests.mjpeg_client import iter_parts
 from viewer import create_app
@@ -136,6 +137,11 @@ def test_without_a_token_only_loopback_under_pipeline_up_may_reset(module_settin
     remote = loopback.post("/api/replay", json=body, environ_base={"REMOTE_ADDR": "192.0.2.7"})
     assert remote.status_code == 403
     assert loopback.post("/api/replay", json=body, environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+
+
+def test_loopback_admin_is_off_unless_the_environment_turns_it_on():
+    assert Settings.from_env({}).loopback_admin is False
+    assert Settings.from_env({"VIEWER_LOOPBACK_ADMIN": "1"}).loopback_admin is True
 
 
 def test_bad_requests_are_4xx_json(stack):
