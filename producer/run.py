@@ -1,30 +1,75 @@
-"""The producer loop: read frames, pace them, encode, publish; returns delivery stats."""
+"""The producer loop: read frames, pace them, encode off the pacing thread, publish in order."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
-from kafka.errors import KafkaError
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from pipeline.codec import encode_image
-from pipeline.kafka import make_producer
+from pipeline.codec import CodecError
 from pipeline.pacing import Pacer
 from pipeline.settings import Settings
-from pipeline.wire import Frame, to_record
-from producer.source import open_source
+from pipeline.wire import Frame
+from producer.delivery import ConnectPolicy, Delivery, connect
+from producer.encode import DEFAULT_HALO, EncodeOptions, encode_frame
+from producer.source import DEFAULT_OPEN_TIMEOUT_S, open_source
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
+class ProducerOptions:
+    """Everything `run` accepts besides the source and stream; the CLI flags map one to one.
+
+    fps: a number, "native" (the file's own rate; unthrottled when unknown, e.g. cameras,
+    which pace themselves) or "max"/None (unthrottled). on_late: see pipeline.pacing.Pacer.
+    window: records awaiting broker acknowledgement at most. encoders: encoding threads.
+    """
+
+    fps: float | str | None = "native"
+    fmt: str = "jpeg"
+    quality: int = 80
+    loop: bool = False
+    max_frames: int | None = None
+    start: float = 0.0
+    on_late: str = "drop"
+    resize: tuple[int, int] | None = None
+    max_width: int | None = None
+    tile: int | None = None
+    halo: int = DEFAULT_HALO
+    acks: str = "1"
+    window: int = 64
+    encoders: int = 2
+    progress: bool = False
+    connect: ConnectPolicy = field(default_factory=ConnectPolicy)
+    open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S
+    flush_timeout_s: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+    def rate(self, native_fps: float | None) -> float | None:
+        if self.fps == "native":
+            return native_fps
+        return None if self.fps in (None, "max") else float(self.fps)
+
+
+@dataclass
 class ProducerStats:
     frames_sent: int = 0
+    records_sent: int = 0
     bytes_sent: int = 0
-    delivery_errors: int = 0
+    dropped: int = 0
     late_frames: int = 0
+    delivery_errors: int = 0
     seconds: float = 0.0
 
     @property
@@ -32,67 +77,93 @@ class ProducerStats:
         return self.frames_sent / self.seconds if self.seconds else 0.0
 
     def summary(self) -> str:
+        tiles = f" ({self.records_sent} tile records)" if self.records_sent != self.frames_sent else ""
         return (
-            f"frames sent {self.frames_sent}, bytes {self.bytes_sent}, mean fps {self.mean_fps:.1f}, "
-            f"late {self.late_frames}, errors {self.delivery_errors}"
+            f"frames sent {self.frames_sent}{tiles}, bytes {self.bytes_sent}, mean fps {self.mean_fps:.1f}, "
+            f"dropped {self.dropped}, late {self.late_frames}, errors {self.delivery_errors}"
         )
 
 
-def run(
-    settings: Settings,
-    source: str,
-    stream: str,
-    fps: float | str | None = "native",
-    fmt: str = "jpeg",
-    quality: int = 80,
-    loop: bool = False,
-    max_frames: int | None = None,
-    stop: threading.Event | None = None,
-) -> ProducerStats:
+def run(settings: Settings, source: str, stream: str, stop: threading.Event | None = None,
+        options: ProducerOptions | None = None, **overrides) -> ProducerStats:
     """Publish `source` as `stream` until it ends, `max_frames` are sent, or `stop` is set.
 
-    fps: a number, "native" (the file's own rate, unthrottled when unknown) or "max"/None.
+    ``options`` (defaults: ProducerOptions()) with keyword ``overrides`` of its fields, e.g.
+    ``run(s, "clip.mp4", "clip", fps=25, loop=True)``. Raises SourceError (bad source, found
+    before connecting), BrokerUnavailable, or ValueError (bad options).
     """
+    opts = dataclasses.replace(options or ProducerOptions(), **overrides)
     stop = stop or threading.Event()
-    video = open_source(source)
-    rate = video.native_fps if fps == "native" else (None if fps in (None, "max") else float(fps))
-    producer = make_producer(settings)
-    stats = ProducerStats()
-    lock = threading.Lock()
-
-    # kafka-python calls these as f(*bound_args, result): our arguments come first.
-    def delivered(size: int, _metadata) -> None:
-        with lock:
-            stats.frames_sent += 1
-            stats.bytes_sent += size
-
-    def failed(seq: int, exc: Exception) -> None:
-        with lock:
-            stats.delivery_errors += 1
-        log.error("stream=%s seq=%d delivery failed: %s", stream, seq, exc)
-
-    pacer = Pacer(rate)
-    started = time.monotonic()
+    if opts.max_frames is not None and opts.max_frames < 1:
+        raise ValueError("max_frames must be at least 1")
+    encoding = EncodeOptions(opts.fmt, opts.quality, opts.resize, opts.max_width, opts.tile, opts.halo)
+    explicit_fps = None if opts.fps in ("native", "max", None) else float(opts.fps)
+    video = open_source(source, opts.start, explicit_fps, opts.open_timeout_s)
     try:
-        for seq, image in enumerate(video.frames(loop=loop)):
-            if stop.is_set() or (max_frames is not None and seq >= max_frames):
-                break
-            pacer.wait()
-            ts_ms = int(time.time() * 1000)
-            data = encode_image(image, fmt, quality)
-            frame = Frame(stream, seq, ts_ms, fmt, image.shape[1], image.shape[0], data)
-            key, value, headers = to_record(frame)
-            future = producer.send(settings.raw_topic, key=key, value=value, headers=headers)
-            future.add_callback(delivered, len(value))
-            future.add_errback(failed, seq)
-        producer.flush()
-    except KafkaError as exc:
-        log.error("stream=%s producer error: %s", stream, exc)
-        stats.delivery_errors += 1
+        producer = connect(settings, opts.acks, opts.connect, stop)
+        # Fetch the topic's metadata now: the first send would otherwise block on it and the
+        # pacer would count the first frames late.
+        producer.partitions_for(settings.raw_topic)
+        delivery = Delivery(producer, settings.raw_topic, opts.window, stop)
+        pacer = Pacer(opts.rate(video.native_fps), clock=opts.clock, sleep=opts.sleep, on_late=opts.on_late)
+        total = None if opts.loop else video.frame_count
+        if opts.max_frames is not None:
+            total = min(total, opts.max_frames) if total else opts.max_frames
+        bar = tqdm(total=total, unit="frame", desc=stream, disable=not (opts.progress and video.is_file),
+                   dynamic_ncols=True)
+        redirect = logging_redirect_tqdm() if not bar.disable else contextlib.nullcontext()
+        with bar, redirect:
+            stats = _publish(video.frames(loop=opts.loop), stream, encoding, opts, pacer, delivery, stop, bar)
     finally:
-        producer.close(timeout=5)
         video.close()
-        stats.late_frames = pacer.late_frames
-        stats.seconds = time.monotonic() - started
-    log.info("stream=%s done: %s", stream, stats.summary())
     return stats
+
+
+def _publish(frames, stream: str, encoding: EncodeOptions, opts: ProducerOptions, pacer: Pacer,
+             delivery: Delivery, stop: threading.Event, bar: tqdm) -> ProducerStats:
+    # Encoding runs on a pool so the pacing thread only decodes and waits for deadlines;
+    # results are sent strictly in frame order (one stream = one partition = ordered).
+    pending: deque[Future[list[Frame]]] = deque()
+    max_pending = 2 * opts.encoders
+    admitted = 0
+    started = opts.clock()
+    with ThreadPoolExecutor(opts.encoders, thread_name_prefix="encode") as pool:
+        try:
+            for seq, image in enumerate(frames):
+                if stop.is_set() or (opts.max_frames is not None and admitted >= opts.max_frames):
+                    break
+                bar.update(1)
+                if not pacer.admit():
+                    bar.set_postfix(dropped=pacer.dropped, errors=delivery.errors, refresh=False)
+                    continue
+                admitted += 1
+                ts_ms = int(time.time() * 1000)
+                pending.append(pool.submit(encode_frame, image, stream, seq, ts_ms, encoding))
+                while pending and (pending[0].done() or len(pending) >= max_pending):
+                    _send(pending.popleft(), delivery)
+            while pending:
+                _send(pending.popleft(), delivery)
+        finally:
+            for future in pending:
+                future.cancel()
+            seconds = opts.clock() - started
+            delivery.close(opts.flush_timeout_s)
+    return ProducerStats(
+        frames_sent=delivery.frames_sent,
+        records_sent=delivery.records_sent,
+        bytes_sent=delivery.bytes_sent,
+        dropped=pacer.dropped,
+        late_frames=pacer.late_frames,
+        delivery_errors=delivery.errors,
+        seconds=seconds,
+    )
+
+
+def _send(encoded: Future[list[Frame]], delivery: Delivery) -> None:
+    try:
+        records = encoded.result()
+    except CodecError as exc:
+        delivery.errors += 1
+        log.error("frame not sent: %s", exc)
+        return
+    delivery.send(records)
