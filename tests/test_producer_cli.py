@@ -8,10 +8,12 @@ import sys
 
 import pytest
 
+from producer.__main__ import main
 from tests.conftest import ROOT
 from tests.producer_media import write_unknown_codec_video, write_video
 
-# Every case runs at once in its own process (module fixture), so the set costs one start-up.
+# Source cases run as real processes (FFmpeg/OpenCV write to fd 2 natively), all at once in a
+# module fixture so the set costs about one start-up.
 BAD_INPUTS = {
     "missing file": (["--source", "{tmp}/missing.mp4"], "no such file"),
     "corrupt video": (["--source", "{tmp}/corrupt.mp4"], "cannot open"),
@@ -19,11 +21,19 @@ BAD_INPUTS = {
     "unknown codec": (["--source", "{tmp}/codec.avi"], "codec"),
     "bad URL": (["--source", "http://127.0.0.1:1/x.mp4", "--open-timeout", "2"], "cannot open URL"),
     "camera absent": (["--source", "99"], "camera 99 is not available"),
-    "unknown format": (["--source", "{tmp}/clip.avi", "--format", "gif"], "invalid choice: 'gif'"),
-    "bad fps": (["--source", "{tmp}/clip.avi", "--fps", "fast"], "--fps takes a number"),
-    "bad resize": (["--source", "{tmp}/clip.avi", "--resize", "640"], "WIDTHxHEIGHT"),
-    "quality out of range": (["--source", "{tmp}/clip.avi", "--quality", "101"], "between 1 and 100"),
     "start past end": (["--source", "{tmp}/clip.avi", "--start", "99"], "no frame at --start"),
+}
+
+# Option cases fail in argument parsing, before any I/O: checked in-process.
+BAD_OPTIONS = {
+    "unknown format": (["--format", "gif"], "invalid choice: 'gif'"),
+    "bad fps": (["--fps", "fast"], "--fps takes a number"),
+    "zero fps": (["--fps", "0"], "--fps must be positive"),
+    "bad resize": (["--resize", "640"], "WIDTHxHEIGHT"),
+    "resize and max-width": (["--resize", "64x48", "--max-width", "32"], "not allowed with argument"),
+    "quality out of range": (["--quality", "101"], "between 1 and 100"),
+    "unknown late policy": (["--on-late", "skip"], "invalid choice: 'skip'"),
+    "no source": ([], "--source"),
 }
 
 
@@ -61,6 +71,18 @@ def test_bad_input_is_one_line_and_exit_2(bad_input_results, case):
     assert code == 2, (code, err)
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert BAD_INPUTS[case][1] in lines[0]
+    assert out == ""
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OPTIONS))
+def test_bad_option_is_one_line_and_exit_2(capsys, case):
+    args, message = BAD_OPTIONS[case]
+    argv = args if case == "no source" else ["--source", "clip.avi", *args]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert info.value.code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and message in err, err
     assert out == ""
 
 
