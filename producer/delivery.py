@@ -111,10 +111,10 @@ class Delivery:
             try:
                 future = self.producer.send(self.topic, key=key, value=value, headers=headers)
             except KafkaError as exc:
-                self._settle(seq, len(value), exc)
+                self._settle(seq, len(value), exc, frame.stream)
                 continue
             future.add_callback(self._acked, seq, len(value))
-            future.add_errback(self._failed_send, seq, len(value))
+            future.add_errback(self._failed_send, frame.stream, seq, len(value))
         return True
 
     def _acquire(self) -> bool:
@@ -128,10 +128,10 @@ class Delivery:
     def _acked(self, seq: int, size: int, _metadata) -> None:
         self._settle(seq, size, None)
 
-    def _failed_send(self, seq: int, size: int, exc: Exception) -> None:
-        self._settle(seq, size, exc)
+    def _failed_send(self, stream: str, seq: int, size: int, exc: Exception) -> None:
+        self._settle(seq, size, exc, stream)
 
-    def _settle(self, seq: int, size: int, exc: Exception | None) -> None:
+    def _settle(self, seq: int, size: int, exc: Exception | None, stream: str = "") -> None:
         with self._lock:
             if self._closed:
                 return  # already counted as unacknowledged by close()
@@ -143,7 +143,7 @@ class Delivery:
                 self.errors += 1
                 self._failed.add(seq)
                 if self.errors <= LOGGED_ERRORS:
-                    log.error("topic=%s seq=%d delivery failed: %s%s", self.topic, seq, exc,
+                    log.error("topic=%s stream=%s seq=%d delivery failed: %s%s", self.topic, stream, seq, exc,
                               " (further errors are only counted)" if self.errors == LOGGED_ERRORS else "")
             self._finish_record(seq)
         self._window.release()
@@ -155,6 +155,12 @@ class Delivery:
             log.error("topic=%s seq=%d: %d record(s) not delivered: %s", self.topic, seq, count, reason)
             for _ in range(count):
                 self._finish_record(seq)
+
+    def not_sent(self, reason: str) -> None:
+        """Count a frame that never became records (e.g. it could not be encoded)."""
+        with self._lock:
+            self.errors += 1
+        log.error("topic=%s frame not sent: %s", self.topic, reason)
 
     def _finish_record(self, seq: int) -> None:
         self._remaining[seq] -= 1

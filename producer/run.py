@@ -12,6 +12,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -19,7 +21,7 @@ from pipeline.codec import CodecError
 from pipeline.pacing import Pacer
 from pipeline.settings import Settings
 from pipeline.wire import Frame
-from producer.delivery import ConnectPolicy, Delivery, connect
+from producer.delivery import BrokerUnavailable, ConnectPolicy, Delivery, connect
 from producer.encode import DEFAULT_HALO, EncodeOptions, encode_frame
 from producer.source import DEFAULT_OPEN_TIMEOUT_S, open_source
 
@@ -100,12 +102,11 @@ def run(settings: Settings, source: str, stream: str, stop: threading.Event | No
     explicit_fps = None if opts.fps in ("native", "max", None) else float(opts.fps)
     video = open_source(source, opts.start, explicit_fps, opts.open_timeout_s)
     try:
-        producer = connect(settings, opts.acks, opts.connect, stop)
-        # Fetch the topic's metadata now: the first send would otherwise block on it and the
-        # pacer would count the first frames late.
-        producer.partitions_for(settings.raw_topic)
-        delivery = Delivery(producer, settings.raw_topic, opts.window, stop)
-        pacer = Pacer(opts.rate(video.native_fps), clock=opts.clock, sleep=opts.sleep, on_late=opts.on_late)
+        rate = opts.rate(video.native_fps)
+        pacer = Pacer(rate, clock=opts.clock, sleep=opts.sleep, on_late=opts.on_late)
+        delivery = Delivery(_connected(settings, opts, stop), settings.raw_topic, opts.window, stop)
+        log.info("stream=%s source=%s topic=%s fps=%s format=%s tile=%s", stream, source, settings.raw_topic,
+                 f"{rate:g}" if rate else "unthrottled", opts.fmt, opts.tile)
         total = None if opts.loop else video.frame_count
         if opts.max_frames is not None:
             total = min(total, opts.max_frames) if total else opts.max_frames
@@ -117,6 +118,18 @@ def run(settings: Settings, source: str, stream: str, stop: threading.Event | No
     finally:
         video.close()
     return stats
+
+
+def _connected(settings: Settings, opts: ProducerOptions, stop: threading.Event) -> KafkaProducer:
+    producer = connect(settings, opts.acks, opts.connect, stop)
+    try:
+        # Fetch the topic's metadata now: the first send would otherwise block on it and the
+        # pacer would count the first frames late.
+        producer.partitions_for(settings.raw_topic)
+    except KafkaError as exc:
+        producer.close(timeout=1)
+        raise BrokerUnavailable(f"no metadata for topic {settings.raw_topic} from {settings.bootstrap_servers}: {exc}") from None
+    return producer
 
 
 def _publish(frames, stream: str, encoding: EncodeOptions, opts: ProducerOptions, pacer: Pacer,
@@ -132,9 +145,10 @@ def _publish(frames, stream: str, encoding: EncodeOptions, opts: ProducerOptions
             for seq, image in enumerate(frames):
                 if stop.is_set() or (opts.max_frames is not None and admitted >= opts.max_frames):
                     break
+                send = pacer.admit()
+                bar.set_postfix(dropped=pacer.dropped, errors=delivery.errors, refresh=False)
                 bar.update(1)
-                if not pacer.admit():
-                    bar.set_postfix(dropped=pacer.dropped, errors=delivery.errors, refresh=False)
+                if not send:
                     continue
                 admitted += 1
                 ts_ms = int(time.time() * 1000)
@@ -163,7 +177,6 @@ def _send(encoded: Future[list[Frame]], delivery: Delivery) -> None:
     try:
         records = encoded.result()
     except CodecError as exc:
-        delivery.errors += 1
-        log.error("frame not sent: %s", exc)
+        delivery.not_sent(str(exc))
         return
     delivery.send(records)

@@ -122,14 +122,18 @@ def test_stop_flushes_what_was_sent(settings, media):
     assert [f.seq for f in frames] == list(range(len(frames)))
 
 
-def test_cli_run_prints_stats_and_exits_0(settings, media):
+@pytest.mark.parametrize("quiet", [True, False], ids=["quiet", "progress"])
+def test_cli_run_prints_stats_and_exits_0(settings, media, quiet):
     result = subprocess.run(
         [sys.executable, "-m", "producer", "--source", str(media[0]), "--fps", "max", "--max-frames", "7",
-         "--stream", "cli", "--quiet", "--max-width", "80"],
+         "--stream", "cli", "--max-width", "80", *(["--quiet"] if quiet else [])],
         env=settings_env(settings), capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
+    if quiet:
+        assert result.stderr == ""
+    else:
+        assert "cli: 100%" in result.stderr and "7/7" in result.stderr and "dropped=0" in result.stderr
     assert result.stdout.startswith("frames sent 7, bytes ") and "dropped 0" in result.stdout and "errors 0" in result.stdout
     frames = [f for f, _ in read_stream(settings, "cli", 7)]
     assert [(f.seq, f.width, f.height) for f in frames] == [(i, 80, 60) for i in range(7)]
