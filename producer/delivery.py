@@ -22,6 +22,7 @@ ACKS = ("0", "1", "all")
 # Each failed record is logged up to this many times; after that only the count grows, so a
 # dead broker does not flood the log with one line per buffered frame.
 LOGGED_ERRORS = 10
+STALL_WARNING_S = 5.0
 
 
 class BrokerUnavailable(Exception):
@@ -119,9 +120,15 @@ class Delivery:
 
     def _acquire(self) -> bool:
         # Poll so a stop request is honoured even while a dead broker holds the window full.
+        waited = 0.0
         while not self._window.acquire(timeout=0.2):
+            waited += 0.2
             if self.stop.is_set():
                 return False
+            if abs(waited - STALL_WARNING_S) < 0.1:
+                log.warning("topic=%s %d record(s) unacknowledged for %g s: broker slow or down; "
+                            "waiting (frames due meanwhile follow the late policy)", self.topic,
+                            self.in_flight, STALL_WARNING_S)
         return True
 
     # kafka-python calls these as f(*bound_args, result): our arguments come first.
@@ -173,15 +180,22 @@ class Delivery:
 
     def close(self, timeout_s: float) -> None:
         """Flush within ``timeout_s``; records still unacknowledged then count as errors."""
+        flushed = True
         try:
             self.producer.flush(timeout=timeout_s)
         except KafkaError as exc:
+            flushed = False
             log.error("topic=%s flush did not complete in %g s: %s", self.topic, timeout_s, exc)
-        # close() fails whatever is still buffered through the errbacks, which count it.
-        self.producer.close(timeout=1)
         with self._lock:
             lost, self.in_flight = self.in_flight, 0
             self.errors += lost
             self._closed = True
         if lost:
             log.error("topic=%s %d record(s) unacknowledged at exit, counted as errors", self.topic, lost)
+        try:
+            self.producer.close(timeout=1 if flushed else 0)
+        except KafkaError:
+            # kafka-python's close() flushes first and raises while records are still
+            # buffered, before it stops its I/O thread; those records are counted above, so
+            # stop the thread without sending them (a retrying thread would outlive us).
+            self.producer._sender.force_close()

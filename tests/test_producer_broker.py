@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from kafka import TopicPartition
 
+from pipeline.broker import EmbeddedBroker
 from pipeline.codec import decode_image
 from pipeline.kafka import make_consumer
 from pipeline.tiling import Assembler, TileInfo, crop_halo
 from pipeline.wire import Frame, decode_record
 from producer.run import run
-from tests.conftest import settings_env
+from tests.conftest import isolated_settings, settings_env
 from tests.producer_media import FPS, HEIGHT, WIDTH, frame_index, write_stills, write_video
 
 pytestmark = pytest.mark.integration
@@ -154,3 +155,24 @@ def test_ten_seconds_at_25_fps_sends_250_frames_on_a_fake_clock(settings, media)
     assert abs(stats.frames_sent - 250) <= 1 and stats.dropped == 0
     assert abs(stats.mean_fps - 25) < 0.2
     assert len(read_stream(settings, "paced", stats.frames_sent)) == stats.frames_sent
+
+
+def test_broker_death_mid_run_is_counted_as_errors_not_silence(media):
+    """SIGKILL the broker under a running producer: what it never acknowledged is an error."""
+    with EmbeddedBroker() as own:
+        settings = isolated_settings(own)
+        stop = threading.Event()
+        result = {}
+        worker = threading.Thread(target=lambda: result.update(stats=run(
+            settings, str(media[0]), "doomed", stop=stop, fps=50, loop=True, window=8, flush_timeout_s=1.0)))
+        worker.start()
+        assert len(read_stream(settings, "doomed", 5)) >= 5
+        own.process.kill()
+        own.process.wait(10)
+        time.sleep(1.0)  # frames keep coming at 50 fps; none of them can be acknowledged
+        stop.set()
+        worker.join(30)
+        assert not worker.is_alive(), "the producer must stop with the broker gone"
+    stats = result["stats"]
+    assert stats.frames_sent >= 5
+    assert stats.delivery_errors >= 1
