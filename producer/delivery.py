@@ -163,10 +163,10 @@ class Delivery:
             for _ in range(count):
                 self._finish_record(seq)
 
-    def not_sent(self, reason: str) -> None:
-        """Count a frame that never became records (e.g. it could not be encoded)."""
+    def not_sent(self, reason: str, frames: int = 1) -> None:
+        """Count frames that never became records (e.g. they could not be encoded)."""
         with self._lock:
-            self.errors += 1
+            self.errors += frames
         log.error("topic=%s frame not sent: %s", self.topic, reason)
 
     def _finish_record(self, seq: int) -> None:

@@ -56,7 +56,8 @@ class ProducerOptions:
     open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S
     flush_timeout_s: float = 30.0
     clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
+    # None: wait on the stop event, so a stop ends even a long wait between slow frames.
+    sleep: Callable[[float], object] | None = None
 
     def rate(self, native_fps: float | None) -> float | None:
         if self.fps == "native":
@@ -103,7 +104,7 @@ def run(settings: Settings, source: str, stream: str, stop: threading.Event | No
     video = open_source(source, opts.start, explicit_fps, opts.open_timeout_s)
     try:
         rate = opts.rate(video.native_fps)
-        pacer = Pacer(rate, clock=opts.clock, sleep=opts.sleep, on_late=opts.on_late)
+        pacer = Pacer(rate, clock=opts.clock, sleep=opts.sleep or stop.wait, on_late=opts.on_late)
         delivery = Delivery(_connected(settings, opts, stop), settings.raw_topic, opts.window, stop)
         log.info("stream=%s source=%s topic=%s fps=%s format=%s tile=%s", stream, source, settings.raw_topic,
                  f"{rate:g}" if rate else "unthrottled", opts.fmt, opts.tile)
@@ -143,9 +144,9 @@ def _publish(frames, stream: str, encoding: EncodeOptions, opts: ProducerOptions
     with ThreadPoolExecutor(opts.encoders, thread_name_prefix="encode") as pool:
         try:
             for seq, image in enumerate(frames):
-                if stop.is_set() or (opts.max_frames is not None and admitted >= opts.max_frames):
-                    break
                 send = pacer.admit()
+                if stop.is_set():
+                    break
                 bar.set_postfix(dropped=pacer.dropped, errors=delivery.errors, refresh=False)
                 bar.update(1)
                 if not send:
@@ -155,11 +156,15 @@ def _publish(frames, stream: str, encoding: EncodeOptions, opts: ProducerOptions
                 pending.append(pool.submit(encode_frame, image, stream, seq, ts_ms, encoding))
                 while pending and (pending[0].done() or len(pending) >= max_pending):
                     _send(pending.popleft(), delivery)
+                if admitted == opts.max_frames:
+                    break
             while pending:
                 _send(pending.popleft(), delivery)
         finally:
-            for future in pending:
-                future.cancel()
+            if pending:  # only when an exception cut the loop short
+                for future in pending:
+                    future.cancel()
+                delivery.not_sent(f"{len(pending)} encoded frame(s) abandoned", len(pending))
             seconds = opts.clock() - started
             delivery.close(opts.flush_timeout_s)
     return ProducerStats(
