@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"give up opening/reading a URL after this long (default {DEFAULT_OPEN_TIMEOUT_S:g})")
     pace = p.add_argument_group("pacing")
     pace.add_argument("--fps", type=fps_arg, default="native",
-                      help="a number, 'native' (the file's rate, default; unthrottled if unknown) or 'max'")
+                      help="a number, 'native' (default: a file's own rate; cameras and live streams come at "
+                           "their own pace, stills unthrottled) or 'max' (unthrottled)")
     pace.add_argument("--on-late", choices=LATE_POLICIES, default="drop",
                       help="a frame more than one period late: drop it (default) or burst to catch up")
     enc = p.add_argument_group("encoding")

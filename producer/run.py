@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 class ProducerOptions:
     """Everything `run` accepts besides the source and stream; the CLI flags map one to one.
 
-    fps: a number, "native" (the file's own rate; unthrottled when unknown, e.g. cameras,
-    which pace themselves) or "max"/None (unthrottled). on_late: see pipeline.pacing.Pacer.
+    fps: a number, "native" (a file's own rate; live sources such as cameras pace
+    themselves, stills go unthrottled) or "max"/None (unthrottled). on_late: see pipeline.pacing.Pacer.
     window: records awaiting broker acknowledgement at most. encoders: encoding threads.
     """
 
@@ -103,7 +103,9 @@ def run(settings: Settings, source: str, stream: str, stop: threading.Event | No
     explicit_fps = None if opts.fps in ("native", "max", None) else float(opts.fps)
     video = open_source(source, opts.start, explicit_fps, opts.open_timeout_s)
     try:
-        rate = opts.rate(video.native_fps)
+        # A live source delivers at its own rate; pacing it again at its nominal fps would
+        # only drop frames whenever its clock runs a little slower than ours.
+        rate = opts.rate(video.native_fps if video.frame_count else None)
         pacer = Pacer(rate, clock=opts.clock, sleep=opts.sleep or stop.wait, on_late=opts.on_late)
         delivery = Delivery(_connected(settings, opts, stop), settings.raw_topic, opts.window, stop)
         log.info("stream=%s source=%s topic=%s fps=%s format=%s tile=%s", stream, source, settings.raw_topic,

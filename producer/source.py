@@ -39,7 +39,8 @@ class SourceError(Exception):
 class VideoSource:
     """A file, URL or camera read through cv2.VideoCapture.
 
-    ``frame_count`` is frames per pass for files (None when unknown: URLs, cameras).
+    ``frame_count`` is frames per pass from the start (None for live sources: cameras, live
+    streams, which deliver frames at their own rate).
     """
 
     spec: str
@@ -215,7 +216,8 @@ def _open_video(spec: str, start_s: float, open_timeout_s: float, is_file: bool)
         raise SourceError(f"cannot open URL {spec}: unreachable, not found, or not a stream OpenCV can decode")
     fps = capture.get(cv2.CAP_PROP_FPS)
     native_fps = fps if 0 < fps < 1000 else None
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if is_file else 0
+    # Files and URLs of files know their length; live streams report 0 or less.
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     _seek(capture, start_s)
     ok, first = capture.read()
     if not ok:
@@ -226,7 +228,7 @@ def _open_video(spec: str, start_s: float, open_timeout_s: float, is_file: bool)
             raise SourceError(f"video file {spec} has no frames")
         raise SourceError(f"cannot decode {what} {spec}: no decodable frame (unsupported codec or corrupt data)")
     frame_count = None
-    if is_file and count > 0:
+    if count > 0:
         frame_count = max(1, count - round(start_s * native_fps)) if native_fps else count
     return VideoSource(spec, capture, native_fps, is_file, frame_count, start_s, open_timeout_s, _first=first)
 

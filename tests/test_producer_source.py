@@ -73,6 +73,7 @@ def test_http_url_is_read_like_a_file(media):
     with http_server(media[0]) as base:
         source = open_source(f"{base}/clip.mp4")
         assert isinstance(source, VideoSource) and not source.is_file
+        assert source.frame_count == FRAMES, "a URL of a file knows its length, so native fps paces it"
         assert [frame_index(f) for f in read_all(source)] == list(range(FRAMES))
 
 
@@ -113,6 +114,7 @@ def test_start_on_stills_skips_start_times_fps_images(media):
         ("stills/*.gif", "no files match"),
         ("99", "camera 99 is not available"),
         ("http://127.0.0.1:1/x.mp4", "cannot open URL"),
+        ("rtsp://127.0.0.1:1/live", "cannot open URL"),
     ],
 )
 def test_bad_sources_fail_with_one_line(media, spec, message):
