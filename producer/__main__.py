@@ -33,7 +33,11 @@ tiling:
   neighbour context, so processors can work per tile. Each tile is one record: same seq for
   all tiles of a frame, header tile=TileInfo, w/h = the whole frame's size.
 
+on exit: one line on stdout, "frames sent N, bytes B, mean fps F, dropped D, late L, errors E".
 exit codes: 0 done, 1 broker unreachable or records not delivered, 2 bad input.
+
+environment: KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:9092), RAW_TOPIC (frames.raw),
+  MAX_MESSAGE_BYTES, KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_* / KAFKA_SSL_CAFILE, LOG_LEVEL.
 """
 
 
