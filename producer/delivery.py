@@ -196,6 +196,12 @@ class Delivery:
             self.producer.close(timeout=1 if flushed else 0)
         except KafkaError:
             # kafka-python's close() flushes first and raises while records are still
-            # buffered, before it stops its I/O thread; those records are counted above, so
-            # stop the thread without sending them (a retrying thread would outlive us).
-            self.producer._sender.force_close()
+            # buffered, before it stops its I/O thread. Those records are counted above: stop
+            # the thread without sending them (it aborts what is buffered), then close again.
+            sender = self.producer._sender
+            sender.force_close()
+            sender.join(5)
+            try:
+                self.producer.close(timeout=0)
+            except KafkaError as exc:
+                log.error("topic=%s producer did not close cleanly: %s", self.topic, exc)
