@@ -225,6 +225,28 @@ def crop_halo(processed: np.ndarray, info: TileInfo,
     return processed[rows, cols]
 
 
+def check_context(info: TileInfo, size: Size, halo: int, align: int = 1) -> None:
+    """ValueError unless a tile of an image of ``size`` carries the context a chain with
+    ``halo`` and ``align`` needs for exact output: ``halo`` real pixels on every side that
+    is not an image border, and a padded rect starting and ending on the ``align`` grid
+    (or at the border), as :func:`split` cuts them."""
+    height, width = size
+    y, x, h, w = info.core
+    if y + h > height or x + w > width or info.y < info.top or info.x < info.left:
+        raise ValueError(f"tile {info.to_header()} lies outside a {height}x{width} image")
+    need = (min(halo, y), min(halo, x), min(halo, height - y - h), min(halo, width - x - w))
+    have = (info.top, info.left, info.bottom, info.right)
+    if any(got < needed for got, needed in zip(have, need, strict=True)):
+        raise ValueError(f"tile {info.to_header()} has halo {have}, the chain needs {halo} px "
+                         f"(top, left, bottom, right at least {need})")
+    py, px, ph, pw = info.padded
+    if py + ph > height or px + pw > width:
+        raise ValueError(f"tile {info.to_header()} halo runs past a {height}x{width} image")
+    ends = ((py, py + ph, height), (px, px + pw, width))
+    if any(start % align or (end % align and end != limit) for start, end, limit in ends):
+        raise ValueError(f"tile {info.to_header()} is off the chain's {align} px block grid")
+
+
 def output_tile(info: TileInfo, size: Size,
                 chain_or_geometry: TiledChain | Geometry = IDENTITY) -> tuple[TileInfo, Size]:
     """The processed tile's header and the output image size, for the wire.

@@ -1,68 +1,83 @@
-"""The processor loop: consume raw frames, apply the transform chain, produce processed frames.
+"""The processor loop: a consumer-group member that consumes raw frames, applies the transform
+chain and produces processed frames.
 
 Delivery: at-least-once. Offsets are committed manually, only after every output record of
-the polled batch is acknowledged by the broker; a crash or rebalance before that commit makes
-another member redo those frames, never skip them.
+the polled batch (and every dead letter) is acknowledged by the broker. A commit that fails
+because the group is rebalancing is kept and retried in the rebalance listener's revoke
+callback, which runs before the partitions move; a crash before the commit makes the next
+owner redo those frames, never skip them. So a reader may see a frame twice, never miss one.
+
+Order: each partition's records are processed and sent in offset order, and each output goes
+to the same partition number of the processed topic, so the processed topic mirrors the raw
+topic's partitioning: a stream keyed to one partition stays in order end to end; a stream
+spread over partitions (for more parallelism) is put back in seq order by the reader with
+``pipeline.reorder.Reorderer``. See README "Ordering".
+
+Shutdown: when ``stop`` is set the current batch finishes (in-flight frames are not dropped),
+its outputs are flushed and its offsets committed, then the consumer closes, which leaves
+the group so the partitions move to the other members at once.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+import uuid
 
-from kafka import OffsetAndMetadata
-from kafka.errors import CommitFailedError, KafkaError
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 
-from pipeline.codec import CodecError, decode_image, encode_image
 from pipeline.kafka import make_consumer, make_producer
 from pipeline.settings import Settings
-from pipeline.tiling import TileInfo, crop_halo, output_tile
-from pipeline.wire import Frame, WireError, decode_record, to_record
-from processor.transforms import Chain, TransformError, parse_spec
+from pipeline.wire import Frame, decode_record, to_record
+from processor.frames import POISON, FrameProcessor
+from processor.heartbeat import HeartbeatPublisher, Identity, ProcessorStats
+from processor.pool import OrderedPool, limit_opencv_threads
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "processors"
 
-
-@dataclass
-class ProcessorStats:
-    frames: int = 0
-    dead_letters: int = 0
-    commits: int = 0
+# Records per poll, per worker thread: big enough to keep every worker busy, small enough
+# that a batch (the unit of commit and of graceful shutdown) finishes in well under a second.
+RECORDS_PER_WORKER = 4
 
 
-class ChainCache:
-    """One Chain per (stream, spec): stateful transforms keep their state per stream."""
+class _Offsets(ConsumerRebalanceListener):
+    """Offsets whose outputs are acknowledged but not yet committed; committed on revoke."""
 
-    def __init__(self, default_spec: str) -> None:
-        self.default_spec = default_spec
-        self._chains: dict[tuple[str, str], Chain] = {}
+    def __init__(self, consumer: KafkaConsumer, stats: ProcessorStats) -> None:
+        self.consumer, self.stats = consumer, stats
+        self.pending: dict[TopicPartition, OffsetAndMetadata] = {}
 
-    def get(self, stream: str, spec: str | None) -> Chain:
-        key = (stream, spec or self.default_spec)
-        if key not in self._chains:
-            self._chains[key] = parse_spec(key[1])
-        return self._chains[key]
+    def commit(self) -> bool:
+        if not self.pending:
+            return True
+        try:
+            self.consumer.commit(dict(self.pending))
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            log.info("commit deferred to the rebalance (%s): %s", type(exc).__name__, exc)
+            return False
+        self.pending.clear()
+        self.stats.add(commits=1)
+        return True
 
+    def on_partitions_revoked(self, revoked) -> None:
+        # Still a member of the old generation here: the last chance to commit what we did.
+        if self.pending and not self.commit():
+            log.warning("could not commit before losing %s; the next owner redoes those frames", sorted(revoked))
+        self.pending.clear()
 
-def process_frame(frame: Frame, chain: Chain) -> Frame:
-    """Apply the chain to a whole frame, or to one halo'd tile (see pipeline.tiling.output_tile)."""
-    image = chain(decode_image(frame.data))
-    if frame.tile is None:
-        data = encode_image(image, frame.encoding)
-        return replace(frame.with_image(data, image.shape[1], image.shape[0]), transform=chain.spec)
-    if not chain.tileable:
-        raise TransformError(f"transform {chain.spec!r} needs the whole image and cannot run on a tile")
-    try:
-        info = TileInfo.from_header(frame.tile)
-    except ValueError as exc:
-        raise WireError(str(exc)) from None
-    core = crop_halo(image, info, chain)
-    out_info, (out_h, out_w) = output_tile(info, (frame.height, frame.width), chain)
-    data = encode_image(core, frame.encoding)
-    return replace(frame.with_image(data, out_w, out_h), tile=out_info.to_header(), transform=chain.spec)
+    def on_partitions_assigned(self, assigned) -> None:
+        partitions = sorted(tp.partition for tp in self.consumer.assignment())
+        self.stats.assign(partitions)
+        log.info("assigned partitions %s", partitions)
+
+    def on_partitions_lost(self, lost) -> None:
+        # Kicked out of the group (e.g. session expired): another member owns them already.
+        log.warning("lost partitions %s; uncommitted frames will be redone", sorted(tp.partition for tp in lost))
+        self.pending.clear()
+        self.stats.assign([])
 
 
 def run(
@@ -70,52 +85,82 @@ def run(
     transform: str = "grayscale",
     group: str = DEFAULT_GROUP,
     stop: threading.Event | None = None,
+    concurrency: int = 1,
+    tile: int | None = None,
+    processor_id: str | None = None,
 ) -> ProcessorStats:
+    """Process frames as a member of ``group`` until ``stop`` is set; returns the counters."""
     stop = stop or threading.Event()
-    chains = ChainCache(transform)
-    chains.get("", None)  # fail fast on a bad default spec, before joining the group
-    consumer = make_consumer(settings, "processor", group_id=group)
-    consumer.subscribe([settings.raw_topic])
-    producer = make_producer(settings, "processor")
+    limit_opencv_threads()
+    pool = OrderedPool(concurrency)
+    frames = FrameProcessor(transform, tile, pool)  # a bad spec fails before joining the group
     stats = ProcessorStats()
+    who = Identity(processor_id or f"processor-{uuid.uuid4().hex[:8]}", group, frames.default_spec,
+                   settings.raw_topic, concurrency, tile)
+    producer = make_producer(settings, "processor")
+    consumer = make_consumer(settings, "processor", group_id=group)
+    offsets = _Offsets(consumer, stats)
+    consumer.subscribe([settings.raw_topic], listener=offsets)
+    heartbeat = HeartbeatPublisher(producer, settings.heartbeat_topic, who, stats).start()
+    out_partitions = len(producer.partitions_for(settings.processed_topic) or ()) or 1
+    log.info("processor %s joining group %s: transform=%s concurrency=%d tile=%s",
+             who.id, group, who.transform, concurrency, tile)
     try:
         while not stop.is_set():
-            batch = consumer.poll(timeout_ms=200)
+            batch = consumer.poll(timeout_ms=200, max_records=RECORDS_PER_WORKER * concurrency)
             if not batch:
+                offsets.commit()  # retry a commit deferred by a rebalance
                 continue
-            offsets = {}
+            _process_batch(batch, frames, producer, settings, stats, out_partitions)
+            producer.flush()  # every output acknowledged before its input offset is committed
             for tp, records in batch.items():
-                for record in records:
-                    _handle(record, chains, producer, settings, stats)
-                offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
-            producer.flush()
-            try:
-                consumer.commit(offsets)
-                stats.commits += 1
-            except CommitFailedError as exc:
-                # The group rebalanced under us: the new owner re-processes from the last commit.
-                log.warning("commit failed after rebalance, frames will be redone: %s", exc)
+                offsets.pending[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+            offsets.commit()
     except KafkaError as exc:
         log.error("processor stopped on Kafka error: %s", exc)
         raise
     finally:
+        heartbeat.stop()
         producer.flush()
+        offsets.commit()
+        consumer.close()  # leaves the group: partitions move without waiting for a timeout
         producer.close(timeout=5)
-        consumer.close()
-        log.info("processor stopped: %d frames, %d dead letters", stats.frames, stats.dead_letters)
+        pool.close()
+        log.info("processor %s stopped: %d frames, %d dead letters, %d commits",
+                 who.id, stats.frames, stats.dead_letters, stats.commits)
     return stats
 
 
-def _handle(record, chains: ChainCache, producer, settings: Settings, stats: ProcessorStats) -> None:
-    try:
-        frame = decode_record(record)
-        out = process_frame(frame, chains.get(frame.stream, frame.transform))
-    except (WireError, CodecError, TransformError) as exc:
-        log.warning("partition=%d offset=%d to dead-letter topic: %s", record.partition, record.offset, exc)
-        headers = list(record.headers or []) + [("error", str(exc).encode())]
-        producer.send(settings.dead_letter_topic, key=record.key, value=record.value, headers=headers)
-        stats.dead_letters += 1
-        return
-    key, value, headers = to_record(out)
-    producer.send(settings.processed_topic, key=key, value=value, headers=headers)
-    stats.frames += 1
+def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer, settings: Settings,
+                   stats: ProcessorStats, out_partitions: int) -> None:
+    records = [record for tp_records in batch.values() for record in tp_records]
+    decoded: list[Frame | Exception] = []
+    for record in records:
+        try:
+            decoded.append(decode_record(record))
+        except POISON as exc:
+            decoded.append(exc)
+    good = [i for i, item in enumerate(decoded) if isinstance(item, Frame)]
+    for i, out in zip(good, frames.process_batch([decoded[i] for i in good]), strict=True):
+        decoded[i] = out
+    sent = dead = 0
+    for record, out in zip(records, decoded, strict=True):
+        if isinstance(out, Exception):
+            _dead_letter(producer, settings, record, out)
+            dead += 1
+        else:
+            key, value, headers = to_record(out)
+            # Same partition number as the input: the processed topic mirrors the raw one's order.
+            producer.send(settings.processed_topic, key=key, value=value, headers=headers,
+                          partition=record.partition % out_partitions)
+            sent += 1
+    stats.add(frames=sent, dead_letters=dead)
+
+
+def _dead_letter(producer: KafkaProducer, settings: Settings, record, error: Exception) -> None:
+    log.warning("partition=%d offset=%d to dead-letter topic: %s", record.partition, record.offset, error)
+    headers = list(record.headers or []) + [
+        ("error", str(error).encode()),
+        ("source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+    ]
+    producer.send(settings.dead_letter_topic, key=record.key, value=record.value, headers=headers)

@@ -1,0 +1,163 @@
+"""Frame work without Kafka: decode, apply the chain (whole, per tile, or split into tiles), encode.
+
+Three kinds of input frame:
+- a whole frame: the chain runs on it; with ``tile_size`` its tileable prefix runs on
+  ``tile_size`` px tiles in parallel on the pool, the rest on the reassembled image;
+- a tile (``Frame.tile`` set, halo included by the sender): checked against the chain's
+  halo and block grid, processed, halo cropped, republished with its output placement
+  (see ``pipeline.tiling.output_tile`` and the tile contract in ``pipeline.wire``);
+- a poison record: anything that cannot become output raises a :data:`POISON` error, which
+  the caller sends to the dead-letter topic.
+
+Concurrency: frames of a batch run on the pool in parallel when their chain is tileable
+(stateless, so each worker thread builds its own chain instance); a non-tileable chain may
+hold state (MOG2 background model, cascades), so one stream's frames for it run in order
+on one chain.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import replace
+
+import cv2
+import numpy as np
+
+from pipeline.codec import decode_image, encode_image
+from pipeline.tiling import Assembler, TileInfo, check_context, crop_halo, output_tile, split
+from pipeline.wire import Frame
+from processor.pool import OrderedPool
+from processor.transforms import Chain, TransformError, parse_spec
+
+POISON = (ValueError, cv2.error)
+"""Errors that mean "this record cannot be processed": wire, codec, transform, tile errors
+(all ValueError) and OpenCV rejecting an image. The processor dead-letters them and goes on."""
+
+_MAX_CHAINS = 64  # bounds memory when uploads carry many distinct specs
+
+
+class ChainCache:
+    """Chains by key, least recently used dropped past a bound."""
+
+    def __init__(self) -> None:
+        self._chains: OrderedDict[tuple, Chain] = OrderedDict()
+
+    def get(self, key: tuple, spec: str) -> Chain:
+        chain = self._chains.get(key)
+        if chain is None:
+            chain = self._chains[key] = parse_spec(spec)
+            while len(self._chains) > _MAX_CHAINS:
+                self._chains.popitem(last=False)
+        self._chains.move_to_end(key)
+        return chain
+
+
+class FrameProcessor:
+    """Turns input frames into output frames with ``default_spec`` or each frame's own spec."""
+
+    def __init__(self, default_spec: str, tile_size: int | None = None, pool: OrderedPool | None = None) -> None:
+        if tile_size is not None and tile_size < 1:
+            raise ValueError(f"tile size must be >= 1, got {tile_size}")
+        self.default_spec = parse_spec(default_spec).spec  # fails fast on a bad spec
+        self.tile_size = tile_size
+        self.pool = pool or OrderedPool(1)
+        self._per_stream = ChainCache()  # touched only by the batch's calling thread
+        self._local = threading.local()
+
+    def process_batch(self, frames: list[Frame]) -> list[Frame | Exception]:
+        """Output frame (or the POISON error) for each input frame, in input order."""
+        results: list[Frame | Exception | None] = [None] * len(frames)
+        lanes: dict[object, list[int]] = {}
+        for i, frame in enumerate(frames):
+            try:
+                chain = self._stream_chain(frame)
+            except TransformError as exc:
+                results[i] = exc
+                continue
+            # A stateless chain's frames are independent; a stateful one's must go in order.
+            lane = i if chain.tileable else (frame.stream, chain.spec)
+            lanes.setdefault(lane, []).append(i)
+
+        def run_lane(indices: list[int]) -> list[Frame | Exception]:
+            return [self._guarded(frames[i]) for i in indices]
+
+        lane_list = list(lanes.values())
+        if self.tile_size is None:
+            outputs = self.pool.map(run_lane, lane_list)
+        else:
+            # The pool is busy with tiles inside each frame; frames go one after another.
+            outputs = [run_lane(lane) for lane in lane_list]
+        for indices, outs in zip(lane_list, outputs, strict=True):
+            for i, out in zip(indices, outs, strict=True):
+                results[i] = out
+        return results  # type: ignore[return-value]
+
+    def process(self, frame: Frame) -> Frame:
+        """One frame; raises a POISON error if it cannot be processed."""
+        chain = self._stream_chain(frame)
+        if frame.tile is not None:
+            if not chain.tileable:
+                raise ValueError(f"transform {chain.spec!r} is not tileable (stateful or global): "
+                                 "send the whole image, not tiles")
+            return self._process_tile(frame, self._worker_chain(chain))
+        image = decode_image(frame.data)
+        if self.tile_size is not None:
+            output = self._apply_split(chain, image)
+        else:
+            output = (self._worker_chain(chain) if chain.tileable else chain)(image)
+        return self._output(frame, chain, output, output.shape[1], output.shape[0])
+
+    def _guarded(self, frame: Frame) -> Frame | Exception:
+        try:
+            return self.process(frame)
+        except POISON as exc:
+            return exc
+
+    def _spec(self, frame: Frame) -> str:
+        return frame.transform or self.default_spec
+
+    def _stream_chain(self, frame: Frame) -> Chain:
+        """The stream's own chain instance: the one stateful chains must use."""
+        spec = self._spec(frame)
+        return self._per_stream.get((frame.stream, spec), spec)
+
+    def _worker_chain(self, chain: Chain) -> Chain:
+        """This thread's instance of a stateless chain (chains are not shared across threads)."""
+        cache = getattr(self._local, "chains", None)
+        if cache is None:
+            cache = self._local.chains = ChainCache()
+        return cache.get((chain.spec,), chain.spec)
+
+    def _process_tile(self, frame: Frame, chain: Chain) -> Frame:
+        info = TileInfo.from_header(frame.tile)
+        size = (frame.height, frame.width)
+        check_context(info, size, chain.halo, chain.align)
+        image = decode_image(frame.data)
+        if image.shape[:2] != info.padded[2:]:
+            raise ValueError(f"tile image is {image.shape[:2]}, header {frame.tile} says {info.padded[2:]}")
+        core = crop_halo(chain(image), info, chain)
+        out_info, (out_h, out_w) = output_tile(info, size, chain)
+        return replace(self._output(frame, chain, core, out_w, out_h), tile=out_info.to_header())
+
+    def _apply_split(self, chain: Chain, image: np.ndarray) -> np.ndarray:
+        """The tileable prefix on tiles in parallel, the rest on the reassembled image."""
+        prefix, rest = chain.split_tileable()
+        if len(prefix):
+            tiles = split(image, self.tile_size, prefix.halo, align=prefix.align)
+            if len(tiles) > 1:
+                def run_tile(item: tuple[TileInfo, np.ndarray]) -> np.ndarray:
+                    info, tile = item
+                    return crop_halo(self._worker_chain(prefix)(tile), info, prefix)
+
+                first = tiles[0][0]
+                assembler = Assembler(*image.shape[:2], first.rows, first.cols, prefix)
+                for (info, _), core in zip(tiles, self.pool.map(run_tile, tiles), strict=True):
+                    assembler.add(info, core)
+                image, prefix = assembler.image(), Chain()
+        return rest(prefix(image))
+
+    @staticmethod
+    def _output(frame: Frame, chain: Chain, image: np.ndarray, width: int, height: int) -> Frame:
+        data = encode_image(image, frame.encoding)
+        return replace(frame.with_image(data, width, height), transform=chain.spec)
