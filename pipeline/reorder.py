@@ -9,7 +9,8 @@ frame as it arrives and gets back the frames that are now in order.
 Bounded both ways: a missing seq is waited for at most ``max_wait_s`` (from the arrival of the
 oldest frame held behind it) and at most ``max_pending`` frames are held; then the gap is
 skipped. Frames older than the last released seq are dropped as duplicates or late, except
-that a seq more than ``restart_gap`` behind means the source restarted from 0.
+that a seq more than ``restart_gap`` behind means the source restarted from 0. A stream
+first seen mid-way (not at seq 0) waits the same bounded time for lower seqs before it starts.
 Pure: the caller passes the clock (``now``, seconds); nothing here blocks.
 """
 
@@ -88,7 +89,8 @@ class Reorderer(Generic[T]):
         out: list[tuple[int, T]] = []
         while state.heap:
             seq = state.heap[0][0]
-            if state.next_seq is not None and seq == state.next_seq:
+            # Seqs count from 0, so a stream seen from its very start has nothing to wait for.
+            if seq == (0 if state.next_seq is None else state.next_seq):
                 out.append(self._pop(state))
                 continue
             oldest = min(arrived for _, _, arrived, _ in state.heap)

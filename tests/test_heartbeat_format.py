@@ -1,0 +1,40 @@
+"""The heartbeat record format that processors write and the viewer reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.heartbeat import Heartbeat, HeartbeatError, decode_heartbeat, encode_heartbeat, live_workers
+
+
+def beat(id: str, ts: int, state: str = "running", **kw) -> Heartbeat:
+    return Heartbeat(id=id, host="h", pid=1, group="g", transform="grayscale", topic="raw",
+                     ts=ts, state=state, **kw)
+
+
+def test_round_trip_and_json_fields():
+    b = beat("p1", 1234, partitions=[0, 2], frames=10, fps=4.5, errors=1, concurrency=2, tile=256)
+    key, value = encode_heartbeat(b)
+    assert key == b"p1"
+    assert b'"partitions":[0,2]' in value and b'"fps":4.5' in value
+    assert decode_heartbeat(value) == b
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility():
+    _, value = encode_heartbeat(beat("p1", 5))
+    assert decode_heartbeat(value[:-1] + b',"future":true}') == beat("p1", 5)
+
+
+@pytest.mark.parametrize("value", [None, b"", b"[]", b"{}", b"not json", b'{"id":"x"}',
+                                   b'{"id":"x","host":"h","pid":1,"group":"g","transform":"t","topic":"r",'
+                                   b'"partitions":"0","ts":1}'])
+def test_garbage_is_refused(value):
+    with pytest.raises(HeartbeatError):
+        decode_heartbeat(value)
+
+
+def test_live_workers_keeps_newest_and_drops_stopped_and_stale():
+    beats = [beat("a", 1000), beat("a", 9000, frames=5), beat("b", 9500), beat("b", 9600, "stopped"),
+             beat("c", 1000)]
+    live = live_workers(beats, now_ms=10_000, stale_after_s=6)
+    assert [(b.id, b.frames) for b in live] == [("a", 5)]
