@@ -62,3 +62,14 @@ class Settings:
             max_upload_bytes=_int_env("MAX_UPLOAD_BYTES", 25 * 1000 * 1000),
             max_upload_pixels=_int_env("MAX_UPLOAD_PIXELS", 50 * 1000 * 1000),
         )
+
+    def topic_env(self) -> dict[str, str]:
+        """The environment variables that make a child process's ``from_env`` see this broker
+        and these topics (the inverse of :meth:`from_env` for them)."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "RAW_TOPIC": self.raw_topic,
+            "PROCESSED_TOPIC": self.processed_topic,
+            "HEARTBEAT_TOPIC": self.heartbeat_topic,
+            "DEAD_LETTER_TOPIC": self.dead_letter_topic,
+        }

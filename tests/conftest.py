@@ -50,16 +50,7 @@ def module_settings(broker) -> Settings:
 
 def settings_env(s: Settings) -> dict[str, str]:
     """The environment that makes a child process see the same Settings."""
-    env = dict(os.environ)
-    env.update(
-        KAFKA_BOOTSTRAP_SERVERS=s.bootstrap_servers,
-        RAW_TOPIC=s.raw_topic,
-        PROCESSED_TOPIC=s.processed_topic,
-        HEARTBEAT_TOPIC=s.heartbeat_topic,
-        DEAD_LETTER_TOPIC=s.dead_letter_topic,
-        PYTHONPATH=ROOT,
-    )
-    return env
+    return dict(os.environ) | s.topic_env() | {"PYTHONPATH": ROOT}
 
 
 class ServerThread:
