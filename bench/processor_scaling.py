@@ -35,7 +35,7 @@ from pipeline.codec import decode_image, encode_image  # noqa: E402
 from pipeline.heartbeat import decode_heartbeat  # noqa: E402
 from pipeline.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.wire import Frame, decode_record, to_record  # noqa: E402
+from pipeline.wire import Frame, decode_record, spread_partition, to_record  # noqa: E402
 from processor.pool import limit_opencv_threads  # noqa: E402
 from processor.transforms import parse_spec  # noqa: E402
 
@@ -134,7 +134,7 @@ def measure(broker: EmbeddedBroker, spec: str, frames: list[bytes], members: lis
         for seq, data in enumerate(frames):
             key, value, headers = to_record(Frame("bench", seq, 0, "jpeg", 640, 360, data))
             producer.send(settings.raw_topic, key=key, value=value, headers=headers,
-                          partition=seq % settings.partitions)
+                          partition=spread_partition(seq, settings.partitions))
         producer.flush()
         producer.close()
         done: set[int] = set()

@@ -2,6 +2,24 @@
 
 key = stream name (so one stream's frames share a partition and stay in order);
 value = the encoded image bytes, untouched; headers carry everything else as ASCII text.
+
+Partitioning: by default the partition follows the key, so a stream lives in one partition
+and one processor handles it, in order. To let several processors share ONE stream, a sender
+picks ``spread_partition(seq, partitions)`` instead (the key stays the stream); processors
+mirror the input partition on output, and a reader restores seq order with
+``pipeline.reorder.Reorderer``.
+
+Tiles (``tile`` header set, see ``pipeline.tiling.TileInfo``):
+- input tile: the value is the *padded* tile (core plus halo, as ``tiling.split`` cuts it
+  with the chain's ``halo`` and ``align``); ``w``/``h`` are the size of the FULL image the
+  tile belongs to; ``job`` names the image (an upload job id) and ``transform`` the chain.
+  The processor refuses (dead-letters, with an ``error`` header) a tile whose chain is not
+  tileable or whose halo/grid is short of what the chain needs: it never emits wrong pixels.
+- output tile: the value is the processed *core* only; ``tile`` is rewritten to the core's
+  rect in the OUTPUT image with zero halo (``tiling.output_tile``), ``w``/``h`` are the full
+  output image's size; ``job``, ``seq`` and ``stream`` are kept. So a reader reassembles with
+  ``Assembler(h, w, rows, cols)`` (identity geometry) keyed by job (or stream and seq),
+  knowing nothing of the chain. Use PNG for tiles that must reassemble pixel-exactly.
 """
 
 from __future__ import annotations
@@ -32,6 +50,11 @@ class Frame:
 
     def with_image(self, data: bytes, width: int, height: int, encoding: str | None = None) -> Frame:
         return replace(self, data=data, width=width, height=height, encoding=encoding or self.encoding)
+
+
+def spread_partition(seq: int, partitions: int) -> int:
+    """The partition for frame ``seq`` when a stream is spread over all ``partitions``."""
+    return seq % partitions
 
 
 def to_record(frame: Frame) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:

@@ -22,7 +22,7 @@ from pipeline.heartbeat import decode_heartbeat
 from pipeline.kafka import make_admin, make_consumer, make_producer
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo, split
-from pipeline.wire import Frame, decode_record, to_record
+from pipeline.wire import Frame, decode_record, spread_partition, to_record
 from processor.run import run
 from processor.transforms import parse_spec
 from tests.conftest import ROOT, settings_env
@@ -86,7 +86,7 @@ class PacedProducer(threading.Thread):
             while not self.stop.wait(self.interval):
                 key, value, headers = to_record(raw_frame(self.sent))
                 producer.send(self.settings.raw_topic, key=key, value=value, headers=headers,
-                              partition=self.sent % self.settings.partitions)
+                              partition=spread_partition(self.sent, self.settings.partitions))
                 self.sent += 1
             producer.flush()
         finally:
