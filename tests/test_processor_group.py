@@ -121,6 +121,14 @@ def heartbeats(records: list, processor_id: str) -> list:
     return [b for b in map(lambda r: decode_heartbeat(r.value), records) if b.id == processor_id]
 
 
+def assigned(name: str, partitions: list[int] | None = None) -> Callable[[list], bool]:
+    """Heartbeat-topic condition: ``name``'s newest heartbeat shows ``partitions`` (or any)."""
+    def check(records: list) -> bool:
+        mine = heartbeats(records, name)
+        return bool(mine) and (mine[-1].partitions == partitions if partitions else bool(mine[-1].partitions))
+    return check
+
+
 def seqs(records: list, stream: str = "cam") -> set[int]:
     return {f.seq for f in map(decode_record, records) if f.stream == stream}
 
@@ -202,12 +210,6 @@ def test_rebalance_with_two_members_loses_no_frame(settings):
     a, b = Member(settings, group, "a", concurrency=2), Member(settings, group, "b")
     processed, beats = Topic(settings, settings.processed_topic), Topic(settings, settings.heartbeat_topic)
 
-    def assigned(name: str, partitions: list[int] | None = None) -> Callable[[list], bool]:
-        def check(records: list) -> bool:
-            mine = heartbeats(records, name)
-            return bool(mine) and (mine[-1].partitions == partitions if partitions else bool(mine[-1].partitions))
-        return check
-
     try:
         a.start()
         feed.start()
@@ -241,12 +243,52 @@ def test_rebalance_with_two_members_loses_no_frame(settings):
     assert sum(committed(settings, group).values()) == total
 
 
+def test_killed_member_is_redone_by_the_survivor(settings):
+    """kill -9 of one member mid-stream: the survivor takes its partitions after the session
+    timeout and redoes whatever was not committed; every seq is processed at least once."""
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    victim = processor_process(settings, group, "victim")
+    feed = PacedProducer(settings)
+    survivor = Member(settings, group, "survivor")
+    processed, beats = Topic(settings, settings.processed_topic), Topic(settings, settings.heartbeat_topic)
+    try:
+        feed.start()
+        beats.wait_for(assigned("victim"), "the victim owning partitions")
+        survivor.start()
+        beats.wait_for(assigned("survivor"), "the survivor owning partitions")
+        seen = len(processed.wait_for(lambda r: len(r) >= 20, "frames processed"))
+        processed.wait_for(lambda r: len(r) >= seen + 20, "both members processing")
+        victim.kill()
+        victim.wait()
+        beats.wait_for(assigned("survivor", [0, 1, 2, 3]), "the survivor owning every partition")
+        seen = len(processed.records)
+        processed.wait_for(lambda r: len(r) >= seen + 20, "the survivor alone processing")
+        total = feed.finish()
+        processed.wait_for(lambda r: seqs(r) >= set(range(total)), f"all {total} seqs processed")
+    finally:
+        feed.finish()
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
+        if survivor.is_alive():
+            survivor.finish()
+        processed.close()
+        beats.close()
+    assert seqs(processed.records) == set(range(total))
+    assert max(b.frames for b in heartbeats(beats.records, "victim")) > 0  # it was working when killed
+    assert survivor.stats.frames > 0 and survivor.stats.rebalances >= 2
+
+
+def processor_process(settings: Settings, group: str, name: str, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "processor", "--transform", "blur:ksize=7,sharpen", "--group", group,
+           "--id", name, *extra]
+    return subprocess.Popen(cmd, env=settings_env(settings), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
 def test_sigterm_finishes_in_flight_commits_and_exits_zero(settings):
     group = f"g-{uuid.uuid4().hex[:6]}"
-    cmd = [sys.executable, "-m", "processor", "--transform", "blur:ksize=7,sharpen", "--group", group,
-           "--concurrency", "2", "--id", "sigterm-test"]
-    child = subprocess.Popen(cmd, env=settings_env(settings), cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    child = processor_process(settings, group, "sigterm-test", "--concurrency", "2")
     feed = PacedProducer(settings, fps=60)
     processed = Topic(settings, settings.processed_topic)
     try:
