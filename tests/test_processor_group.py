@@ -59,6 +59,11 @@ class Topic:
                 self.records.extend(batch)
         return self.records
 
+    def wait_for_more(self, count: int, what: str) -> list:
+        """Until ``count`` records beyond those read so far have arrived."""
+        seen = len(self.records)
+        return self.wait_for(lambda r: len(r) >= seen + count, what)
+
     def drain(self) -> list:
         """Everything the topic holds now (the writer has stopped)."""
         while batches := self.consumer.poll(timeout_ms=1000):
@@ -131,6 +136,13 @@ def assigned(name: str, partitions: list[int] | None = None) -> Callable[[list],
 
 def seqs(records: list, stream: str = "cam") -> set[int]:
     return {f.seq for f in map(decode_record, records) if f.stream == stream}
+
+
+def every_seq_processed(feed: PacedProducer, processed: Topic) -> int:
+    """Stops the feed and waits until each seq it sent is in the processed topic; the count."""
+    total = feed.finish()
+    processed.wait_for(lambda r: seqs(r) >= set(range(total)), f"all {total} seqs processed")
+    return total
 
 
 def committed(settings: Settings, group: str) -> dict[int, int]:
@@ -217,14 +229,11 @@ def test_rebalance_with_two_members_loses_no_frame(settings):
         b.start()
         beats.wait_for(assigned("b"), "b owning partitions")
         beats.wait_for(assigned("a"), "a owning partitions after the rebalance")
-        seen = len(processed.records)
-        processed.wait_for(lambda r: len(r) >= seen + 20, "both members processing")
+        processed.wait_for_more(20, "both members processing")
         a.finish()
         beats.wait_for(assigned("b", [0, 1, 2, 3]), "b owning every partition")
-        seen = len(processed.records)
-        processed.wait_for(lambda r: len(r) >= seen + 20, "b alone processing")
-        total = feed.finish()
-        processed.wait_for(lambda r: seqs(r) >= set(range(total)), f"all {total} seqs processed")
+        processed.wait_for_more(20, "b alone processing")
+        total = every_seq_processed(feed, processed)
     finally:
         feed.finish()
         for m in (a, b):
@@ -256,15 +265,13 @@ def test_killed_member_is_redone_by_the_survivor(settings):
         beats.wait_for(assigned("victim"), "the victim owning partitions")
         survivor.start()
         beats.wait_for(assigned("survivor"), "the survivor owning partitions")
-        seen = len(processed.wait_for(lambda r: len(r) >= 20, "frames processed"))
-        processed.wait_for(lambda r: len(r) >= seen + 20, "both members processing")
+        processed.wait_for_more(20, "frames processed")
+        processed.wait_for_more(20, "both members processing")
         victim.kill()
         victim.wait()
         beats.wait_for(assigned("survivor", [0, 1, 2, 3]), "the survivor owning every partition")
-        seen = len(processed.records)
-        processed.wait_for(lambda r: len(r) >= seen + 20, "the survivor alone processing")
-        total = feed.finish()
-        processed.wait_for(lambda r: seqs(r) >= set(range(total)), f"all {total} seqs processed")
+        processed.wait_for_more(20, "the survivor alone processing")
+        total = every_seq_processed(feed, processed)
     finally:
         feed.finish()
         if victim.poll() is None:
