@@ -24,7 +24,7 @@ import logging
 import threading
 import uuid
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 
 from pipeline.kafka import make_consumer, make_producer
@@ -43,14 +43,20 @@ DEFAULT_GROUP = "processors"
 RECORDS_PER_WORKER = 4
 
 
-class _Offsets(ConsumerRebalanceListener):
-    """Offsets whose outputs are acknowledged but not yet committed; committed on revoke."""
+class OffsetKeeper(AsyncConsumerRebalanceListener):
+    """Offsets whose outputs are acknowledged but not yet committed; committed on revoke.
+
+    Async on purpose: kafka-python 3 runs listeners on its IO thread, where the blocking
+    ``commit()`` raises RuntimeError; awaiting ``commit_async()`` there commits before the
+    JoinGroup goes out, while this member still owns the partitions.
+    """
 
     def __init__(self, consumer: KafkaConsumer, stats: ProcessorStats) -> None:
         self.consumer, self.stats = consumer, stats
         self.pending: dict[TopicPartition, OffsetAndMetadata] = {}
 
     def commit(self) -> bool:
+        """Commit what is pending (from the poll thread); False if a rebalance deferred it."""
         if not self.pending:
             return True
         try:
@@ -62,18 +68,25 @@ class _Offsets(ConsumerRebalanceListener):
         self.stats.add(commits=1)
         return True
 
-    def on_partitions_revoked(self, revoked) -> None:
-        # Still a member of the old generation here: the last chance to commit what we did.
-        if self.pending and not self.commit():
-            log.warning("could not commit before losing %s; the next owner redoes those frames", sorted(revoked))
-        self.pending.clear()
+    async def on_partitions_revoked(self, revoked) -> None:
+        if self.pending:
+            offsets = {tp: off for tp, off in self.pending.items() if tp in revoked}
+            try:
+                await self.consumer.commit_async(offsets)
+                self.stats.add(commits=1)
+                log.info("committed %d partition(s) before revocation", len(offsets))
+            except KafkaError as exc:
+                log.warning("could not commit before losing %s; the next owner redoes those frames: %s",
+                            sorted(tp.partition for tp in revoked), exc)
+        for tp in revoked:
+            self.pending.pop(tp, None)
 
-    def on_partitions_assigned(self, assigned) -> None:
+    async def on_partitions_assigned(self, assigned) -> None:
         partitions = sorted(tp.partition for tp in self.consumer.assignment())
         self.stats.assign(partitions)
         log.info("assigned partitions %s", partitions)
 
-    def on_partitions_lost(self, lost) -> None:
+    async def on_partitions_lost(self, lost) -> None:
         # Kicked out of the group (e.g. session expired): another member owns them already.
         log.warning("lost partitions %s; uncommitted frames will be redone", sorted(tp.partition for tp in lost))
         self.pending.clear()
@@ -99,7 +112,7 @@ def run(
                    settings.raw_topic, concurrency, tile)
     producer = make_producer(settings, "processor")
     consumer = make_consumer(settings, "processor", group_id=group)
-    offsets = _Offsets(consumer, stats)
+    offsets = OffsetKeeper(consumer, stats)
     consumer.subscribe([settings.raw_topic], listener=offsets)
     heartbeat = HeartbeatPublisher(producer, settings.heartbeat_topic, who, stats).start()
     out_partitions = len(producer.partitions_for(settings.processed_topic) or ()) or 1

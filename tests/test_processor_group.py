@@ -15,7 +15,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 import pytest
-from kafka import TopicPartition
+from kafka import OffsetAndMetadata, TopicPartition
 
 from pipeline.codec import decode_image, encode_image
 from pipeline.heartbeat import decode_heartbeat
@@ -23,7 +23,8 @@ from pipeline.kafka import make_admin, make_consumer, make_producer
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo, split
 from pipeline.wire import Frame, decode_record, spread_partition, to_record
-from processor.run import run
+from processor.heartbeat import ProcessorStats
+from processor.run import OffsetKeeper, run
 from processor.transforms import parse_spec
 from tests.conftest import ROOT, settings_env
 
@@ -250,6 +251,50 @@ def test_rebalance_with_two_members_loses_no_frame(settings):
     assert split_a and split_b and set(split_a[-1]).isdisjoint(split_b[0])
     # b committed everything when it left: a new member would start at the end.
     assert sum(committed(settings, group).values()) == total
+
+
+def test_offsets_pending_at_a_rebalance_are_committed_on_revoke(settings):
+    """A commit the rebalance deferred is made by the revoke callback, before the partitions move."""
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    producer = make_producer(settings)
+    for seq in range(8):
+        key, value, headers = to_record(raw_frame(seq))
+        producer.send(settings.raw_topic, key=key, value=value, headers=headers,
+                      partition=spread_partition(seq, settings.partitions))
+    producer.flush()
+    producer.close()
+    stats = ProcessorStats()
+    first = make_consumer(settings, "test-first", group_id=group)
+    keeper = OffsetKeeper(first, stats)
+    first.subscribe([settings.raw_topic], listener=keeper)
+    polled: dict = {}
+    deadline = time.monotonic() + WAIT_S
+    while len(polled) < settings.partitions and time.monotonic() < deadline:
+        for tp, records in first.poll(timeout_ms=200).items():
+            polled[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+    assert stats.partitions == [0, 1, 2, 3]
+    keeper.pending.update(polled)  # processed and acked, commit not yet made
+    second = make_consumer(settings, "test-second", group_id=group)
+    second.subscribe([settings.raw_topic])
+    done = threading.Event()
+
+    def join_and_poll() -> None:
+        while not done.is_set():
+            second.poll(timeout_ms=200)
+
+    joiner = threading.Thread(target=join_and_poll, daemon=True)
+    joiner.start()
+    try:
+        while stats.rebalances < 2:  # until the rebalance has revoked and reassigned
+            assert time.monotonic() < deadline, "no rebalance"
+            first.poll(timeout_ms=200)
+        assert keeper.pending == {} and stats.commits == 1
+        assert committed(settings, group) == {tp.partition: off.offset for tp, off in polled.items()}
+    finally:
+        done.set()
+        joiner.join(30)
+        first.close()
+        second.close()
 
 
 def test_killed_member_is_redone_by_the_survivor(settings):
