@@ -21,6 +21,8 @@ the group so the partitions move to the other members at once.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import uuid
 
@@ -108,7 +110,9 @@ def run(
     pool = OrderedPool(concurrency)
     frames = FrameProcessor(transform, tile, pool)  # a bad spec fails before joining the group
     stats = ProcessorStats()
-    who = Identity(processor_id or f"processor-{uuid.uuid4().hex[:8]}", group, frames.default_spec,
+    # host-pid says where it runs; the suffix keeps ids unique for members sharing a process.
+    default_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+    who = Identity(processor_id or default_id, group, frames.default_spec,
                    settings.raw_topic, concurrency, tile)
     producer = make_producer(settings, "processor")
     consumer = make_consumer(settings, "processor", group_id=group)
