@@ -37,6 +37,34 @@ POISON = (ValueError, cv2.error)
 _MAX_CHAINS = 64  # bounds memory when uploads carry many distinct specs
 
 
+def process_frame(frame: Frame, chain: Chain) -> Frame:
+    """Apply ``chain`` to a whole frame, or to one halo'd tile (contract: ``pipeline.wire``).
+
+    A tile is refused (TransformError) when the chain needs the whole image, and (ValueError)
+    when its halo or block grid is short of what the chain needs: never wrong pixels.
+    """
+    if frame.tile is None:
+        image = chain(decode_image(frame.data))
+        return _output(frame, chain, image, image.shape[1], image.shape[0])
+    if not chain.tileable:
+        raise TransformError(f"transform {chain.spec!r} is not tileable: it needs the whole image "
+                             "and cannot run on a tile")
+    info = TileInfo.from_header(frame.tile)
+    size = (frame.height, frame.width)
+    check_context(info, size, chain.halo, chain.align)
+    image = decode_image(frame.data)
+    if image.shape[:2] != info.padded[2:]:
+        raise ValueError(f"tile image is {image.shape[:2]}, header {frame.tile} says {info.padded[2:]}")
+    core = crop_halo(chain(image), info, chain)
+    out_info, (out_h, out_w) = output_tile(info, size, chain)
+    return replace(_output(frame, chain, core, out_w, out_h), tile=out_info.to_header())
+
+
+def _output(frame: Frame, chain: Chain, image: np.ndarray, width: int, height: int) -> Frame:
+    data = encode_image(image, frame.encoding)
+    return replace(frame.with_image(data, width, height), transform=chain.spec)
+
+
 class ChainCache:
     """Chains by key, least recently used dropped past a bound."""
 
@@ -96,17 +124,10 @@ class FrameProcessor:
     def process(self, frame: Frame) -> Frame:
         """One frame; raises a POISON error if it cannot be processed."""
         chain = self._stream_chain(frame)
-        if frame.tile is not None:
-            if not chain.tileable:
-                raise ValueError(f"transform {chain.spec!r} is not tileable (stateful or global): "
-                                 "send the whole image, not tiles")
-            return self._process_tile(frame, self._worker_chain(chain))
-        image = decode_image(frame.data)
-        if self.tile_size is not None:
-            output = self._apply_split(chain, image)
-        else:
-            output = (self._worker_chain(chain) if chain.tileable else chain)(image)
-        return self._output(frame, chain, output, output.shape[1], output.shape[0])
+        if frame.tile is None and self.tile_size is not None:
+            output = self._apply_split(chain, decode_image(frame.data))
+            return _output(frame, chain, output, output.shape[1], output.shape[0])
+        return process_frame(frame, self._worker_chain(chain) if chain.tileable else chain)
 
     def _guarded(self, frame: Frame) -> Frame | Exception:
         try:
@@ -129,17 +150,6 @@ class FrameProcessor:
             cache = self._local.chains = ChainCache()
         return cache.get((chain.spec,), chain.spec)
 
-    def _process_tile(self, frame: Frame, chain: Chain) -> Frame:
-        info = TileInfo.from_header(frame.tile)
-        size = (frame.height, frame.width)
-        check_context(info, size, chain.halo, chain.align)
-        image = decode_image(frame.data)
-        if image.shape[:2] != info.padded[2:]:
-            raise ValueError(f"tile image is {image.shape[:2]}, header {frame.tile} says {info.padded[2:]}")
-        core = crop_halo(chain(image), info, chain)
-        out_info, (out_h, out_w) = output_tile(info, size, chain)
-        return replace(self._output(frame, chain, core, out_w, out_h), tile=out_info.to_header())
-
     def _apply_split(self, chain: Chain, image: np.ndarray) -> np.ndarray:
         """The tileable prefix on tiles in parallel, the rest on the reassembled image."""
         prefix, rest = chain.split_tileable()
@@ -156,8 +166,3 @@ class FrameProcessor:
                     assembler.add(info, core)
                 image, prefix = assembler.image(), Chain()
         return rest(prefix(image))
-
-    @staticmethod
-    def _output(frame: Frame, chain: Chain, image: np.ndarray, width: int, height: int) -> Frame:
-        data = encode_image(image, frame.encoding)
-        return replace(frame.with_image(data, width, height), transform=chain.spec)

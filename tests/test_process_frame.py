@@ -9,7 +9,7 @@ import pytest
 from pipeline.codec import decode_image, encode_image
 from pipeline.tiling import Assembler, TileInfo, split
 from pipeline.wire import Frame
-from processor.run import process_frame
+from processor.frames import process_frame
 from processor.transforms import TransformError, parse_spec
 from tests.conftest import ROOT
 
