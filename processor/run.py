@@ -25,9 +25,12 @@ import os
 import socket
 import threading
 import uuid
+from dataclasses import dataclass
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError, RebalanceInProgressError
+from kafka.producer.future import FutureRecordMetadata
 
 from pipeline.kafka import make_consumer, make_producer
 from pipeline.settings import Settings
@@ -128,8 +131,13 @@ def run(
             if not batch:
                 offsets.commit()  # retry a commit deferred by a rebalance
                 continue
-            _process_batch(batch, frames, producer, settings, stats, out_partitions)
-            producer.flush()  # every output acknowledged before its input offset is committed
+            sends = _process_batch(batch, frames, producer, settings, stats, out_partitions)
+            if not _settle(sends, producer, settings, stats):
+                # Not acknowledged, so not committed: rewind and redo the whole batch.
+                for tp, records in batch.items():
+                    consumer.seek(tp, records[0].offset)
+                stop.wait(1.0)
+                continue
             for tp, records in batch.items():
                 offsets.pending[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
             offsets.commit()
@@ -148,8 +156,16 @@ def run(
     return stats
 
 
+@dataclass
+class _Send:
+    record: ConsumerRecord
+    future: FutureRecordMetadata
+    is_output: bool
+
+
 def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer, settings: Settings,
-                   stats: ProcessorStats, out_partitions: int) -> None:
+                   stats: ProcessorStats, out_partitions: int) -> list[_Send]:
+    """Process and send one polled batch; returns the sends to settle after a flush."""
     records = [record for tp_records in batch.values() for record in tp_records]
     decoded: list[Frame | Exception] = []
     for record in records:
@@ -160,24 +176,50 @@ def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer,
     good = [i for i, item in enumerate(decoded) if isinstance(item, Frame)]
     for i, out in zip(good, frames.process_batch([decoded[i] for i in good]), strict=True):
         decoded[i] = out
-    sent = dead = 0
+    sends = []
     for record, out in zip(records, decoded, strict=True):
-        if isinstance(out, Exception):
-            _dead_letter(producer, settings, record, out)
-            dead += 1
-        else:
+        if isinstance(out, Frame):
             key, value, headers = to_record(out)
-            # Same partition number as the input: the processed topic mirrors the raw one's order.
-            producer.send(settings.processed_topic, key=key, value=value, headers=headers,
-                          partition=record.partition % out_partitions)
-            sent += 1
-    stats.add(frames=sent, dead_letters=dead)
+            try:
+                # Same partition number as the input: the processed topic mirrors the raw one's order.
+                future = producer.send(settings.processed_topic, key=key, value=value, headers=headers,
+                                       partition=record.partition % out_partitions)
+                sends.append(_Send(record, future, True))
+                continue
+            except MessageSizeTooLargeError as exc:
+                out = ValueError(f"processed frame of {len(value)} bytes is too large (MAX_MESSAGE_BYTES "
+                                 f"{settings.max_message_bytes}): {exc}")
+        sends.append(_Send(record, _dead_letter(producer, settings, record, out), False))
+    stats.add(frames=sum(s.is_output for s in sends), dead_letters=sum(not s.is_output for s in sends))
+    return sends
 
 
-def _dead_letter(producer: KafkaProducer, settings: Settings, record, error: Exception) -> None:
+def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, stats: ProcessorStats) -> bool:
+    """Flush; True once every record's output or dead letter is acknowledged.
+
+    An output the broker refused for good (not retriable, e.g. too large for the topic) makes
+    its input a dead letter instead; a retriable failure (broker away) returns False.
+    """
+    producer.flush()
+    retry = []
+    for send in sends:
+        if not send.future.failed():
+            continue
+        error = send.future.exception
+        if send.is_output and not getattr(error, "retriable", False):
+            refused = ValueError(f"the broker refused the processed frame: {error}")
+            retry.append(_Send(send.record, _dead_letter(producer, settings, send.record, refused), False))
+            stats.add(frames=-1, dead_letters=1)
+        else:
+            log.error("partition=%d offset=%d not delivered: %s", send.record.partition, send.record.offset, error)
+            return False
+    return _settle(retry, producer, settings, stats) if retry else True
+
+
+def _dead_letter(producer: KafkaProducer, settings: Settings, record, error: Exception) -> FutureRecordMetadata:
     log.warning("partition=%d offset=%d to dead-letter topic: %s", record.partition, record.offset, error)
     headers = list(record.headers or []) + [
         ("error", str(error).encode()),
         ("source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
     ]
-    producer.send(settings.dead_letter_topic, key=record.key, value=record.value, headers=headers)
+    return producer.send(settings.dead_letter_topic, key=record.key, value=record.value, headers=headers)
