@@ -26,7 +26,7 @@ from pipeline.wire import Frame, decode_record, spread_partition, to_record
 from processor.heartbeat import ProcessorStats
 from processor.run import OffsetKeeper, run
 from processor.transforms import parse_spec
-from tests.conftest import ROOT, settings_env
+from tests.conftest import ROOT, SAMPLE_VIDEO, settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -214,6 +214,31 @@ def test_poison_to_dead_letters_tiles_reassemble_and_heartbeats(settings):
     last = heartbeats(mine, "dlq-test")[-1]
     assert (last.frames, last.errors, last.group, last.concurrency) == (5 + len(tiles), 4, member.args[2], 2)
     assert any(b.partitions == [0, 1, 2, 3] for b in heartbeats(mine, "dlq-test"))
+
+
+def test_producer_tiles_through_the_processor_reassemble_exactly(settings):
+    """The cross-stage tile contract: producer --tile/--halo, processor, Assembler by (stream, seq)."""
+    from producer import run as producer_run
+
+    chain = parse_spec("blur:ksize=9,sharpen")
+    producer_run.run(settings, SAMPLE_VIDEO, "clip", fps="max", fmt="png", max_frames=2, tile=160, halo=chain.halo)
+    member = Member(settings, f"g-{uuid.uuid4().hex[:6]}", "tiles", transform=chain.spec)
+    member.start()
+    processed = Topic(settings, settings.processed_topic)
+    try:
+        out = processed.wait_for(lambda r: len(r) >= 2 * 12, "both frames' 3x4 tiles")  # 640x360 in 160 px
+    finally:
+        member.finish()
+        processed.close()
+    video = cv2.VideoCapture(SAMPLE_VIDEO)
+    for seq in (0, 1):
+        tiles = [f for f in map(decode_record, out) if f.seq == seq]
+        first = TileInfo.from_header(tiles[0].tile)
+        assembler = Assembler(tiles[0].height, tiles[0].width, first.rows, first.cols)
+        for f in tiles:
+            assembler.add(TileInfo.from_header(f.tile), decode_image(f.data))
+        assert np.array_equal(assembler.image(), chain(video.read()[1]))
+    video.release()
 
 
 def test_rebalance_with_two_members_loses_no_frame(settings):
