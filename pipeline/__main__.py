@@ -1,14 +1,18 @@
-"""CLI: python -m pipeline up | broker | offsets show|reset"""
+"""CLI: python -m pipeline up | broker | topics create | offsets show|reset"""
 
 from __future__ import annotations
 
 import argparse
 import os
 
+from kafka.errors import KafkaError
+
 from pipeline import offsets_cli
 from pipeline.broker import BrokerError, EmbeddedBroker
+from pipeline.kafka import ensure_topics, topic_specs
 from pipeline.retention import DEFAULT_BUDGET_MB, MIN_BUDGET_MB
 from pipeline.service import fail, setup_logging, stop_on_signals
+from pipeline.settings import Settings
 from pipeline.up import SAMPLE_VIDEO, UpOptions, run
 
 
@@ -34,7 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--port", type=int, default=9092, help="listen port (default 9092)")
 
     offsets_cli.add_parser(sub)
+
+    topics = sub.add_parser("topics", help="manage the pipeline's topics")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True)
+    topics_sub.add_parser(
+        "create",
+        help="create the pipeline's topics per TOPIC_PARTITIONS, TOPIC_REPLICATION_FACTOR, MAX_MESSAGE_BYTES",
+    )
     return p
+
+
+def create_topics() -> int:
+    try:
+        settings = Settings.from_env()
+        ensure_topics(settings)
+    except (KafkaError, ValueError) as exc:
+        fail(f"could not create topics: {exc}")
+    for spec in topic_specs(settings):
+        print(f"topic {spec.name}: {spec.num_partitions} partitions, replication {spec.replication_factor}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(quiet=True)
         return offsets_cli.run(args)
     setup_logging()
+    if args.command == "topics":
+        return create_topics()
     stop = stop_on_signals()
     if args.command == "broker":
         try:
