@@ -11,6 +11,9 @@ from pipeline.up import UpOptions, service_commands
 from tests.compose_file import APP_SERVICES, ROOT, load_compose, service_env
 
 IMAGE = "kafka-live-video"
+# Read by Settings but deliberately not offered in production: `pipeline up` sets it so a local
+# user may use the admin routes from loopback without a token.
+DEV_ONLY = {"VIEWER_LOOPBACK_ADMIN"}
 
 
 class RecordingEnv(dict):
@@ -76,7 +79,7 @@ def test_kafka_is_single_node_kraft_sized_for_frames():
 
 def test_environment_names_are_the_applications_own():
     compose = load_compose()
-    expected = settings_env_names() | {"LOG_LEVEL"}
+    expected = (settings_env_names() - DEV_ONLY) | {"LOG_LEVEL"}
     assert "KAFKA_SASL_PASSWORD" in expected and "TOPIC_PARTITIONS" in expected
     for name in APP_SERVICES:
         env = service_env(compose, name)
@@ -84,6 +87,7 @@ def test_environment_names_are_the_applications_own():
         settings = Settings.from_env(env)
         assert settings.bootstrap_servers == "kafka:9092"
         assert settings.sasl_mechanism is None and settings.security_protocol == "PLAINTEXT"
+        assert settings.admin_token is None and not settings.loopback_admin, "admin routes closed by default"
         defaults = Settings()
         assert (settings.raw_topic, settings.processed_topic) == (defaults.raw_topic, defaults.processed_topic)
 

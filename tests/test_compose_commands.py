@@ -51,10 +51,12 @@ def compose_stack(broker, tmp_path_factory):
     )
     port = free_port()
     logs = tmp_path_factory.mktemp("compose")
+    log_files = []
 
     def start(service: str, command: list[str] | None = None, log_name: str | None = None) -> subprocess.Popen:
         cmd = local_command(command or compose["services"][service]["command"], port)
-        log = open(logs / f"{log_name or service}.log", "wb")
+        log_files.append(open(logs / f"{log_name or service}.log", "wb"))
+        log = log_files[-1]
         return subprocess.Popen(cmd, env=local_env(compose, service, settings), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
     topics = start("topics")
@@ -65,6 +67,8 @@ def compose_stack(broker, tmp_path_factory):
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
     codes = {name: child.wait(30) for name, child in children.items()}
+    for log in log_files:
+        log.close()
     assert codes == {name: 0 for name in children}, {n: (logs / f"{n}.log").read_text()[-2000:] for n in children}
 
 
