@@ -75,6 +75,7 @@ def main() -> int:
     print(f"budget {args.budget_mb} MB, fps {args.fps}; broker baseline {baseline >> 20} MB before any frame")
     print(f"{'t (s)':>7} {'broker MB':>10} {'/budget':>8} {'rotations':>10} {'viewer seq':>11} {'viewer fps':>11}")
     started, peak, seqs = time.monotonic(), 0, []
+    elapsed = 0.0
     try:
         while time.monotonic() - started < args.minutes * 60:
             time.sleep(args.every)
@@ -83,11 +84,12 @@ def main() -> int:
                 return 1
             rss = process_rss_bytes(pid)
             peak = max(peak, rss)
+            elapsed = time.monotonic() - started
             with open(log_path, errors="replace") as f:
                 rotations = len(ROTATION.findall(f.read()))
             seq, fps = viewer_status(url)
             seqs.append(seq)
-            print(f"{time.monotonic() - started:7.0f} {rss >> 20:10d} {rss / (args.budget_mb << 20):8.2f} {rotations:10d} "
+            print(f"{elapsed:7.0f} {rss >> 20:10d} {rss / (args.budget_mb << 20):8.2f} {rotations:10d} "
                   f"{seq if seq is not None else '-':>11} {fps:11.1f}", flush=True)
     finally:
         up.send_signal(signal.SIGTERM)
@@ -97,10 +99,12 @@ def main() -> int:
     moving = sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if a is not None and b is not None and b > a)
     print(f"peak {peak >> 20} MB = {peak / (args.budget_mb << 20):.2f}x budget, {peak / baseline:.1f}x baseline; "
           f"viewer advanced in {moving}/{max(len(seqs) - 1, 0)} intervals")
-    if sent:
+    if sent and elapsed:
         produced = int(sent.group(2))
-        print(f"producer sent {sent.group(1)} frames, {produced >> 20} MB to the raw topic alone: "
-              f"peak is {peak / produced:.2f}x what an unbounded broker would hold for that topic")
+        per_hour = produced / elapsed * 3600
+        print(f"producer sent {sent.group(1)} frames, {produced >> 20} MB to the raw topic alone in {elapsed:.0f} s: "
+              f"without retention the broker would grow by at least {per_hour / 2**30:.1f} GB/h "
+              f"({per_hour * 8 / peak:.0f}x this run's peak after an 8 h day)")
     return 0
 
 

@@ -5,8 +5,10 @@ Why recreate: Tansu's memory engine ignores retention.ms/retention.bytes and dro
 connection on DeleteRecords; only DeleteTopics frees memory, and at once. So in embedded mode
 (dev, demo) `pipeline up` watches the broker's resident memory and, past the budget, deletes
 and recreates every pipeline topic with its intended partition count. Consumers move into the
-new topics by themselves (pipeline/recreated.py); idle consumer groups get their committed
-offsets moved to the new topics' start. Apache Kafka has real retention: none of this runs there.
+new topics by themselves (pipeline/recreated.py). Tansu drops the groups' committed offsets on
+the deleted topics, so a group that comes back later (a returning ?viewer=<id>, a restarted
+processor) starts by its reset policy instead of at an offset the new topic has not reached.
+Apache Kafka has real retention: none of this runs there.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from kafka import OffsetAndMetadata
-from kafka.errors import KafkaError, UnknownMemberIdError
+from kafka.errors import KafkaError
 
 from pipeline.kafka import make_admin, topic_specs
 from pipeline.settings import Settings
@@ -59,11 +60,9 @@ class Rotation:
 
 
 class TopicRotator:
-    """Deletes and recreates the pipeline's topics (with their configured partitions), then moves
-    idle consumer groups' committed offsets to the start of the new topics."""
+    """Deletes and recreates the pipeline's topics with their configured partition counts."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
         self.specs = topic_specs(settings)
         self.admin = make_admin(settings)
 
@@ -77,7 +76,6 @@ class TopicRotator:
         self.admin.delete_topics(names, raise_errors=False)
         self.admin.create_topics(self.specs, raise_errors=False)
         self._repair_partition_counts()
-        self._rewind_idle_groups(set(names))
 
     def _repair_partition_counts(self) -> None:
         wanted = {spec.name: spec for spec in self.specs}
@@ -88,22 +86,6 @@ class TopicRotator:
                             spec.name, len(topic["partitions"]), spec.num_partitions)
                 self.admin.delete_topics([spec.name], raise_errors=False)
                 self.admin.create_topics([spec], raise_errors=False)
-
-    def _rewind_idle_groups(self, topics: set[str]) -> None:
-        # A group's committed offsets point into the deleted topics; left alone, a member that
-        # resumes from them (a returning ?viewer=<id>) would wait until the new topic grew that far.
-        for group in self.admin.list_groups():
-            group_id = group["group_id"]
-            committed = self.admin.list_group_offsets(group_id).get(group_id, {})
-            rewound = {tp: OffsetAndMetadata(0, "", -1) for tp, meta in committed.items() if tp.topic in topics and meta.offset}
-            if not rewound:
-                continue
-            try:
-                self.admin.alter_group_offsets(group_id, rewound)
-            except UnknownMemberIdError:
-                pass  # active group: its members re-seek themselves and commit new offsets
-            except KafkaError as exc:
-                log.warning("group=%s offsets not rewound after rotation: %s", group_id, exc)
 
 
 class EmbeddedRetention:
