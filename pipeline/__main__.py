@@ -1,13 +1,18 @@
-"""CLI: python -m pipeline up | broker | offsets show|reset"""
+"""CLI: python -m pipeline up | broker | topics create | offsets show|reset"""
 
 from __future__ import annotations
 
 import argparse
 import os
 
+from kafka.errors import KafkaError
+
 from pipeline import offsets_cli
 from pipeline.broker import BrokerError, EmbeddedBroker
+from pipeline.kafka import ensure_topics, topic_specs
+from pipeline.retention import DEFAULT_BUDGET_MB, MIN_BUDGET_MB
 from pipeline.service import fail, setup_logging, stop_on_signals
+from pipeline.settings import Settings
 from pipeline.up import SAMPLE_VIDEO, UpOptions, run
 
 
@@ -24,12 +29,34 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1", help="viewer bind address (default 127.0.0.1)")
     up.add_argument("--broker-port", type=int, default=9092, help="embedded broker port (default 9092)")
     up.add_argument("--loop", action=argparse.BooleanOptionalAction, default=True, help="loop the video (default on)")
+    up.add_argument(
+        "--embedded-retention-mb", type=int, default=DEFAULT_BUDGET_MB, metavar="MB",
+        help=f"embedded broker only: recreate the topics whenever its memory passes MB (default {DEFAULT_BUDGET_MB}; 0: never)",
+    )
 
     broker = sub.add_parser("broker", help="run the embedded Tansu broker alone")
     broker.add_argument("--port", type=int, default=9092, help="listen port (default 9092)")
 
     offsets_cli.add_parser(sub)
+
+    topics = sub.add_parser("topics", help="manage the pipeline's topics")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True)
+    topics_sub.add_parser(
+        "create",
+        help="create the pipeline's topics per TOPIC_PARTITIONS, TOPIC_REPLICATION_FACTOR, MAX_MESSAGE_BYTES",
+    )
     return p
+
+
+def create_topics() -> int:
+    try:
+        settings = Settings.from_env()
+        ensure_topics(settings)
+    except (KafkaError, ValueError) as exc:
+        fail(f"could not create topics: {exc}")
+    for spec in topic_specs(settings):
+        print(f"topic {spec.name}: {spec.num_partitions} partitions, replication {spec.replication_factor}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(quiet=True)
         return offsets_cli.run(args)
     setup_logging()
+    if args.command == "topics":
+        return create_topics()
     stop = stop_on_signals()
     if args.command == "broker":
         try:
@@ -49,9 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.processors < 1:
         fail("--processors must be at least 1")
+    if args.embedded_retention_mb != 0 and args.embedded_retention_mb < MIN_BUDGET_MB:
+        fail(f"--embedded-retention-mb must be 0 (off) or at least {MIN_BUDGET_MB}: the idle broker alone needs ~50 MB")
     if "://" not in args.video and not args.video.isdigit() and not os.path.isfile(args.video):
         fail(f"no such video file: {args.video}")
-    opts = UpOptions(args.video, args.fps, args.transform, args.processors, args.port, args.host, args.broker_port, args.loop)
+    opts = UpOptions(
+        args.video, args.fps, args.transform, args.processors, args.port, args.host, args.broker_port, args.loop,
+        args.embedded_retention_mb,
+    )
     try:
         return run(opts, stop)
     except BrokerError as exc:

@@ -7,10 +7,11 @@ import logging
 import os
 import socket
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from pipeline.recreated import RecreationAwareConsumer
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def make_producer(settings: Settings, role: str = "producer", **overrides) -> Ka
     return KafkaProducer(**(opts | overrides))
 
 
-def make_consumer(settings: Settings, role: str, group_id: str | None = None, **overrides) -> KafkaConsumer:
+def make_consumer(settings: Settings, role: str, group_id: str | None = None, **overrides) -> RecreationAwareConsumer:
     opts = _common(settings) | GROUP_TIMEOUTS | FETCH_LATENCY | {
         "client_id": client_id(role),
         "group_id": group_id,
@@ -67,7 +68,7 @@ def make_consumer(settings: Settings, role: str, group_id: str | None = None, **
         "max_partition_fetch_bytes": settings.max_message_bytes,
         "fetch_max_bytes": max(settings.max_message_bytes, 52428800),
     }
-    return KafkaConsumer(**(opts | overrides))
+    return RecreationAwareConsumer(**(opts | overrides))
 
 
 def make_admin(settings: Settings, **overrides) -> KafkaAdminClient:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pipeline.broker import EmbeddedBroker
 from pipeline.kafka import ensure_topics
+from pipeline.retention import DEFAULT_BUDGET_MB, EmbeddedRetention
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,11 +34,14 @@ class UpOptions:
     host: str = "127.0.0.1"
     broker_port: int = 9092
     loop: bool = True
+    # Embedded broker only: recreate the topics when Tansu's memory passes this (0: never).
+    embedded_retention_mb: int = DEFAULT_BUDGET_MB
 
 
-def service_commands(opts: UpOptions) -> dict[str, list[str]]:
-    """The exact command of every service; docker-compose runs the same ones."""
-    py = sys.executable
+def service_commands(opts: UpOptions, python: str = sys.executable) -> dict[str, list[str]]:
+    """The exact command of every service; docker-compose.yml runs the same ones with
+    python="python" (tests/test_compose.py holds the two together)."""
+    py = python
     producer = [py, "-m", "producer", "--source", opts.video, "--fps", str(opts.fps), "--quiet"]
     if opts.loop:
         producer.append("--loop")
@@ -57,17 +65,41 @@ def run(opts: UpOptions, stop: threading.Event) -> int:
     # The page's replay controls work out of the box for a local user; see README "Admin routes".
     env.setdefault("VIEWER_LOOPBACK_ADMIN", "1")
     children: dict[str, subprocess.Popen] = {}
+    retention = None
     try:
-        ensure_topics(Settings.from_env(env))
+        settings = Settings.from_env(env)
+        ensure_topics(settings)
         for name, cmd in service_commands(opts).items():
             children[name] = subprocess.Popen(cmd, env=env, cwd=ROOT)
             log.info("started %s (pid %d)", name, children[name].pid)
+        if broker is not None and opts.embedded_retention_mb > 0:
+            budget = opts.embedded_retention_mb << 20
+            retention = EmbeddedRetention(settings, broker.process.pid, budget, lambda: _writers_paused(children)).start()
         print(f"viewer: http://{opts.host}:{opts.port}/  (Ctrl-C to stop)", flush=True)
         return _supervise(children, stop)
     finally:
+        if retention is not None:
+            retention.stop()
         _stop_all(children)
         if broker is not None:
             broker.stop()
+
+
+@contextmanager
+def _writers_paused(children: dict[str, subprocess.Popen]) -> Iterator[None]:
+    """Freeze the producer and processors (SIGSTOP) while the embedded broker's topics are
+    recreated: a record sent into the gap would fail, or auto-create the topic with the wrong
+    partition count. Group sessions (6 s) easily outlast the few milliseconds this takes."""
+    writers = [child for name, child in children.items() if name != "viewer" and child.poll() is None]
+    for child in writers:
+        child.send_signal(signal.SIGSTOP)
+    try:
+        # Requests already on the wire land in the old topics before they are deleted.
+        time.sleep(0.05)
+        yield
+    finally:
+        for child in writers:
+            child.send_signal(signal.SIGCONT)
 
 
 def _supervise(children: dict[str, subprocess.Popen], stop: threading.Event) -> int:
