@@ -12,17 +12,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES = os.path.join(ROOT, "templates")
 STATIC = os.path.join(ROOT, "static")
 
+# Seconds of silence on a stream before its last part is sent again (see viewer/mjpeg.py).
+DEFAULT_KEEPALIVE_S = 2.0
+
+
+def blueprints() -> list:
+    """Every blueprint of the viewer, registered in this order: the one place to add routes."""
+    from viewer.replay import bp as replay
+    from viewer.routes import bp as viewer
+
+    return [viewer, replay]
+
 
 def create_app(config: dict | None = None) -> Flask:
-    """App factory (`gunicorn -k gevent 'viewer:create_app()'`). config may hold SETTINGS."""
-    from viewer.replay import bp as replay_bp
-    from viewer.routes import bp
+    """App factory (`gunicorn -k gevent 'viewer:create_app()'`).
+
+    config may hold SETTINGS (else read from the environment) and KEEPALIVE_S.
+    """
     from viewer.state import ViewerState
 
     app = Flask(__name__, template_folder=TEMPLATES, static_folder=STATIC)
     app.config.update(config or {})
     settings = app.config.get("SETTINGS") or Settings.from_env()
-    app.extensions["viewer"] = ViewerState(settings)
-    app.register_blueprint(bp)
-    app.register_blueprint(replay_bp)
+    app.extensions["viewer"] = ViewerState(settings, float(app.config.get("KEEPALIVE_S", DEFAULT_KEEPALIVE_S)))
+    for bp in blueprints():
+        app.register_blueprint(bp)
     return app

@@ -1,5 +1,11 @@
 """Live fan-out: one background reader per topic keeps the newest frame of every stream, and
-any number of HTTP clients wait on it (latest frame wins, so slow clients skip, never queue)."""
+any number of HTTP clients wait on it (latest frame wins, so slow clients skip, never queue).
+
+Per record: decode -> reassemble tiles (viewer/tiles.py) -> per-stream sequencer -> publish.
+The sequencer is the one place ordering is decided; the default keeps each stream monotonic
+(an older frame redelivered after a rebalance is dropped). A reordering buffer for streams
+spread over partitions plugs in through `sequencer=`: anything with `push(frame) -> frames`.
+"""
 
 from __future__ import annotations
 
@@ -7,42 +13,49 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from kafka import TopicPartition
-from kafka.errors import KafkaError
 
-from pipeline.codec import decode_image, encode_image
 from pipeline.kafka import make_consumer
 from pipeline.settings import Settings
-from pipeline.wire import Frame, WireError, decode_record
+from pipeline.wire import WireError, decode_record
+from viewer.background import BackgroundLoop
+from viewer.metrics import ViewerMetrics
+from viewer.served import ServedFrame, served_or_tile
+from viewer.tiles import TileReassembler
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ServedFrame:
-    """A frame ready for browsers: JPEG bytes plus the headers every MJPEG part carries."""
-
-    seq: int
-    ts_ms: int
-    jpeg: bytes
-    width: int
-    height: int
+class Sequencer(Protocol):
+    def push(self, frame: ServedFrame) -> Iterable[ServedFrame]:
+        """Frames ready to publish, in order, after `frame` arrived (possibly none)."""
+        ...
 
 
-def to_served(frame: Frame) -> ServedFrame:
-    jpeg = frame.data
-    if frame.encoding != "jpeg":
-        # Browsers only paint JPEG inside multipart/x-mixed-replace: transcode once, here.
-        jpeg = encode_image(decode_image(frame.data), "jpeg", 90)
-    return ServedFrame(frame.seq, frame.ts_ms, jpeg, frame.width, frame.height)
+class Monotonic:
+    """Publishes a frame unless an older one than the newest published: latest frame wins.
+    seq 0 is always taken, because a restarted producer counts from 0 again."""
+
+    def __init__(self) -> None:
+        self.newest = -1
+
+    def push(self, frame: ServedFrame) -> Iterable[ServedFrame]:
+        if frame.seq < self.newest and frame.seq != 0:
+            return ()
+        self.newest = frame.seq
+        return (frame,)
 
 
 @dataclass
 class StreamSlot:
+    sequencer: Sequencer
     latest: ServedFrame | None = None
     version: int = 0
+    partition: int | None = None
     arrivals: deque = field(default_factory=lambda: deque(maxlen=50))
 
     def fps(self) -> float:
@@ -52,87 +65,88 @@ class StreamSlot:
         return (len(self.arrivals) - 1) / span if span > 0 else 0.0
 
 
-class LiveHub:
-    """Reads `topic` from its end with no consumer group and publishes each stream's newest
-    frame to waiting clients. Started lazily so a pre-forking server starts it per worker."""
+class LiveHub(BackgroundLoop):
+    """Reads `topic` from its end with no consumer group (so one Kafka consumer per topic
+    serves every live client of every stream) and publishes each stream's newest frame."""
 
-    def __init__(self, settings: Settings, topic: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        metrics: ViewerMetrics | None = None,
+        sequencer: Callable[[], Sequencer] = Monotonic,
+    ) -> None:
+        super().__init__()
+        self.name = f"hub-{topic}"
         self.settings = settings
         self.topic = topic
+        self.metrics = metrics
+        self.new_sequencer = sequencer
         self.slots: dict[str, StreamSlot] = {}
         self.changed = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-        self.error: str | None = None
+        self.tiles = TileReassembler()
 
-    def ensure_started(self) -> None:
-        with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._stop.clear()
-                self._thread = threading.Thread(target=self._read_forever, name=f"hub-{self.topic}", daemon=True)
-                self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _read_forever(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._read()
-            except KafkaError as exc:
-                self.error = str(exc)
-                log.warning("topic=%s live reader error, retrying: %s", self.topic, exc)
-                self._stop.wait(1.0)
-
-    def _read(self) -> None:
+    def run_once(self) -> None:
         consumer = make_consumer(self.settings, "viewer-live", group_id=None, auto_offset_reset="latest")
         try:
             partitions = consumer.partitions_for_topic(self.topic) or set()
             if not partitions:
-                self._stop.wait(0.5)
+                self.stopping.wait(0.5)
                 return
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
-            consumer.seek_to_end(*tps)
+            # From the last record on: an idle stream still shows its newest frame.
+            for tp, end in consumer.end_offsets(tps).items():
+                consumer.seek(tp, max(end - 1, 0))
             self.error = None
-            while not self._stop.is_set():
+            while not self.stopping.is_set():
                 for records in consumer.poll(timeout_ms=200).values():
                     for record in records:
-                        self._publish(record)
+                        self.accept(record)
         finally:
             consumer.close()
 
-    def _publish(self, record) -> None:
+    def accept(self, record) -> None:
+        """One consumed record: whole frames are published, tiles wait for their siblings."""
         try:
             frame = decode_record(record)
         except WireError as exc:
             log.warning("topic=%s partition=%d offset=%d skipped: %s", self.topic, record.partition, record.offset, exc)
             return
-        if frame.tile is not None or frame.job is not None:
-            return  # tiles and still-image jobs are not live video
-        served = to_served(frame)
+        if frame.job is not None:
+            return  # still-image jobs are not live video
+        served = served_or_tile(frame, self.tiles)
+        if served is not None:
+            self.publish(served, record.partition)
+
+    def publish(self, frame: ServedFrame, partition: int | None = None) -> None:
         with self.changed:
-            slot = self.slots.setdefault(frame.stream, StreamSlot())
-            if slot.latest is not None and served.seq < slot.latest.seq and served.seq != 0:
-                return  # an older frame redelivered after a rebalance: keep the stream monotonic
-            slot.latest = served
-            slot.version += 1
-            slot.arrivals.append(time.monotonic())
+            slot = self.slots.get(frame.stream)
+            if slot is None:
+                slot = self.slots[frame.stream] = StreamSlot(self.new_sequencer())
+            slot.partition = partition
+            for ready in slot.sequencer.push(frame):
+                slot.latest = ready
+                slot.version += 1
+                slot.arrivals.append(time.monotonic())
+                if self.metrics is not None:
+                    self.metrics.frames_received.labels(self.topic, ready.stream).inc()
             self.changed.notify_all()
 
     def wait_for_stream(self, stream: str, timeout_s: float) -> bool:
         self.ensure_started()
         deadline = time.monotonic() + timeout_s
         with self.changed:
-            while stream not in self.slots:
+            while stream not in self.slots or self.slots[stream].latest is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 self.changed.wait(remaining)
         return True
+
+    def latest(self, stream: str) -> ServedFrame | None:
+        slot = self.slots.get(stream)
+        return slot.latest if slot is not None else None
 
     def next_frame(self, stream: str, after_version: int, timeout_s: float) -> tuple[int, ServedFrame] | None:
         """The newest frame of `stream` newer than `after_version`, or None on timeout."""

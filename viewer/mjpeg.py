@@ -1,14 +1,18 @@
-"""multipart/x-mixed-replace framing for MJPEG responses."""
+"""multipart/x-mixed-replace framing for MJPEG responses, with keep-alive on idle streams."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterator
 
-from viewer.hub import ServedFrame
+from viewer.served import ServedFrame
 
 BOUNDARY = "frame"
 MIMETYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 _DELIMITER = f"\r\n--{BOUNDARY}\r\n".encode()
+
+# A frame source yields a frame, or None when it waited and nothing came (an idle tick).
+FrameTicks = Iterator[ServedFrame | None]
 
 
 def part(frame: ServedFrame) -> bytes:
@@ -23,7 +27,29 @@ def part(frame: ServedFrame) -> bytes:
     return head + frame.jpeg + _DELIMITER
 
 
-def mjpeg(frames: Iterable[ServedFrame]) -> Iterator[bytes]:
-    yield f"--{BOUNDARY}\r\n".encode()
-    for frame in frames:
-        yield part(frame)
+def mjpeg(
+    ticks: FrameTicks,
+    keepalive_s: float,
+    fallback: Callable[[], ServedFrame | None] = lambda: None,
+    on_frame: Callable[[ServedFrame], None] = lambda frame: None,
+) -> Iterator[bytes]:
+    """The response body. When no frame came for `keepalive_s`, the last part (or `fallback()`
+    before any) is sent again: a server only learns that a client left when a write fails,
+    so an idle stream must still write to release its reader. Closing this closes `ticks`."""
+    last: ServedFrame | None = None
+    last_write = time.monotonic()
+    try:
+        yield f"--{BOUNDARY}\r\n".encode()
+        for frame in ticks:
+            now = time.monotonic()
+            if frame is not None:
+                on_frame(frame)
+                last, last_write = frame, now
+                yield part(frame)
+            elif now - last_write >= keepalive_s:
+                repeat = last or fallback()
+                last_write = now
+                if repeat is not None:
+                    yield part(repeat)
+    finally:
+        ticks.close()

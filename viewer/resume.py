@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 
 from kafka import OffsetAndMetadata, TopicPartition
 
-from pipeline.kafka import make_consumer
+from pipeline.kafka import end_offsets, make_consumer
 from pipeline.settings import Settings
 from pipeline.wire import WireError, decode_record
-from viewer.hub import ServedFrame, to_served
+from viewer.metrics import ViewerMetrics
+from viewer.mjpeg import FrameTicks
 from viewer.readers import watch_resets
+from viewer.served import served_or_tile
+from viewer.tiles import TileReassembler
 
 log = logging.getLogger(__name__)
 
@@ -23,25 +25,38 @@ def viewer_group(viewer_id: str) -> str:
     return f"viewer-{viewer_id}"
 
 
-def resumed_frames(settings: Settings, topic: str, stream: str, viewer_id: str, idle_s: float = 0.2) -> Iterator[ServedFrame]:
+def resumed_frames(
+    settings: Settings, topic: str, stream: str, viewer_id: str, metrics: ViewerMetrics, idle_s: float = 0.25
+) -> FrameTicks:
     """Frames of `stream` from the viewer's committed offsets (a new viewer starts at the newest
-    frame). Each frame's offset is committed once the caller asks for the next one, that is
-    once the previous part has been handed to the client's socket."""
+    frame), or None after each idle poll. A frame's offset is committed when the caller asks
+    for the next item, that is once the part has been handed to the client's socket: a closed
+    tab or a restarted server resumes right after the last frame written.
+
+    Tiled frames are reassembled per viewer; the commit after a reassembled frame may pass
+    early tiles of the next frame, so a resume can lose that one frame.
+    """
     group = viewer_group(viewer_id)
     consumer = make_consumer(settings, "viewer", group_id=group, auto_offset_reset="latest")
     resets = watch_resets(group)  # before reading committed offsets, so no reset slips in between
+    tiles = TileReassembler()
+    metrics.resume_consumers.inc()
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        starts = {tp: consumer.committed(tp) for tp in tps}
+        fresh = [tp for tp, offset in starts.items() if offset is None]
+        if fresh:
+            # Not seek_to_end: on Tansu it lands up to a batch early (see end_offsets).
+            starts.update(end_offsets(consumer, fresh))
         consumer.assign(tps)
-        for tp in tps:
-            committed = consumer.committed(tp)
-            if committed is None:
-                consumer.seek_to_end(tp)
-            else:
-                consumer.seek(tp, committed)
+        for tp, offset in starts.items():
+            consumer.seek(tp, offset)
+        log.info("viewer group=%s stream=%s resuming on %d partition(s), %d new", group, stream, len(tps), len(fresh))
         while True:
+            batch = consumer.poll(timeout_ms=int(idle_s * 1000))
+            delivered = False
             stale: set[TopicPartition] = set()  # partitions an offset reset moved during this batch
-            for tp, records in consumer.poll(timeout_ms=int(idle_s * 1000)).items():
+            for tp, records in batch.items():
                 for record in records:
                     if tp in stale:
                         break
@@ -49,11 +64,18 @@ def resumed_frames(settings: Settings, topic: str, stream: str, viewer_id: str, 
                         frame = decode_record(record)
                     except WireError:
                         continue
-                    if frame.stream != stream or frame.tile is not None or frame.job is not None:
+                    if frame.stream != stream or frame.job is not None:
                         continue
-                    yield to_served(frame)
+                    served = served_or_tile(frame, tiles)
+                    if served is None:
+                        continue
+                    yield served
+                    delivered = True
                     stale |= resets.commit_or_follow(consumer, {tp: OffsetAndMetadata(record.offset + 1, "", -1)})
             resets.commit_or_follow(consumer, {})  # a reset while no frame of the stream arrives
+            if not delivered:
+                yield None
     finally:
         resets.close()
         consumer.close()
+        metrics.resume_consumers.dec()

@@ -1,4 +1,4 @@
-"""HTTP routes of the viewer: page, MJPEG streams, snapshots, stream list, health."""
+"""HTTP routes of the viewer: page, MJPEG streams, snapshots, stream list, workers, health, metrics."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, jsonify, render_template, request
 
 from pipeline.kafka import broker_reachable
-from viewer.hub import LiveHub, ServedFrame
-from viewer.mjpeg import MIMETYPE, mjpeg
+from viewer.hub import LiveHub
+from viewer.metrics import CONTENT_TYPE
+from viewer.mjpeg import MIMETYPE, FrameTicks, mjpeg
 from viewer.resume import VIEWER_ID, resumed_frames
-from viewer.state import state
+from viewer.served import ServedFrame
+from viewer.state import ViewerState, state
 
 bp = Blueprint("viewer", __name__)
 
@@ -23,13 +25,31 @@ def error(status: int, message: str) -> tuple[Response, int]:
     return jsonify({"error": message}), status
 
 
-def live_frames(hub: LiveHub, stream: str) -> Iterator[ServedFrame]:
+def live_frames(hub: LiveHub, stream: str, tick_s: float) -> FrameTicks:
+    """The stream's newest frames as they arrive (skipping any this client was too slow for),
+    None after each `tick_s` without one."""
     version = 0
     while True:
-        got = hub.next_frame(stream, version, timeout_s=5.0)
-        if got is not None:
+        got = hub.next_frame(stream, version, timeout_s=tick_s)
+        if got is None:
+            yield None
+        else:
             version, frame = got
             yield frame
+
+
+def tracked(body: Iterator[bytes], st: ViewerState, mode: str, viewer_id: str | None) -> Iterator[bytes]:
+    """Counts the open response in the metrics (and its viewer id for lag) while it is iterated."""
+    st.metrics.clients.labels(mode).inc()
+    if viewer_id is not None:
+        st.lag.viewer_connected(viewer_id, +1)
+    try:
+        yield from body
+    finally:
+        body.close()
+        st.metrics.clients.labels(mode).dec()
+        if viewer_id is not None:
+            st.lag.viewer_connected(viewer_id, -1)
 
 
 @bp.get("/")
@@ -45,14 +65,23 @@ def stream_mjpeg(stream: str):
     viewer_id = request.args.get("viewer")
     if viewer_id is not None and not VIEWER_ID.match(viewer_id):
         return error(400, "viewer id must be 1-64 characters of A-Z a-z 0-9 _ . -")
-    hub = state().hub(raw)
+    st = state()
+    hub = st.hub(raw)
     if not hub.wait_for_stream(stream, FIRST_FRAME_WAIT_S):
         return error(404, f"unknown stream {stream!r}")
+    tick_s = min(1.0, st.keepalive_s)
     if viewer_id is None:
-        frames = live_frames(hub, stream)
+        mode, ticks = "live", live_frames(hub, stream, tick_s)
     else:
-        frames = resumed_frames(state().settings, hub.topic, stream, viewer_id)
-    response = Response(mjpeg(frames), mimetype=MIMETYPE)
+        mode, ticks = "resume", resumed_frames(st.settings, hub.topic, stream, viewer_id, st.metrics, idle_s=tick_s)
+    served = st.metrics.frames_served.labels(stream, mode)
+
+    def on_frame(frame: ServedFrame) -> None:
+        served.inc()
+        st.metrics.latency.observe(max(0.0, time.time() - frame.ts_ms / 1000))
+
+    body = mjpeg(ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=on_frame)
+    response = Response(tracked(body, st, mode, viewer_id), mimetype=MIMETYPE)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -62,17 +91,19 @@ def snapshot(stream: str):
     hub = state().processed
     if not hub.wait_for_stream(stream, FIRST_FRAME_WAIT_S):
         return error(404, f"unknown stream {stream!r}")
-    frame = hub.slots[stream].latest
-    return Response(frame.jpeg, mimetype="image/jpeg", headers={"X-Frame-Seq": str(frame.seq), "Cache-Control": "no-store"})
+    frame = hub.latest(stream)
+    headers = {"X-Frame-Seq": str(frame.seq), "X-Frame-Ts": str(frame.ts_ms), "Cache-Control": "no-store"}
+    return Response(frame.jpeg, mimetype="image/jpeg", headers=headers)
 
 
 @bp.get("/streams")
 def streams():
-    hub = state().processed
-    hub.ensure_started()
+    st = state()
+    st.processed.ensure_started()
+    st.lag.ensure_started()
     now_ms = time.time() * 1000
     out = []
-    for name, slot in sorted(hub.slots.items()):
+    for name, slot in sorted(st.processed.slots.items()):
         frame = slot.latest
         out.append(
             {
@@ -83,9 +114,18 @@ def streams():
                 "last_seq": frame.seq if frame else None,
                 "last_frame_ts": frame.ts_ms if frame else None,
                 "age_ms": round(now_ms - frame.ts_ms) if frame else None,
+                "partition": slot.partition,
+                "lag": st.lag.lag.get(name, {}),
             }
         )
     return jsonify({"streams": out})
+
+
+@bp.get("/workers")
+def workers():
+    registry = state().workers
+    registry.ensure_started()
+    return jsonify({"workers": registry.live(), "error": registry.error})
 
 
 @bp.get("/healthz")
@@ -93,3 +133,8 @@ def healthz():
     if broker_reachable(state().settings, timeout_s=1.0):
         return jsonify({"status": "ok"})
     return jsonify({"status": "broker unreachable"}), 503
+
+
+@bp.get("/metrics")
+def metrics():
+    return Response(state().metrics.render(), mimetype=CONTENT_TYPE)

@@ -1,4 +1,5 @@
-"""Per-process viewer state: settings and the live hubs, one per topic."""
+"""Per-process viewer state: settings, metrics, the live hubs (one per topic), the heartbeat
+reader and the lag sampler. Every background reader starts on first use."""
 
 from __future__ import annotations
 
@@ -6,16 +7,27 @@ from flask import current_app
 
 from pipeline.settings import Settings
 from viewer.hub import LiveHub
+from viewer.lag import LagSampler
+from viewer.metrics import ViewerMetrics
+from viewer.workers import WorkerRegistry
 
 
 class ViewerState:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, keepalive_s: float) -> None:
         self.settings = settings
-        self.processed = LiveHub(settings, settings.processed_topic)
-        self.raw = LiveHub(settings, settings.raw_topic)
+        self.keepalive_s = keepalive_s
+        self.metrics = ViewerMetrics()
+        self.processed = LiveHub(settings, settings.processed_topic, self.metrics)
+        self.raw = LiveHub(settings, settings.raw_topic, self.metrics)
+        self.workers = WorkerRegistry(settings)
+        self.lag = LagSampler(settings, self.metrics, lambda: sorted(self.processed.slots))
 
     def hub(self, raw: bool) -> LiveHub:
         return self.raw if raw else self.processed
+
+    def stop(self) -> None:
+        for loop in (self.processed, self.raw, self.workers, self.lag):
+            loop.stop()
 
 
 def state() -> ViewerState:

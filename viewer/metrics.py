@@ -1,0 +1,32 @@
+"""Prometheus metrics of one viewer process, in a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ViewerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.frames_served = Counter(
+            "viewer_frames_served", "MJPEG parts written to clients (keep-alive repeats excluded)", ["stream", "mode"], registry=r
+        )
+        self.frames_received = Counter(
+            "viewer_frames_received", "Frames published by a live hub", ["topic", "stream"], registry=r
+        )
+        self.clients = Gauge("viewer_clients", "Open MJPEG responses", ["mode"], registry=r)
+        self.resume_consumers = Gauge("viewer_resume_consumers", "Open Kafka consumers of resuming viewers", registry=r)
+        self.consumer_lag = Gauge(
+            "viewer_consumer_lag", "Records between a group's committed offset and the end of the stream's partition",
+            ["stream", "topic", "group"], registry=r,
+        )
+        self.latency = Histogram(
+            "viewer_frame_latency_seconds", "Producer read time to the part being written to a client",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
