@@ -11,7 +11,7 @@ import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline.codec import encode_image
-from pipeline.kafka import make_consumer
+from pipeline.kafka import make_admin, make_consumer
 from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, to_record
 
@@ -26,8 +26,10 @@ def send_frames(producer, topic: str, stream: str, seqs) -> None:
     producer.flush()
 
 
-def first_seq(settings: Settings, tp: TopicPartition, group: str | None = None, offset: int | None = None) -> int:
-    """The seq of the first frame read from `tp` at `offset`, or where `group` resumes."""
+def first_seq(
+    settings: Settings, tp: TopicPartition, group: str | None = None, offset: int | None = None, stream: str | None = None
+) -> int:
+    """The seq of the first frame (of `stream`, if given) read from `tp` at `offset`, or where `group` resumes."""
     consumer = make_consumer(settings, "test", group_id=group)
     try:
         consumer.assign([tp])
@@ -36,7 +38,9 @@ def first_seq(settings: Settings, tp: TopicPartition, group: str | None = None, 
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=200).values():
-                return decode_record(records[0]).seq
+                for frame in map(decode_record, records):
+                    if stream is None or frame.stream == stream:
+                        return frame.seq
         raise AssertionError(f"nothing to read on {tp} (group {group}, offset {offset})")
     finally:
         consumer.close()
@@ -55,3 +59,25 @@ def active_member(settings: Settings, group: str, topic: str) -> Iterator[KafkaC
         yield member
     finally:
         member.close()
+
+
+def committed_offsets(settings: Settings, group: str) -> dict[TopicPartition, int]:
+    admin = make_admin(settings)
+    try:
+        return {tp: meta.offset for tp, meta in admin.list_group_offsets(group)[group].items() if meta.offset >= 0}
+    finally:
+        admin.close()
+
+
+def settled_offsets(settings: Settings, group: str) -> dict[TopicPartition, int]:
+    """Committed offsets once the server has noticed the disconnect and stopped committing."""
+    previous, stable_since = None, time.monotonic()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        current = committed_offsets(settings, group)
+        if current != previous:
+            previous, stable_since = current, time.monotonic()
+        elif current and time.monotonic() - stable_since > 1.5:
+            return current
+        time.sleep(0.2)
+    raise AssertionError(f"offsets of {group} never settled: {previous}")

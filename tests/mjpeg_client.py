@@ -47,3 +47,12 @@ def iter_parts(raw) -> Iterator[Part]:
         # The boundary must follow the body at once: that is what makes browsers paint now.
         assert raw.read(len(b"\r\n--frame\r\n")) == b"\r\n--frame\r\n"
         yield Part(headers, body)
+
+
+def distinct_seqs(parts: list[Part]) -> list[int]:
+    """Seqs with keep-alive repeats (the same frame sent again on an idle stream) collapsed."""
+    seqs: list[int] = []
+    for part in parts:
+        if not seqs or part.seq != seqs[-1]:
+            seqs.append(part.seq)
+    return seqs

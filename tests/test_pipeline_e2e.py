@@ -9,12 +9,10 @@ import cv2
 import numpy as np
 import pytest
 import requests
-from kafka import TopicPartition
 
-from pipeline.kafka import make_admin
 from processor import run as processor_run
 from producer import run as producer_run
-from tests.broker_helpers import first_seq
+from tests.broker_helpers import first_seq, settled_offsets
 from tests.conftest import SAMPLE_VIDEO
 from tests.mjpeg_client import read_parts
 from viewer import create_app
@@ -87,32 +85,6 @@ def test_raw_stream_is_colour(stack):
     assert not is_grayscale(image)
 
 
-def committed_offsets(settings, group: str) -> dict:
-    admin = make_admin(settings)
-    try:
-        return {tp: meta.offset for tp, meta in admin.list_group_offsets(group)[group].items() if meta.offset >= 0}
-    finally:
-        admin.close()
-
-
-def settled_offsets(settings, group: str) -> dict:
-    """Committed offsets once the server has noticed the disconnect and stopped committing."""
-    previous, stable_since = None, time.monotonic()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        current = committed_offsets(settings, group)
-        if current != previous:
-            previous, stable_since = current, time.monotonic()
-        elif current and time.monotonic() - stable_since > 1.5:
-            return current
-        time.sleep(0.2)
-    raise AssertionError(f"offsets of {group} never settled: {previous}")
-
-
-def seq_at(settings, tp: TopicPartition, offset: int) -> int:
-    return first_seq(settings, tp, offset=offset)
-
-
 def test_viewer_resumes_after_last_committed_frame(stack, settings):
     first_visit = read_parts(f"{stack}/stream/sample.mjpg?viewer=a", count=10)
     assert [p.seq for p in first_visit] == list(range(first_visit[0].seq, first_visit[0].seq + 10))
@@ -121,7 +93,7 @@ def test_viewer_resumes_after_last_committed_frame(stack, settings):
     assert len(offsets) == 1, "one stream lives in one partition"
     ((tp, committed),) = offsets.items()
     assert committed > 0
-    expected_seq = seq_at(settings, tp, committed)
+    expected_seq = first_seq(settings, tp, offset=committed)
     assert expected_seq >= first_visit[-1].seq + 1
 
     second_visit = read_parts(f"{stack}/stream/sample.mjpg?viewer=a", count=3)

@@ -1,0 +1,178 @@
+"""The viewer under a real `gunicorn -k gevent` process, fed at 25 fps on the real broker:
+fan-out to many clients, slow clients, connection churn, resume across a restart."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline.kafka import make_admin
+from tests.broker_helpers import first_seq, settled_offsets
+from tests.frame_feed import BIG, SMALL, FrameFeed
+from tests.gunicorn_server import Gunicorn
+from tests.mjpeg_client import distinct_seqs, iter_parts, read_parts
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def feed(module_settings):
+    s = module_settings
+    with FrameFeed(s, s.processed_topic, {"cam": (SMALL, False), "big": ((BIG[0] * 2 // 3, BIG[1] // 2), True)}) as f:
+        yield f
+    # The embedded broker keeps every record in memory: free this module's frames.
+    admin = make_admin(s)
+    try:
+        admin.delete_topics([s.processed_topic])
+    finally:
+        admin.close()
+
+
+@pytest.fixture(scope="module")
+def server(module_settings, feed):
+    g = Gunicorn(module_settings)
+    wait_for_stream(g.url, "cam")
+    yield g
+    g.stop()
+
+
+def wait_for_stream(url: str, stream: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if requests.get(f"{url}/snapshot/{stream}.jpg", timeout=10).status_code == 200:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"stream {stream!r} never reached the viewer")
+
+
+def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                return sample.value
+    return 0.0
+
+
+def wait_until(condition, what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_fifty_concurrent_clients_each_get_frames_in_order(server):
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(lambda _: read_parts(f"{server.url}/stream/cam.mjpg", count=25, timeout=60), range(50)))
+    for parts in results:
+        seqs = distinct_seqs(parts)
+        assert seqs == sorted(seqs) and len(seqs) >= 20, seqs
+        assert all(p.headers["content-type"] == "image/jpeg" and p.body[:2] == b"\xff\xd8" for p in parts)
+    # One shared reader: every client saw the same frames, not a copy each consumed on its own.
+    assert metric(server.url, "viewer_resume_consumers") == 0
+
+
+def raw_mjpeg_socket(url: str, path: str) -> socket.socket:
+    """A client with a tiny receive buffer that sends HTTP/1.0 (no chunking) and then may stop reading."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+    return sock
+
+
+def test_slow_client_skips_to_newest_without_stalling_others(server):
+    sock = raw_mjpeg_socket(server.url, "/stream/big.mjpg")
+    try:
+        stream = sock.makefile("rb")
+        assert stream.readline().split()[1] == b"200"
+        while stream.readline() != b"\r\n":
+            pass
+        slow = iter_parts(stream)
+        first = next(slow).seq
+        # The slow client stops reading; another client meanwhile gets 100 frames in order.
+        fast = distinct_seqs(read_parts(f"{server.url}/stream/big.mjpg", count=100, timeout=60))
+        assert fast == sorted(fast) and len(fast) >= 90
+        # Back to reading: what the socket buffers held, then a jump to the newest frame
+        # (latest frame wins), not the backlog of every frame it missed.
+        later = [next(slow).seq for _ in range(120)]
+        steps = [b - a for a, b in zip([first, *later], later, strict=False)]
+        assert all(step >= 0 for step in steps), steps
+        assert max(steps) > 10, f"slow client was never skipped ahead: {steps}"
+    finally:
+        sock.close()
+
+
+def test_connect_disconnect_churn_leaks_nothing(server):
+    def connect_once(i: int) -> None:
+        viewer = f"&viewer=churn-{i}" if i % 50 == 0 else ""
+        with requests.get(f"{server.url}/stream/cam.mjpg?{viewer}", stream=True, timeout=30) as response:
+            assert response.status_code == 200
+            assert response.raw.read(64).startswith(b"--frame\r\n")
+
+    read_parts(f"{server.url}/stream/cam.mjpg", count=2)
+    baseline = server.open_fds()
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(connect_once, range(1000)))
+
+    def released() -> bool:
+        return (
+            metric(server.url, "viewer_clients", {"mode": "live"}) == 0
+            and metric(server.url, "viewer_clients", {"mode": "resume"}) == 0
+            and metric(server.url, "viewer_resume_consumers") == 0
+        )
+
+    wait_until(released, "every client and resume consumer released")
+    assert metric(server.url, "viewer_frames_served_total", {"stream": "cam", "mode": "live"}) > 0
+    # A few descriptors may be in flight (the /metrics request itself, a broker reconnect).
+    wait_until(lambda: server.open_fds() <= baseline + 5, f"fds back near {baseline} (now {server.open_fds()})")
+
+
+def test_viewer_resumes_across_a_server_restart(module_settings, feed, server):
+    first = Gunicorn(module_settings)
+    try:
+        visit = read_parts(f"{first.url}/stream/cam.mjpg?viewer=restart", count=10, timeout=60)
+    finally:
+        first.stop()
+    seqs = [p.seq for p in visit]
+    assert seqs == list(range(seqs[0], seqs[0] + 10))
+
+    ((tp, committed),) = settled_offsets(module_settings, "viewer-restart").items()
+    expected = first_seq(module_settings, tp, offset=committed, stream="cam")
+    assert expected > seqs[-1]
+
+    second = Gunicorn(module_settings)
+    try:
+        again = read_parts(f"{second.url}/stream/cam.mjpg?viewer=restart", count=3, timeout=60)
+    finally:
+        second.stop()
+    assert [p.seq for p in again] == [expected, expected + 1, expected + 2]
+
+
+def test_sigterm_stops_gunicorn_with_clients_connected(module_settings, feed):
+    g = Gunicorn(module_settings)
+    done = threading.Event()
+
+    def watch() -> None:
+        # However the stream ends (closed mid-part or between parts), it must end.
+        try:
+            with requests.get(f"{g.url}/stream/cam.mjpg", stream=True, timeout=30) as response:
+                for _ in response.iter_content(65536):
+                    pass
+        except (requests.RequestException, OSError):
+            pass
+        finally:
+            done.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    wait_until(lambda: metric(g.url, "viewer_clients", {"mode": "live"}) == 1, "the client to connect")
+    g.stop()
+    assert done.wait(20), "the client's stream did not end when the server stopped"
