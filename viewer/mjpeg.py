@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 from viewer.served import ServedFrame
 
@@ -12,7 +12,7 @@ MIMETYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 _DELIMITER = f"\r\n--{BOUNDARY}\r\n".encode()
 
 # A frame source yields a frame, or None when it waited and nothing came (an idle tick).
-FrameTicks = Iterator[ServedFrame | None]
+FrameTicks = Generator[ServedFrame | None, None, None]
 
 
 def part(frame: ServedFrame) -> bytes:

@@ -34,7 +34,8 @@ class _Pending:
     rows: int
     cols: int
     ts_ms: int
-    tiles: dict[int, tuple[TileInfo, np.ndarray]] = field(default_factory=dict)
+    geometry: Geometry
+    tiles: dict[int, tuple[TileInfo, np.ndarray]] = field(default_factory=dict)  # index -> (info, core)
 
 
 @dataclass(frozen=True)
@@ -81,14 +82,16 @@ class TileReassembler:
             image = decode_image(frame.data)
         except CodecError as exc:
             raise TileError(str(exc)) from None
+        geometry, has_halo = geometry_of(info, image)
+        core = crop_halo(image, info, geometry) if has_halo else image
         key = (frame.stream, frame.seq)
         pending = self._pending.get(key)
         if pending is None:
-            pending = self._pending[key] = _Pending(info.rows, info.cols, frame.ts_ms)
+            pending = self._pending[key] = _Pending(info.rows, info.cols, frame.ts_ms, geometry)
             self._evict()
-        elif (info.rows, info.cols) != (pending.rows, pending.cols):
-            raise TileError(f"tile {info.to_header()} disagrees with the {pending.rows}x{pending.cols} grid of seq {frame.seq}")
-        pending.tiles[info.index] = (info, image)
+        elif (info.rows, info.cols, geometry) != (pending.rows, pending.cols, pending.geometry):
+            raise TileError(f"tile {info.to_header()} disagrees with the grid or scale of seq {frame.seq}'s other tiles")
+        pending.tiles[info.index] = (info, core)
         if len(pending.tiles) < pending.rows * pending.cols:
             return None
         del self._pending[key]
@@ -103,14 +106,10 @@ class TileReassembler:
     @staticmethod
     def _assemble(pending: _Pending) -> np.ndarray:
         last, _ = pending.tiles[pending.rows * pending.cols - 1]
-        height, width = last.y + last.h, last.x + last.w
-        first_info, first_image = pending.tiles[0]
-        geometry, _ = geometry_of(first_info, first_image)
-        assembler = Assembler(height, width, pending.rows, pending.cols, geometry)
+        assembler = Assembler(last.y + last.h, last.x + last.w, pending.rows, pending.cols, pending.geometry)
         try:
-            for info, image in pending.tiles.values():
-                _, has_halo = geometry_of(info, image)
-                assembler.add(info, crop_halo(image, info, geometry) if has_halo else image)
-        except ValueError as exc:
+            for info, core in pending.tiles.values():
+                assembler.add(info, core)
+        except ValueError as exc:  # tiles that overlap or leave gaps: not one grid
             raise TileError(str(exc)) from None
         return assembler.image()

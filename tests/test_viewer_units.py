@@ -1,0 +1,190 @@
+"""Viewer pure parts: tile reassembly, sequencing, MJPEG keep-alive framing, heartbeats, transcoding."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from pipeline.codec import decode_image, encode_image
+from pipeline.tiling import Geometry, split
+from pipeline.wire import Frame
+from viewer.hub import Monotonic
+from viewer.mjpeg import mjpeg, part
+from viewer.resume import VIEWER_ID
+from viewer.served import ServedFrame, served_or_tile
+from viewer.tiles import TileError, TileReassembler
+from viewer.workers import WorkerRegistry, parse_heartbeat
+
+
+def picture(h: int = 90, w: int = 130) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def tile_frames(image: np.ndarray, seq: int, tile: int = 40, halo: int = 4, with_halo: bool = False, scale: int = 1):
+    """Processed tiles as a processor would send them: PNG (lossless), core or core + halo."""
+    out = []
+    for info, padded in split(image, tile, halo):
+        data = padded if with_halo else padded[info.top:info.top + info.h, info.left:info.left + info.w]
+        data = np.repeat(np.repeat(data, scale, axis=0), scale, axis=1)
+        encoded = encode_image(data, "png")
+        out.append(Frame("s", seq, 1000 + seq, "png", data.shape[1], data.shape[0], encoded, tile=info.to_header()))
+    return out
+
+
+@pytest.mark.parametrize("with_halo", [False, True])
+@pytest.mark.parametrize("scale", [1, 2])
+def test_tiles_reassemble_in_any_order_interleaved(with_halo, scale):
+    a, b = picture(), picture()[::-1].copy()
+    tiles = tile_frames(a, 1, with_halo=with_halo, scale=scale) + tile_frames(b, 2, with_halo=with_halo, scale=scale)
+    random.Random(5).shuffle(tiles)
+    reassembler = TileReassembler()
+    done = {}
+    for frame in tiles:
+        assembled = reassembler.add(frame)
+        if assembled is not None:
+            done[assembled.seq] = assembled
+    assert sorted(done) == [1, 2] and reassembler.in_progress == 0
+    for seq, source in ((1, a), (2, b)):
+        expected = np.repeat(np.repeat(source, scale, axis=0), scale, axis=1)
+        assert np.array_equal(done[seq].image, expected)
+        assert done[seq].ts_ms == 1000 + seq
+
+
+def test_tiles_in_progress_are_bounded_and_oldest_dropped():
+    reassembler = TileReassembler(max_in_progress=3)
+    for seq in range(5):
+        assert reassembler.add(tile_frames(picture(), seq)[0]) is None
+    assert reassembler.in_progress == 3 and reassembler.dropped == 2
+    # seq 0 was dropped: its remaining tiles start it over instead of completing it.
+    for frame in tile_frames(picture(), 0)[1:]:
+        assert reassembler.add(frame) is None
+
+
+def test_bad_tiles_are_refused_and_skipped():
+    good = tile_frames(picture(), 1)[0]
+    reassembler = TileReassembler()
+    with pytest.raises(TileError, match="bad tile header"):
+        reassembler.add(Frame("s", 1, 0, "png", 1, 1, good.data, tile="nonsense"))
+    with pytest.raises(TileError, match="cannot decode"):
+        reassembler.add(Frame("s", 1, 0, "png", 1, 1, b"not an image", tile=good.tile))
+    wrong_shape = encode_image(np.zeros((7, 9, 3), np.uint8), "png")
+    with pytest.raises(TileError, match="matches neither"):
+        reassembler.add(Frame("s", 1, 0, "png", 9, 7, wrong_shape, tile=good.tile))
+    assert served_or_tile(Frame("s", 1, 0, "png", 1, 1, b"x", tile="nonsense"), reassembler) is None
+
+
+def test_served_tiles_become_one_jpeg_frame():
+    image = picture()
+    reassembler = TileReassembler()
+    served = [served_or_tile(f, reassembler) for f in tile_frames(image, 9)]
+    assert served[:-1] == [None] * (len(served) - 1)
+    frame = served[-1]
+    assert (frame.seq, frame.width, frame.height, frame.jpeg[:2]) == (9, 130, 90, b"\xff\xd8")
+
+
+def test_png_frames_are_transcoded_to_jpeg_once_and_jpeg_passes_through():
+    image = np.full((20, 30, 3), 128, np.uint8)
+    png = ServedFrame.of(Frame("s", 1, 0, "png", 30, 20, encode_image(image, "png")))
+    assert png.jpeg[:2] == b"\xff\xd8" and png.jpeg is png.jpeg
+    assert np.abs(decode_image(png.jpeg).astype(int) - 128).max() <= 2
+    jpeg = encode_image(image, "jpeg")
+    assert ServedFrame.of(Frame("s", 1, 0, "jpeg", 30, 20, jpeg)).jpeg is jpeg
+
+
+def served(seq: int) -> ServedFrame:
+    return ServedFrame("s", seq, 1000 + seq, 1, 1, b"\xff\xd8" + bytes([seq]), "jpeg")
+
+
+def test_monotonic_sequencer_drops_older_frames_but_takes_a_restart():
+    seq = Monotonic()
+    pushed = [list(seq.push(served(n))) for n in (3, 5, 4, 5, 0, 1)]
+    assert [[f.seq for f in p] for p in pushed] == [[3], [5], [], [5], [0], [1]]
+
+
+def test_mjpeg_parts_carry_headers_and_the_next_boundary():
+    body = part(served(7))
+    head, _, rest = body.partition(b"\r\n\r\n")
+    assert b"Content-Type: image/jpeg" in head and b"X-Frame-Seq: 7" in head and b"X-Frame-Ts: 1007" in head
+    assert b"Content-Length: 3" in head and rest == served(7).jpeg + b"\r\n--frame\r\n"
+
+
+def test_idle_stream_repeats_its_last_part_and_closing_closes_the_source():
+    closed = []
+
+    def ticks():
+        try:
+            yield None  # idle before the first frame: the fallback frame goes out
+            yield served(1)
+            yield None
+            yield None
+        finally:
+            closed.append(True)
+
+    body = mjpeg(ticks(), keepalive_s=0.0, fallback=lambda: served(0))
+    chunks = [next(body) for _ in range(5)]
+    assert chunks[0] == b"--frame\r\n"
+    assert chunks[1:] == [part(served(0)), part(served(1)), part(served(1)), part(served(1))]
+    body.close()
+    assert closed == [True]
+
+
+def test_keepalive_waits_for_its_interval():
+    def ticks():
+        yield served(1)
+        while True:
+            yield None
+
+    body = mjpeg(ticks(), keepalive_s=3600.0)
+    assert [next(body), next(body)] == [b"--frame\r\n", part(served(1))]
+    # Idle ticks within the interval write nothing: the generator keeps waiting.
+    counted = []
+    body = mjpeg((t for t in [served(1), None, None, served(2)]), keepalive_s=3600.0, on_frame=lambda f: counted.append(f.seq))
+    assert list(body) == [b"--frame\r\n", part(served(1)), part(served(2))]
+    assert counted == [1, 2]
+
+
+@pytest.mark.parametrize("viewer_id, ok", [("a", True), ("tab-1_x.y", True), ("x" * 64, True), ("x" * 65, False),
+                                           ("", False), ("a b", False), ("é", False), ("../x", False)])
+def test_viewer_id_charset_and_length(viewer_id, ok):
+    assert bool(VIEWER_ID.match(viewer_id)) is ok
+
+
+def beat(**fields) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def test_heartbeats_parse_tolerantly():
+    full = parse_heartbeat(beat(id="p1", host="h", pid=4, group="processors", transform="edges", partitions=[0, 1],
+                                frames=10, fps=24.5, errors=0, ts=1_700_000_000_000, extra={"x": 1}), 0)
+    assert full["last_heartbeat"] == 1_700_000_000.0 and full["partitions"] == [0, 1] and full["extra"] == {"x": 1}
+    assert parse_heartbeat(beat(id=7, ts=1_700_000_000.5), 0)["last_heartbeat"] == 1_700_000_000.5
+    minimal = parse_heartbeat(beat(id="p2"), record_ts_ms=1_700_000_001_000)
+    assert minimal["last_heartbeat"] == 1_700_000_001.0 and minimal["fps"] is None
+    for junk in (b"", b"nope", b"[1,2]", beat(host="no id"), beat(id=None), None):
+        assert parse_heartbeat(junk, 0) is None
+
+
+def test_worker_registry_keeps_newest_per_id_and_forgets_stale():
+    registry = WorkerRegistry(settings=None, stale_s=15)
+    registry.accept(beat(id="a", frames=1, ts=1000.0), 0)
+    registry.accept(beat(id="a", frames=5, ts=1010.0), 0)
+    registry.accept(beat(id="a", frames=3, ts=1005.0), 0)  # late, older: ignored
+    registry.accept(beat(id="b", ts=990.0), 0)
+    live = registry.live(now=1012.0)
+    assert [(w["id"], w["frames"], w["age_s"]) for w in live] == [("a", 5, 2.0)]
+    assert registry.live(now=1030.0) == []
+    registry.accept(b"garbage", 0)
+    assert registry.live(now=1030.0) == []
+
+
+def test_identity_and_scale_geometry_from_shapes():
+    from viewer.tiles import geometry_of
+
+    (info, padded), *_ = split(picture(), 40, 4)
+    assert geometry_of(info, padded) == (Geometry(), True)
+    core = padded[: info.h, : info.w]
+    assert geometry_of(info, np.repeat(np.repeat(core, 3, 0), 3, 1)) == (Geometry((("scale", 3),)), False)
