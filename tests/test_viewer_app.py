@@ -1,0 +1,206 @@
+"""The viewer app on the real broker (Flask's threaded dev server): tiled and PNG streams, idle
+streams, heartbeats, lag, health and metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import cv2
+import numpy as np
+import pytest
+import requests
+from kafka import OffsetAndMetadata, TopicPartition
+
+from pipeline.codec import encode_image
+from pipeline.kafka import end_offsets, make_consumer, make_producer
+from pipeline.settings import Settings
+from pipeline.tiling import split
+from pipeline.wire import Frame, to_record
+from tests.gunicorn_server import free_port
+from tests.mjpeg_client import iter_parts, read_parts
+from viewer import create_app
+from viewer.lag import partition_of
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def settings(module_settings):
+    return module_settings
+
+
+@pytest.fixture(scope="module")
+def app(settings):
+    app = create_app({"SETTINGS": settings, "KEEPALIVE_S": 0.3})
+    yield app
+    app.extensions["viewer"].stop()
+
+
+@pytest.fixture(scope="module")
+def url(app, serve):
+    return serve(app)
+
+
+@pytest.fixture(scope="module")
+def producer(settings):
+    p = make_producer(settings, "test")
+    yield p
+    p.close(timeout=5)
+
+
+def send(producer, topic: str, frames: list[Frame]) -> None:
+    for frame in frames:
+        key, value, headers = to_record(frame)
+        producer.send(topic, key=key, value=value, headers=headers)
+    producer.flush()
+
+
+def gradient(h: int = 120, w: int = 200) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.dstack([x * 255 // w, y * 255 // h, (x + y) * 255 // (w + h)]).astype(np.uint8)
+
+
+def decode(jpeg: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+
+
+def wait_until(condition, what: str, timeout_s: float = 30.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_end_offsets_count_every_record_of_the_last_batch(settings, producer):
+    topic = settings.dead_letter_topic  # a topic of this module nobody else writes
+    batcher = make_producer(settings, "test-batch", linger_ms=2000)
+    try:
+        for i in range(10):
+            batcher.send(topic, key=b"k", value=str(i).encode())
+        batcher.flush()
+    finally:
+        batcher.close(timeout=5)
+    tp = TopicPartition(topic, partition_of("k", settings.partitions))
+    consumer = make_consumer(settings, "test", group_id=None)
+    try:
+        reported = consumer.end_offsets([tp])[tp]
+        assert end_offsets(consumer, [tp])[tp] == 10
+    finally:
+        consumer.close()
+    assert reported <= 10  # 1 on Tansu (one batch of ten), 10 on Apache Kafka
+
+
+def test_tiled_frames_are_reassembled_before_serving(settings, producer, url):
+    image = gradient()
+    assert requests.get(f"{url}/stream/tiled.mjpg", timeout=20).status_code == 404  # no frame of it yet
+    frames = []
+    for seq in range(3):
+        for info, padded in split(image, 64, 3):
+            data = encode_image(padded, "png")  # with its halo: the viewer crops it
+            frames.append(Frame("tiled", seq, 1000 + seq, "png", padded.shape[1], padded.shape[0], data, tile=info.to_header()))
+    # Tiles of consecutive frames interleave, as they do from several processors.
+    frames = frames[1::2] + frames[0::2]
+    send(producer, settings.processed_topic, frames[:4])
+    send(producer, settings.processed_topic, frames[4:])
+    part = read_parts(f"{url}/stream/tiled.mjpg", count=1)[0]
+    assert part.headers["content-type"] == "image/jpeg"
+    served = decode(part.body)
+    assert served.shape == image.shape
+    assert np.abs(served.astype(int) - image).mean() < 2.0  # one JPEG encode away from the source
+    snapshot = requests.get(f"{url}/snapshot/tiled.jpg", timeout=10)
+    assert snapshot.status_code == 200 and int(snapshot.headers["X-Frame-Seq"]) == 2
+
+
+def test_png_stream_is_served_as_jpeg(settings, producer, url):
+    image = gradient(60, 80)
+    send(producer, settings.processed_topic, [Frame("lossless", 1, 5, "png", 80, 60, encode_image(image, "png"))])
+    part = read_parts(f"{url}/stream/lossless.mjpg", count=1)[0]
+    assert part.body[:2] == b"\xff\xd8" and decode(part.body).shape == (60, 80, 3)
+    assert part.headers["x-frame-seq"] == "1" and part.headers["x-frame-ts"] == "5"
+
+
+def test_idle_stream_keeps_writing_and_a_gone_client_releases_its_consumer(settings, producer, url, app):
+    registry = app.extensions["viewer"].metrics.registry
+
+    def open_consumers() -> float:
+        return registry.get_sample_value("viewer_resume_consumers")
+
+    jpeg = encode_image(gradient(30, 40), "jpeg")
+    send(producer, settings.processed_topic, [Frame("idle", 1, 1, "jpeg", 40, 30, jpeg)])
+    # Live: nothing new arrives, yet parts keep coming (the last one again), every 0.3 s.
+    assert [p.seq for p in read_parts(f"{url}/stream/idle.mjpg", count=3)] == [1, 1, 1]
+    # Resume: a new viewer starts after the newest frame, so it only gets keep-alives...
+    with requests.get(f"{url}/stream/idle.mjpg?viewer=idle-tab", stream=True, timeout=20) as response:
+        parts = iter_parts(response.raw)
+        assert next(parts).seq == 1
+        assert open_consumers() == 1
+        send(producer, settings.processed_topic, [Frame("idle", 2, 2, "jpeg", 40, 30, jpeg)])
+        assert wait_until(lambda: next(parts).seq == 2, "the new frame")  # ...then the frame that came
+    # The tab closed while the stream was idle: the next keep-alive write fails, consumer closed.
+    wait_until(lambda: open_consumers() == 0, "the resume consumer to close", 10)
+
+
+def test_workers_lists_fresh_heartbeats_only(settings, producer, url):
+    now = time.time()
+    beats = [
+        {"id": "proc-a", "host": "h1", "pid": 11, "group": "processors", "transform": "edges", "partitions": [0, 2],
+         "frames": 120, "fps": 24.8, "errors": 0, "ts": int(now * 1000)},
+        {"id": "proc-old", "host": "h2", "ts": now - 60},
+    ]
+    for beat in beats:
+        producer.send(settings.heartbeat_topic, value=json.dumps(beat).encode())
+    producer.send(settings.heartbeat_topic, value=b"not json")
+    producer.flush()
+    workers = wait_until(lambda: requests.get(f"{url}/workers", timeout=10).json()["workers"], "a worker")
+    assert [w["id"] for w in workers] == ["proc-a"]
+    assert workers[0]["partitions"] == [0, 2] and workers[0]["fps"] == 24.8 and workers[0]["age_s"] < 15
+
+
+def test_streams_report_fps_resolution_and_lag_per_group(settings, producer, url):
+    jpeg = encode_image(gradient(30, 40), "jpeg")
+    raw_tp = TopicPartition(settings.raw_topic, partition_of("lagged", settings.partitions))
+    send(producer, settings.raw_topic, [Frame("lagged", i, i, "jpeg", 40, 30, jpeg) for i in range(10)])
+    # A processor group that has done 3 of the stream's 10 raw frames.
+    consumer = make_consumer(settings, "test", group_id="test-processors")
+    try:
+        consumer.assign([raw_tp])
+        consumer.commit({raw_tp: OffsetAndMetadata(3, "", -1)})
+    finally:
+        consumer.close()
+    send(producer, settings.processed_topic, [Frame("lagged", i, i, "jpeg", 40, 30, jpeg) for i in range(3)])
+    read_parts(f"{url}/stream/lagged.mjpg", count=1)
+
+    def lagged():
+        for s in requests.get(f"{url}/streams", timeout=10).json()["streams"]:
+            if s["stream"] == "lagged" and "test-processors" in s["lag"]:
+                return s
+
+    stream = wait_until(lagged, "lag of test-processors")
+    assert stream["lag"]["test-processors"] == 7
+    assert (stream["width"], stream["height"], stream["last_seq"]) == (40, 30, 2)
+    assert stream["partition"] == partition_of("lagged", settings.partitions)
+
+
+def test_metrics_count_frames_clients_and_latency(settings, url):
+    read_parts(f"{url}/stream/lossless.mjpg", count=1)
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    assert 'viewer_frames_served_total{mode="live",stream="lossless"}' in text
+    assert "viewer_frame_latency_seconds_count" in text
+    assert 'viewer_clients{mode="live"}' in text
+
+
+def test_snapshot_of_unknown_stream_is_404_json(url):
+    response = requests.get(f"{url}/snapshot/nothing-here.jpg", timeout=10)
+    assert response.status_code == 404 and "nothing-here" in response.json()["error"]
+
+
+def test_healthz_is_503_when_the_broker_is_down(serve):
+    app = create_app({"SETTINGS": dataclasses.replace(Settings(), bootstrap_servers=f"127.0.0.1:{free_port()}")})
+    response = requests.get(f"{serve(app)}/healthz", timeout=20)
+    assert response.status_code == 503 and response.json()["status"] == "broker unreachable"
