@@ -32,9 +32,13 @@ def images(size: tuple[int, int], noisy: bool, count: int = 8) -> list[bytes]:
 
 
 class FrameFeed:
-    def __init__(self, settings: Settings, topic: str, streams: dict[str, tuple[tuple[int, int], bool]], fps: float = 25) -> None:
+    """streams: name -> ((height, width), JPEGs to cycle through)."""
+
+    def __init__(
+        self, settings: Settings, topic: str, streams: dict[str, tuple[tuple[int, int], list[bytes]]], fps: float = 25
+    ) -> None:
         self.settings, self.topic, self.fps = settings, topic, fps
-        self.encoded = {name: (size, images(size, noisy)) for name, (size, noisy) in streams.items()}
+        self.encoded = streams
         self.sent = 0
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="frame-feed", daemon=True)

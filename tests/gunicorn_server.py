@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import requests
 
+from pipeline.broker import free_port
 from pipeline.settings import Settings
 from tests.conftest import ROOT, settings_env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Gunicorn:
@@ -30,13 +24,21 @@ class Gunicorn:
             "--graceful-timeout", "3", "--log-level", "warning", "viewer:create_app()",
         ]
         self.proc = subprocess.Popen(cmd, env=settings_env(settings), cwd=ROOT)
-        deadline = time.monotonic() + 30
+        try:
+            self._wait_until_serving(timeout_s=60)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise
+
+    def _wait_until_serving(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
         while True:
             assert self.proc.poll() is None, f"gunicorn exited with {self.proc.returncode}"
             try:
-                requests.get(f"{self.url}/healthz", timeout=2)
+                requests.get(f"{self.url}/healthz", timeout=10)
                 return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)

@@ -44,7 +44,7 @@ def stack(settings, serve):
     wait_for_stream(url, "sample")
     yield url
     stop.set()
-    app.extensions["viewer"].processed.stop()
+    app.extensions["viewer"].stop()
     for t in threads:
         t.join(15)
         assert not t.is_alive(), "stage did not stop on its stop event"

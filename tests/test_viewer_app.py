@@ -13,12 +13,12 @@ import pytest
 import requests
 from kafka import OffsetAndMetadata, TopicPartition
 
+from pipeline.broker import free_port
 from pipeline.codec import encode_image
 from pipeline.kafka import end_offsets, make_consumer, make_producer
 from pipeline.settings import Settings
 from pipeline.tiling import split
 from pipeline.wire import Frame, to_record
-from tests.gunicorn_server import free_port
 from tests.mjpeg_client import iter_parts, read_parts
 from viewer import create_app
 from viewer.lag import partition_of

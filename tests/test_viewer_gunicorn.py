@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.kafka import make_admin
 from tests.broker_helpers import first_seq, settled_offsets
-from tests.frame_feed import BIG, SMALL, FrameFeed
+from tests.frame_feed import BIG, SMALL, FrameFeed, images
 from tests.gunicorn_server import Gunicorn
 from tests.mjpeg_client import distinct_seqs, iter_parts, read_parts
 
@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def feed(module_settings):
     s = module_settings
-    with FrameFeed(s, s.processed_topic, {"cam": (SMALL, False), "big": ((BIG[0] * 2 // 3, BIG[1] // 2), True)}) as f:
+    big = (BIG[0] * 2 // 3, BIG[1] // 2)  # noise at 240x320: ~70 KB a frame
+    with FrameFeed(s, s.processed_topic, {"cam": (SMALL, images(SMALL, False)), "big": (big, images(big, True))}) as f:
         yield f
     # The embedded broker keeps every record in memory: free this module's frames.
     admin = make_admin(s)

@@ -103,6 +103,9 @@ class LiveHub(BackgroundLoop):
                 for records in consumer.poll(timeout_ms=200).values():
                     for record in records:
                         self.accept(record)
+                        # Let waiting clients take this frame before the next one replaces
+                        # it: under gevent, nobody else runs until this greenlet yields.
+                        time.sleep(0)
         finally:
             consumer.close()
 
