@@ -6,9 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -114,27 +113,3 @@ def broker_reachable(settings: Settings, timeout_s: float = 2.0) -> bool:
     finally:
         admin.close()
 
-
-def end_offsets(consumer: KafkaConsumer, tps: list[TopicPartition], timeout_s: float = 2.0) -> dict[TopicPartition, int]:
-    """The offset the next record of each partition will get, right on Apache Kafka and Tansu.
-
-    Tansu reports the high watermark as the base offset of the last *batch* + 1 (KAFKA-NOTES),
-    short by the records in that batch minus one. Reading from the reported end - 1 returns
-    that whole batch on Tansu and just the last record on Kafka, so "last offset read + 1" is
-    right on both. A partition that yields nothing within `timeout_s` keeps the reported end.
-    `consumer` must have no group subscription: it is re-assigned to the partitions probed.
-    """
-    ends = dict(consumer.end_offsets(tps))
-    probe = [tp for tp in tps if ends.get(tp, 0) > 0]
-    if not probe:
-        return ends
-    consumer.assign(probe)
-    for tp in probe:
-        consumer.seek(tp, ends[tp] - 1)
-    unseen = set(probe)
-    deadline = time.monotonic() + timeout_s
-    while unseen and time.monotonic() < deadline:
-        for tp, records in consumer.poll(timeout_ms=100).items():
-            ends[tp] = max(ends[tp], records[-1].offset + 1)
-            unseen.discard(tp)
-    return ends

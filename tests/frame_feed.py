@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from pipeline.codec import encode_image
 from pipeline.kafka import make_producer
 from pipeline.pacing import Pacer
 from pipeline.settings import Settings
+from pipeline.tiling import IDENTITY, Geometry, crop_halo, output_tile, split
 from pipeline.wire import Frame, to_record
 
 SMALL = (120, 160)
@@ -28,6 +30,31 @@ def images(size: tuple[int, int], noisy: bool, count: int = 8) -> list[bytes]:
         else:
             image = np.full((*size, 3), (i * 30) % 256, np.uint8)
         out.append(encode_image(image, "jpeg", 90))
+    return out
+
+
+def split_frames(
+    image: np.ndarray,
+    stream: str,
+    seq: int,
+    apply: Callable[[np.ndarray], np.ndarray] = lambda image: image,
+    geometry: Geometry = IDENTITY,
+    raw: bool = False,
+    tile: int = 40,
+    halo: int = 4,
+) -> list[Frame]:
+    """A frame's tiles as they travel (PNG, lossless): raw (padded, input coordinates) or as a
+    processor applying `apply` republishes them (pipeline.tiling.output_tile: core only,
+    output coordinates, output size)."""
+    size = image.shape[:2]
+    out = []
+    for info, padded in split(image, tile, halo):
+        if raw:
+            data, header, (h, w) = padded, info, size
+        else:
+            data = crop_halo(apply(padded), info, geometry)
+            header, (h, w) = output_tile(info, size, geometry)
+        out.append(Frame(stream, seq, 1000 + seq, "png", w, h, encode_image(data, "png"), tile=header.to_header()))
     return out
 
 

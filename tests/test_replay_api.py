@@ -53,7 +53,7 @@ def stack(module_settings, serve):
     yield url, feeder
     feeder.stop.set()
     feeder.thread.join(5)
-    app.extensions["viewer"].processed.stop()
+    app.extensions["viewer"].stop()
 
 
 def replay(url: str, body, token: str | None = TOKEN) -> requests.Response:

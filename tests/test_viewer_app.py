@@ -15,13 +15,13 @@ from kafka import OffsetAndMetadata, TopicPartition
 
 from pipeline.broker import free_port
 from pipeline.codec import encode_image
-from pipeline.kafka import end_offsets, make_consumer, make_producer
+from pipeline.kafka import make_consumer, make_producer
+from pipeline.offsets import partition_for_key
 from pipeline.settings import Settings
-from pipeline.tiling import split
 from pipeline.wire import Frame, to_record
+from tests.frame_feed import split_frames
 from tests.mjpeg_client import iter_parts, read_parts
 from viewer import create_app
-from viewer.lag import partition_of
 
 pytestmark = pytest.mark.integration
 
@@ -77,33 +77,10 @@ def wait_until(condition, what: str, timeout_s: float = 30.0):
         time.sleep(0.2)
 
 
-def test_end_offsets_count_every_record_of_the_last_batch(settings, producer):
-    topic = settings.dead_letter_topic  # a topic of this module nobody else writes
-    batcher = make_producer(settings, "test-batch", linger_ms=2000)
-    try:
-        for i in range(10):
-            batcher.send(topic, key=b"k", value=str(i).encode())
-        batcher.flush()
-    finally:
-        batcher.close(timeout=5)
-    tp = TopicPartition(topic, partition_of("k", settings.partitions))
-    consumer = make_consumer(settings, "test", group_id=None)
-    try:
-        reported = consumer.end_offsets([tp])[tp]
-        assert end_offsets(consumer, [tp])[tp] == 10
-    finally:
-        consumer.close()
-    assert reported <= 10  # 1 on Tansu (one batch of ten), 10 on Apache Kafka
-
-
 def test_tiled_frames_are_reassembled_before_serving(settings, producer, url):
     image = gradient()
     assert requests.get(f"{url}/stream/tiled.mjpg", timeout=20).status_code == 404  # no frame of it yet
-    frames = []
-    for seq in range(3):
-        for info, padded in split(image, 64, 3):
-            data = encode_image(padded, "png")  # with its halo: the viewer crops it
-            frames.append(Frame("tiled", seq, 1000 + seq, "png", padded.shape[1], padded.shape[0], data, tile=info.to_header()))
+    frames = [tile for seq in range(3) for tile in split_frames(image, "tiled", seq, tile=64, halo=3)]
     # Tiles of consecutive frames interleave, as they do from several processors.
     frames = frames[1::2] + frames[0::2]
     send(producer, settings.processed_topic, frames[:4])
@@ -164,7 +141,7 @@ def test_workers_lists_fresh_heartbeats_only(settings, producer, url):
 
 def test_streams_report_fps_resolution_and_lag_per_group(settings, producer, url):
     jpeg = encode_image(gradient(30, 40), "jpeg")
-    raw_tp = TopicPartition(settings.raw_topic, partition_of("lagged", settings.partitions))
+    raw_tp = TopicPartition(settings.raw_topic, partition_for_key("lagged", settings.partitions))
     send(producer, settings.raw_topic, [Frame("lagged", i, i, "jpeg", 40, 30, jpeg) for i in range(10)])
     # A processor group that has done 3 of the stream's 10 raw frames.
     consumer = make_consumer(settings, "test", group_id="test-processors")
@@ -184,7 +161,7 @@ def test_streams_report_fps_resolution_and_lag_per_group(settings, producer, url
     stream = wait_until(lagged, "lag of test-processors")
     assert stream["lag"]["test-processors"] == 7
     assert (stream["width"], stream["height"], stream["last_seq"]) == (40, 30, 2)
-    assert stream["partition"] == partition_of("lagged", settings.partitions)
+    assert stream["partition"] == partition_for_key("lagged", settings.partitions)
 
 
 def test_metrics_count_frames_clients_and_latency(settings, url):

@@ -1,10 +1,10 @@
 """Consumer lag per stream, sampled in the background every few seconds.
 
 Lag = records between a group's committed offset and the true end of the partition holding
-the stream (`pipeline.kafka.end_offsets`, right on Tansu too). Groups shown: every group
-with offsets on the raw topic (processors), and on the processed topic the `viewer-<id>`
-groups of viewers connected to this process (old viewer ids are never cleaned up by Kafka,
-so asking about all of them would grow without bound).
+the stream (`OffsetTool.ends`, right on Tansu too). Groups shown: every group with offsets on
+the raw topic (processors), and on the processed topic the `viewer-<id>` groups of viewers
+connected to this process (old viewer ids are never cleaned up by Kafka, so asking about all
+of them would grow without bound).
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from collections import Counter
 from collections.abc import Callable
 
 from kafka import TopicPartition
-from kafka.partitioner.default import murmur2
 
-from pipeline.kafka import end_offsets, make_admin, make_consumer
+from pipeline.offsets import OffsetsError, OffsetTool
 from pipeline.settings import Settings
 from viewer.background import BackgroundLoop
 from viewer.metrics import ViewerMetrics
@@ -25,11 +24,6 @@ from viewer.metrics import ViewerMetrics
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 2.0
-
-
-def partition_of(stream: str, partitions: int) -> int:
-    """Where the default (murmur2, Java-compatible) partitioner puts records keyed by `stream`."""
-    return (murmur2(stream.encode()) & 0x7FFFFFFF) % partitions
 
 
 class LagSampler(BackgroundLoop):
@@ -51,42 +45,33 @@ class LagSampler(BackgroundLoop):
                 del self.viewer_ids[viewer_id]
 
     def run_once(self) -> None:
-        admin = make_admin(self.settings)
-        consumer = make_consumer(self.settings, "viewer-lag", group_id=None)
-        try:
+        with OffsetTool(self.settings) as tool:
             self.error = None
             while not self.stopping.is_set():
-                self.lag = self.sample(admin, consumer)
+                self.lag = self.sample(tool)
                 self.stopping.wait(INTERVAL_S)
-        finally:
-            consumer.close()
-            admin.close()
 
-    def _groups(self, admin) -> list[str]:
+    def _groups(self, tool: OffsetTool) -> list[str]:
         with self._lock:
             watched = {f"viewer-{i}" for i in self.viewer_ids}
-        names = [g["group_id"] if isinstance(g, dict) else g[0] for g in admin.list_groups()]
-        return [g for g in names if not g.startswith("viewer-") or g in watched]
+        return [g for g in tool.groups() if not g.startswith("viewer-") or g in watched]
 
-    def sample(self, admin, consumer) -> dict[str, dict[str, int]]:
-        raw, processed = self.settings.raw_topic, self.settings.processed_topic
-        committed: dict[str, dict[TopicPartition, int]] = {}
-        for group in self._groups(admin):
-            offsets = admin.list_group_offsets(group).get(group, {})
-            mine = {tp: meta.offset for tp, meta in offsets.items() if tp.topic in (raw, processed) and meta.offset >= 0}
-            if mine:
-                committed[group] = mine
-        counts = {t: len(consumer.partitions_for_topic(t) or ()) for t in (raw, processed)}
-        streams = self.streams()
-        wanted = {TopicPartition(t, partition_of(s, n)) for s in streams for t, n in counts.items() if n}
-        ends = end_offsets(consumer, sorted(wanted)) if wanted else {}
+    def sample(self, tool: OffsetTool) -> dict[str, dict[str, int]]:
+        topics = (self.settings.raw_topic, self.settings.processed_topic)
+        committed = {g: {tp: o for tp, o in tool.committed(g).items() if tp.topic in topics} for g in self._groups(tool)}
+        where: dict[tuple[str, str], TopicPartition] = {}  # (stream, topic) -> partition
+        for stream in self.streams():
+            for topic in topics:
+                try:
+                    where[stream, topic] = tool.stream_partition(topic, stream)
+                except OffsetsError:
+                    pass  # the topic does not exist (yet)
+        ends = tool.ends(sorted(set(where.values())))[1] if where else {}
         lag: dict[str, dict[str, int]] = {}
         self.metrics.consumer_lag.clear()  # groups that went away must not linger
-        for stream in streams:
-            per_group = lag.setdefault(stream, {})
+        for (stream, topic), tp in where.items():
             for group, offsets in committed.items():
-                for tp, offset in offsets.items():
-                    if tp in ends and tp.partition == partition_of(stream, counts[tp.topic]):
-                        per_group[group] = max(0, ends[tp] - offset)
-                        self.metrics.consumer_lag.labels(stream, tp.topic, group).set(per_group[group])
+                if tp in offsets:
+                    records = lag.setdefault(stream, {})[group] = max(0, ends[tp] - offsets[tp])
+                    self.metrics.consumer_lag.labels(stream, topic, group).set(records)
         return lag

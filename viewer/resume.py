@@ -7,7 +7,8 @@ import re
 
 from kafka import OffsetAndMetadata, TopicPartition
 
-from pipeline.kafka import end_offsets, make_consumer
+from pipeline.kafka import make_consumer
+from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
 from pipeline.wire import WireError, decode_record
 from viewer.metrics import ViewerMetrics
@@ -46,8 +47,9 @@ def resumed_frames(
         starts = {tp: consumer.committed(tp) for tp in tps}
         fresh = [tp for tp, offset in starts.items() if offset is None]
         if fresh:
-            # Not seek_to_end: on Tansu it lands up to a batch early (see end_offsets).
-            starts.update(end_offsets(consumer, fresh))
+            # Not seek_to_end: on Tansu it lands up to a batch early (OffsetTool.ends reads the true end).
+            with OffsetTool(settings) as tool:
+                starts.update(tool.ends(fresh)[1])
         consumer.assign(tps)
         for tp, offset in starts.items():
             consumer.seek(tp, offset)

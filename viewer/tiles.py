@@ -1,9 +1,10 @@
 """Reassembly of tiled video frames in the viewer: a bounded set of frames in progress.
 
-A processor may split a frame into tiles (``Frame.tile`` = ``TileInfo.to_header()`` of the
-tile in the *input* image; all tiles of a frame share stream and seq). Each tile's image is
-the processed core, or the processed core plus its halo, which is cropped here. The input
-size follows from the bottom-right tile, so no extra header is needed.
+The wire contract (``pipeline.tiling.output_tile``): all tiles of a frame share stream and
+seq; ``Frame.tile`` is a ``TileInfo`` header and the frame's width/height are those of the
+whole image the tile belongs in. A processed tile is the core, already placed in *output*
+coordinates (no halo), so no knowledge of the chain is needed. A raw tile (``?raw=1``) still
+carries its halo, which is cropped here: the same code serves both.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.codec import CodecError, decode_image
-from pipeline.tiling import Assembler, Geometry, TileInfo, crop_halo
+from pipeline.tiling import Assembler, TileInfo, crop_halo
 from pipeline.wire import Frame
 
 log = logging.getLogger(__name__)
@@ -26,16 +27,13 @@ MAX_IN_PROGRESS = 8
 
 
 class TileError(ValueError):
-    """A tile that cannot be placed (bad header, undecodable, inconsistent shape)."""
+    """A tile that cannot be placed (bad header, undecodable, inconsistent with its frame)."""
 
 
 @dataclass
 class _Pending:
-    rows: int
-    cols: int
+    assembler: Assembler
     ts_ms: int
-    geometry: Geometry
-    tiles: dict[int, tuple[TileInfo, np.ndarray]] = field(default_factory=dict)  # index -> (info, core)
 
 
 @dataclass(frozen=True)
@@ -43,21 +41,7 @@ class AssembledFrame:
     stream: str
     seq: int
     ts_ms: int
-    image: np.ndarray
-
-
-def geometry_of(info: TileInfo, image: np.ndarray) -> tuple[Geometry, bool]:
-    """(geometry, has_halo) of a processed tile, from its shape.
-
-    Identity and integer upscales are recognised (the image is k times the core or the
-    padded tile); rotations and flips cannot be told from a shape alone.
-    """
-    h, w = image.shape[:2]
-    for (ph, pw), has_halo in ((info.core[2:], False), (info.padded[2:], True)):
-        if h % ph == 0 and w % pw == 0 and h // ph == w // pw >= 1:
-            factor = h // ph
-            return (Geometry() if factor == 1 else Geometry((("scale", factor),))), has_halo
-    raise TileError(f"tile {info.to_header()} image {h}x{w} matches neither its core nor its padded size")
+    image: np.ndarray = field(repr=False)
 
 
 class TileReassembler:
@@ -76,40 +60,26 @@ class TileReassembler:
         """Take one tile; the reassembled frame when it completed one, else None. TileError on a bad tile."""
         try:
             info = TileInfo.from_header(frame.tile or "")
-        except ValueError as exc:
+            core = crop_halo(decode_image(frame.data), info)
+        except (ValueError, CodecError) as exc:
             raise TileError(str(exc)) from None
-        try:
-            image = decode_image(frame.data)
-        except CodecError as exc:
-            raise TileError(str(exc)) from None
-        geometry, has_halo = geometry_of(info, image)
-        core = crop_halo(image, info, geometry) if has_halo else image
         key = (frame.stream, frame.seq)
         pending = self._pending.get(key)
         if pending is None:
-            pending = self._pending[key] = _Pending(info.rows, info.cols, frame.ts_ms, geometry)
+            pending = _Pending(Assembler(frame.height, frame.width, info.rows, info.cols), frame.ts_ms)
+            self._pending[key] = pending
             self._evict()
-        elif (info.rows, info.cols, geometry) != (pending.rows, pending.cols, pending.geometry):
-            raise TileError(f"tile {info.to_header()} disagrees with the grid or scale of seq {frame.seq}'s other tiles")
-        pending.tiles[info.index] = (info, core)
-        if len(pending.tiles) < pending.rows * pending.cols:
+        try:
+            complete = pending.assembler.add(info, core)
+        except ValueError as exc:  # another grid, or a tile that does not fit the frame's size
+            raise TileError(str(exc)) from None
+        if not complete:
             return None
         del self._pending[key]
-        return AssembledFrame(frame.stream, frame.seq, pending.ts_ms, self._assemble(pending))
+        return AssembledFrame(frame.stream, frame.seq, pending.ts_ms, pending.assembler.image())
 
     def _evict(self) -> None:
         while len(self._pending) > self.max_in_progress:
             (stream, seq), pending = self._pending.popitem(last=False)
             self.dropped += 1
-            log.warning("stream=%s seq=%d dropped with %d/%d tiles", stream, seq, len(pending.tiles), pending.rows * pending.cols)
-
-    @staticmethod
-    def _assemble(pending: _Pending) -> np.ndarray:
-        last, _ = pending.tiles[pending.rows * pending.cols - 1]
-        assembler = Assembler(last.y + last.h, last.x + last.w, pending.rows, pending.cols, pending.geometry)
-        try:
-            for info, core in pending.tiles.values():
-                assembler.add(info, core)
-        except ValueError as exc:  # tiles that overlap or leave gaps: not one grid
-            raise TileError(str(exc)) from None
-        return assembler.image()
+            log.warning("stream=%s seq=%d dropped with %d/%d tiles", stream, seq, pending.assembler.done, pending.assembler.total)
