@@ -147,6 +147,11 @@ class LiveHub(BackgroundLoop):
                 self.changed.wait(remaining)
         return True
 
+    def stream_slots(self) -> list[tuple[str, StreamSlot]]:
+        """(name, slot) of every stream seen, by name; a snapshot, safe while the reader adds streams."""
+        with self.changed:
+            return sorted(self.slots.items())
+
     def latest(self, stream: str) -> ServedFrame | None:
         slot = self.slots.get(stream)
         return slot.latest if slot is not None else None

@@ -56,7 +56,7 @@ def tracked(body: Iterator[bytes], st: ViewerState, mode: str, viewer_id: str | 
 def index():
     hub = state().processed
     hub.ensure_started()
-    return render_template("index.html", streams=sorted(hub.slots))
+    return render_template("index.html", streams=[name for name, _ in hub.stream_slots()])
 
 
 @bp.get("/stream/<stream>.mjpg")
@@ -103,7 +103,7 @@ def streams():
     st.lag.ensure_started()
     now_ms = time.time() * 1000
     out = []
-    for name, slot in sorted(st.processed.slots.items()):
+    for name, slot in st.processed.stream_slots():
         frame = slot.latest
         out.append(
             {

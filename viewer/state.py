@@ -20,7 +20,7 @@ class ViewerState:
         self.processed = LiveHub(settings, settings.processed_topic, self.metrics)
         self.raw = LiveHub(settings, settings.raw_topic, self.metrics)
         self.workers = WorkerRegistry(settings)
-        self.lag = LagSampler(settings, self.metrics, lambda: sorted(self.processed.slots))
+        self.lag = LagSampler(settings, self.metrics, lambda: [name for name, _ in self.processed.stream_slots()])
 
     def hub(self, raw: bool) -> LiveHub:
         return self.raw if raw else self.processed
