@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -112,4 +112,3 @@ def broker_reachable(settings: Settings, timeout_s: float = 2.0) -> bool:
         return False
     finally:
         admin.close()
-
