@@ -40,7 +40,7 @@ def stack(settings, serve):
         threading.Thread(
             target=producer_run.run,
             args=(settings, SAMPLE_VIDEO, "tiled"),
-            kwargs={"fps": 10, "loop": True, "stop": stop, "tile": 256},
+            kwargs={"fps": 5, "loop": True, "stop": stop, "tile": 256},
         ),
     ]
     for t in threads:

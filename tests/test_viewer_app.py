@@ -4,7 +4,6 @@ streams, heartbeats, lag, health and metrics."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 
 import cv2
@@ -15,6 +14,7 @@ from kafka import OffsetAndMetadata, TopicPartition
 
 from pipeline.broker import free_port
 from pipeline.codec import encode_image
+from pipeline.heartbeat import Heartbeat, encode_heartbeat
 from pipeline.kafka import make_consumer, make_producer
 from pipeline.offsets import partition_for_key
 from pipeline.settings import Settings
@@ -127,20 +127,21 @@ def test_idle_stream_keeps_writing_and_a_gone_client_releases_its_consumer(setti
     wait_until(lambda: open_consumers() == 0, "the resume consumer to close", 10)
 
 
-def test_workers_lists_fresh_heartbeats_only(settings, producer, url):
-    now = time.time()
+def test_workers_lists_live_processors_from_heartbeats(settings, producer, url):
+    now_ms = int(time.time() * 1000)
     beats = [
-        {"id": "proc-a", "host": "h1", "pid": 11, "group": "processors", "transform": "edges", "partitions": [0, 2],
-         "frames": 120, "fps": 24.8, "errors": 0, "ts": int(now * 1000)},
-        {"id": "proc-old", "host": "h2", "ts": now - 60},
+        Heartbeat("proc-a", "h1", 11, "processors", "edges", settings.raw_topic, [0, 2], 120, 24.8, ts=now_ms),
+        Heartbeat("proc-old", "h2", 12, "processors", "edges", settings.raw_topic, ts=now_ms - 60_000),
+        Heartbeat("proc-done", "h3", 13, "processors", "edges", settings.raw_topic, state="stopped", ts=now_ms),
     ]
-    for beat in beats:
-        producer.send(settings.heartbeat_topic, value=json.dumps(beat).encode())
+    for hb in beats:
+        key, value = encode_heartbeat(hb)
+        producer.send(settings.heartbeat_topic, key=key, value=value)
     producer.send(settings.heartbeat_topic, value=b"not json")
     producer.flush()
     workers = wait_until(lambda: requests.get(f"{url}/workers", timeout=10).json()["workers"], "a worker")
     assert [w["id"] for w in workers] == ["proc-a"]
-    assert workers[0]["partitions"] == [0, 2] and workers[0]["fps"] == 24.8 and workers[0]["age_s"] < 15
+    assert workers[0]["partitions"] == [0, 2] and workers[0]["fps"] == 24.8 and workers[0]["host"] == "h1"
 
 
 def test_streams_report_fps_resolution_and_lag_per_group(settings, producer, url):

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import random
 
 import numpy as np
 import pytest
 
 from pipeline.codec import decode_image, encode_image
+from pipeline.heartbeat import Heartbeat, encode_heartbeat
 from pipeline.tiling import Geometry
 from pipeline.wire import Frame
 from tests.frame_feed import split_frames
-from viewer.hub import Monotonic
 from viewer.mjpeg import mjpeg, part
+from viewer.ordering import StreamOrder
 from viewer.resume import VIEWER_ID
 from viewer.served import ServedFrame, served_or_tile
 from viewer.tiles import TileError, TileReassembler
-from viewer.workers import WorkerRegistry, parse_heartbeat
+from viewer.workers import WorkerRegistry
 
 
 def picture(h: int = 90, w: int = 130) -> np.ndarray:
@@ -116,10 +116,31 @@ def served(seq: int) -> ServedFrame:
     return ServedFrame("s", seq, 1000 + seq, 1, 1, b"\xff\xd8" + bytes([seq]), "jpeg")
 
 
-def test_monotonic_sequencer_drops_older_frames_but_takes_a_restart():
-    seq = Monotonic()
-    pushed = [list(seq.push(served(n))) for n in (3, 5, 4, 5, 0, 1)]
-    assert [[f.seq for f in p] for p in pushed] == [[3], [5], [], [5], [0], [1]]
+def test_a_stream_in_one_partition_passes_through_gaps_without_waiting():
+    order = StreamOrder()
+    arrivals = [3, 5, 4, 5, 9, 0, 1, 2000, 500]  # 4 is late, 5 a duplicate, 0 a restart, 500 a restart
+    released = [order.push("s", seq, 0, seq, now=0.0) for seq in arrivals]
+    assert released == [[3], [5], [], [], [9], [0], [1], [2000], [500]]
+    assert order.poll(now=100.0) == []
+
+
+def test_a_stream_spread_over_partitions_is_put_back_in_order():
+    order = StreamOrder(max_wait_s=0.5)
+    assert order.push("s", 0, 0, 0, now=0.0) == [0]
+    assert order.push("s", 2, 1, 2, now=0.1) == []  # second partition: now reordered, 1 is missing
+    assert order.spread("s") and not order.spread("other")
+    assert order.push("s", 1, 0, 1, now=0.2) == [1, 2]
+    assert order.push("s", 4, 1, 4, now=0.3) == []  # 3 never comes...
+    assert order.poll(now=0.5) == []
+    assert order.poll(now=0.9) == [4]  # ...so 4 goes out once the gap has waited max_wait_s
+    assert order.push("s", 3, 0, 3, now=1.0) == []  # too late now
+    # A stream that turns spread after frame 10 goes on from 11, and an older straggler is dropped.
+    order.push("t", 10, 0, 10, now=2.0)
+    assert order.push("t", 9, 1, 9, now=2.0) == []
+    assert order.push("t", 12, 1, 12, now=2.0) == []
+    assert order.push("t", 11, 0, 11, now=2.0) == [11, 12]
+    # Another stream is unaffected by this one's reordering.
+    assert order.push("other", 7, 2, 7, now=1.0) == [7]
 
 
 def test_mjpeg_parts_carry_headers_and_the_next_boundary():
@@ -170,29 +191,20 @@ def test_viewer_id_charset_and_length(viewer_id, ok):
     assert bool(VIEWER_ID.match(viewer_id)) is ok
 
 
-def beat(**fields) -> bytes:
-    return json.dumps(fields).encode()
+def beat(worker_id: str, ts: int, **fields) -> bytes:
+    return encode_heartbeat(Heartbeat(worker_id, "host", 1, "processors", "edges", "frames.raw", ts=ts, **fields))[1]
 
 
-def test_heartbeats_parse_tolerantly():
-    full = parse_heartbeat(beat(id="p1", host="h", pid=4, group="processors", transform="edges", partitions=[0, 1],
-                                frames=10, fps=24.5, errors=0, ts=1_700_000_000_000, extra={"x": 1}), 0)
-    assert full["last_heartbeat"] == 1_700_000_000.0 and full["partitions"] == [0, 1] and full["extra"] == {"x": 1}
-    assert parse_heartbeat(beat(id=7, ts=1_700_000_000.5), 0)["last_heartbeat"] == 1_700_000_000.5
-    minimal = parse_heartbeat(beat(id="p2"), record_ts_ms=1_700_000_001_000)
-    assert minimal["last_heartbeat"] == 1_700_000_001.0 and minimal["fps"] is None
-    for junk in (b"", b"nope", b"[1,2]", beat(host="no id"), beat(id=None), None):
-        assert parse_heartbeat(junk, 0) is None
-
-
-def test_worker_registry_keeps_newest_per_id_and_forgets_stale():
-    registry = WorkerRegistry(settings=None, stale_s=15)
-    registry.accept(beat(id="a", frames=1, ts=1000.0), 0)
-    registry.accept(beat(id="a", frames=5, ts=1010.0), 0)
-    registry.accept(beat(id="a", frames=3, ts=1005.0), 0)  # late, older: ignored
-    registry.accept(beat(id="b", ts=990.0), 0)
-    live = registry.live(now=1012.0)
-    assert [(w["id"], w["frames"], w["age_s"]) for w in live] == [("a", 5, 2.0)]
-    assert registry.live(now=1030.0) == []
-    registry.accept(b"garbage", 0)
-    assert registry.live(now=1030.0) == []
+def test_worker_registry_keeps_newest_per_id_and_forgets_stale_and_stopped():
+    registry = WorkerRegistry(settings=None, stale_after_s=15)
+    registry.accept(beat("a", 1_000_000, frames=1))
+    registry.accept(beat("a", 1_010_000, frames=5, partitions=[0, 2]))
+    registry.accept(beat("a", 1_005_000, frames=3))  # late, older: ignored
+    registry.accept(beat("b", 990_000))  # stale
+    registry.accept(beat("c", 1_011_000))
+    registry.accept(beat("c", 1_011_500, state="stopped"))
+    registry.accept(b"garbage")
+    registry.accept(b'{"id": "no other fields"}')
+    live = registry.live(now_ms=1_012_000)
+    assert [(w["id"], w["frames"], w["partitions"], w["age_s"]) for w in live] == [("a", 5, [0, 2], 2.0)]
+    assert registry.live(now_ms=1_030_000) == []

@@ -1,10 +1,9 @@
 """Live fan-out: one background reader per topic keeps the newest frame of every stream, and
 any number of HTTP clients wait on it (latest frame wins, so slow clients skip, never queue).
 
-Per record: decode -> reassemble tiles (viewer/tiles.py) -> per-stream sequencer -> publish.
-The sequencer is the one place ordering is decided; the default keeps each stream monotonic
-(an older frame redelivered after a rebalance is dropped). A reordering buffer for streams
-spread over partitions plugs in through `sequencer=`: anything with `push(frame) -> frames`.
+Per record: decode -> reassemble tiles (viewer/tiles.py) -> order (viewer/ordering.py:
+pass-through for a stream in one partition, bounded reordering for one spread over
+partitions) -> publish.
 """
 
 from __future__ import annotations
@@ -13,9 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from kafka import TopicPartition
 
@@ -24,35 +21,15 @@ from pipeline.settings import Settings
 from pipeline.wire import WireError, decode_record
 from viewer.background import BackgroundLoop
 from viewer.metrics import ViewerMetrics
+from viewer.ordering import StreamOrder
 from viewer.served import ServedFrame, served_or_tile
 from viewer.tiles import TileReassembler
 
 log = logging.getLogger(__name__)
 
 
-class Sequencer(Protocol):
-    def push(self, frame: ServedFrame) -> Iterable[ServedFrame]:
-        """Frames ready to publish, in order, after `frame` arrived (possibly none)."""
-        ...
-
-
-class Monotonic:
-    """Publishes a frame unless an older one than the newest published: latest frame wins.
-    seq 0 is always taken, because a restarted producer counts from 0 again."""
-
-    def __init__(self) -> None:
-        self.newest = -1
-
-    def push(self, frame: ServedFrame) -> Iterable[ServedFrame]:
-        if frame.seq < self.newest and frame.seq != 0:
-            return ()
-        self.newest = frame.seq
-        return (frame,)
-
-
 @dataclass
 class StreamSlot:
-    sequencer: Sequencer
     latest: ServedFrame | None = None
     version: int = 0
     partition: int | None = None
@@ -74,14 +51,13 @@ class LiveHub(BackgroundLoop):
         settings: Settings,
         topic: str,
         metrics: ViewerMetrics | None = None,
-        sequencer: Callable[[], Sequencer] = Monotonic,
     ) -> None:
         super().__init__()
         self.name = f"hub-{topic}"
         self.settings = settings
         self.topic = topic
         self.metrics = metrics
-        self.new_sequencer = sequencer
+        self.order: StreamOrder[ServedFrame] = StreamOrder()
         self.slots: dict[str, StreamSlot] = {}
         self.changed = threading.Condition()
         self.tiles = TileReassembler()
@@ -100,12 +76,14 @@ class LiveHub(BackgroundLoop):
                 consumer.seek(tp, max(end - 1, 0))
             self.error = None
             while not self.stopping.is_set():
-                for records in consumer.poll(timeout_ms=200).values():
+                # Spread streams may hold frames for a gap: come back soon to release them.
+                for records in consumer.poll(timeout_ms=50 if self.order.any_spread else 200).values():
                     for record in records:
                         self.accept(record)
                         # Let waiting clients take this frame before the next one replaces
                         # it: under gevent, nobody else runs until this greenlet yields.
                         time.sleep(0)
+                self.publish(self.order.poll(time.monotonic()))
         finally:
             consumer.close()
 
@@ -120,20 +98,22 @@ class LiveHub(BackgroundLoop):
             return  # still-image jobs are not live video
         served = served_or_tile(frame, self.tiles)
         if served is not None:
-            self.publish(served, record.partition)
+            self.publish(self.order.push(served.stream, served.seq, record.partition, served, time.monotonic()), record.partition)
 
-    def publish(self, frame: ServedFrame, partition: int | None = None) -> None:
+    def publish(self, frames: list[ServedFrame], partition: int | None = None) -> None:
+        """Make `frames` (in order) each stream's newest and wake the clients waiting for it."""
+        if not frames:
+            return
         with self.changed:
-            slot = self.slots.get(frame.stream)
-            if slot is None:
-                slot = self.slots[frame.stream] = StreamSlot(self.new_sequencer())
-            slot.partition = partition
-            for ready in slot.sequencer.push(frame):
-                slot.latest = ready
+            for frame in frames:
+                slot = self.slots.setdefault(frame.stream, StreamSlot())
+                if partition is not None:
+                    slot.partition = partition
+                slot.latest = frame
                 slot.version += 1
                 slot.arrivals.append(time.monotonic())
                 if self.metrics is not None:
-                    self.metrics.frames_received.labels(self.topic, ready.stream).inc()
+                    self.metrics.frames_received.labels(self.topic, frame.stream).inc()
             self.changed.notify_all()
 
     def wait_for_stream(self, stream: str, timeout_s: float) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 from kafka import OffsetAndMetadata, TopicPartition
 
@@ -13,8 +14,9 @@ from pipeline.settings import Settings
 from pipeline.wire import WireError, decode_record
 from viewer.metrics import ViewerMetrics
 from viewer.mjpeg import FrameTicks
+from viewer.ordering import StreamOrder
 from viewer.readers import watch_resets
-from viewer.served import served_or_tile
+from viewer.served import ServedFrame, served_or_tile
 from viewer.tiles import TileReassembler
 
 log = logging.getLogger(__name__)
@@ -34,8 +36,9 @@ def resumed_frames(
     for the next item, that is once the part has been handed to the client's socket: a closed
     tab or a restarted server resumes right after the last frame written.
 
-    Tiled frames are reassembled per viewer; the commit after a reassembled frame may pass
-    early tiles of the next frame, so a resume can lose that one frame.
+    Tiled frames are reassembled and a stream spread over partitions is put back in order,
+    per viewer. Each frame commits its own record's offset, so a resume can lose a frame held
+    back at that moment (early tiles of the next frame, or a frame waiting for a gap).
     """
     group = viewer_group(viewer_id)
     consumer = make_consumer(settings, "viewer", group_id=group, auto_offset_reset="latest")
@@ -54,14 +57,13 @@ def resumed_frames(
         for tp, offset in starts.items():
             consumer.seek(tp, offset)
         log.info("viewer group=%s stream=%s resuming on %d partition(s), %d new", group, stream, len(tps), len(fresh))
+        order: StreamOrder[tuple[ServedFrame, TopicPartition, int]] = StreamOrder()
         while True:
-            batch = consumer.poll(timeout_ms=int(idle_s * 1000))
-            delivered = False
-            stale: set[TopicPartition] = set()  # partitions an offset reset moved during this batch
+            # A spread stream may hold frames for a gap: come back soon to release them.
+            batch = consumer.poll(timeout_ms=50 if order.any_spread else int(idle_s * 1000))
+            ready = []
             for tp, records in batch.items():
                 for record in records:
-                    if tp in stale:
-                        break
                     try:
                         frame = decode_record(record)
                     except WireError:
@@ -69,12 +71,20 @@ def resumed_frames(
                     if frame.stream != stream or frame.job is not None:
                         continue
                     served = served_or_tile(frame, tiles)
-                    if served is None:
-                        continue
-                    yield served
-                    delivered = True
-                    stale |= resets.commit_or_follow(consumer, {tp: OffsetAndMetadata(record.offset + 1, "", -1)})
-            resets.commit_or_follow(consumer, {})  # a reset while no frame of the stream arrives
+                    if served is not None:
+                        ready += order.push(stream, served.seq, tp.partition, (served, tp, record.offset), time.monotonic())
+            ready += order.poll(time.monotonic())
+            delivered = False
+            stale: set[TopicPartition] = set()  # partitions an offset reset moved meanwhile
+            for served, tp, offset in ready:
+                if tp in stale:
+                    continue
+                yield served
+                delivered = True
+                stale |= resets.commit_or_follow(consumer, {tp: OffsetAndMetadata(offset + 1, "", -1)})
+            stale |= resets.commit_or_follow(consumer, {})  # a reset while no frame of the stream arrives
+            if stale:
+                order = StreamOrder()  # the stream goes on from the reset position: start over
             if not delivered:
                 yield None
     finally:
