@@ -18,7 +18,7 @@ from pipeline.heartbeat import Heartbeat, encode_heartbeat
 from pipeline.kafka import make_consumer, make_producer
 from pipeline.offsets import partition_for_key
 from pipeline.settings import Settings
-from pipeline.wire import Frame, to_record
+from pipeline.wire import Frame, spread_partition, to_record
 from tests.frame_feed import split_frames
 from tests.mjpeg_client import iter_parts, read_parts
 from viewer import create_app
@@ -125,6 +125,39 @@ def test_idle_stream_keeps_writing_and_a_gone_client_releases_its_consumer(setti
         assert wait_until(lambda: next(parts).seq == 2, "the new frame")  # ...then the frame that came
     # The tab closed while the stream was idle: the next keep-alive write fails, consumer closed.
     wait_until(lambda: open_consumers() == 0, "the resume consumer to close", 10)
+
+
+def test_a_stream_spread_over_partitions_is_served_in_order(settings, producer, url, app):
+    jpeg = encode_image(gradient(30, 40), "jpeg")
+    registry = app.extensions["viewer"].metrics.registry
+
+    def send_spread(seqs) -> None:
+        for seq in seqs:
+            key, value, headers = to_record(Frame("spread", seq, seq, "jpeg", 40, 30, jpeg))
+            producer.send(settings.processed_topic, key=key, value=value, headers=headers,
+                          partition=spread_partition(seq, settings.partitions))
+        producer.flush()
+
+    send_spread([0])
+    assert read_parts(f"{url}/stream/spread.mjpg", count=1)[0].seq == 0
+    with requests.get(f"{url}/stream/spread.mjpg?viewer=spread-tab", stream=True, timeout=30) as response:
+        parts = iter_parts(response.raw)
+        assert next(parts).seq == 0  # a new viewer: the keep-alive of the newest frame, until more come
+        # The consumer reads partition by partition, so frames arrive out of seq order.
+        send_spread([2, 1, 4, 3, 6, 5, 8, 7, 9])
+        seqs = []
+        while len(seqs) < 9:
+            seq = next(parts).seq
+            if seq != 0:  # keep-alives of frame 0 before the new frames arrived
+                seqs.append(seq)
+        assert seqs == list(range(1, 10))
+
+    def received() -> float:
+        return registry.get_sample_value("viewer_frames_received_total", {"topic": settings.processed_topic, "stream": "spread"})
+
+    # The live reader published every frame, in order, none dropped as late.
+    wait_until(lambda: received() == 10, "all ten frames published")
+    assert int(requests.get(f"{url}/snapshot/spread.jpg", timeout=10).headers["X-Frame-Seq"]) == 9
 
 
 def test_workers_lists_live_processors_from_heartbeats(settings, producer, url):

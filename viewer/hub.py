@@ -77,28 +77,29 @@ class LiveHub(BackgroundLoop):
             self.error = None
             while not self.stopping.is_set():
                 # Spread streams may hold frames for a gap: come back soon to release them.
-                for records in consumer.poll(timeout_ms=50 if self.order.any_spread else 200).values():
-                    for record in records:
-                        self.accept(record)
-                        # Let waiting clients take this frame before the next one replaces
-                        # it: under gevent, nobody else runs until this greenlet yields.
-                        time.sleep(0)
+                batch = consumer.poll(timeout_ms=50 if self.order.any_spread else 200)
+                arrivals = [(frame, r.partition) for rs in batch.values() for r in rs if (frame := self.accept(r))]
+                for frame, partition in arrivals:
+                    self.order.seen(frame.stream, partition)
+                for frame, partition in arrivals:
+                    self.publish(self.order.push(frame.stream, frame.seq, partition, frame, time.monotonic()), partition)
+                    # Let waiting clients take this frame before the next one replaces it:
+                    # under gevent, nobody else runs until this greenlet yields.
+                    time.sleep(0)
                 self.publish(self.order.poll(time.monotonic()))
         finally:
             consumer.close()
 
-    def accept(self, record) -> None:
-        """One consumed record: whole frames are published, tiles wait for their siblings."""
+    def accept(self, record) -> ServedFrame | None:
+        """One consumed record as a frame to serve; tiles wait for their siblings (None)."""
         try:
             frame = decode_record(record)
         except WireError as exc:
             log.warning("topic=%s partition=%d offset=%d skipped: %s", self.topic, record.partition, record.offset, exc)
-            return
+            return None
         if frame.job is not None:
-            return  # still-image jobs are not live video
-        served = served_or_tile(frame, self.tiles)
-        if served is not None:
-            self.publish(self.order.push(served.stream, served.seq, record.partition, served, time.monotonic()), record.partition)
+            return None  # still-image jobs are not live video
+        return served_or_tile(frame, self.tiles)
 
     def publish(self, frames: list[ServedFrame], partition: int | None = None) -> None:
         """Make `frames` (in order) each stream's newest and wake the clients waiting for it."""

@@ -38,10 +38,15 @@ class StreamOrder(Generic[T]):
     def any_spread(self) -> bool:
         return any(len(p) > 1 for p in self._partitions.values())
 
+    def seen(self, stream: Hashable, partition: int) -> None:
+        """Note where a frame comes from before pushing: call it for a whole polled batch
+        first, so a batch that holds a spread stream's partitions one after the other is
+        recognised as spread before any of its frames passes through."""
+        self._partitions.setdefault(stream, set()).add(partition)
+
     def push(self, stream: Hashable, seq: int, partition: int, item: T, now: float) -> list[T]:
         """`item` (frame `seq` of `stream`, read from `partition`) arrived: the items now due, in order."""
-        partitions = self._partitions.setdefault(stream, set())
-        partitions.add(partition)
+        self.seen(stream, partition)
         if self.spread(stream):
             after = self._seed(stream, now)
             return [ready for out_seq, ready in self.reorderer.push(stream, seq, item, now) if out_seq > after]

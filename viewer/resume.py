@@ -61,7 +61,7 @@ def resumed_frames(
         while True:
             # A spread stream may hold frames for a gap: come back soon to release them.
             batch = consumer.poll(timeout_ms=50 if order.any_spread else int(idle_s * 1000))
-            ready = []
+            arrivals = []
             for tp, records in batch.items():
                 for record in records:
                     try:
@@ -72,7 +72,9 @@ def resumed_frames(
                         continue
                     served = served_or_tile(frame, tiles)
                     if served is not None:
-                        ready += order.push(stream, served.seq, tp.partition, (served, tp, record.offset), time.monotonic())
+                        order.seen(stream, tp.partition)
+                        arrivals.append((served, tp, record.offset))
+            ready = [item for a in arrivals for item in order.push(stream, a[0].seq, a[1].partition, a, time.monotonic())]
             ready += order.poll(time.monotonic())
             delivered = False
             stale: set[TopicPartition] = set()  # partitions an offset reset moved meanwhile
