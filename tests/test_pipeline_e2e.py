@@ -106,7 +106,9 @@ def test_raw_stream_is_colour(stack):
 
 def test_viewer_resumes_after_last_committed_frame(stack, settings):
     first_visit = read_parts(f"{stack}/stream/sample.mjpg?viewer=a", count=10)
-    assert [p.seq for p in first_visit] == list(range(first_visit[0].seq, first_visit[0].seq + 10))
+    # Strictly increasing, not consecutive: under load the producer's drop policy may skip a frame.
+    seqs = [p.seq for p in first_visit]
+    assert seqs == sorted(set(seqs)), seqs
 
     offsets = settled_offsets(settings, "viewer-a")
     assert len(offsets) == 1, "one stream lives in one partition"
@@ -117,7 +119,8 @@ def test_viewer_resumes_after_last_committed_frame(stack, settings):
 
     second_visit = read_parts(f"{stack}/stream/sample.mjpg?viewer=a", count=3)
     assert second_visit[0].seq == expected_seq
-    assert [p.seq for p in second_visit] == [expected_seq, expected_seq + 1, expected_seq + 2]
+    seqs = [p.seq for p in second_visit]
+    assert seqs == sorted(set(seqs)), seqs
 
 
 def test_unknown_stream_is_404_json(stack):
