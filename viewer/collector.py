@@ -1,0 +1,164 @@
+"""Job collector: one background reader per viewer process gathers still-image tiles from the
+processed topic (and failures from the dead-letter topic) into the JobStore, and assembles a
+job's result when its last tile arrives.
+
+It reads without a consumer group and keeps its own position in the JobStore, saved after the
+tiles it stored, so a restarted viewer resumes where the last one stopped (re-reading a few
+records at worst: storing a tile twice is a no-op).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+
+from pipeline.codec import CodecError, decode_image, encode_image
+from pipeline.kafka import make_consumer
+from pipeline.settings import Settings
+from pipeline.tiling import Assembler, TileInfo
+from pipeline.wire import Frame, WireError, decode_record
+from viewer.jobs import JobStatus, JobStore
+
+log = logging.getLogger(__name__)
+
+# JPEG results are re-encoded once after reassembly: keep that generation nearly lossless.
+RESULT_JPEG_QUALITY = 95
+# Live video moves the position all the time; saving it at most this often is plenty.
+CURSOR_SAVE_INTERVAL_S = 1.0
+
+
+class JobCollector:
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.topics = (settings.processed_topic, settings.dead_letter_topic)
+        self.ready = threading.Event()
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def ensure_started(self) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._read_forever, name="job-collector", daemon=True)
+                self._thread.start()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """True once the reader is positioned: a job published after this is never missed."""
+        self.ensure_started()
+        return self.ready.wait(timeout_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _read_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._read()
+            except KafkaError as exc:
+                self.error = str(exc)
+                log.warning("job collector error, retrying: %s", exc)
+                self._stop.wait(1.0)
+
+    def _read(self) -> None:
+        # Out of range (the embedded broker restarted and forgot everything): start over.
+        consumer = make_consumer(self.settings, "viewer-jobs", group_id=None, auto_offset_reset="earliest")
+        try:
+            tps = []
+            for topic in self.topics:
+                partitions = consumer.partitions_for_topic(topic)
+                if not partitions:
+                    self._stop.wait(0.5)
+                    return
+                tps += [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            for topic in self.topics:
+                saved = self.store.cursor(topic)
+                for tp in tps:
+                    if tp.topic != topic:
+                        continue
+                    if tp.partition in saved:
+                        consumer.seek(tp, saved[tp.partition])
+                    else:
+                        # Tansu reports the end short by up to a batch: we re-read a few records, harmless.
+                        consumer.seek_to_end(tp)
+            positions = {tp: consumer.position(tp) for tp in tps}
+            self._save(positions)
+            self.error = None
+            self.ready.set()
+            saved_at = time.monotonic()
+            while not self._stop.is_set():
+                batch = consumer.poll(timeout_ms=200)
+                job_seen = False
+                for tp, records in batch.items():
+                    for record in records:
+                        job_seen |= self._handle(tp.topic, record)
+                    positions[tp] = records[-1].offset + 1
+                if batch and (job_seen or time.monotonic() - saved_at > CURSOR_SAVE_INTERVAL_S):
+                    self._save(positions)
+                    saved_at = time.monotonic()
+        finally:
+            consumer.close()
+
+    def _save(self, positions: dict[TopicPartition, int]) -> None:
+        for topic in self.topics:
+            self.store.save_cursor(topic, {tp.partition: off for tp, off in positions.items() if tp.topic == topic})
+
+    def _handle(self, topic: str, record) -> bool:
+        """Store a job's tile or failure; True when the record belonged to a job."""
+        try:
+            frame = decode_record(record)
+        except WireError:
+            return False
+        if frame.job is None:
+            return False
+        if topic == self.settings.dead_letter_topic:
+            reason = dict(record.headers or []).get("error", b"unknown error").decode(errors="replace")
+            log.warning("job=%s failed in the processor: %s", frame.job, reason)
+            self.store.fail(frame.job, f"processor: {reason}")
+            return True
+        index = 0
+        if frame.tile is not None:
+            try:
+                index = TileInfo.from_header(frame.tile).index
+            except ValueError as exc:
+                self.store.fail(frame.job, str(exc))
+                return True
+        status = self.store.add_tile(frame.job, index, frame.tile, frame.data)
+        if status is not None and status.tiles_done >= status.tiles_total:
+            self._assemble(status, frame)
+        return True
+
+    def _assemble(self, status: JobStatus, last: Frame) -> None:
+        """Build the result from the stored tiles; every processed tile carries the output size."""
+        started = time.monotonic()
+        try:
+            tiles = self.store.tiles(status.id)
+            if len(tiles) == 1 and tiles[0][0] is None and last.encoding == status.format:
+                result = tiles[0][1]  # a whole image: the processor's encoding is the result
+            else:
+                result = encode_image(self._reassemble(tiles, last), status.format, RESULT_JPEG_QUALITY)
+        except (CodecError, ValueError, RuntimeError) as exc:
+            log.warning("job=%s cannot be assembled: %s", status.id, exc)
+            self.store.fail(status.id, f"assembly: {exc}")
+            return
+        self.store.finish(status.id, result, last.width, last.height)
+        log.info("job=%s done: %d tiles, %dx%d, %d bytes, assembled in %.2f s", status.id, len(tiles),
+                 last.width, last.height, len(result), time.monotonic() - started)
+
+    @staticmethod
+    def _reassemble(tiles: list[tuple[str | None, bytes]], last: Frame):
+        if tiles[0][0] is None:
+            return decode_image(tiles[0][1])
+        infos = [TileInfo.from_header(header) for header, _ in tiles]
+        assembler = Assembler(last.height, last.width, infos[0].rows, infos[0].cols)
+        for info, (_, data) in zip(infos, tiles, strict=True):
+            assembler.add(info, decode_image(data))
+        return assembler.image()
