@@ -69,6 +69,8 @@ class Uploads:
             return self._producer
 
     def status(self, job_id: str) -> JobStatus | None:
+        # A restarted viewer finishes its predecessor's jobs once anyone asks about a job.
+        self.collector.ensure_started()
         status = self.store.get(job_id)
         if status is not None and status.state in ("queued", "running") and status.elapsed_s > self.timeout_s:
             self.store.fail(job_id, f"timed out after {self.timeout_s} s: {status.tiles_done}/{status.tiles_total}"
