@@ -6,12 +6,13 @@ the job collector (``viewer.collector``) reassembles them and ``viewer.jobs`` ke
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -78,7 +79,7 @@ class Uploads:
             status = self.store.get(job_id)
         return status
 
-    def publish(self, frames: list[Frame]) -> None:
+    def publish(self, frames: Iterable[Frame]) -> None:
         """Send every tile, spread round-robin over the raw topic's partitions, so the whole
         processor group works on one large image; raises KafkaError if any send fails."""
         producer = self.producer()
@@ -186,21 +187,24 @@ def _decode(data: bytes, header: ImageHeader) -> np.ndarray:
 
 
 def job_frames(job_id: str, data: bytes, image: np.ndarray, header: ImageHeader, chain: Chain, tile: int
-               ) -> list[Frame]:
-    """The job's records: halo'd tiles when the chain can be tiled and the image is larger than
-    a tile, else the untouched upload as one whole frame (no tile header)."""
+               ) -> tuple[int, Iterator[Frame]]:
+    """(record count, the job's records): halo'd tiles when the chain can be tiled and the
+    image is larger than a tile, else the untouched upload as one whole frame (no tile header).
+
+    Tiles are encoded lazily, so the first ones are being processed while later ones encode.
+    """
     base = Frame(stream=UPLOAD_STREAM, seq=0, ts_ms=int(time.time() * 1000), encoding=header.format,
                  width=header.width, height=header.height, data=data, job=job_id, transform=chain.spec)
     if not chain.tileable or (header.width <= tile and header.height <= tile):
-        return [base]
+        return 1, iter([base])
+    tiles = split(image, tile, chain.halo, align=chain.align)  # views: nothing copied yet
     quality = TILE_JPEG_QUALITY if header.format == "jpeg" else 0
-    frames = []
-    for info, pixels in split(image, tile, chain.halo, align=chain.align):
-        encoded = encode_image(np.ascontiguousarray(pixels), header.format, quality)
-        frames.append(Frame(stream=UPLOAD_STREAM, seq=info.index, ts_ms=base.ts_ms, encoding=header.format,
-                            width=header.width, height=header.height, data=encoded, tile=info.to_header(),
-                            job=job_id, transform=chain.spec))
-    return frames
+    frames = (
+        dataclasses.replace(base, seq=info.index, tile=info.to_header(),
+                            data=encode_image(np.ascontiguousarray(pixels), header.format, quality))
+        for info, pixels in tiles
+    )
+    return len(tiles), frames
 
 
 def _job_urls(job_id: str) -> dict:
@@ -225,20 +229,20 @@ def upload():
     if up.store.active_count() >= up.max_active:
         raise BadUpload(429, f"{up.max_active} jobs already in progress (MAX_ACTIVE_JOBS); try again shortly")
     job_id = uuid.uuid4().hex
-    frames = job_frames(job_id, data, image, header, chain, tile)
+    total, frames = job_frames(job_id, data, image, header, chain, tile)
     # A whole-image record must fit one Kafka message; tiles always do.
-    if len(frames) == 1 and len(data) > settings.max_message_bytes - FORM_OVERHEAD_BYTES:
+    if total == 1 and len(data) > settings.max_message_bytes - FORM_OVERHEAD_BYTES:
         raise BadUpload(413, f"transform {chain.spec!r} needs the whole image in one message, and this one is"
                              f" larger than MAX_MESSAGE_BYTES={settings.max_message_bytes}")
     if not up.collector.wait_ready(READY_WAIT_S):
         return jsonify({"error": f"broker unreachable: {up.collector.error or 'job collector not ready'}"}), 503
-    up.store.create(job_id, header.format, chain.spec, header.width, header.height, len(frames))
+    up.store.create(job_id, header.format, chain.spec, header.width, header.height, total)
     try:
         up.publish(frames)
     except KafkaError as exc:
         up.store.fail(job_id, f"publishing failed: {exc}")
         return jsonify({"error": f"broker unreachable: {exc}", "job": job_id}), 503
-    body = {"job": job_id, "state": "queued", "tiles_total": len(frames), "transform": chain.spec, **_job_urls(job_id)}
+    body = {"job": job_id, "state": "queued", "tiles_total": total, "transform": chain.spec, **_job_urls(job_id)}
     return jsonify(body), 202, {"Location": body["status_url"]}
 
 
