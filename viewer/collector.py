@@ -13,13 +13,13 @@ import threading
 import time
 
 from kafka import TopicPartition
-from kafka.errors import KafkaError
 
 from pipeline.codec import CodecError, decode_image, encode_image
 from pipeline.kafka import make_consumer
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
 from pipeline.wire import Frame, WireError, decode_record
+from viewer.background import BackgroundLoop
 from viewer.jobs import JobStatus, JobStore
 
 log = logging.getLogger(__name__)
@@ -30,44 +30,22 @@ RESULT_JPEG_QUALITY = 95
 CURSOR_SAVE_INTERVAL_S = 1.0
 
 
-class JobCollector:
+class JobCollector(BackgroundLoop):
+    name = "job-collector"
+
     def __init__(self, settings: Settings, store: JobStore) -> None:
+        super().__init__()
         self.settings = settings
         self.store = store
         self.topics = (settings.processed_topic, settings.dead_letter_topic)
         self.ready = threading.Event()
-        self.error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-
-    def ensure_started(self) -> None:
-        with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._stop.clear()
-                self._thread = threading.Thread(target=self._read_forever, name="job-collector", daemon=True)
-                self._thread.start()
 
     def wait_ready(self, timeout_s: float) -> bool:
         """True once the reader is positioned: a job published after this is never missed."""
         self.ensure_started()
         return self.ready.wait(timeout_s)
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _read_forever(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._read()
-            except KafkaError as exc:
-                self.error = str(exc)
-                log.warning("job collector error, retrying: %s", exc)
-                self._stop.wait(1.0)
-
-    def _read(self) -> None:
+    def run_once(self) -> None:
         # Out of range (the embedded broker restarted and forgot everything): start over.
         consumer = make_consumer(self.settings, "viewer-jobs", group_id=None, auto_offset_reset="earliest")
         try:
@@ -75,7 +53,7 @@ class JobCollector:
             for topic in self.topics:
                 partitions = consumer.partitions_for_topic(topic)
                 if not partitions:
-                    self._stop.wait(0.5)
+                    self.stopping.wait(0.5)
                     return
                 tps += [TopicPartition(topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
@@ -94,7 +72,7 @@ class JobCollector:
             self.error = None
             self.ready.set()
             saved_at = time.monotonic()
-            while not self._stop.is_set():
+            while not self.stopping.is_set():
                 batch = consumer.poll(timeout_ms=200)
                 job_seen = False
                 for tp, records in batch.items():
