@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from pipeline.kafka import make_consumer
+from pipeline.tiling import TileInfo
 from pipeline.transforms import parse_spec
-from pipeline.wire import decode_record
+from pipeline.wire import Frame, decode_record
 from processor import run as processor_run
 from tests.conftest import isolated_settings
 from tests.photos import decode, photo, photo_bytes
@@ -149,6 +150,38 @@ def test_unknown_job_is_404(client):
     for path in ("/jobs/nope", "/jobs/nope/result", "/jobs/nope/events"):
         response = client.get(path)
         assert response.status_code == 404 and "unknown job" in response.get_json()["error"]
+
+
+def test_a_tile_the_processor_refuses_fails_the_job(client):
+    """A dead-lettered tile (here: a whole-image transform on a tile) fails its job with the reason."""
+    uploads = client.application.extensions["uploads"]
+    assert uploads.collector.wait_ready(30)
+    job = uuid.uuid4().hex
+    uploads.store.create(job, "png", "edges", 64, 64, 1)
+    tile = TileInfo(0, 1, 1, 0, 0, 64, 64).to_header()
+    frame = Frame("upload", 0, int(time.time() * 1000), "png", 64, 64, small_png(), tile=tile, job=job, transform="edges")
+    uploads.publish([frame])
+    deadline = time.monotonic() + JOB_WAIT_S
+    while (status := client.get(f"/jobs/{job}").get_json())["state"] != "failed":
+        assert time.monotonic() < deadline and status["state"] == "queued", status
+        time.sleep(0.2)
+    assert "processor:" in status["error"] and "whole image" in status["error"]
+    response = client.get(f"/jobs/{job}/result")
+    assert response.status_code == 409 and "job failed" in response.get_json()["error"]
+
+
+def test_a_job_nobody_processes_times_out(broker, tmp_path):
+    app = create_app({"SETTINGS": isolated_settings(broker), "JOBS_DB": str(tmp_path / "jobs.db"), "JOB_TIMEOUT_S": 1})
+    try:
+        client = app.test_client()
+        job = submit(client, small_png(), transform="invert")
+        deadline = time.monotonic() + 30
+        while (status := client.get(job["status_url"]).get_json())["state"] == "queued":
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        assert status["state"] == "failed" and "timed out after 1 s" in status["error"]
+    finally:
+        app.extensions["uploads"].close()
 
 
 def test_job_survives_a_viewer_restart(broker, tmp_path):

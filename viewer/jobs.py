@@ -164,10 +164,23 @@ class JobStore:
 
     def fail(self, job_id: str, error: str) -> None:
         with self._write() as db:
-            db.execute("UPDATE jobs SET state = 'failed', finished = ?, error = ? WHERE id = ? AND state IN"
-                       " ('queued', 'running')", (time.time(), error, job_id))
-            db.execute("DELETE FROM tiles WHERE job = ?", (job_id,))
+            self._fail(db, job_id, error)
             self._prune(db)
+
+    def expire(self, max_age_s: float) -> None:
+        """Fail every unfinished job older than ``max_age_s`` (no processor ever answered)."""
+        with self._write() as db:
+            stale = db.execute("SELECT id FROM jobs WHERE state IN ('queued', 'running') AND created < ?",
+                               (time.time() - max_age_s,)).fetchall()
+            for (job_id,) in stale:
+                self._fail(db, job_id, f"timed out after {max_age_s:.0f} s: not every tile came back"
+                                       " (are processors running?)")
+
+    @staticmethod
+    def _fail(db: sqlite3.Connection, job_id: str, error: str) -> None:
+        db.execute("UPDATE jobs SET state = 'failed', finished = ?, error = ? WHERE id = ? AND state IN"
+                   " ('queued', 'running')", (time.time(), error, job_id))
+        db.execute("DELETE FROM tiles WHERE job = ?", (job_id,))
 
     def result(self, job_id: str) -> bytes | None:
         with self._connect() as db:

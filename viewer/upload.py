@@ -72,12 +72,12 @@ class Uploads:
     def status(self, job_id: str) -> JobStatus | None:
         # A restarted viewer finishes its predecessor's jobs once anyone asks about a job.
         self.collector.ensure_started()
-        status = self.store.get(job_id)
-        if status is not None and status.state in ("queued", "running") and status.elapsed_s > self.timeout_s:
-            self.store.fail(job_id, f"timed out after {self.timeout_s} s: {status.tiles_done}/{status.tiles_total}"
-                                    " tiles came back (are processors running?)")
-            status = self.store.get(job_id)
-        return status
+        self.store.expire(self.timeout_s)
+        return self.store.get(job_id)
+
+    def active_count(self) -> int:
+        self.store.expire(self.timeout_s)
+        return self.store.active_count()
 
     def publish(self, frames: Iterable[Frame]) -> None:
         """Send every tile, spread round-robin over the raw topic's partitions, so the whole
@@ -226,7 +226,7 @@ def upload():
     # Decoding proves the file is whole (a valid header can front corrupt pixel data); only
     # now, with the size checked, is the allocation bounded.
     image = _decode(data, header)
-    if up.store.active_count() >= up.max_active:
+    if up.active_count() >= up.max_active:
         raise BadUpload(429, f"{up.max_active} jobs already in progress (MAX_ACTIVE_JOBS); try again shortly")
     job_id = uuid.uuid4().hex
     total, frames = job_frames(job_id, data, image, header, chain, tile)
