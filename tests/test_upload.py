@@ -224,8 +224,9 @@ def processed_tiles(settings, job: str, expected: int, timeout_s: float = JOB_WA
 
 @pytest.fixture(scope="module")
 def strict(module_settings, tmp_path_factory):
-    """A viewer with small limits: 300 kB and 200 kP (no processors needed: all refused)."""
-    settings = dataclasses.replace(module_settings, max_upload_bytes=300_000, max_upload_pixels=200_000)
+    """A viewer with small limits: 300 kB, 200 kP, 100 kB messages (no processors needed: all refused)."""
+    settings = dataclasses.replace(module_settings, max_upload_bytes=300_000, max_upload_pixels=200_000,
+                                   max_message_bytes=100_000)
     app = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path_factory.mktemp("strict") / "jobs.db")})
     yield app.test_client()
     app.extensions["uploads"].close()
@@ -262,6 +263,7 @@ BAD_INPUTS = {
     "empty file": ({"image": b""}, 400, "is empty"),
     "too many bytes": ({"image": stored("coffee.png")}, 413, "MAX_UPLOAD_BYTES=300000"),
     "too many pixels": ({"image": stored("rocket.jpg")}, 413, "MAX_UPLOAD_PIXELS=200000"),
+    "whole image over a message": ({"image": stored("chelsea.png"), "transform": "edges"}, 413, "needs the whole image"),
     "png bomb": ({"image": lambda: with_png_size(small_png(), 30_000, 30_000)}, 413, "30000x30000"),
     "jpeg bomb": ({"image": lambda: with_jpeg_size(photo_bytes("rocket.jpg"), 20_000, 20_000)}, 413, "20000x20000"),
 }

@@ -38,7 +38,8 @@ DEFAULT_TILE = 512
 TILE_RANGE = (64, 8192)
 # Multipart boundaries and the small form fields around the file.
 FORM_OVERHEAD_BYTES = 64 * 1024
-TILE_JPEG_QUALITY = 95  # tiles are re-encoded once more by the processor
+TILE_JPEG_QUALITY = 95  # tiles are re-encoded once more by the processor (PNG ignores it)
+RECORD_OVERHEAD_BYTES = 4096  # headers and framing of one Kafka record, generously
 READY_WAIT_S = 15.0
 EVENTS_POLL_S = 0.25
 EVENTS_MAX_S = 15 * 60
@@ -47,8 +48,12 @@ EXTENSIONS = {"png": "png", "jpeg": "jpg"}
 
 
 def _config(app: Flask, name: str, default: str | int) -> str | int:
+    """App config, else the environment, else ``default``; converted to the default's type."""
     value = app.config.get(name) or os.environ.get(name) or default
-    return type(default)(value)
+    try:
+        return type(default)(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
 
 class Uploads:
@@ -198,10 +203,9 @@ def job_frames(job_id: str, data: bytes, image: np.ndarray, header: ImageHeader,
     if not chain.tileable or (header.width <= tile and header.height <= tile):
         return 1, iter([base])
     tiles = split(image, tile, chain.halo, align=chain.align)  # views: nothing copied yet
-    quality = TILE_JPEG_QUALITY if header.format == "jpeg" else 0
     frames = (
         dataclasses.replace(base, seq=info.index, tile=info.to_header(),
-                            data=encode_image(np.ascontiguousarray(pixels), header.format, quality))
+                            data=encode_image(np.ascontiguousarray(pixels), header.format, TILE_JPEG_QUALITY))
         for info, pixels in tiles
     )
     return len(tiles), frames
@@ -231,7 +235,7 @@ def upload():
     job_id = uuid.uuid4().hex
     total, frames = job_frames(job_id, data, image, header, chain, tile)
     # A whole-image record must fit one Kafka message; tiles always do.
-    if total == 1 and len(data) > settings.max_message_bytes - FORM_OVERHEAD_BYTES:
+    if total == 1 and len(data) > settings.max_message_bytes - RECORD_OVERHEAD_BYTES:
         raise BadUpload(413, f"transform {chain.spec!r} needs the whole image in one message, and this one is"
                              f" larger than MAX_MESSAGE_BYTES={settings.max_message_bytes}")
     if not up.collector.wait_ready(READY_WAIT_S):
