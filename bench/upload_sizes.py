@@ -95,11 +95,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     images = {side: encoded(side, args.format) for side in SIZES}
-    print(f"upload sizes: {args.format}, transform {args.transform!r}, 512 px tiles, median of {args.repeat}")
+    print(f"upload sizes: {args.format}, transform {args.transform!r}, 512 px tiles, median of {args.repeat};"
+          f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (others' work skews every number)")
     for side in SIZES:
         print(f"  {side}²: {len(images[side]) / 1e6:.1f} MB upload")
     with EmbeddedBroker() as broker:
         results = {count: measure(broker, images, count, args) for count in PROCESSORS}
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     base = results[1][SIZES[0]]
     print(f"\n{'size':>6} {'1 proc s':>9} {'2 proc s':>9} {'2p/1p':>6} {'1p vs 1024²':>12} {'2p vs 1024² 1p':>15}")
     for side in SIZES:
