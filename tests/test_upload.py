@@ -220,6 +220,20 @@ def processed_tiles(settings, job: str, expected: int, timeout_s: float = JOB_WA
     return len(seen)
 
 
+def test_a_restarted_viewer_assembles_jobs_whose_tiles_were_all_stored(broker, tmp_path):
+    """The last viewer stored every tile, then stopped before assembling: the next one does it."""
+    app = create_app({"SETTINGS": isolated_settings(broker), "JOBS_DB": str(tmp_path / "jobs.db")})
+    store = app.extensions["uploads"].store
+    store.create("stranded", "png", "invert", 64, 64, 1)
+    store.add_tile("stranded", 0, None, small_png(), 64, 64)
+    try:
+        client = app.test_client()
+        wait_done(client, "stranded")
+        assert client.get("/jobs/stranded/result").data == small_png()
+    finally:
+        app.extensions["uploads"].close()
+
+
 # ------------------------------------------------------------------------------ bad input
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,16 @@ import logging
 import threading
 import time
 
+import numpy as np
 from kafka import TopicPartition
 
 from pipeline.codec import CodecError, decode_image, encode_image
 from pipeline.kafka import make_consumer
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
-from pipeline.wire import Frame, WireError, decode_record
+from pipeline.wire import WireError, decode_record
 from viewer.background import BackgroundLoop
-from viewer.jobs import JobStatus, JobStore
+from viewer.jobs import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class JobCollector(BackgroundLoop):
             self._save(positions)
             self.error = None
             self.ready.set()
+            for job_id in self.store.complete_unassembled():
+                self._assemble(job_id)
             saved_at = time.monotonic()
             while not self.stopping.is_set():
                 batch = consumer.poll(timeout_ms=200)
@@ -109,34 +112,37 @@ class JobCollector(BackgroundLoop):
             except ValueError as exc:
                 self.store.fail(frame.job, str(exc))
                 return True
-        status = self.store.add_tile(frame.job, index, frame.tile, frame.data)
+        status = self.store.add_tile(frame.job, index, frame.tile, frame.data, frame.width, frame.height)
         if status is not None and status.tiles_done >= status.tiles_total:
-            self._assemble(status, frame)
+            self._assemble(status.id)
         return True
 
-    def _assemble(self, status: JobStatus, last: Frame) -> None:
-        """Build the result from the stored tiles; every processed tile carries the output size."""
+    def _assemble(self, job_id: str) -> None:
+        """Build the result from the stored tiles, unless another viewer worker already is."""
+        if not self.store.claim_assembly(job_id):
+            return
+        status = self.store.get(job_id)
         started = time.monotonic()
         try:
-            tiles = self.store.tiles(status.id)
-            if len(tiles) == 1 and tiles[0][0] is None and last.encoding == status.format:
-                result = tiles[0][1]  # a whole image: the processor's encoding is the result
+            tiles = self.store.tiles(job_id)
+            if len(tiles) == 1 and tiles[0][0] is None:
+                result = tiles[0][1]  # a whole image: the processor encoded it in the upload's format
             else:
-                result = encode_image(self._reassemble(tiles, last), status.format, RESULT_JPEG_QUALITY)
+                image = self._reassemble(tiles, status.out_height, status.out_width)
+                result = encode_image(image, status.format, RESULT_JPEG_QUALITY)
         except (CodecError, ValueError, RuntimeError) as exc:
-            log.warning("job=%s cannot be assembled: %s", status.id, exc)
-            self.store.fail(status.id, f"assembly: {exc}")
+            log.warning("job=%s cannot be assembled: %s", job_id, exc)
+            self.store.fail(job_id, f"assembly: {exc}")
             return
-        self.store.finish(status.id, result, last.width, last.height)
-        log.info("job=%s done: %d tiles, %dx%d, %d bytes, assembled in %.2f s", status.id, len(tiles),
-                 last.width, last.height, len(result), time.monotonic() - started)
+        self.store.finish(job_id, result)
+        log.info("job=%s done: %d tiles, %dx%d, %d bytes, assembled in %.2f s", job_id, len(tiles),
+                 status.out_width, status.out_height, len(result), time.monotonic() - started)
 
     @staticmethod
-    def _reassemble(tiles: list[tuple[str | None, bytes]], last: Frame):
-        if tiles[0][0] is None:
-            return decode_image(tiles[0][1])
+    def _reassemble(tiles: list[tuple[str | None, bytes]], height: int, width: int) -> np.ndarray:
+        """Every processed tile is in output coordinates, so reassembly is identity geometry."""
         infos = [TileInfo.from_header(header) for header, _ in tiles]
-        assembler = Assembler(last.height, last.width, infos[0].rows, infos[0].cols)
+        assembler = Assembler(height, width, infos[0].rows, infos[0].cols)
         for info, (_, data) in zip(infos, tiles, strict=True):
             assembler.add(info, decode_image(data))
         return assembler.image()

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 STATES = ("queued", "running", "done", "failed")
 ACTIVE = ("queued", "running")
+# Assembling a 50 MP image takes seconds: a claim this old belongs to a viewer that died.
+ASSEMBLY_LEASE_S = 120.0
 
 DEFAULT_DB = os.path.join(tempfile.gettempdir(), "kafka-live-video", "jobs.sqlite3")
 
@@ -37,6 +39,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     out_width INTEGER,
     out_height INTEGER,
+    claimed REAL,
     result BLOB,
     result_bytes INTEGER NOT NULL DEFAULT 0
 );
@@ -135,29 +138,48 @@ class JobStore:
         with self._connect() as db:
             return db.execute("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()[0]
 
-    def add_tile(self, job_id: str, index: int, header: str | None, data: bytes) -> JobStatus | None:
-        """Store one processed tile (duplicates ignored); the job's status after it, None if the
-        job is unknown or already finished (a redelivered tile of an old job)."""
+    def add_tile(self, job_id: str, index: int, header: str | None, data: bytes, out_width: int, out_height: int
+                 ) -> JobStatus | None:
+        """Store one processed tile (duplicates ignored) and the output size it carries; the
+        job's status after it, None if the job is unknown or already finished (a redelivered
+        tile of an old job)."""
         with self._write() as db:
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None or row[0] not in ACTIVE:
                 return None
             db.execute("INSERT OR IGNORE INTO tiles (job, idx, header, data) VALUES (?, ?, ?, ?)",
                        (job_id, index, header, data))
-            db.execute("UPDATE jobs SET state = 'running', tiles_done = (SELECT count(*) FROM tiles WHERE job = ?)"
-                       " WHERE id = ?", (job_id, job_id))
+            db.execute("UPDATE jobs SET state = 'running', out_width = ?, out_height = ?,"
+                       " tiles_done = (SELECT count(*) FROM tiles WHERE job = ?) WHERE id = ?",
+                       (out_width, out_height, job_id, job_id))
         return self.get(job_id)
+
+    def claim_assembly(self, job_id: str, lease_s: float = ASSEMBLY_LEASE_S) -> bool:
+        """True for the one caller (of every viewer worker sharing this file) that should
+        assemble this complete job now; a claim older than ``lease_s`` is presumed dead."""
+        now = time.time()
+        with self._write() as db:
+            claimed = db.execute(
+                "UPDATE jobs SET claimed = ? WHERE id = ? AND state = 'running' AND tiles_done >= tiles_total"
+                " AND (claimed IS NULL OR claimed < ?)", (now, job_id, now - lease_s)).rowcount
+        return claimed == 1
+
+    def complete_unassembled(self) -> list[str]:
+        """Jobs whose every tile is stored but that have no result: a viewer stopped mid-way."""
+        with self._connect() as db:
+            return [row[0] for row in db.execute(
+                "SELECT id FROM jobs WHERE state = 'running' AND tiles_done >= tiles_total ORDER BY created")]
 
     def tiles(self, job_id: str) -> list[tuple[str | None, bytes]]:
         with self._connect() as db:
             return db.execute("SELECT header, data FROM tiles WHERE job = ? ORDER BY idx", (job_id,)).fetchall()
 
-    def finish(self, job_id: str, result: bytes, out_width: int, out_height: int) -> None:
+    def finish(self, job_id: str, result: bytes) -> None:
         with self._write() as db:
             db.execute(
-                "UPDATE jobs SET state = 'done', finished = ?, result = ?, result_bytes = ?, out_width = ?,"
-                " out_height = ? WHERE id = ? AND state IN ('queued', 'running')",
-                (time.time(), result, len(result), out_width, out_height, job_id),
+                "UPDATE jobs SET state = 'done', finished = ?, result = ?, result_bytes = ?"
+                " WHERE id = ? AND state IN ('queued', 'running')",
+                (time.time(), result, len(result), job_id),
             )
             db.execute("DELETE FROM tiles WHERE job = ?", (job_id,))
             self._prune(db)
