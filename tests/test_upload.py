@@ -85,12 +85,18 @@ def result_image(client, job: str, mimetype: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def client(module_settings, tmp_path_factory):
-    processors = Processors(module_settings, 2)
+def processors(module_settings):
+    """Two processor group members on this module's topics."""
+    members = Processors(module_settings, 2)
+    yield members
+    members.stop()
+
+
+@pytest.fixture(scope="module")
+def client(module_settings, processors, tmp_path_factory):
     app = create_app({"SETTINGS": module_settings, "JOBS_DB": str(tmp_path_factory.mktemp("jobs") / "jobs.db")})
     yield app.test_client()
     app.extensions["uploads"].close()
-    processors.stop()
 
 
 @pytest.mark.parametrize("tile, tiles_total", [(128, 16), (4096, 1)])
@@ -144,6 +150,26 @@ def test_events_stream_progress_until_done(client):
     done = [event["tiles_done"] for event in events]
     assert done == sorted(done) and done[-1] == 16
     assert events[-1]["state"] == "done" and all(event["job"] == job["job"] for event in events)
+
+
+def test_two_viewer_workers_share_one_job_store(module_settings, processors, tmp_path):
+    """Like gunicorn -w 2: both collectors store the same tiles, one assembles, and the job
+    stays done (a late duplicate must not reopen it)."""
+    config = {"SETTINGS": module_settings, "JOBS_DB": str(tmp_path / "jobs.db")}
+    apps = [create_app(config), create_app(config)]
+    try:
+        first, second = (app.test_client() for app in apps)
+        assert all(app.extensions["uploads"].collector.wait_ready(30) for app in apps)
+        jobs = [submit(first, photo_bytes("coffee.png"), transform=spec, tile="128")["job"] for spec in ("edges", "invert")]
+        for job in jobs:
+            wait_done(second, job)
+        time.sleep(1.0)  # both collectors have seen every record by now
+        for job in jobs:
+            assert first.get(f"/jobs/{job}").get_json()["state"] == "done"
+            assert first.get(f"/jobs/{job}/result").status_code == 200
+    finally:
+        for app in apps:
+            app.extensions["uploads"].close()
 
 
 def test_unknown_job_is_404(client):

@@ -118,8 +118,21 @@ class JobStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._write_lock, self._connect() as db:
-            yield db
+        """A write transaction that holds SQLite's write lock from its first statement, so a
+        read-then-write (is the job still running? then store the tile) is atomic across the
+        viewer workers sharing the file."""
+        with self._write_lock:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            finally:
+                db.close()
 
     def create(self, job_id: str, fmt: str, transform: str, width: int, height: int, tiles_total: int) -> None:
         with self._write() as db:
@@ -150,7 +163,8 @@ class JobStore:
             db.execute("INSERT OR IGNORE INTO tiles (job, idx, header, data) VALUES (?, ?, ?, ?)",
                        (job_id, index, header, data))
             db.execute("UPDATE jobs SET state = 'running', out_width = ?, out_height = ?,"
-                       " tiles_done = (SELECT count(*) FROM tiles WHERE job = ?) WHERE id = ?",
+                       " tiles_done = (SELECT count(*) FROM tiles WHERE job = ?)"
+                       " WHERE id = ? AND state IN ('queued', 'running')",
                        (out_width, out_height, job_id, job_id))
         return self.get(job_id)
 
