@@ -1,7 +1,7 @@
 """Tiling: split an image into halo'd tiles, map them through a chain's geometry, reassemble.
 
 Pure numpy; knows nothing of Kafka or of the transforms themselves. A chain is anything with
-``halo``, ``align`` and ``geometry`` attributes (``processor.transforms.Chain`` is one); the
+``halo``, ``align`` and ``geometry`` attributes (``pipeline.transforms.Chain`` is one); the
 viewer can reassemble with a bare :class:`Geometry` without importing the processor stage.
 
 Exactness: a tile carries ``halo`` pixels of real neighbour context on each side, clipped at

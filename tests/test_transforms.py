@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from processor import transforms
-from processor.transforms import (
+from pipeline import transforms
+from pipeline.transforms import (
     REGISTRY,
     SEPIA_BGR,
     Chain,

@@ -29,6 +29,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     config may hold SETTINGS (else read from the environment) and KEEPALIVE_S.
     """
+    from viewer import upload
     from viewer.state import ViewerState
 
     app = Flask(__name__, template_folder=TEMPLATES, static_folder=STATIC)
@@ -37,4 +38,5 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["viewer"] = ViewerState(settings, float(app.config.get("KEEPALIVE_S", DEFAULT_KEEPALIVE_S)))
     for bp in blueprints():
         app.register_blueprint(bp)
+    upload.init_app(app, settings)
     return app

@@ -1,0 +1,244 @@
+"""Still-image job state in SQLite: jobs, their processed tiles, results and the collector's
+read position, so a restarted viewer picks every job up where the last one left it.
+
+Why SQLite and not the topics alone: the processed topic holds tiles but not what was asked
+(format, tile grid) nor the assembled result, and the embedded broker forgets everything on
+restart. One file (``JOBS_DB``) keeps all of it; tiles are deleted once assembled, and only
+the newest ``keep`` finished jobs (and at most ``max_result_bytes`` of results) are kept.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+STATES = ("queued", "running", "done", "failed")
+ACTIVE = ("queued", "running")
+# Assembling a 50 MP image takes seconds: a claim this old belongs to a viewer that died.
+ASSEMBLY_LEASE_S = 120.0
+
+DEFAULT_DB = os.path.join(tempfile.gettempdir(), "kafka-live-video", "jobs.sqlite3")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    format TEXT NOT NULL,
+    transform TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    tiles_total INTEGER NOT NULL,
+    tiles_done INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    finished REAL,
+    error TEXT,
+    out_width INTEGER,
+    out_height INTEGER,
+    claimed REAL,
+    result BLOB,
+    result_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS tiles (
+    job TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    header TEXT,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job, idx)
+);
+CREATE TABLE IF NOT EXISTS cursor (
+    topic TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, part)
+);
+"""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    id: str
+    state: str
+    format: str
+    transform: str
+    width: int
+    height: int
+    tiles_total: int
+    tiles_done: int
+    created: float
+    finished: float | None
+    error: str | None
+    out_width: int | None
+    out_height: int | None
+    result_bytes: int
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.finished or time.time()) - self.created
+
+    def to_json(self) -> dict:
+        return {
+            "job": self.id, "state": self.state, "format": self.format, "transform": self.transform,
+            "width": self.width, "height": self.height,
+            "out_width": self.out_width, "out_height": self.out_height,
+            "tiles_done": self.tiles_done, "tiles_total": self.tiles_total,
+            "elapsed_s": round(self.elapsed_s, 3), "error": self.error,
+        }
+
+
+_STATUS_COLUMNS = ", ".join(JobStatus.__dataclass_fields__)
+
+
+class JobStore:
+    """Every method opens its own short connection, so any thread (or worker) may call it."""
+
+    def __init__(self, path: str = DEFAULT_DB, keep: int = 50, max_result_bytes: int = 1 << 30) -> None:
+        self.path = path
+        self.keep = keep
+        self.max_result_bytes = max_result_bytes
+        # Serialises this process's writers; other processes wait on SQLite's own lock.
+        self._write_lock = threading.Lock()
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            with db:  # one transaction: commit on success, roll back on error
+                yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds SQLite's write lock from its first statement, so a
+        read-then-write (is the job still running? then store the tile) is atomic across the
+        viewer workers sharing the file."""
+        with self._write_lock:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            finally:
+                db.close()
+
+    def create(self, job_id: str, fmt: str, transform: str, width: int, height: int, tiles_total: int) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO jobs (id, state, format, transform, width, height, tiles_total, created)"
+                " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+                (job_id, fmt, transform, width, height, tiles_total, time.time()),
+            )
+
+    def get(self, job_id: str) -> JobStatus | None:
+        with self._connect() as db:
+            row = db.execute(f"SELECT {_STATUS_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else JobStatus(*row)
+
+    def active_count(self) -> int:
+        with self._connect() as db:
+            return db.execute("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()[0]
+
+    def add_tile(self, job_id: str, index: int, header: str | None, data: bytes, out_width: int, out_height: int
+                 ) -> JobStatus | None:
+        """Store one processed tile (duplicates ignored) and the output size it carries; the
+        job's status after it, None if the job is unknown or already finished (a redelivered
+        tile of an old job)."""
+        with self._write() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row[0] not in ACTIVE:
+                return None
+            db.execute("INSERT OR IGNORE INTO tiles (job, idx, header, data) VALUES (?, ?, ?, ?)",
+                       (job_id, index, header, data))
+            db.execute("UPDATE jobs SET state = 'running', out_width = ?, out_height = ?,"
+                       " tiles_done = (SELECT count(*) FROM tiles WHERE job = ?)"
+                       " WHERE id = ? AND state IN ('queued', 'running')",
+                       (out_width, out_height, job_id, job_id))
+        return self.get(job_id)
+
+    def claim_assembly(self, job_id: str, lease_s: float = ASSEMBLY_LEASE_S) -> bool:
+        """True for the one caller (of every viewer worker sharing this file) that should
+        assemble this complete job now; a claim older than ``lease_s`` is presumed dead."""
+        now = time.time()
+        with self._write() as db:
+            claimed = db.execute(
+                "UPDATE jobs SET claimed = ? WHERE id = ? AND state = 'running' AND tiles_done >= tiles_total"
+                " AND (claimed IS NULL OR claimed < ?)", (now, job_id, now - lease_s)).rowcount
+        return claimed == 1
+
+    def complete_unassembled(self) -> list[str]:
+        """Jobs whose every tile is stored but that have no result: a viewer stopped mid-way."""
+        with self._connect() as db:
+            return [row[0] for row in db.execute(
+                "SELECT id FROM jobs WHERE state = 'running' AND tiles_done >= tiles_total ORDER BY created")]
+
+    def tiles(self, job_id: str) -> list[tuple[str | None, bytes]]:
+        with self._connect() as db:
+            return db.execute("SELECT header, data FROM tiles WHERE job = ? ORDER BY idx", (job_id,)).fetchall()
+
+    def finish(self, job_id: str, result: bytes) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET state = 'done', finished = ?, result = ?, result_bytes = ?"
+                " WHERE id = ? AND state IN ('queued', 'running')",
+                (time.time(), result, len(result), job_id),
+            )
+            db.execute("DELETE FROM tiles WHERE job = ?", (job_id,))
+            self._prune(db)
+
+    def fail(self, job_id: str, error: str) -> None:
+        with self._write() as db:
+            self._fail(db, job_id, error)
+            self._prune(db)
+
+    def expire(self, max_age_s: float) -> None:
+        """Fail every unfinished job older than ``max_age_s`` (no processor ever answered)."""
+        with self._write() as db:
+            stale = db.execute("SELECT id FROM jobs WHERE state IN ('queued', 'running') AND created < ?",
+                               (time.time() - max_age_s,)).fetchall()
+            for (job_id,) in stale:
+                self._fail(db, job_id, f"timed out after {max_age_s:.0f} s: not every tile came back"
+                                       " (are processors running?)")
+
+    @staticmethod
+    def _fail(db: sqlite3.Connection, job_id: str, error: str) -> None:
+        db.execute("UPDATE jobs SET state = 'failed', finished = ?, error = ? WHERE id = ? AND state IN"
+                   " ('queued', 'running')", (time.time(), error, job_id))
+        db.execute("DELETE FROM tiles WHERE job = ?", (job_id,))
+
+    def result(self, job_id: str) -> bytes | None:
+        with self._connect() as db:
+            row = db.execute("SELECT result FROM jobs WHERE id = ? AND state = 'done'", (job_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _prune(self, db: sqlite3.Connection) -> None:
+        """Drop the oldest finished jobs beyond ``keep`` or beyond ``max_result_bytes`` of results."""
+        finished = db.execute("SELECT id, result_bytes FROM jobs WHERE state IN ('done', 'failed')"
+                              " ORDER BY finished DESC").fetchall()
+        kept_bytes = 0
+        for rank, (job_id, size) in enumerate(finished):
+            kept_bytes += size
+            if rank > 0 and (rank >= self.keep or kept_bytes > self.max_result_bytes):
+                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def cursor(self, topic: str) -> dict[int, int]:
+        """The collector's next offset per partition of ``topic``."""
+        with self._connect() as db:
+            return dict(db.execute("SELECT part, next_offset FROM cursor WHERE topic = ?", (topic,)).fetchall())
+
+    def save_cursor(self, topic: str, offsets: dict[int, int]) -> None:
+        with self._write() as db:
+            db.executemany("INSERT OR REPLACE INTO cursor (topic, part, next_offset) VALUES (?, ?, ?)",
+                           [(topic, part, offset) for part, offset in offsets.items()])
