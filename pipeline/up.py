@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -58,9 +59,16 @@ def service_commands(opts: UpOptions, python: str = sys.executable) -> dict[str,
 def run(opts: UpOptions, stop: threading.Event) -> int:
     env = dict(os.environ)
     broker = None
+    job_dir = None
     if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
         broker = EmbeddedBroker(opts.broker_port).start()
         env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+        # The embedded broker forgets every record when it stops, so job state (and the job
+        # collector's saved offsets) from an earlier run would point at offsets that no longer
+        # exist: each embedded run gets a job store of its own.
+        if not env.get("JOBS_DB"):
+            job_dir = tempfile.TemporaryDirectory(prefix="kafka-live-video-jobs-")
+            env["JOBS_DB"] = os.path.join(job_dir.name, "jobs.sqlite3")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     # The page's replay controls work out of the box for a local user; see README "Admin routes".
     env.setdefault("VIEWER_LOOPBACK_ADMIN", "1")
@@ -83,6 +91,8 @@ def run(opts: UpOptions, stop: threading.Event) -> int:
         _stop_all(children)
         if broker is not None:
             broker.stop()
+        if job_dir is not None:
+            job_dir.cleanup()
 
 
 @contextmanager

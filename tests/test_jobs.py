@@ -91,3 +91,19 @@ def test_state_and_cursor_survive_reopening(store):
     again = JobStore(store.path)
     assert again.get("a").tiles_done == 1
     assert again.cursor("processed") == {0: 5, 1: 9} and again.cursor("dlq") == {}
+
+
+def test_a_store_from_another_schema_version_is_recreated(tmp_path):
+    import sqlite3
+
+    path = str(tmp_path / "old.db")
+    old = sqlite3.connect(path)
+    # An earlier layout without the `claimed` column, as a previous release left it on disk.
+    old.executescript("CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL); INSERT INTO jobs VALUES ('x', 'queued');")
+    old.commit()
+    old.close()
+    store = JobStore(path)
+    assert store.get("x") is None
+    store.create("j", "png", "grayscale", 10, 10, 1)
+    assert store.get("j").state == "queued"
+    assert JobStore(path).get("j") is not None, "the current version's data is kept on reopen"

@@ -24,6 +24,10 @@ ASSEMBLY_LEASE_S = 120.0
 
 DEFAULT_DB = os.path.join(tempfile.gettempdir(), "kafka-live-video", "jobs.sqlite3")
 
+# Bump when _SCHEMA changes. Job state is short-lived (results are downloaded within minutes),
+# so a store written by another schema version is dropped and recreated, not migrated.
+SCHEMA_VERSION = 1
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -105,6 +109,9 @@ class JobStore:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                db.executescript("DROP TABLE IF EXISTS jobs; DROP TABLE IF EXISTS tiles; DROP TABLE IF EXISTS cursor;")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.executescript(_SCHEMA)
 
     @contextmanager
