@@ -77,3 +77,22 @@ def serve():
     yield start
     for s in servers:
         s.close()
+
+
+SCREENSHOTS = pytest.StashKey[str]()
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory, pytestconfig):
+    """Directory for browser screenshots; the run's summary lists what was saved there."""
+    folder = tmp_path_factory.mktemp("screenshots")
+    pytestconfig.stash[SCREENSHOTS] = str(folder)
+    return folder
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    folder = config.stash.get(SCREENSHOTS, None)
+    if folder and os.listdir(folder):
+        terminalreporter.section("browser screenshots")
+        for name in sorted(os.listdir(folder)):
+            terminalreporter.write_line(os.path.join(folder, name))

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import cv2
 import numpy as np
 import pytest
 import requests
 
-from processor import run as processor_run
-from producer import run as producer_run
 from tests.broker_helpers import first_seq, settled_offsets
-from tests.conftest import SAMPLE_VIDEO
+from tests.images import is_grayscale
 from tests.mjpeg_client import read_parts
-from viewer import create_app
+from tests.stack import running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -27,50 +22,9 @@ def settings(module_settings):
 
 @pytest.fixture(scope="module")
 def stack(settings, serve):
-    """Producer (sample video, 25 fps, looping) and one processor in threads, viewer on HTTP."""
-    stop = threading.Event()
-    threads = [
-        threading.Thread(target=processor_run.run, args=(settings,), kwargs={"transform": "grayscale", "stop": stop}),
-        threading.Thread(
-            target=producer_run.run,
-            args=(settings, SAMPLE_VIDEO, "sample"),
-            kwargs={"fps": 25, "loop": True, "stop": stop},
-        ),
-        # The same video cut into 256 px tiles: 3x2 tiles a frame, reassembled by the viewer.
-        threading.Thread(
-            target=producer_run.run,
-            args=(settings, SAMPLE_VIDEO, "tiled"),
-            kwargs={"fps": 5, "loop": True, "stop": stop, "tile": 256},
-        ),
-    ]
-    for t in threads:
-        t.start()
-    app = create_app({"SETTINGS": settings})
-    url = serve(app)
-    wait_for_stream(url, "sample")
-    yield url
-    stop.set()
-    app.extensions["viewer"].stop()
-    for t in threads:
-        t.join(15)
-        assert not t.is_alive(), "stage did not stop on its stop event"
-
-
-def wait_for_stream(url: str, stream: str, timeout_s: float = 30.0) -> None:
-    """Until the processor group has joined and its first frame reached the viewer."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        names = [s["stream"] for s in requests.get(f"{url}/streams", timeout=5).json()["streams"]]
-        if stream in names:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"stream {stream!r} never reached the viewer")
-
-
-def is_grayscale(image: np.ndarray) -> bool:
-    # JPEG chroma subsampling leaves a little noise in gray pictures; colour differs by far more.
-    b, g, r = (image[..., i].astype(int) for i in range(3))
-    return max(np.abs(b - g).mean(), np.abs(g - r).mean()) < 2.0
+    # Besides `sample`, the same video cut into 256 px tiles: 3x2 tiles a frame, reassembled by the viewer.
+    with running_stack(settings, serve, more_streams={"tiled": {"fps": 5, "tile": 256}}) as url:
+        yield url
 
 
 def test_live_stream_is_ordered_grayscale_jpeg(stack):

@@ -1,0 +1,254 @@
+"""The page in headless Chromium against a real running stack: it loads cleanly, the video moves,
+the raw/processed toggle works, narrow screens get one column, and a dead broker is said plainly."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from pipeline.settings import Settings
+from tests.conftest import ServerThread
+from tests.images import is_grayscale
+from tests.stack import running_stack
+from viewer import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+# Routes other panels poll that a viewer may not serve yet; the page must cope with their 404.
+OPTIONAL_ROUTES = ("/workers",)
+WAIT_MS = 20_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.integration,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (.ci/run installs Debian's chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def settings(module_settings):
+    return module_settings
+
+
+@pytest.fixture(scope="module")
+def stack(settings, serve):
+    with running_stack(settings, serve) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Debian's Chromium driven by Playwright's bundled driver, on a fresh profile."""
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        yield context
+        context.close()
+
+
+class Problems:
+    """Console errors and uncaught exceptions a page produced."""
+
+    def __init__(self, page: Page) -> None:
+        self.errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
+
+    def _console(self, message) -> None:
+        if message.type != "error":
+            return
+        url = message.location.get("url", "")
+        if message.text.startswith("Failed to load resource") and url.endswith(OPTIONAL_ROUTES):
+            return
+        self.errors.append(f"{message.text} ({url})")
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Page]:
+    page = browser.new_page()
+    yield page
+    page.close()
+
+
+@pytest.fixture
+def problems(page) -> Problems:
+    return Problems(page)
+
+
+def decode_png(png: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image
+
+
+def wait_until_painted(page: Page, selector: str) -> None:
+    page.wait_for_function(
+        "(selector) => { const img = document.querySelector(selector); return img && img.naturalWidth > 0; }",
+        arg=selector,
+        timeout=WAIT_MS,
+    )
+
+
+def open_page(page: Page, url: str) -> None:
+    page.goto(url)
+    wait_until_painted(page, "#view-processed img")
+    expect(page.locator("#stat-fps")).to_have_text(re.compile(r"fps$"), timeout=WAIT_MS)
+
+
+def test_page_loads_live_without_console_errors(stack, page, problems, screenshots):
+    open_page(page, stack)
+    expect(page.locator("#health")).to_have_text("broker connected", timeout=WAIT_MS)
+    expect(page.locator("#stream-picker")).to_have_value("sample")
+    expect(page.locator("#view-processed img")).to_have_attribute("src", "/stream/sample.mjpg")
+    expect(page.locator("#stat-size")).to_have_text("640×360")
+    expect(page.locator("#stat-seq")).to_have_text(re.compile(r"^#\d+$"))
+    # The chart has drawn at least a segment of each series.
+    page.wait_for_function("document.querySelector('#chart-fps').points.numberOfItems >= 2", timeout=WAIT_MS)
+    assert page.locator("#chart-delay").evaluate("el => el.points.numberOfItems") >= 2
+    expect(page.locator("#workers-note")).not_to_have_text("Looking for processors…", timeout=WAIT_MS)
+    expect(page.locator("#banner")).to_be_hidden()
+    page.screenshot(path=screenshots / "desktop.png", full_page=True)
+    assert problems.errors == []
+
+
+def test_stream_image_updates(stack, page, screenshots):
+    open_page(page, stack)
+    img = page.locator("#view-processed img")
+    first = img.screenshot(path=screenshots / "stream-first.png")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(300)
+        later = img.screenshot()
+        if later != first:
+            break
+    (screenshots / "stream-later.png").write_bytes(later)
+    assert later != first, "the stream <img> showed the same picture for 20 s"
+    assert is_grayscale(decode_png(later)), "the processed stream should be the grayscale transform"
+
+
+def choose_view(page: Page, name: str) -> None:
+    """Click the view button as a person does (the radio inside is visually hidden)."""
+    page.locator(".view-modes label", has_text=name).click()
+
+
+def test_raw_processed_toggle_switches_source(stack, page, problems, screenshots):
+    open_page(page, stack)
+    processed, raw = page.locator("#view-processed img"), page.locator("#view-raw img")
+
+    choose_view(page, "Raw")
+    expect(raw).to_have_attribute("src", "/stream/sample.mjpg?raw=1")
+    expect(page.locator("#view-processed")).to_be_hidden()
+    assert processed.get_attribute("src") is None, "a hidden view must not hold a stream open"
+    wait_until_painted(page, "#view-raw img")
+    assert not is_grayscale(decode_png(raw.screenshot(path=screenshots / "raw.png")))
+    assert re.search(r"view=raw", page.url)
+
+    choose_view(page, "Side by side")
+    expect(page.locator("#view-processed")).to_be_visible()
+    expect(page.locator("#view-raw")).to_be_visible()
+    expect(processed).to_have_attribute("src", "/stream/sample.mjpg")
+    wait_until_painted(page, "#view-processed img")
+    processed_box, raw_box = processed.bounding_box(), raw.bounding_box()
+    assert raw_box["x"] > processed_box["x"] + processed_box["width"] - 1, "wide screens put the views side by side"
+    page.locator("#player").screenshot(path=screenshots / "side-by-side.png")
+
+    choose_view(page, "Processed")
+    expect(page.locator("#view-raw")).to_be_hidden()
+    assert raw.get_attribute("src") is None
+    assert problems.errors == []
+
+
+def test_narrow_screen_is_one_column(stack, page, screenshots):
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{stack}/#view=both")
+    wait_until_painted(page, "#view-raw img")
+    wait_until_painted(page, "#view-processed img")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page scrolls sideways by {overflow}px on a phone"
+    processed_box = page.locator("#view-processed img").bounding_box()
+    raw_box = page.locator("#view-raw img").bounding_box()
+    assert raw_box["y"] >= processed_box["y"] + processed_box["height"] - 1, "phones stack the views"
+    assert processed_box["width"] > 300, "the video uses the screen's width"
+    chart_box = page.locator("#chart").bounding_box()
+    assert chart_box["y"] > processed_box["y"], "side panels go below the player"
+    page.screenshot(path=screenshots / "narrow.png", full_page=True)
+
+
+def dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def dead_broker_viewer() -> Iterator[ServerThread]:
+    """A viewer whose broker address answers nothing, on its own server."""
+    app = create_app({"SETTINGS": Settings(bootstrap_servers=f"127.0.0.1:{dead_port()}")})
+    server = ServerThread(app)
+    try:
+        yield server
+    finally:
+        server.close()
+        app.extensions["viewer"].processed.stop()
+
+
+def test_banner_says_broker_is_down(page, screenshots):
+    with dead_broker_viewer() as server:
+        page.goto(server.url)
+        banner = page.locator("#banner")
+        expect(banner).to_be_visible(timeout=WAIT_MS)
+        expect(banner).to_contain_text("Kafka broker cannot be reached")
+        expect(page.locator("#health")).to_have_text("broker unreachable")
+        expect(page.locator("#no-stream")).to_be_visible()
+        page.screenshot(path=screenshots / "broker-down.png", full_page=True)
+
+
+def test_banner_says_server_is_gone(page):
+    with dead_broker_viewer() as server:
+        page.goto(server.url)
+        expect(page.locator("#health")).to_have_text("broker unreachable", timeout=WAIT_MS)
+    expect(page.locator("#banner")).to_contain_text("viewer server is not answering", timeout=WAIT_MS)
+
+
+def test_processors_panel_renders_heartbeats(stack, page):
+    """The panel draws what /workers answers (here a fixed answer in the viewer's shape:
+    epoch-second heartbeats), marking silent processors and naming the transform."""
+    now = time.time()
+    workers = [
+        {"id": "proc-a", "host": "host1", "partitions": [0, 2], "fps": 12.5, "transform": "grayscale", "last_heartbeat": now - 1},
+        {"id": "proc-b", "host": "host2", "partitions": [], "fps": 0.0, "transform": "grayscale", "last_heartbeat": now - 30},
+    ]
+    page.route("**/workers", lambda route: route.fulfill(json={"workers": workers, "error": None}))
+    open_page(page, stack)
+    rows = page.locator("#workers-table tbody tr")
+    expect(rows).to_have_count(2, timeout=WAIT_MS)
+    expect(rows.nth(0).locator("td")).to_have_text(["proc-a", "host1", "0, 2", "12.5", re.compile(r"^\d+ ms ago$|^1\.\d s ago$")])
+    expect(rows.nth(1).locator("td").nth(2)).to_have_text("none")
+    expect(rows.nth(1)).to_have_class("stale")
+    expect(page.locator("#stat-transform")).to_have_text("grayscale")
+
+    page.unroute("**/workers")
+    page.route("**/workers", lambda route: route.fulfill(json={"workers": [], "error": None}))
+    expect(page.locator("#workers-note")).to_have_text(re.compile("No processor is running"), timeout=WAIT_MS)
+    expect(page.locator("#workers-table")).to_be_hidden()
