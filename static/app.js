@@ -139,6 +139,15 @@
     img.addEventListener("load", () => clearError(`stream-${name}`));
   }
 
+  // The replay panel switches the processed view to this tab's own consumer group (?viewer=):
+  // say so under the picture, since the stats above describe the live end of the stream.
+  const processedImg = figures.processed.querySelector("img");
+  function captionProcessed() {
+    const replaying = new URL(processedImg.src || location.href, location.href).searchParams.has("viewer");
+    setText("#processed-caption", replaying ? "Processed · replay, at this tab's own position" : "Processed · live");
+  }
+  new MutationObserver(captionProcessed).observe(processedImg, { attributes: true, attributeFilter: ["src"] });
+
   const streamListeners = [];
 
   function selectStream(stream) {

@@ -40,12 +40,13 @@
   }
 
   for (const box of document.querySelectorAll(".replay")) {
-    const stream = box.dataset.stream;
     const img = box.closest("figure").querySelector("img");
     const status = box.querySelector(".replay-status");
     box.addEventListener("click", async (event) => {
       const button = event.target.closest("button[data-to]");
       if (!button) return;
+      // Read at click time: the page's stream picker keeps data-stream current.
+      const stream = box.dataset.stream;
       const resumed = new URL(img.src, location.href).searchParams.has("viewer");
       let to = button.dataset.to;
       if (to === "back") {

@@ -3,6 +3,7 @@ the raw/processed toggle works, narrow screens get one column, and a dead broker
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import socket
@@ -15,7 +16,9 @@ import numpy as np
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
+from tests.broker_helpers import first_seq
 from tests.conftest import ServerThread
 from tests.images import is_grayscale
 from tests.stack import running_stack
@@ -43,7 +46,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def settings(module_settings):
-    return module_settings
+    # As under `pipeline up`: admin routes (replay) answer loopback clients such as this browser.
+    return dataclasses.replace(module_settings, loopback_admin=True)
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +127,7 @@ def test_page_loads_live_without_console_errors(stack, page, problems, screensho
     expect(page.locator("#view-processed img")).to_have_attribute("src", "/stream/sample.mjpg")
     expect(page.locator("#stat-size")).to_have_text("640×360")
     expect(page.locator("#stat-seq")).to_have_text(re.compile(r"^#\d+$"))
+    expect(page.locator("#processed-caption")).to_have_text("Processed · live")
     # The chart has drawn at least a segment of each series.
     page.wait_for_function("document.querySelector('#chart-fps').points.numberOfItems >= 2", timeout=WAIT_MS)
     assert page.locator("#chart-delay").evaluate("el => el.points.numberOfItems") >= 2
@@ -252,3 +257,32 @@ def test_processors_panel_renders_heartbeats(stack, page):
     page.route("**/workers", lambda route: route.fulfill(json={"workers": [], "error": None}))
     expect(page.locator("#workers-note")).to_have_text(re.compile("No processor is running"), timeout=WAIT_MS)
     expect(page.locator("#workers-table")).to_be_hidden()
+
+
+def shown_seq(page: Page) -> int:
+    return int(page.locator("#stat-seq").text_content().lstrip("#"))
+
+
+def test_replay_from_start_moves_the_stream_back(stack, settings, page, screenshots):
+    open_page(page, stack)
+    page.wait_for_function("Number(document.querySelector('#stat-seq').textContent.slice(1)) >= 50", timeout=WAIT_MS)
+    live_seq = shown_seq(page)
+
+    page.locator("#view-processed").get_by_role("button", name="Replay from start").click()
+    status = page.locator("#view-processed .replay-status")
+    expect(status).to_have_text(re.compile(r"→ \d+$"), timeout=WAIT_MS)
+    reset_to = int(status.text_content().rsplit("→", 1)[1])
+    img = page.locator("#view-processed img")
+    expect(img).to_have_attribute("src", re.compile(r"^/stream/sample\.mjpg\?viewer=[A-Za-z0-9_.-]+$"))
+    group = "viewer-" + img.get_attribute("src").rsplit("=", 1)[1]
+    expect(page.locator("#processed-caption")).to_contain_text("replay")
+    page.locator("#player").screenshot(path=screenshots / "replay-from-start.png")
+
+    with OffsetTool(settings) as tool:
+        tp = tool.stream_partition(settings.processed_topic, "sample")
+    assert first_seq(settings, tp, offset=reset_to) == 0 < live_seq, "the replay starts at the stream's first frame"
+    # The picture now comes from this tab's own group, which moves on from there as frames are shown.
+    deadline = time.monotonic() + 20
+    while first_seq(settings, tp, group=group) == 0 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert first_seq(settings, tp, group=group) > 0, f"{group} never moved past the replayed start"
