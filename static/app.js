@@ -48,7 +48,10 @@
       showError("server", "The viewer server is not answering. The page keeps retrying by itself.");
       return { status: 0, body: null };
     }
-    clearError("server");
+    if (problems.has("server")) {
+      clearError("server");
+      reconnectAll();
+    }
     let body = null;
     try {
       body = await response.json();
@@ -118,22 +121,33 @@
     }
   }
 
+  // Same stream, same parameters (a replay panel may have added ?viewer=), but a new URL, so the
+  // browser opens a new request; the server ignores the extra parameter.
+  function reconnect(img) {
+    const retries = Number(img.dataset.retries || 0) + 1;
+    img.dataset.retries = String(retries);
+    const url = new URL(img.getAttribute("src") || img.dataset.want, location.href);
+    url.searchParams.set("retry", String(retries));
+    img.src = url.pathname + url.search;
+  }
+
+  // A viewer that went away and came back leaves a frozen picture (a cut multipart response
+  // fires no error): reopen the visible streams once it answers again.
+  function reconnectAll() {
+    for (const figure of Object.values(figures)) {
+      const img = figure.querySelector("img");
+      if (img.dataset.want) reconnect(img);
+    }
+  }
+
   for (const [name, figure] of Object.entries(figures)) {
     const img = figure.querySelector("img");
     img.addEventListener("error", () => {
       const want = img.dataset.want;
       if (!want) return;
-      const key = `stream-${name}`;
-      showError(key, `The ${name} video of "${selection.stream}" stopped. Reconnecting…`);
+      showError(`stream-${name}`, `The ${name} video of "${selection.stream}" stopped. Reconnecting…`);
       setTimeout(() => {
-        if (img.dataset.want !== want) return;
-        const retries = Number(img.dataset.retries || 0) + 1;
-        img.dataset.retries = String(retries);
-        // Same stream, same parameters (a replay panel may have added ?viewer=), but a new URL,
-        // so the browser opens a new request; the server ignores the extra parameter.
-        const url = new URL(img.getAttribute("src") || want, location.href);
-        url.searchParams.set("retry", String(retries));
-        img.src = url.pathname + url.search;
+        if (img.dataset.want === want) reconnect(img);
       }, RETRY_STREAM_MS);
     });
     img.addEventListener("load", () => clearError(`stream-${name}`));

@@ -280,3 +280,21 @@ def test_replay_from_start_moves_the_stream_back(stack, settings, page, screensh
     while first_seq(settings, tp, group=group) == 0 and time.monotonic() < deadline:
         time.sleep(0.3)
     assert first_seq(settings, tp, group=group) > 0, f"{group} never moved past the replayed start"
+
+
+def test_page_recovers_after_losing_the_network(stack, browser, page):
+    open_page(page, stack)
+    img = page.locator("#view-processed img")
+    browser.set_offline(True)
+    try:
+        expect(page.locator("#banner")).to_contain_text("viewer server is not answering", timeout=WAIT_MS)
+    finally:
+        browser.set_offline(False)
+    expect(page.locator("#banner")).to_be_hidden(timeout=WAIT_MS)
+    # The stream was reopened, and it moves again.
+    expect(img).to_have_attribute("src", re.compile(r"^/stream/sample\.mjpg\?retry=\d+$"))
+    first = img.screenshot()
+    deadline = time.monotonic() + 20
+    while img.screenshot() == first and time.monotonic() < deadline:
+        page.wait_for_timeout(300)
+    assert img.screenshot() != first, "the stream stayed frozen after the network came back"
