@@ -320,7 +320,7 @@
     if (workers.length === 0) {
       showWorkersNote(body.error
         ? `Processor status is unavailable right now (${body.error}).`
-        : "No processor is running, so frames are not being transformed.");
+        : "No processor has reported in recently: none may be running.");
       return;
     }
     const nowMs = Date.now();

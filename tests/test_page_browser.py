@@ -253,7 +253,7 @@ def test_processors_panel_renders_heartbeats(stack, page):
 
     page.unroute("**/workers")
     page.route("**/workers", lambda route: route.fulfill(json={"workers": [], "error": None}))
-    expect(page.locator("#workers-note")).to_have_text(re.compile("No processor is running"), timeout=WAIT_MS)
+    expect(page.locator("#workers-note")).to_have_text(re.compile("No processor has reported"), timeout=WAIT_MS)
     expect(page.locator("#workers-table")).to_be_hidden()
 
 
