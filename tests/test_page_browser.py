@@ -7,6 +7,7 @@ import dataclasses
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,8 +19,9 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
+from producer import run as producer_run
 from tests.broker_helpers import first_seq
-from tests.conftest import ServerThread
+from tests.conftest import SAMPLE_VIDEO, ServerThread
 from tests.images import is_grayscale
 from tests.stack import running_stack
 from viewer import create_app
@@ -302,3 +304,31 @@ def test_page_recovers_after_losing_the_network(stack, browser, page):
     while img.screenshot() == first and time.monotonic() < deadline:
         page.wait_for_timeout(300)
     assert img.screenshot() != first, "the stream stayed frozen after the network came back"
+
+
+@pytest.fixture
+def second_stream(stack, settings) -> Iterator[str]:
+    """Another stream, `small`: the sample video at 5 fps and 320 px wide."""
+    stop = threading.Event()
+    options = {"fps": 5, "loop": True, "max_width": 320, "stop": stop}
+    thread = threading.Thread(target=producer_run.run, args=(settings, SAMPLE_VIDEO, "small"), kwargs=options)
+    thread.start()
+    yield "small"
+    stop.set()
+    thread.join(15)
+
+
+def test_stream_picker_switches_video_stats_and_replay_target(stack, second_stream, page):
+    open_page(page, stack)
+    picker = page.locator("#stream-picker")
+    expect(picker.locator("option")).to_have_text(["sample", second_stream], timeout=WAIT_MS)
+    picker.select_option(second_stream)
+    expect(page.locator("#view-processed img")).to_have_attribute("src", f"/stream/{second_stream}.mjpg")
+    wait_until_painted(page, "#view-processed img")
+    expect(page.locator("#stat-size")).to_have_text("320×180", timeout=WAIT_MS)
+    expect(page.locator("#view-processed .replay")).to_have_attribute("data-stream", second_stream)
+    assert f"stream={second_stream}" in page.url
+
+    page.reload()  # the choice survives a reload, through the URL
+    expect(picker).to_have_value(second_stream)
+    expect(page.locator("#view-processed img")).to_have_attribute("src", f"/stream/{second_stream}.mjpg")
