@@ -271,7 +271,7 @@
   // ---- processors panel from /workers (absent on older viewers: say so, do not fail) ----
   function heartbeatAgeS(worker, nowMs) {
     if (typeof worker.age_s === "number") return worker.age_s;
-    const beat = worker.last_heartbeat ?? worker.last_heartbeat_ms ?? worker.heartbeat_ts;
+    const beat = worker.last_heartbeat ?? worker.last_heartbeat_ms ?? worker.ts;
     if (typeof beat === "number") return (nowMs - (beat > 1e11 ? beat : beat * 1000)) / 1000;
     if (typeof beat === "string" && !Number.isNaN(Date.parse(beat))) return (nowMs - Date.parse(beat)) / 1000;
     return null;
@@ -282,7 +282,7 @@
     const partitions = Array.isArray(worker.partitions) ? worker.partitions.join(", ") : worker.partitions ?? "–";
     const fps = worker.fps ?? worker.frames_per_s ?? worker.frames_per_second;
     const cells = [
-      worker.id ?? worker.processor ?? "–",
+      (worker.id ?? "–") + (worker.state && worker.state !== "running" ? ` (${worker.state})` : ""),
       worker.host ?? "–",
       partitions === "" ? "none" : String(partitions),
       typeof fps === "number" ? fps.toFixed(1) : "–",

@@ -240,7 +240,7 @@ def test_processors_panel_renders_heartbeats(stack, page):
         beat = {"transform": "grayscale"}
         workers = [
             {**beat, "id": "proc-a", "host": "host1", "partitions": [0, 2], "fps": 12.5, "last_heartbeat": now - 1},
-            {**beat, "id": "proc-b", "host": "host2", "partitions": [], "fps": 0.0, "last_heartbeat": now - 30},
+            {**beat, "id": "proc-b", "host": "h2", "partitions": [], "fps": 0.0, "last_heartbeat": now - 30, "state": "stopping"},
         ]
         route.fulfill(json={"workers": workers, "error": None})
 
@@ -249,6 +249,7 @@ def test_processors_panel_renders_heartbeats(stack, page):
     rows = page.locator("#workers-table tbody tr")
     expect(rows).to_have_count(2, timeout=WAIT_MS)
     expect(rows.nth(0).locator("td")).to_have_text(["proc-a", "host1", "0, 2", "12.5", re.compile(r"^(\d+ ms|[12]\.\d s) ago$")])
+    expect(rows.nth(1).locator("td").nth(0)).to_have_text("proc-b (stopping)")
     expect(rows.nth(1).locator("td").nth(2)).to_have_text("none")
     expect(rows.nth(1)).to_have_class("stale")
     expect(page.locator("#stat-transform")).to_have_text("grayscale")
