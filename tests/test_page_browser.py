@@ -133,7 +133,11 @@ def test_page_loads_live_without_console_errors(stack, page, problems, screensho
     # The chart has drawn at least a segment of each series.
     page.wait_for_function("document.querySelector('#chart-fps').points.numberOfItems >= 2", timeout=WAIT_MS)
     assert page.locator("#chart-delay").evaluate("el => el.points.numberOfItems") >= 2
-    expect(page.locator("#workers-note")).not_to_have_text("Looking for processors…", timeout=WAIT_MS)
+    # The stack's one processor, from its heartbeats; its transform names the stream's.
+    worker = page.locator("#workers-table tbody tr")
+    expect(worker).to_have_count(1, timeout=WAIT_MS)
+    expect(worker.locator("td").nth(4)).to_have_text(re.compile(r" ago$"))
+    expect(page.locator("#stat-transform")).to_have_text("grayscale")
     expect(page.locator("#banner")).to_be_hidden()
     page.screenshot(path=screenshots / "desktop.png", full_page=True)
     assert problems.errors == []
