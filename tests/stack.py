@@ -18,11 +18,15 @@ from viewer import create_app
 
 @contextmanager
 def running_stack(
-    settings: Settings, serve: Callable, transform: str = "grayscale", more_streams: dict[str, dict] | None = None
+    settings: Settings,
+    serve: Callable,
+    transform: str = "grayscale",
+    more_streams: dict[str, dict] | None = None,
+    app_config: dict | None = None,
 ) -> Iterator[str]:
     """Yields the viewer's base URL once the sample video (stream `sample`, 25 fps, looping)
     comes out of one processor; stops every stage afterwards. more_streams: other producers of
-    the sample video, stream name -> producer options (looping)."""
+    the sample video, stream name -> producer options (looping); app_config: more Flask config."""
     stop = threading.Event()
     producers = {"sample": {"fps": 25}, **(more_streams or {})}
     threads = [
@@ -36,7 +40,7 @@ def running_stack(
     ]
     for t in threads:
         t.start()
-    app = create_app({"SETTINGS": settings})
+    app = create_app({"SETTINGS": settings, **(app_config or {})})
     try:
         url = serve(app)
         wait_for_stream(url, "sample")
@@ -44,6 +48,7 @@ def running_stack(
     finally:
         stop.set()
         app.extensions["viewer"].stop()
+        app.extensions["uploads"].close()
         for t in threads:
             t.join(15)
     assert not any(t.is_alive() for t in threads), "stage did not stop on its stop event"

@@ -1,5 +1,6 @@
 """The page in headless Chromium against a real running stack: it loads cleanly, the video moves,
-the raw/processed toggle works, narrow screens get one column, and a dead broker is said plainly."""
+the raw/processed toggle and the stream picker work, narrow screens get one column, a dead broker
+or a lost server is said plainly, replay-from-start goes back, and an upload completes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 import os
 import re
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
 from producer import run as producer_run
 from tests.broker_helpers import first_seq
-from tests.conftest import SAMPLE_VIDEO, ServerThread
+from tests.conftest import ROOT, SAMPLE_VIDEO, ServerThread
 from tests.images import is_grayscale
 from tests.stack import running_stack
 from viewer import create_app
@@ -38,6 +40,8 @@ CHROMIUM_ARGS = [
 # Routes other panels poll that a viewer may not serve yet; the page must cope with their 404.
 OPTIONAL_ROUTES = ("/workers",)
 WAIT_MS = 20_000
+UPLOAD_LIMIT = 2_000_000
+SAMPLE_PNG = os.path.join(ROOT, "sample_media", "sample.png")
 
 pytestmark = [
     pytest.mark.browser,
@@ -49,12 +53,14 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def settings(module_settings):
     # As under `pipeline up`: admin routes (replay) answer loopback clients such as this browser.
-    return dataclasses.replace(module_settings, loopback_admin=True)
+    # A small upload limit, so a too-big file is cheap to make.
+    return dataclasses.replace(module_settings, loopback_admin=True, max_upload_bytes=UPLOAD_LIMIT)
 
 
 @pytest.fixture(scope="module")
-def stack(settings, serve):
-    with running_stack(settings, serve) as url:
+def stack(settings, serve, tmp_path_factory):
+    jobs_db = str(tmp_path_factory.mktemp("jobs") / "jobs.sqlite3")
+    with running_stack(settings, serve, app_config={"JOBS_DB": jobs_db}) as url:
         yield url
 
 
@@ -215,13 +221,18 @@ def dead_port() -> int:
 @contextmanager
 def dead_broker_viewer() -> Iterator[ServerThread]:
     """A viewer whose broker address answers nothing, on its own server."""
-    app = create_app({"SETTINGS": Settings(bootstrap_servers=f"127.0.0.1:{dead_port()}")})
-    server = ServerThread(app)
-    try:
-        yield server
-    finally:
-        server.close()
-        app.extensions["viewer"].processed.stop()
+    with tempfile.TemporaryDirectory() as jobs:
+        settings = Settings(bootstrap_servers=f"127.0.0.1:{dead_port()}")
+        app = create_app({"SETTINGS": settings, "JOBS_DB": os.path.join(jobs, "jobs.sqlite3")})
+        server = ServerThread(app)
+        try:
+            yield server
+        finally:
+            server.close()
+            app.extensions["uploads"].close()
+            # Its readers are stuck connecting to the dead address (5 s join each): let them end
+            # on their own in the background instead of waiting for each in turn.
+            threading.Thread(target=app.extensions["viewer"].stop, daemon=True).start()
 
 
 def test_banner_says_broker_down_then_server_gone(page, screenshots):
@@ -337,3 +348,37 @@ def test_stream_picker_switches_video_stats_and_replay_target(stack, second_stre
     page.reload()  # the choice survives a reload, through the URL
     expect(picker).to_have_value(second_stream)
     expect(page.locator("#view-processed img")).to_have_attribute("src", f"/stream/{second_stream}.mjpg")
+
+
+def test_upload_shows_before_after_and_download(stack, page, screenshots):
+    open_page(page, stack)
+    page.locator("#upload-file").set_input_files(SAMPLE_PNG)
+    page.locator("#upload-transform").fill("grayscale")
+    page.locator("#upload-form").get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-compare")).to_be_visible(timeout=60_000)
+    wait_until_painted(page, "#upload-after")
+    wait_until_painted(page, "#upload-before")
+    expect(page.locator("#upload-status")).to_contain_text("done")
+    expect(page.locator("#upload-progress")).to_have_attribute("value", re.compile(r"^[1-9]"))
+    page.locator("#upload").screenshot(path=screenshots / "upload-done.png")
+    assert is_grayscale(decode_png(page.locator("#upload-after").screenshot()))
+    assert not is_grayscale(decode_png(page.locator("#upload-before").screenshot()))
+
+    with page.expect_download() as download:
+        page.locator("#upload-download").click()
+    saved = screenshots.parent / "upload-download.png"
+    download.value.save_as(saved)
+    result = cv2.imread(str(saved), cv2.IMREAD_COLOR)
+    assert result.shape == (1200, 1600, 3) and is_grayscale(result)
+
+
+def test_upload_too_big_is_said_plainly(stack, page):
+    open_page(page, stack)
+    noise = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), np.uint8)
+    ok, png = cv2.imencode(".png", noise)
+    assert ok and len(png) > UPLOAD_LIMIT
+    page.locator("#upload-file").set_input_files({"name": "noise.png", "mimeType": "image/png", "buffer": png.tobytes()})
+    page.locator("#upload-form").get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-status")).to_contain_text("larger than", timeout=WAIT_MS)
+    expect(page.locator("#upload-status")).to_have_class(re.compile("error"))
+    expect(page.locator("#upload-compare")).to_be_hidden()
