@@ -9,6 +9,8 @@
   const RETRY_STREAM_MS = 2000;
   const CHART_POINTS = 60;
   const STALE_HEARTBEAT_S = 10;
+  const FIRST_HEARTBEATS_MS = 8000;
+  const pageOpened = Date.now();
 
   const $ = (selector) => document.querySelector(selector);
   const player = $("#player");
@@ -317,6 +319,11 @@
       return;
     }
     workerTransforms = [...new Set(workers.map((w) => w.transform).filter(Boolean))];
+    if (workers.length === 0 && Date.now() - pageOpened < FIRST_HEARTBEATS_MS) {
+      // The viewer starts its heartbeat reader on first use: its first answers are empty.
+      showWorkersNote("Looking for processors…");
+      return;
+    }
     if (workers.length === 0) {
       showWorkersNote(body.error
         ? `Processor status is unavailable right now (${body.error}).`
