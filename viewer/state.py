@@ -3,6 +3,8 @@ reader and the lag sampler. Every background reader starts on first use."""
 
 from __future__ import annotations
 
+import time
+
 from flask import current_app
 
 from pipeline.settings import Settings
@@ -25,9 +27,15 @@ class ViewerState:
     def hub(self, raw: bool) -> LiveHub:
         return self.raw if raw else self.processed
 
-    def stop(self) -> None:
-        for loop in (self.processed, self.raw, self.workers, self.lag):
-            loop.stop()
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop every reader within one shared deadline: readers stuck connecting to a dead
+        broker would otherwise be waited for one after another."""
+        loops = (self.processed, self.raw, self.workers, self.lag)
+        for loop in loops:
+            loop.stopping.set()
+        deadline = time.monotonic() + timeout_s
+        for loop in loops:
+            loop.stop(max(0.0, deadline - time.monotonic()))
 
 
 def state() -> ViewerState:
