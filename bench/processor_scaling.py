@@ -162,7 +162,8 @@ def main() -> int:
     args = parser.parse_args()
     frames = sample_frames(args.frames)
     print(f"chain {args.transform!r}, {args.frames} frames 640x360 JPEG, {os.cpu_count()} CPUs, "
-          f"load average at start {os.getloadavg()[0]:.2f}")
+          f"load average at start {os.getloadavg()[0]:.2f}, processors' "
+          f"KAFKA_FETCH_MAX_WAIT_MS={Settings.from_env().fetch_max_wait_ms}")
     print(f"in-process, one thread, no Kafka: {in_process_fps(args.transform, frames):.1f} frames/s")
     best: dict[str, float] = {}
     with EmbeddedBroker() as broker:
