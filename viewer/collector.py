@@ -16,7 +16,7 @@ import numpy as np
 from kafka import TopicPartition
 
 from pipeline.codec import CodecError, decode_image, encode_image
-from pipeline.kafka import make_consumer
+from pipeline.kafka import BACKGROUND_FETCH, make_consumer
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
 from pipeline.wire import WireError, decode_record
@@ -48,7 +48,7 @@ class JobCollector(BackgroundLoop):
 
     def run_once(self) -> None:
         # Out of range (the embedded broker restarted and forgot everything): start over.
-        consumer = make_consumer(self.settings, "viewer-jobs", group_id=None, auto_offset_reset="earliest")
+        consumer = make_consumer(self.settings, "viewer-jobs", group_id=None, auto_offset_reset="earliest", **BACKGROUND_FETCH)
         try:
             tps = []
             for topic in self.topics:

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from kafka import TopicPartition
 
 from pipeline.heartbeat import STALE_AFTER_S, Heartbeat, HeartbeatError, decode_heartbeat, live_workers
-from pipeline.kafka import make_consumer
+from pipeline.kafka import BACKGROUND_FETCH, make_consumer
 from pipeline.settings import Settings
 from viewer.background import BackgroundLoop
 
@@ -34,7 +34,7 @@ class WorkerRegistry(BackgroundLoop):
 
     def run_once(self) -> None:
         topic = self.settings.heartbeat_topic
-        consumer = make_consumer(self.settings, "viewer-heartbeats", group_id=None)
+        consumer = make_consumer(self.settings, "viewer-heartbeats", group_id=None, **BACKGROUND_FETCH)
         try:
             tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
             if not tps:
