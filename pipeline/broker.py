@@ -54,7 +54,12 @@ class EmbeddedBroker:
         cmd = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
         # A file, not a pipe: nobody drains a pipe and a chatty broker would block on it.
         self._log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # Its own session: a terminal's Ctrl-C goes to the whole foreground process group, and a
+        # broker that died with it would leave every client unable to flush or commit on the
+        # way out. Whoever started it stops it, last.
+        self.process = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         while not _port_open(self.port):
             if self.process.poll() is not None:

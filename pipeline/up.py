@@ -78,7 +78,10 @@ def run(opts: UpOptions, stop: threading.Event) -> int:
         settings = Settings.from_env(env)
         ensure_topics(settings)
         for name, cmd in service_commands(opts).items():
-            children[name] = subprocess.Popen(cmd, env=env, cwd=ROOT)
+            # Sessions of their own: a terminal's Ctrl-C reaches only this supervisor, which
+            # stops each service once, in order, while the broker is still up (a second signal
+            # mid-shutdown makes gunicorn's gevent worker die with a traceback).
+            children[name] = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
             log.info("started %s (pid %d)", name, children[name].pid)
         if broker is not None and opts.embedded_retention_mb > 0:
             budget = opts.embedded_retention_mb << 20
@@ -123,15 +126,17 @@ def _supervise(children: dict[str, subprocess.Popen], stop: threading.Event) -> 
     return 0
 
 
-def _stop_all(children: dict[str, subprocess.Popen]) -> None:
-    # Producer first so nothing new arrives, viewer last so the page outlives the workers.
+def _stop_all(children: dict[str, subprocess.Popen], timeout_s: float = 15.0) -> None:
+    """SIGTERM every child, then wait for all of them within one shared deadline (each one
+    finishes its in-flight work and commits while the broker is still up); kill stragglers."""
     for child in children.values():
         if child.poll() is None:
             child.terminate()
+    deadline = time.monotonic() + timeout_s
     for name, child in children.items():
         try:
-            child.wait(10)
+            child.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("%s did not stop within 10 s; killing it", name)
+            log.warning("%s did not stop within %.0f s; killing it", name, timeout_s)
             child.kill()
             child.wait()
