@@ -1,0 +1,243 @@
+"""End-to-end latency and throughput of the whole pipeline against the PERF-NOTES goals
+(latency p99 <= 50 ms at 25 fps; throughput >= 1.0x the single in-process loop).
+
+Everything runs as in production, each stage its own process, on the real embedded broker:
+`python -m producer` (the sample video), ONE `python -m processor --transform grayscale`, and
+the viewer under `gunicorn -k gevent -w 1`.
+
+1. Latency: the producer at --fps 25 --loop; an MJPEG client reads /stream/sample.mjpg for
+   --seconds and takes, per part, now - X-Frame-Ts (the producer's wall clock when it read
+   the frame; same machine, same clock): capture -> JPEG encode -> Kafka -> processor ->
+   Kafka -> viewer -> socket -> parsed here. The first --warmup seconds are skipped (group
+   join, first fetches). Keep-alive repeats of a frame are not counted.
+2. Throughput: the producer at --fps max --max-frames --frames (a fresh stream name, the
+   sample looping); the clock runs from the first frame's X-Frame-Ts (producer read time) to
+   the arrival of the last processed frame in the processed topic. Baseline, same run: the
+   in-process loop on one thread (cv2 decode of the mp4 -> JPEG encode -> decode -> grayscale
+   -> encode) over the same number of frames.
+
+Run: .venv/bin/python bench/e2e_latency.py [--seconds 20] [--frames 750]
+On 2 shared cores the machine's other load matters: the load average is printed at start/end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from kafka import TopicPartition  # noqa: E402
+
+from pipeline.broker import EmbeddedBroker  # noqa: E402
+from pipeline.codec import decode_image, encode_image  # noqa: E402
+from pipeline.kafka import ensure_topics, make_consumer  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+from pipeline.wire import decode_record  # noqa: E402
+from processor.pool import limit_opencv_threads  # noqa: E402
+from processor.transforms import parse_spec  # noqa: E402
+from tests.conftest import SAMPLE_VIDEO, settings_env  # noqa: E402
+from tests.gunicorn_server import Gunicorn  # noqa: E402
+from tests.mjpeg_client import iter_parts  # noqa: E402
+from tests.stack import wait_for_stream  # noqa: E402
+
+TRANSFORM = "grayscale"
+LIVE_STREAM = "sample"  # the producer's default: the file's stem
+
+
+def now_ms() -> float:
+    return time.time() * 1000
+
+
+def in_process_fps(count: int) -> float:
+    """decode mp4 -> JPEG encode -> decode -> grayscale -> encode on one thread, no Kafka."""
+    limit_opencv_threads()
+    chain = parse_spec(TRANSFORM)
+    video = cv2.VideoCapture(SAMPLE_VIDEO)
+    started = time.perf_counter()
+    done = 0
+    while done < count:
+        ok, image = video.read()
+        if not ok:  # loop the sample, as the producer's --loop does
+            video.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            continue
+        encode_image(chain(decode_image(encode_image(image, "jpeg"))), "jpeg")
+        done += 1
+    elapsed = time.perf_counter() - started
+    video.release()
+    return count / elapsed
+
+
+class Children:
+    """The stage processes; stop() sends SIGTERM to each and waits (kills after 20 s)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.env = settings_env(settings)
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, module: str, *args: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", module, *args, "--quiet"], env=self.env, cwd=ROOT,
+                                stdout=subprocess.DEVNULL)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            print(f"{proc.args[2]} pid {proc.pid} ignored SIGTERM for 20 s: killed", file=sys.stderr)
+            proc.kill()
+            proc.wait(5)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            self.stop(proc)
+
+
+def mjpeg_latencies(url: str, seconds: float, warmup_s: float) -> tuple[list[float], float]:
+    """Per distinct frame received after the warm-up: now - X-Frame-Ts (ms); and the seconds measured
+    (short of ``seconds`` only if the stream ended)."""
+    latencies: list[float] = []
+    last_seq = None
+    with requests.get(url, stream=True, timeout=10) as response:
+        response.raise_for_status()
+        started = time.monotonic()
+        measuring_from = started + warmup_s
+        for part in iter_parts(response.raw):
+            arrived = now_ms()
+            now = time.monotonic()
+            if now >= measuring_from + seconds:
+                break
+            if now < measuring_from or part.seq == last_seq:
+                last_seq = part.seq
+                continue
+            last_seq = part.seq
+            latencies.append(arrived - int(part.headers["x-frame-ts"]))
+    return latencies, min(seconds, time.monotonic() - measuring_from)
+
+
+def processed_reader(settings: Settings):
+    """A group-less consumer on every processed partition, positioned at the end (new records only)."""
+    consumer = make_consumer(settings, "e2e-bench")
+    consumer.assign([TopicPartition(settings.processed_topic, p) for p in range(settings.partitions)])
+    consumer.seek_to_end()
+    for tp in consumer.assignment():
+        consumer.position(tp)  # resolve now, before the producer starts
+    return consumer
+
+
+@dataclasses.dataclass
+class Throughput:
+    frames: int
+    wall_s: float
+    first_to_last_s: float
+
+
+def measure_throughput(children: Children, settings: Settings, frames: int, stall_s: float = 30.0) -> Throughput:
+    """Produce ``frames`` at --fps max under a fresh stream name; until each seq is processed."""
+    stream = f"max-{uuid.uuid4().hex[:6]}"
+    reader = processed_reader(settings)
+    seen: set[int] = set()
+    first_read_ms = None  # producer wall clock when it read the first frame
+    first_arrival_ms = last_arrival_ms = None
+    producer = children.start("producer", "--source", SAMPLE_VIDEO, "--stream", stream, "--fps", "max",
+                              "--loop", "--max-frames", str(frames))
+    try:
+        progress_at = time.monotonic()
+        while len(seen) < frames and time.monotonic() - progress_at < stall_s:
+            for records in reader.poll(timeout_ms=200).values():
+                arrived = now_ms()
+                for record in records:
+                    frame = decode_record(record)
+                    if frame.stream != stream or frame.seq in seen:
+                        continue
+                    seen.add(frame.seq)
+                    progress_at = time.monotonic()
+                    first_arrival_ms = first_arrival_ms or arrived
+                    last_arrival_ms = arrived
+                    first_read_ms = min(first_read_ms or frame.ts_ms, frame.ts_ms)
+    finally:
+        reader.close()
+        children.stop(producer)
+    if len(seen) < frames:
+        print(f"  only {len(seen)}/{frames} frames came out (no progress for {stall_s:g} s)")
+    if not seen:
+        raise RuntimeError("no processed frames arrived")
+    return Throughput(len(seen), (last_arrival_ms - first_read_ms) / 1000,
+                      (last_arrival_ms - first_arrival_ms) / 1000)
+
+
+@contextlib.contextmanager
+def stack(broker: EmbeddedBroker) -> Iterator[tuple[Settings, Children, Gunicorn]]:
+    """Fresh topics, one processor and the gunicorn viewer; every child stopped on the way out."""
+    tag = uuid.uuid4().hex[:8]
+    settings = dataclasses.replace(
+        Settings(bootstrap_servers=broker.bootstrap), raw_topic=f"raw-{tag}", processed_topic=f"out-{tag}",
+        heartbeat_topic=f"hb-{tag}", dead_letter_topic=f"dlq-{tag}")
+    ensure_topics(settings)
+    children = Children(settings)
+    viewer = None
+    try:
+        children.start("processor", "--transform", TRANSFORM, "--group", f"e2e-{tag}")
+        viewer = Gunicorn(settings)
+        yield settings, children, viewer
+    finally:
+        children.stop_all()
+        if viewer is not None:
+            viewer.stop()
+
+
+def percentile(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="latency phase length, after the warm-up (20)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of the MJPEG stream not counted (2)")
+    parser.add_argument("--frames", type=int, default=750, help="throughput phase frame count (750)")
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} CPUs, load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
+          f"KAFKA_FETCH_MAX_WAIT_MS={Settings.from_env().fetch_max_wait_ms}, transform {TRANSFORM!r}, "
+          f"sample 640x360")
+    with EmbeddedBroker() as broker, stack(broker) as (settings, children, viewer):
+        producer = children.start("producer", "--source", SAMPLE_VIDEO, "--fps", "25", "--loop")
+        wait_for_stream(viewer.url, LIVE_STREAM, timeout_s=60)
+        latencies, seconds = mjpeg_latencies(f"{viewer.url}/stream/{LIVE_STREAM}.mjpg", args.seconds, args.warmup)
+        children.stop(producer)
+        lat = np.array(latencies)
+        print(f"latency at 25 fps (producer read -> MJPEG part parsed), first {args.warmup:g} s skipped: "
+              f"{len(lat)} frames in {seconds:g} s = {len(lat) / seconds:.1f} fps; "
+              f"p50 {percentile(lat, 50):.1f} ms, p95 {percentile(lat, 95):.1f} ms, "
+              f"p99 {percentile(lat, 99):.1f} ms, max {lat.max():.1f} ms (goal p99 <= 50 ms)")
+        result = measure_throughput(children, settings, args.frames)
+    baseline = in_process_fps(args.frames)
+    e2e = result.frames / result.wall_s
+    print(f"in-process loop, one thread, no Kafka: {baseline:.1f} frames/s over {args.frames} frames")
+    print(f"end-to-end at --fps max: {result.frames} frames, first read -> last processed {result.wall_s:.2f} s = "
+          f"{e2e:.1f} frames/s, {e2e / baseline:.2f}x the in-process loop (goal >= 1.0x); "
+          f"first -> last processed arrival {result.frames / result.first_to_last_s:.1f} frames/s")
+    print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
