@@ -49,6 +49,8 @@ from pipeline.settings import Settings  # noqa: E402
 from pipeline.wire import decode_record  # noqa: E402
 from processor.pool import limit_opencv_threads  # noqa: E402
 from processor.transforms import parse_spec  # noqa: E402
+from producer.__main__ import size_arg  # noqa: E402
+from producer.encode import EncodeOptions, resized  # noqa: E402
 from tests.conftest import SAMPLE_VIDEO, settings_env  # noqa: E402
 from tests.gunicorn_server import Gunicorn  # noqa: E402
 from tests.mjpeg_client import iter_parts  # noqa: E402
@@ -62,9 +64,10 @@ def now_ms() -> float:
     return time.time() * 1000
 
 
-def in_process_fps(count: int) -> float:
-    """decode mp4 -> JPEG encode -> decode -> grayscale -> encode on one thread, no Kafka."""
+def in_process_fps(count: int, resize: tuple[int, int] | None) -> float:
+    """decode mp4 (-> resize) -> JPEG encode -> decode -> grayscale -> encode on one thread, no Kafka."""
     limit_opencv_threads()
+    opts = EncodeOptions(resize=resize)
     chain = parse_spec(TRANSFORM)
     video = cv2.VideoCapture(SAMPLE_VIDEO)
     started = time.perf_counter()
@@ -74,7 +77,7 @@ def in_process_fps(count: int) -> float:
         if not ok:  # loop the sample, as the producer's --loop does
             video.set(cv2.CAP_PROP_POS_FRAMES, 0)
             continue
-        encode_image(chain(decode_image(encode_image(image, "jpeg"))), "jpeg")
+        encode_image(chain(decode_image(encode_image(resized(image, opts), "jpeg"))), "jpeg")
         done += 1
     elapsed = time.perf_counter() - started
     video.release()
@@ -88,9 +91,9 @@ class Children:
         self.env = settings_env(settings)
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, module: str, *args: str) -> subprocess.Popen:
+    def start(self, module: str, *args: str, stdout=subprocess.DEVNULL) -> subprocess.Popen:
         proc = subprocess.Popen([sys.executable, "-m", module, *args, "--quiet"], env=self.env, cwd=ROOT,
-                                stdout=subprocess.DEVNULL)
+                                stdout=stdout, text=True)
         self.procs.append(proc)
         return proc
 
@@ -112,15 +115,40 @@ class Children:
             self.stop(proc)
 
 
-def mjpeg_latencies(url: str, seconds: float, warmup_s: float) -> tuple[list[float], float]:
-    """Per distinct frame received after the warm-up: now - X-Frame-Ts (ms); and the seconds measured
-    (short of ``seconds`` only if the stream ended)."""
+def send_delays(settings: Settings, topic: str, stream: str, since_ms: float) -> np.ndarray:
+    """Per record of ``stream`` read at or after ``since_ms``: its Kafka CreateTime (set by
+    kafka-python when the stage called send()) minus X-Frame-Ts, read back after the run so the
+    reading costs the measured stages nothing."""
+    consumer = make_consumer(settings, "e2e-bench")
+    consumer.assign([TopicPartition(topic, p) for p in range(settings.partitions)])
+    delays = []
+    try:
+        while batches := consumer.poll(timeout_ms=1000):
+            for records in batches.values():
+                for record in records:
+                    frame = decode_record(record)
+                    if frame.stream == stream and frame.ts_ms >= since_ms:
+                        delays.append(record.timestamp - frame.ts_ms)
+    finally:
+        consumer.close()
+    return np.array(delays)
+
+
+def quantiles(values: np.ndarray) -> str:
+    return (f"p50 {np.percentile(values, 50):.1f} ms, p95 {np.percentile(values, 95):.1f} ms, "
+            f"p99 {np.percentile(values, 99):.1f} ms, max {values.max():.1f} ms")
+
+
+def mjpeg_latencies(url: str, seconds: float, warmup_s: float) -> tuple[list[float], float, float]:
+    """Per distinct frame received after the warm-up: now - X-Frame-Ts (ms); the seconds measured
+    (short of ``seconds`` only if the stream ended); the wall-clock ms the measuring began."""
     latencies: list[float] = []
     last_seq = None
     with requests.get(url, stream=True, timeout=10) as response:
         response.raise_for_status()
         started = time.monotonic()
         measuring_from = started + warmup_s
+        measuring_from_ms = now_ms() + warmup_s * 1000
         for part in iter_parts(response.raw):
             arrived = now_ms()
             now = time.monotonic()
@@ -131,7 +159,7 @@ def mjpeg_latencies(url: str, seconds: float, warmup_s: float) -> tuple[list[flo
                 continue
             last_seq = part.seq
             latencies.append(arrived - int(part.headers["x-frame-ts"]))
-    return latencies, min(seconds, time.monotonic() - measuring_from)
+    return latencies, min(seconds, time.monotonic() - measuring_from), measuring_from_ms
 
 
 def processed_reader(settings: Settings):
@@ -149,9 +177,11 @@ class Throughput:
     frames: int
     wall_s: float
     first_to_last_s: float
+    producer_summary: str
 
 
-def measure_throughput(children: Children, settings: Settings, frames: int, stall_s: float = 30.0) -> Throughput:
+def measure_throughput(children: Children, settings: Settings, frames: int, size: list[str],
+                       stall_s: float = 30.0) -> Throughput:
     """Produce ``frames`` at --fps max under a fresh stream name; until each seq is processed."""
     stream = f"max-{uuid.uuid4().hex[:6]}"
     reader = processed_reader(settings)
@@ -159,7 +189,8 @@ def measure_throughput(children: Children, settings: Settings, frames: int, stal
     first_read_ms = None  # producer wall clock when it read the first frame
     first_arrival_ms = last_arrival_ms = None
     producer = children.start("producer", "--source", SAMPLE_VIDEO, "--stream", stream, "--fps", "max",
-                              "--loop", "--max-frames", str(frames))
+                              "--loop", "--max-frames", str(frames), *size,
+                              stdout=subprocess.PIPE)
     try:
         progress_at = time.monotonic()
         while len(seen) < frames and time.monotonic() - progress_at < stall_s:
@@ -182,7 +213,7 @@ def measure_throughput(children: Children, settings: Settings, frames: int, stal
     if not seen:
         raise RuntimeError("no processed frames arrived")
     return Throughput(len(seen), (last_arrival_ms - first_read_ms) / 1000,
-                      (last_arrival_ms - first_arrival_ms) / 1000)
+                      (last_arrival_ms - first_arrival_ms) / 1000, producer.stdout.read().strip())
 
 
 @contextlib.contextmanager
@@ -205,36 +236,43 @@ def stack(broker: EmbeddedBroker) -> Iterator[tuple[Settings, Children, Gunicorn
             viewer.stop()
 
 
-def percentile(values: np.ndarray, q: float) -> float:
-    return float(np.percentile(values, q))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="latency phase length, after the warm-up (20)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of the MJPEG stream not counted (2)")
     parser.add_argument("--frames", type=int, default=750, help="throughput phase frame count (750)")
+    parser.add_argument("--resize", type=size_arg, metavar="WxH",
+                        help="producer --resize (and the same in the baseline), e.g. 1280x720 for the 720p goal")
     args = parser.parse_args()
+    size = ["--resize", "{}x{}".format(*args.resize)] if args.resize else []
+    frame_size = "{}x{}".format(*args.resize) if args.resize else "640x360"
+    # Measured before and after the stack runs (never beside it): the machine's other load drifts.
+    baseline_before = in_process_fps(args.frames, args.resize)
     print(f"{os.cpu_count()} CPUs, load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
           f"KAFKA_FETCH_MAX_WAIT_MS={Settings.from_env().fetch_max_wait_ms}, transform {TRANSFORM!r}, "
-          f"sample 640x360")
+          f"frames {frame_size}")
     with EmbeddedBroker() as broker, stack(broker) as (settings, children, viewer):
-        producer = children.start("producer", "--source", SAMPLE_VIDEO, "--fps", "25", "--loop")
+        producer = children.start("producer", "--source", SAMPLE_VIDEO, "--fps", "25", "--loop", *size)
         wait_for_stream(viewer.url, LIVE_STREAM, timeout_s=60)
-        latencies, seconds = mjpeg_latencies(f"{viewer.url}/stream/{LIVE_STREAM}.mjpg", args.seconds, args.warmup)
+        latencies, seconds, since_ms = mjpeg_latencies(f"{viewer.url}/stream/{LIVE_STREAM}.mjpg", args.seconds, args.warmup)
         children.stop(producer)
         lat = np.array(latencies)
         print(f"latency at 25 fps (producer read -> MJPEG part parsed), first {args.warmup:g} s skipped: "
-              f"{len(lat)} frames in {seconds:g} s = {len(lat) / seconds:.1f} fps; "
-              f"p50 {percentile(lat, 50):.1f} ms, p95 {percentile(lat, 95):.1f} ms, "
-              f"p99 {percentile(lat, 99):.1f} ms, max {lat.max():.1f} ms (goal p99 <= 50 ms)")
-        result = measure_throughput(children, settings, args.frames)
-    baseline = in_process_fps(args.frames)
+              f"{len(lat)} frames in {seconds:g} s = {len(lat) / seconds:.1f} fps; {quantiles(lat)} (goal p99 <= 50 ms)")
+        print(f"  of which read -> producer send():   "
+              f"{quantiles(send_delays(settings, settings.raw_topic, LIVE_STREAM, since_ms))}")
+        print(f"  read -> processor send():           "
+              f"{quantiles(send_delays(settings, settings.processed_topic, LIVE_STREAM, since_ms))}")
+        result = measure_throughput(children, settings, args.frames, size)
+    baseline_after = in_process_fps(args.frames, args.resize)
+    baseline = (baseline_before + baseline_after) / 2
     e2e = result.frames / result.wall_s
-    print(f"in-process loop, one thread, no Kafka: {baseline:.1f} frames/s over {args.frames} frames")
+    print(f"in-process loop, one thread, no Kafka, {args.frames} frames: {baseline_before:.1f} frames/s before, "
+          f"{baseline_after:.1f} after the stack ran; baseline = their mean {baseline:.1f}")
     print(f"end-to-end at --fps max: {result.frames} frames, first read -> last processed {result.wall_s:.2f} s = "
           f"{e2e:.1f} frames/s, {e2e / baseline:.2f}x the in-process loop (goal >= 1.0x); "
           f"first -> last processed arrival {result.frames / result.first_to_last_s:.1f} frames/s")
+    print(f"  the producer's own summary: {result.producer_summary}")
     print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
