@@ -41,6 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from kafka import TopicPartition  # noqa: E402
+from processor_scaling import cpu_seconds  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from pipeline.broker import EmbeddedBroker  # noqa: E402
 from pipeline.codec import decode_image, encode_image  # noqa: E402
@@ -178,16 +179,19 @@ class Throughput:
     wall_s: float
     first_to_last_s: float
     producer_summary: str
+    cores_busy: dict[str, float]  # CPU seconds / wall seconds of each watched process
 
 
 def measure_throughput(children: Children, settings: Settings, frames: int, size: list[str],
-                       stall_s: float = 30.0) -> Throughput:
+                       watched: dict[str, int], stall_s: float = 30.0) -> Throughput:
     """Produce ``frames`` at --fps max under a fresh stream name; until each seq is processed."""
     stream = f"max-{uuid.uuid4().hex[:6]}"
     reader = processed_reader(settings)
     seen: set[int] = set()
     first_read_ms = None  # producer wall clock when it read the first frame
     first_arrival_ms = last_arrival_ms = None
+    cpu_before: dict[str, float] = {}
+    started = 0.0
     producer = children.start("producer", "--source", SAMPLE_VIDEO, "--stream", stream, "--fps", "max",
                               "--loop", "--max-frames", str(frames), *size,
                               stdout=subprocess.PIPE)
@@ -202,9 +206,14 @@ def measure_throughput(children: Children, settings: Settings, frames: int, size
                         continue
                     seen.add(frame.seq)
                     progress_at = time.monotonic()
-                    first_arrival_ms = first_arrival_ms or arrived
+                    if first_arrival_ms is None:  # CPU is counted from here: the producer has started up
+                        first_arrival_ms, started = arrived, progress_at
+                        cpu_before = {name: cpu_seconds([pid]) for name, pid in watched.items()}
                     last_arrival_ms = arrived
                     first_read_ms = min(first_read_ms or frame.ts_ms, frame.ts_ms)
+        wall = progress_at - started  # to the last arrival (CPU read here, at most one poll later)
+        cores = {name: (cpu_seconds([watched[name]]) - before) / wall for name, before in cpu_before.items()
+                 if wall > 0}
     finally:
         reader.close()
         children.stop(producer)
@@ -213,11 +222,11 @@ def measure_throughput(children: Children, settings: Settings, frames: int, size
     if not seen:
         raise RuntimeError("no processed frames arrived")
     return Throughput(len(seen), (last_arrival_ms - first_read_ms) / 1000,
-                      (last_arrival_ms - first_arrival_ms) / 1000, producer.stdout.read().strip())
+                      (last_arrival_ms - first_arrival_ms) / 1000, producer.stdout.read().strip(), cores)
 
 
 @contextlib.contextmanager
-def stack(broker: EmbeddedBroker) -> Iterator[tuple[Settings, Children, Gunicorn]]:
+def stack(broker: EmbeddedBroker) -> Iterator[tuple[Settings, Children, Gunicorn, subprocess.Popen]]:
     """Fresh topics, one processor and the gunicorn viewer; every child stopped on the way out."""
     tag = uuid.uuid4().hex[:8]
     settings = dataclasses.replace(
@@ -227,9 +236,9 @@ def stack(broker: EmbeddedBroker) -> Iterator[tuple[Settings, Children, Gunicorn
     children = Children(settings)
     viewer = None
     try:
-        children.start("processor", "--transform", TRANSFORM, "--group", f"e2e-{tag}")
+        processor = children.start("processor", "--transform", TRANSFORM, "--group", f"e2e-{tag}")
         viewer = Gunicorn(settings)
-        yield settings, children, viewer
+        yield settings, children, viewer, processor
     finally:
         children.stop_all()
         if viewer is not None:
@@ -251,7 +260,7 @@ def main() -> int:
     print(f"{os.cpu_count()} CPUs, load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
           f"KAFKA_FETCH_MAX_WAIT_MS={Settings.from_env().fetch_max_wait_ms}, transform {TRANSFORM!r}, "
           f"frames {frame_size}")
-    with EmbeddedBroker() as broker, stack(broker) as (settings, children, viewer):
+    with EmbeddedBroker() as broker, stack(broker) as (settings, children, viewer, processor):
         producer = children.start("producer", "--source", SAMPLE_VIDEO, "--fps", "25", "--loop", *size)
         wait_for_stream(viewer.url, LIVE_STREAM, timeout_s=60)
         latencies, seconds, since_ms = mjpeg_latencies(f"{viewer.url}/stream/{LIVE_STREAM}.mjpg", args.seconds, args.warmup)
@@ -263,7 +272,8 @@ def main() -> int:
               f"{quantiles(send_delays(settings, settings.raw_topic, LIVE_STREAM, since_ms))}")
         print(f"  read -> processor send():           "
               f"{quantiles(send_delays(settings, settings.processed_topic, LIVE_STREAM, since_ms))}")
-        result = measure_throughput(children, settings, args.frames, size)
+        watched = {"processor": processor.pid, "viewer": viewer.worker_pid(), "broker": broker.process.pid}
+        result = measure_throughput(children, settings, args.frames, size, watched)
     baseline_after = in_process_fps(args.frames, args.resize)
     baseline = (baseline_before + baseline_after) / 2
     e2e = result.frames / result.wall_s
@@ -273,6 +283,7 @@ def main() -> int:
           f"{e2e:.1f} frames/s, {e2e / baseline:.2f}x the in-process loop (goal >= 1.0x); "
           f"first -> last processed arrival {result.frames / result.first_to_last_s:.1f} frames/s")
     print(f"  the producer's own summary: {result.producer_summary}")
+    print("  cores busy meanwhile: " + ", ".join(f"{name} {cores:.2f}" for name, cores in result.cores_busy.items()))
     print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
