@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -137,13 +137,25 @@ def _connected(settings: Settings, opts: ProducerOptions, stop: threading.Event)
 
 def _publish(frames, stream: str, encoding: EncodeOptions, opts: ProducerOptions, pacer: Pacer,
              delivery: Delivery, stop: threading.Event, bar: tqdm) -> ProducerStats:
-    # Encoding runs on a pool so the pacing thread only decodes and waits for deadlines;
-    # results are sent strictly in frame order (one stream = one partition = ordered).
-    pending: deque[Future[list[Frame]]] = deque()
-    max_pending = 2 * opts.encoders
+    # Encoding runs on a pool so the pacing thread only decodes and waits for deadlines. A
+    # sender thread takes the encodings in frame order (one stream = one partition = ordered)
+    # and sends each the moment it is ready: sending from the pacing thread would hold every
+    # frame until the next frame's deadline, a whole frame period of added latency.
+    encoded: queue.Queue[Future[list[Frame]] | None] = queue.Queue(maxsize=2 * opts.encoders)
+
+    def send_in_order() -> None:
+        while (future := encoded.get()) is not None:
+            try:
+                _send(future, delivery)
+            except Exception as exc:  # the sender must keep draining, or the pacing thread blocks
+                log.exception("stream=%s frame not sent", stream)
+                delivery.not_sent(f"unexpected error: {exc}")
+
+    sender = threading.Thread(target=send_in_order, name="send", daemon=True)
     admitted = 0
     started = opts.clock()
     with ThreadPoolExecutor(opts.encoders, thread_name_prefix="encode") as pool:
+        sender.start()
         try:
             for seq, image in enumerate(frames):
                 send = pacer.admit()
@@ -155,18 +167,14 @@ def _publish(frames, stream: str, encoding: EncodeOptions, opts: ProducerOptions
                     continue
                 admitted += 1
                 ts_ms = int(time.time() * 1000)
-                pending.append(pool.submit(encode_frame, image, stream, seq, ts_ms, encoding))
-                while pending and (pending[0].done() or len(pending) >= max_pending):
-                    _send(pending.popleft(), delivery)
+                # Blocks while the sender is 2 x encoders behind: the bound on frames in memory.
+                encoded.put(pool.submit(encode_frame, image, stream, seq, ts_ms, encoding))
                 if admitted == opts.max_frames:
                     break
-            while pending:
-                _send(pending.popleft(), delivery)
         finally:
-            if pending:  # only when an exception cut the loop short
-                for future in pending:
-                    future.cancel()
-                delivery.not_sent(f"{len(pending)} encoded frame(s) abandoned", len(pending))
+            # Frames already encoding are still sent, also when the source failed mid-way.
+            encoded.put(None)
+            sender.join()
             seconds = opts.clock() - started
             delivery.close(opts.flush_timeout_s)
     return ProducerStats(
