@@ -30,17 +30,24 @@ def first_seq(
     settings: Settings, tp: TopicPartition, group: str | None = None, offset: int | None = None, stream: str | None = None
 ) -> int:
     """The seq of the first frame (of `stream`, if given) read from `tp` at `offset`, or where `group` resumes."""
+    return first_frame(settings, tp, group, offset, stream).seq
+
+
+def first_frame(
+    settings: Settings, tp: TopicPartition, group: str | None = None, offset: int | None = None, stream: str | None = None
+) -> Frame:
+    """The first frame (of `stream`, if given) read from `tp` at `offset`, or where `group` resumes."""
     consumer = make_consumer(settings, "test", group_id=group)
     try:
         consumer.assign([tp])
         if offset is not None:
             consumer.seek(tp, offset)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # generous: returns as soon as a frame is read
         while time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=200).values():
                 for frame in map(decode_record, records):
                     if stream is None or frame.stream == stream:
-                        return frame.seq
+                        return frame
         raise AssertionError(f"nothing to read on {tp} (group {group}, offset {offset})")
     finally:
         consumer.close()
@@ -52,7 +59,7 @@ def active_member(settings: Settings, group: str, topic: str) -> Iterator[KafkaC
     member = make_consumer(settings, "test", group_id=group)
     member.subscribe([topic])
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while not member.assignment() and time.monotonic() < deadline:
             member.poll(timeout_ms=200)
         assert member.assignment(), f"the member never joined {group}"
@@ -72,7 +79,7 @@ def committed_offsets(settings: Settings, group: str) -> dict[TopicPartition, in
 def settled_offsets(settings: Settings, group: str) -> dict[TopicPartition, int]:
     """Committed offsets once the server has noticed the disconnect and stopped committing."""
     previous, stable_since = None, time.monotonic()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         current = committed_offsets(settings, group)
         if current != previous:

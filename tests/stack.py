@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.settings import Settings
 from processor import run as processor_run
@@ -54,7 +55,7 @@ def running_stack(
     assert not any(t.is_alive() for t in threads), "stage did not stop on its stop event"
 
 
-def wait_for_stream(url: str, stream: str, timeout_s: float = 30.0) -> None:
+def wait_for_stream(url: str, stream: str, timeout_s: float = 60.0) -> None:
     """Until the processor group has joined and its first frame reached the viewer."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -63,3 +64,22 @@ def wait_for_stream(url: str, stream: str, timeout_s: float = 30.0) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"stream {stream!r} never reached the viewer")
+
+
+def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """The value of one sample of the viewer's /metrics (0 if absent)."""
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                return sample.value
+    return 0.0
+
+
+def wait_for_resume_consumers_closed(url: str, timeout_s: float = 60.0) -> None:
+    """Until the viewer has noticed every gone resuming client and closed its consumer: from
+    then on nothing commits for them, so their committed offsets are final."""
+    deadline = time.monotonic() + timeout_s
+    while metric(url, "viewer_resume_consumers") != 0:
+        assert time.monotonic() < deadline, "the viewer never closed its resume consumers"
+        time.sleep(0.2)

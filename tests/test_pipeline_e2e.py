@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import requests
 
-from tests.broker_helpers import first_seq, settled_offsets
+from tests.broker_helpers import committed_offsets, first_seq
 from tests.images import is_grayscale
 from tests.mjpeg_client import read_parts
-from tests.stack import running_stack
+from tests.stack import running_stack, wait_for_resume_consumers_closed
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,10 @@ def test_viewer_resumes_after_last_committed_frame(stack, settings):
     seqs = [p.seq for p in first_visit]
     assert seqs == sorted(set(seqs)), seqs
 
-    offsets = settled_offsets(settings, "viewer-a")
+    # Each frame written to the tab is committed; once the viewer has noticed the tab is gone
+    # and closed its consumer, the committed offset is final (however slow the machine).
+    wait_for_resume_consumers_closed(stack)
+    offsets = committed_offsets(settings, "viewer-a")
     assert len(offsets) == 1, "one stream lives in one partition"
     ((tp, committed),) = offsets.items()
     assert committed > 0

@@ -135,6 +135,21 @@ def assigned(name: str, partitions: list[int] | None = None) -> Callable[[list],
     return check
 
 
+def split_between(first: str, second: str, working: str | None = None) -> Callable[[list], bool]:
+    """Heartbeat-topic condition: the newest heartbeats of ``first`` and ``second`` show the four
+    partitions split between them (neither empty, disjoint, together all four) and, if given,
+    ``working``'s shows frames processed. Waited for, not sampled: each member reports every
+    2 s on its own clock, so right after a rebalance one may still report the generation before."""
+    def check(records: list) -> bool:
+        newest = {name: beats[-1] for name in (first, second) if (beats := heartbeats(records, name))}
+        if len(newest) < 2:
+            return False
+        mine, theirs = set(newest[first].partitions), set(newest[second].partitions)
+        split = bool(mine) and bool(theirs) and mine.isdisjoint(theirs) and mine | theirs == {0, 1, 2, 3}
+        return split and (working is None or newest[working].frames > 0)
+    return check
+
+
 def seqs(records: list, stream: str = "cam") -> set[int]:
     return {f.seq for f in map(decode_record, records) if f.stream == stream}
 
@@ -253,8 +268,8 @@ def test_rebalance_with_two_members_loses_no_frame(settings):
         feed.start()
         processed.wait_for(lambda r: len(r) >= 20, "member a alone processing")
         b.start()
-        beats.wait_for(assigned("b"), "b owning partitions")
-        beats.wait_for(assigned("a"), "a owning partitions after the rebalance")
+        # Partitions are split while both are members: disjoint, together all four.
+        beats.wait_for(split_between("a", "b"), "a and b splitting the partitions after b joined")
         processed.wait_for_more(20, "both members processing")
         a.finish()
         beats.wait_for(assigned("b", [0, 1, 2, 3]), "b owning every partition")
@@ -270,10 +285,6 @@ def test_rebalance_with_two_members_loses_no_frame(settings):
 
     assert seqs(processed.records) == set(range(total))
     assert a.stats.frames > 0 and b.stats.frames > 0 and a.stats.rebalances >= 2
-    # Partitions were split while both were members: disjoint, together all four.
-    split_a = [x.partitions for x in heartbeats(beats.records, "a") if 0 < len(x.partitions) < 4]
-    split_b = [x.partitions for x in heartbeats(beats.records, "b") if 0 < len(x.partitions) < 4]
-    assert split_a and split_b and set(split_a[-1]).isdisjoint(split_b[0])
     # b committed everything when it left: a new member would start at the end.
     assert sum(committed(settings, group).values()) == total
 
@@ -334,7 +345,9 @@ def test_killed_member_is_redone_by_the_survivor(settings):
         feed.start()
         beats.wait_for(assigned("victim"), "the victim owning partitions")
         survivor.start()
-        beats.wait_for(assigned("survivor"), "the survivor owning partitions")
+        # Killed only once its heartbeats show it working on its share of the partitions.
+        beats.wait_for(split_between("victim", "survivor", working="victim"),
+                       "victim and survivor splitting the partitions, the victim processing")
         processed.wait_for_more(20, "frames processed")
         processed.wait_for_more(20, "both members processing")
         victim.kill()

@@ -10,13 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.kafka import make_admin
 from tests.broker_helpers import first_seq, settled_offsets
 from tests.frame_feed import BIG, SMALL, FrameFeed, images
 from tests.gunicorn_server import Gunicorn
 from tests.mjpeg_client import distinct_seqs, iter_parts, read_parts
+from tests.stack import metric
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def server(module_settings, feed):
     g.stop()
 
 
-def wait_for_stream(url: str, stream: str, timeout_s: float = 30.0) -> None:
+def wait_for_stream(url: str, stream: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if requests.get(f"{url}/snapshot/{stream}.jpg", timeout=10).status_code == 200:
@@ -52,16 +52,7 @@ def wait_for_stream(url: str, stream: str, timeout_s: float = 30.0) -> None:
     raise AssertionError(f"stream {stream!r} never reached the viewer")
 
 
-def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
-    text = requests.get(f"{url}/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
-                return sample.value
-    return 0.0
-
-
-def wait_until(condition, what: str, timeout_s: float = 30.0) -> None:
+def wait_until(condition, what: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
