@@ -195,28 +195,9 @@ def render_frame(index: int, fps: float, width: int, height: int) -> np.ndarray:
     # Yellow ellipse "pendulum".
     ang = 35 * math.sin(t * 2.0)
     pend = (int(width * 0.5 + 120 * sx * math.sin(t * 2.0)), int(height * 0.70))
-    cv2.ellipse(
-        img,
-        pend,
-        (int(46 * s), int(22 * s)),
-        ang,
-        0,
-        360,
-        (0, 220, 255),
-        -1,
-        cv2.LINE_AA,
-    )
-    cv2.ellipse(
-        img,
-        pend,
-        (int(46 * s), int(22 * s)),
-        ang,
-        0,
-        360,
-        (60, 0, 120),
-        max(int(2 * s), 1),
-        cv2.LINE_AA,
-    )
+    # Filled, then outlined.
+    for colour, thickness in (((0, 220, 255), -1), ((60, 0, 120), max(int(2 * s), 1))):
+        cv2.ellipse(img, pend, (int(46 * s), int(22 * s)), ang, 0, 360, colour, thickness, cv2.LINE_AA)
 
     # Large frame counter and running clock.
     draw_text(
