@@ -84,6 +84,11 @@ def draw_text(
     cv2.putText(img, text, org, font, scale, colour, thickness, cv2.LINE_AA)
 
 
+def label_patch(img: np.ndarray, text: str, org: tuple[int, int], s: float) -> None:
+    """The white caption under a texture patch of the still."""
+    cv2.putText(img, text, org, FONT, 0.8 * s, (255, 255, 255), max(int(2 * s), 1), cv2.LINE_AA)
+
+
 def draw_colour_bars(img: np.ndarray, top: int, bottom: int) -> None:
     """Fill rows ``top:bottom`` with the seven colour bars over a grey ramp."""
     width = img.shape[1]
@@ -364,16 +369,7 @@ def render_still(width: int = STILL_SIZE[0], height: int = STILL_SIZE[1]) -> np.
         img[patch_y : patch_y + patch, x0 : x0 + patch] = cv2.cvtColor(
             checker, cv2.COLOR_GRAY2BGR
         )
-        cv2.putText(
-            img,
-            f"{pitch}px",
-            (x0, patch_y + patch + int(30 * s)),
-            FONT,
-            0.8 * s,
-            (255, 255, 255),
-            max(int(2 * s), 1),
-            cv2.LINE_AA,
-        )
+        label_patch(img, f"{pitch}px", (x0, patch_y + patch + int(30 * s)), s)
     for i, stripe in enumerate((4, 3, 2, 1)):
         x0 = int((820 + i * 190) * s)
         xs = np.arange(patch)
@@ -387,16 +383,7 @@ def render_still(width: int = STILL_SIZE[0], height: int = STILL_SIZE[1]) -> np.
         colour_block[..., i % 3] = block
         colour_block[..., (i + 1) % 3] = 255 - block
         img[patch_y : patch_y + patch, x0 : x0 + patch] = colour_block
-        cv2.putText(
-            img,
-            f"{stripe}px",
-            (x0, patch_y + patch + int(30 * s)),
-            FONT,
-            0.8 * s,
-            (255, 255, 255),
-            max(int(2 * s), 1),
-            cv2.LINE_AA,
-        )
+        label_patch(img, f"{stripe}px", (x0, patch_y + patch + int(30 * s)), s)
 
     # Small text at several sizes (sharpening/blur make this obviously better/worse).
     for i, scale in enumerate((0.4, 0.55, 0.7)):
