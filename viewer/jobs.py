@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-STATES = ("queued", "running", "done", "failed")
 ACTIVE = ("queued", "running")
 # Assembling a 50 MP image takes seconds: a claim this old belongs to a viewer that died.
 ASSEMBLY_LEASE_S = 120.0
