@@ -14,8 +14,9 @@ from flask import Blueprint, Response, jsonify, request
 from kafka.errors import KafkaError
 
 from pipeline.offsets import GroupActiveError, OffsetsError, OffsetTool, parse_target
+from viewer.errors import json_error
 from viewer.readers import announce, resetting
-from viewer.resume import VIEWER_ID
+from viewer.resume import VIEWER_ID, VIEWER_ID_RULE
 from viewer.state import state
 
 bp = Blueprint("replay", __name__)
@@ -24,26 +25,22 @@ LOOPBACK = ("127.0.0.1", "::1")
 VIEWER_GROUP_PREFIX = "viewer-"
 
 
-def _error(status: int, message: str) -> tuple[Response, int]:
-    return jsonify({"error": message}), status
-
-
 def refusal() -> tuple[Response, int] | None:
     """Why this request may not use an admin route, as a response; None when it may."""
     token = state().settings.admin_token
     if token:
         header = request.headers.get("Authorization")
         if not header:
-            response, status = _error(401, "admin route: send Authorization: Bearer <VIEWER_ADMIN_TOKEN>")
+            response, status = json_error(401, "admin route: send Authorization: Bearer <VIEWER_ADMIN_TOKEN>")
             response.headers["WWW-Authenticate"] = 'Bearer realm="viewer admin"'
             return response, status
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            return _error(403, "wrong admin token")
+            return json_error(403, "wrong admin token")
         return None
     if state().settings.loopback_admin and request.remote_addr in LOOPBACK:
         return None
-    return _error(403, "admin routes are off: set VIEWER_ADMIN_TOKEN")
+    return json_error(403, "admin routes are off: set VIEWER_ADMIN_TOKEN")
 
 
 def _topic_for(group: str, raw: bool) -> str:
@@ -62,16 +59,16 @@ def replay():
         return refused
     body = request.get_json(silent=True) if request.is_json else None
     if not isinstance(body, dict):
-        return _error(415 if not request.is_json else 400, 'send a JSON object: {"group": G, "stream": S, "to": T}')
+        return json_error(415 if not request.is_json else 400, 'send a JSON object: {"group": G, "stream": S, "to": T}')
     group, stream, raw = body.get("group"), body.get("stream"), body.get("raw", False)
     if not isinstance(group, str) or not group or len(group) > 255:
-        return _error(400, "'group' must be a consumer group id, e.g. viewer-<id> or processors")
+        return json_error(400, "'group' must be a consumer group id, e.g. viewer-<id> or processors")
     if group.startswith(VIEWER_GROUP_PREFIX) and not VIEWER_ID.match(group[len(VIEWER_GROUP_PREFIX):]):
-        return _error(400, "viewer id must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        return json_error(400, VIEWER_ID_RULE)
     if not isinstance(stream, str) or not stream:
-        return _error(400, "'stream' must be a stream name")
+        return json_error(400, "'stream' must be a stream name")
     if not isinstance(raw, bool):
-        return _error(400, "'raw' must be true or false")
+        return json_error(400, "'raw' must be true or false")
     try:
         target = parse_target(body.get("to"))
         if target.kind == "offset" and target.value < 0:
@@ -85,11 +82,11 @@ def replay():
                 tool.apply(group, moves)
                 signalled = announce(readers, {m.tp: m.new for m in moves if m.new is not None})
     except GroupActiveError as exc:
-        return _error(409, str(exc))
+        return json_error(409, str(exc))
     except OffsetsError as exc:
-        return _error(400, str(exc))
+        return json_error(400, str(exc))
     except KafkaError as exc:
-        return _error(503, f"broker: {exc}")
+        return json_error(503, f"broker: {exc}")
     return jsonify(
         {
             "group": group,

@@ -22,6 +22,7 @@ from viewer.tiles import TileReassembler
 log = logging.getLogger(__name__)
 
 VIEWER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+VIEWER_ID_RULE = "viewer id must be 1-64 characters of A-Z a-z 0-9 _ . -"
 
 
 def viewer_group(viewer_id: str) -> str:

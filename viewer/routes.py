@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, jsonify, render_template, request
 
 from pipeline.kafka import broker_reachable
+from viewer.errors import json_error
 from viewer.hub import LiveHub
 from viewer.metrics import CONTENT_TYPE
 from viewer.mjpeg import MIMETYPE, FrameTicks, mjpeg
-from viewer.resume import VIEWER_ID, resumed_frames
+from viewer.resume import VIEWER_ID, VIEWER_ID_RULE, resumed_frames
 from viewer.served import ServedFrame
 from viewer.state import ViewerState, state
 
@@ -19,10 +20,6 @@ bp = Blueprint("viewer", __name__)
 
 # How long a request for a stream that has no frame yet waits before answering 404.
 FIRST_FRAME_WAIT_S = 3.0
-
-
-def error(status: int, message: str) -> tuple[Response, int]:
-    return jsonify({"error": message}), status
 
 
 def live_frames(hub: LiveHub, stream: str, tick_s: float) -> FrameTicks:
@@ -64,11 +61,11 @@ def stream_mjpeg(stream: str):
     raw = request.args.get("raw") in ("1", "true", "yes")
     viewer_id = request.args.get("viewer")
     if viewer_id is not None and not VIEWER_ID.match(viewer_id):
-        return error(400, "viewer id must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        return json_error(400, VIEWER_ID_RULE)
     st = state()
     hub = st.hub(raw)
     if not hub.wait_for_stream(stream, FIRST_FRAME_WAIT_S):
-        return error(404, f"unknown stream {stream!r}")
+        return json_error(404, f"unknown stream {stream!r}")
     tick_s = min(1.0, st.keepalive_s)
     if viewer_id is None:
         mode, ticks = "live", live_frames(hub, stream, tick_s)
@@ -90,7 +87,7 @@ def stream_mjpeg(stream: str):
 def snapshot(stream: str):
     hub = state().processed
     if not hub.wait_for_stream(stream, FIRST_FRAME_WAIT_S):
-        return error(404, f"unknown stream {stream!r}")
+        return json_error(404, f"unknown stream {stream!r}")
     frame = hub.latest(stream)
     headers = {"X-Frame-Seq": str(frame.seq), "X-Frame-Ts": str(frame.ts_ms), "Cache-Control": "no-store"}
     return Response(frame.jpeg, mimetype="image/jpeg", headers=headers)
