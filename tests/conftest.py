@@ -16,6 +16,7 @@ from pipeline.settings import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_VIDEO = os.path.join(ROOT, "sample_media", "sample.mp4")
+SAMPLE_PNG = os.path.join(ROOT, "sample_media", "sample.png")  # 1600x1200
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
 from producer import run as producer_run
 from tests.broker_helpers import first_seq
-from tests.conftest import ROOT, SAMPLE_VIDEO, ServerThread
+from tests.conftest import SAMPLE_PNG, SAMPLE_VIDEO, ServerThread
 from tests.images import is_grayscale
 from tests.stack import running_stack
 from viewer import create_app
@@ -41,7 +41,6 @@ CHROMIUM_ARGS = [
 OPTIONAL_ROUTES = ("/workers",)
 WAIT_MS = 20_000
 UPLOAD_LIMIT = 2_000_000
-SAMPLE_PNG = os.path.join(ROOT, "sample_media", "sample.png")
 
 pytestmark = [
     pytest.mark.browser,

@@ -8,15 +8,20 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
+import numpy as np
 import pytest
 import requests
 
 from pipeline.kafka import make_admin
+from pipeline.transforms import parse_spec
 from tests.broker_helpers import first_seq, settled_offsets
+from tests.conftest import SAMPLE_PNG
 from tests.frame_feed import BIG, SMALL, FrameFeed, images
 from tests.gunicorn_server import Gunicorn
 from tests.mjpeg_client import distinct_seqs, iter_parts, read_parts
 from tests.stack import metric
+from tests.test_upload import Processors
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +41,8 @@ def feed(module_settings):
 
 
 @pytest.fixture(scope="module")
-def server(module_settings, feed):
-    g = Gunicorn(module_settings)
+def server(module_settings, feed, tmp_path_factory):
+    g = Gunicorn(module_settings, {"JOBS_DB": str(tmp_path_factory.mktemp("jobs") / "jobs.sqlite3")})
     wait_for_stream(g.url, "cam")
     yield g
     g.stop()
@@ -168,3 +173,45 @@ def test_sigterm_stops_gunicorn_with_clients_connected(module_settings, feed):
     wait_until(lambda: metric(g.url, "viewer_clients", {"mode": "live"}) == 1, "the client to connect")
     g.stop()
     assert done.wait(20), "the client's stream did not end when the server stopped"
+
+
+def test_tiled_upload_under_gevent_is_pixel_exact_while_the_live_stream_goes_on(module_settings, server):
+    """Upload decoding, tile encoding and reassembly run on gevent's native threads here
+    (viewer.offload): the result must be the same pixels, and live clients keep getting frames."""
+    spec = "blur:ksize=5,sharpen"
+    with open(SAMPLE_PNG, "rb") as f:
+        png = f.read()
+    live: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        with requests.get(f"{server.url}/stream/cam.mjpg", stream=True, timeout=60) as response:
+            for part in iter_parts(response.raw):
+                live.append(part.seq)
+                if done.is_set():
+                    return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    wait_until(lambda: len(live) > 0, "the live client's first frame")
+    processors = Processors(module_settings, 1)
+    try:
+        response = requests.post(f"{server.url}/upload", files={"image": ("sample.png", png)},
+                                 data={"transform": spec, "tile": "512"}, timeout=60)
+        assert response.status_code == 202, response.text
+        job = response.json()
+        assert job["tiles_total"] == 12  # 1600x1200 in 512 px tiles
+        before = len(live)
+        wait_until(lambda: requests.get(f"{server.url}{job['status_url']}", timeout=10).json()["state"] == "done",
+                   "the job to finish", timeout_s=120)
+        assert len(live) > before, "the live stream stopped while the upload was processed"
+        result = requests.get(f"{server.url}{job['result_url']}", timeout=30)
+    finally:
+        done.set()
+        processors.stop()
+    assert result.status_code == 200 and result.headers["Content-Type"] == "image/png"
+    out = cv2.imdecode(np.frombuffer(result.content, np.uint8), cv2.IMREAD_COLOR)
+    expected = parse_spec(spec)(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR))
+    assert np.array_equal(out, expected)
+    watcher.join(10)
+    assert live == sorted(live)

@@ -22,6 +22,7 @@ from pipeline.tiling import Assembler, TileInfo
 from pipeline.wire import WireError, decode_record
 from viewer.background import BackgroundLoop
 from viewer.jobs import JobStore
+from viewer.offload import off_hub
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class JobCollector(BackgroundLoop):
                 result = tiles[0][1]  # a whole image: the processor encoded it in the upload's format
             else:
                 image = self._reassemble(tiles, status.out_height, status.out_width)
-                result = encode_image(image, status.format, RESULT_JPEG_QUALITY)
+                result = off_hub(encode_image, image, status.format, RESULT_JPEG_QUALITY)
         except (CodecError, ValueError, RuntimeError) as exc:
             log.warning("job=%s cannot be assembled: %s", job_id, exc)
             self.store.fail(job_id, f"assembly: {exc}")
@@ -140,9 +141,10 @@ class JobCollector(BackgroundLoop):
 
     @staticmethod
     def _reassemble(tiles: list[tuple[str | None, bytes]], height: int, width: int) -> np.ndarray:
-        """Every processed tile is in output coordinates, so reassembly is identity geometry."""
+        """Every processed tile is in output coordinates, so reassembly is identity geometry.
+        Decoding goes to a native thread one tile at a time (see viewer.offload)."""
         infos = [TileInfo.from_header(header) for header, _ in tiles]
         assembler = Assembler(height, width, infos[0].rows, infos[0].cols)
         for info, (_, data) in zip(infos, tiles, strict=True):
-            assembler.add(info, decode_image(data))
+            assembler.add(info, off_hub(decode_image, data))
         return assembler.image()

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from viewer.offload import off_hub_method
+
 ACTIVE = ("queued", "running")
 # Assembling a 50 MP image takes seconds: a claim this old belongs to a viewer that died.
 ASSEMBLY_LEASE_S = 120.0
@@ -97,7 +99,9 @@ _STATUS_COLUMNS = ", ".join(JobStatus.__dataclass_fields__)
 
 
 class JobStore:
-    """Every method opens its own short connection, so any thread (or worker) may call it."""
+    """Every method opens its own short connection, so any thread (or worker) may call it.
+    Under gevent each runs on a native thread (viewer.offload): commits of megabyte tiles and
+    results, and the WAL checkpoints they trigger, never block the live streams."""
 
     def __init__(self, path: str = DEFAULT_DB, keep: int = 50, max_result_bytes: int = 1 << 30) -> None:
         self.path = path
@@ -113,9 +117,16 @@ class JobStore:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.executescript(_SCHEMA)
 
+    def _open(self, **options) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, **options)
+        # WAL with NORMAL: commits survive a crash of the viewer without an fsync each, which
+        # would block every greenlet of a gevent worker (a job writes one row per tile).
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
+        db = self._open()
         try:
             with db:  # one transaction: commit on success, roll back on error
                 yield db
@@ -128,7 +139,7 @@ class JobStore:
         read-then-write (is the job still running? then store the tile) is atomic across the
         viewer workers sharing the file."""
         with self._write_lock:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db = self._open(isolation_level=None)
             try:
                 db.execute("BEGIN IMMEDIATE")
                 try:
@@ -140,6 +151,7 @@ class JobStore:
             finally:
                 db.close()
 
+    @off_hub_method
     def create(self, job_id: str, fmt: str, transform: str, width: int, height: int, tiles_total: int) -> None:
         with self._write() as db:
             db.execute(
@@ -148,15 +160,18 @@ class JobStore:
                 (job_id, fmt, transform, width, height, tiles_total, time.time()),
             )
 
+    @off_hub_method
     def get(self, job_id: str) -> JobStatus | None:
         with self._connect() as db:
             row = db.execute(f"SELECT {_STATUS_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else JobStatus(*row)
 
+    @off_hub_method
     def active_count(self) -> int:
         with self._connect() as db:
             return db.execute("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()[0]
 
+    @off_hub_method
     def add_tile(self, job_id: str, index: int, header: str | None, data: bytes, out_width: int, out_height: int
                  ) -> JobStatus | None:
         """Store one processed tile (duplicates ignored) and the output size it carries; the
@@ -174,6 +189,7 @@ class JobStore:
                        (out_width, out_height, job_id, job_id))
         return self.get(job_id)
 
+    @off_hub_method
     def claim_assembly(self, job_id: str, lease_s: float = ASSEMBLY_LEASE_S) -> bool:
         """True for the one caller (of every viewer worker sharing this file) that should
         assemble this complete job now; a claim older than ``lease_s`` is presumed dead."""
@@ -184,16 +200,19 @@ class JobStore:
                 " AND (claimed IS NULL OR claimed < ?)", (now, job_id, now - lease_s)).rowcount
         return claimed == 1
 
+    @off_hub_method
     def complete_unassembled(self) -> list[str]:
         """Jobs whose every tile is stored but that have no result: a viewer stopped mid-way."""
         with self._connect() as db:
             return [row[0] for row in db.execute(
                 "SELECT id FROM jobs WHERE state = 'running' AND tiles_done >= tiles_total ORDER BY created")]
 
+    @off_hub_method
     def tiles(self, job_id: str) -> list[tuple[str | None, bytes]]:
         with self._connect() as db:
             return db.execute("SELECT header, data FROM tiles WHERE job = ? ORDER BY idx", (job_id,)).fetchall()
 
+    @off_hub_method
     def finish(self, job_id: str, result: bytes) -> None:
         with self._write() as db:
             db.execute(
@@ -204,11 +223,13 @@ class JobStore:
             db.execute("DELETE FROM tiles WHERE job = ?", (job_id,))
             self._prune(db)
 
+    @off_hub_method
     def fail(self, job_id: str, error: str) -> None:
         with self._write() as db:
             self._fail(db, job_id, error)
             self._prune(db)
 
+    @off_hub_method
     def expire(self, max_age_s: float) -> None:
         """Fail every unfinished job older than ``max_age_s`` (no processor ever answered)."""
         with self._write() as db:
@@ -224,6 +245,7 @@ class JobStore:
                    " ('queued', 'running')", (time.time(), error, job_id))
         db.execute("DELETE FROM tiles WHERE job = ?", (job_id,))
 
+    @off_hub_method
     def result(self, job_id: str) -> bytes | None:
         with self._connect() as db:
             row = db.execute("SELECT result FROM jobs WHERE id = ? AND state = 'done'", (job_id,)).fetchone()
@@ -239,11 +261,13 @@ class JobStore:
             if rank > 0 and (rank >= self.keep or kept_bytes > self.max_result_bytes):
                 db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
+    @off_hub_method
     def cursor(self, topic: str) -> dict[int, int]:
         """The collector's next offset per partition of ``topic``."""
         with self._connect() as db:
             return dict(db.execute("SELECT part, next_offset FROM cursor WHERE topic = ?", (topic,)).fetchall())
 
+    @off_hub_method
     def save_cursor(self, topic: str, offsets: dict[int, int]) -> None:
         with self._write() as db:
             db.executemany("INSERT OR REPLACE INTO cursor (topic, part, next_offset) VALUES (?, ?, ?)",

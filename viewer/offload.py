@@ -1,0 +1,68 @@
+"""Blocking work (CPU-heavy image work, SQLite) off the gevent hub.
+
+Under gunicorn's gevent worker every request and background reader is a greenlet on one OS
+thread: a 1-2 s decode, tile encode or reassembly of a large still, or a SQLite commit that
+checkpoints megabytes of results, would freeze every live MJPEG stream of that worker for as
+long (measured: uploads of 2048² and 4096² PNGs stalled the live stream for 0.4-1.1 s, and
+its rate fell from 25 to 15 fps). OpenCV, numpy and sqlite3 release the GIL, so running that
+work on gevent's native thread pool keeps the hub serving frames meanwhile.
+
+Hand over small pieces (one tile at a time): a native thread that keeps the GIL busy for a
+second starves the hub just the same (measured: one call encoding every tile gave 0.5-1 s
+stalls; one call per tile, ~0.2 s at worst).
+
+Without gevent (threaded servers, tests), or when already off the hub, the call runs in place.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def gevent_patched() -> bool:
+    """True when threading is gevent's (monkey-patched), i.e. under the gevent worker."""
+    if "gevent" not in sys.modules:
+        return False
+    from gevent import monkey
+
+    return bool(monkey.is_module_patched("threading"))
+
+
+@functools.cache
+def _native_local():
+    """Per OS thread (gevent's patched threading.local is per greenlet)."""
+    from gevent import monkey
+
+    return monkey.get_original("threading", "local")()
+
+
+def off_hub(fn: Callable[..., T], *args, **kwargs) -> T:
+    """fn(*args, **kwargs), on a native thread unless already on one of the pool's threads;
+    exceptions propagate."""
+    if not gevent_patched() or getattr(_native_local(), "off_hub", False):
+        return fn(*args, **kwargs)
+    import gevent
+
+    def call() -> T:
+        _native_local().off_hub = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _native_local().off_hub = False
+
+    return gevent.get_hub().threadpool.apply(call)
+
+
+def off_hub_method(method: Callable[..., T]) -> Callable[..., T]:
+    """Decorator: every call of ``method`` goes through ``off_hub``."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        return off_hub(method, *args, **kwargs)
+
+    return wrapper
