@@ -16,11 +16,11 @@ from tests.conftest import ROOT, settings_env
 
 
 class Gunicorn:
-    def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [
-            sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "-b", f"127.0.0.1:{self.port}",
+            sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(workers), "-b", f"127.0.0.1:{self.port}",
             "--graceful-timeout", "3", "--log-level", "warning", "viewer:create_app()",
         ]
         self.proc = subprocess.Popen(cmd, env=settings_env(settings) | (env or {}), cwd=ROOT)

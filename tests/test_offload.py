@@ -85,6 +85,35 @@ def test_under_gevent_the_job_store_never_touches_sqlite_on_the_hub():
     assert run.stdout.startswith("connections "), run.stdout
 
 
+CONCURRENT_WRITES_UNDER_GEVENT = textwrap.dedent("""
+    from gevent import monkey
+    monkey.patch_all()
+    import os, tempfile, gevent
+    from viewer import jobs
+
+    store = jobs.JobStore(os.path.join(tempfile.mkdtemp(), "jobs.db"))
+    store.create("j", "png", "grayscale", 4, 4, 400)
+
+    def writer(i):
+        # What a busy viewer does at once: status requests expire jobs, the collector adds tiles.
+        for k in range(10):
+            store.expire(600)
+            store.add_tile("j", i * 10 + k, None, b"tile", 4, 4)
+
+    gevent.joinall([gevent.spawn(writer, i) for i in range(40)], raise_error=True)
+    print("tiles", store.get("j").tiles_done)
+""")
+
+
+def test_under_gevent_concurrent_job_store_writes_never_deadlock():
+    # The store's write lock is taken on the pool's native threads: a gevent lock there once
+    # left two of them waiting for each other for ever (found with `gunicorn -k gevent -w 2`).
+    run = subprocess.run([sys.executable, "-c", CONCURRENT_WRITES_UNDER_GEVENT], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "tiles 400"
+
+
 def test_without_gevent_the_work_runs_in_place():
     assert not gevent_patched()
     assert off_hub(threading.get_native_id) == threading.get_native_id()

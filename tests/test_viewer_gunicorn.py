@@ -175,6 +175,35 @@ def test_sigterm_stops_gunicorn_with_clients_connected(module_settings, feed):
     assert done.wait(20), "the client's stream did not end when the server stopped"
 
 
+def test_concurrent_uploads_on_two_gevent_workers_all_finish_pixel_exact(module_settings, tmp_path):
+    """Two workers share one job store, each running its store calls on native threads. (The
+    write-lock deadlock this found by hand does not show reliably here: test_offload pins it.)"""
+    spec = "blur:ksize=5"
+    with open(SAMPLE_PNG, "rb") as f:
+        png = f.read()
+    expected = parse_spec(spec)(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR))
+    g = Gunicorn(module_settings, {"JOBS_DB": str(tmp_path / "jobs.sqlite3")}, workers=2)
+    processors = Processors(module_settings, 1)
+
+    def one_job(_) -> np.ndarray:
+        response = requests.post(f"{g.url}/upload", files={"image": ("sample.png", png)},
+                                 data={"transform": spec}, timeout=60)
+        assert response.status_code == 202, response.text
+        job = response.json()
+        wait_until(lambda: requests.get(f"{g.url}{job['status_url']}", timeout=10).json()["state"] == "done",
+                   f"job {job['job']} to finish", timeout_s=120)
+        result = requests.get(f"{g.url}{job['result_url']}", timeout=30)
+        return cv2.imdecode(np.frombuffer(result.content, np.uint8), cv2.IMREAD_COLOR)
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(one_job, range(4)))
+    finally:
+        processors.stop()
+        g.stop()
+    assert all(np.array_equal(out, expected) for out in results)
+
+
 def test_tiled_upload_under_gevent_is_pixel_exact_while_the_live_stream_goes_on(module_settings, server):
     """Upload decoding, tile encoding and reassembly run on gevent's native threads here
     (viewer.offload): the result must be the same pixels, and live clients keep getting frames."""

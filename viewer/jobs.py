@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from viewer.offload import off_hub_method
+from viewer.offload import native_lock, off_hub_method
 
 ACTIVE = ("queued", "running")
 # Assembling a 50 MP image takes seconds: a claim this old belongs to a viewer that died.
@@ -107,8 +106,9 @@ class JobStore:
         self.path = path
         self.keep = keep
         self.max_result_bytes = max_result_bytes
-        # Serialises this process's writers; other processes wait on SQLite's own lock.
-        self._write_lock = threading.Lock()
+        # Serialises this process's writers; other processes wait on SQLite's own lock. Every
+        # method runs off the gevent hub (see below), so the lock is the OS's.
+        self._write_lock = native_lock()
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")

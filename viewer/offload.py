@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -39,6 +40,16 @@ def _native_local():
     from gevent import monkey
 
     return monkey.get_original("threading", "local")()
+
+
+def native_lock():
+    """A lock of the OS, also under gevent: for state that only off_hub's native threads touch.
+    (gevent's patched Lock, taken by two pool threads at once, can leave both waiting for ever.)"""
+    if gevent_patched():
+        from gevent import monkey
+
+        return monkey.get_original("threading", "Lock")()
+    return threading.Lock()
 
 
 def off_hub(fn: Callable[..., T], *args, **kwargs) -> T:
