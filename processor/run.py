@@ -2,7 +2,9 @@
 chain and produces processed frames.
 
 Delivery: at-least-once. Offsets are committed manually, only after every output record of
-the polled batch (and every dead letter) is acknowledged by the broker. A commit that fails
+the polled batch (and every dead letter) is acknowledged by the broker; the acks are checked
+(and the batch committed) once the next batch is processed and sent, or at once when no next
+batch is waiting. A commit that fails
 because the group is rebalancing is kept and retried in the rebalance listener's revoke
 callback, which runs before the partitions move; a crash before the commit makes the next
 owner redo those frames, never skip them. So a reader may see a frame twice, never miss one.
@@ -127,28 +129,37 @@ def run(
     out_partitions = len(producer.partitions_for(settings.processed_topic) or ()) or 1
     log.info("processor %s joining group %s: transform=%s concurrency=%d tile=%s",
              who.id, group, who.transform, concurrency, tile)
+    # Pipelined by one batch: batch N's outputs are acknowledged while batch N+1 is processed,
+    # and N is committed only then. Waiting for the acks right after sending left the processor
+    # idle ~22% of the time (py-spy, grayscale at full speed).
+    in_flight: _Batch | None = None
     try:
         while not stop.is_set():
-            batch = consumer.poll(timeout_ms=200, max_records=RECORDS_PER_WORKER * concurrency)
+            batch = consumer.poll(timeout_ms=0 if in_flight else 200, max_records=RECORDS_PER_WORKER * concurrency)
             if not batch:
-                offsets.commit()  # retry a commit deferred by a rebalance
+                if in_flight is None:
+                    offsets.commit()  # retry a commit deferred by a rebalance
+                elif not _complete(in_flight, consumer, offsets, producer, settings, stats):
+                    _redo(consumer, in_flight)
+                    stop.wait(1.0)
+                in_flight = None
                 continue
-            sends = _process_batch(batch, frames, producer, settings, stats, out_partitions)
-            if not _settle(sends, producer, settings, stats):
-                # Not acknowledged, so not committed: rewind and redo the whole batch.
-                for tp, records in batch.items():
-                    consumer.seek(tp, records[0].offset)
+            current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions))
+            if in_flight is not None and not _complete(in_flight, consumer, offsets, producer, settings, stats):
+                # Not acknowledged, so not committed: rewind and redo both batches.
+                _redo(consumer, current, in_flight)
+                in_flight = None
                 stop.wait(1.0)
                 continue
-            for tp, records in batch.items():
-                offsets.pending[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
-            offsets.commit()
+            in_flight = current
     except KafkaError as exc:
         log.error("processor stopped on Kafka error: %s", exc)
         raise
     finally:
         heartbeat.stop()
         producer.flush()
+        if in_flight is not None:
+            _complete(in_flight, consumer, offsets, producer, settings, stats)
         offsets.commit()
         consumer.close()  # leaves the group: partitions move without waiting for a timeout
         producer.close(timeout=5)
@@ -163,6 +174,36 @@ class _Send:
     record: ConsumerRecord
     future: FutureRecordMetadata
     is_output: bool
+
+
+@dataclass
+class _Batch:
+    """A polled batch whose outputs (and dead letters) are sent, acks pending."""
+    records: dict[TopicPartition, list[ConsumerRecord]]
+    sends: list[_Send]
+
+
+def _complete(batch: _Batch, consumer: KafkaConsumer, offsets: OffsetKeeper, producer: KafkaProducer,
+              settings: Settings, stats: ProcessorStats) -> bool:
+    """Wait for the batch's acks and commit it; False if something was not delivered."""
+    if not _settle(batch.sends, producer, settings, stats):
+        return False
+    owned = consumer.assignment()
+    for tp, records in batch.records.items():
+        # A rebalance while the batch was in flight moved tp: its new owner redoes those frames.
+        if tp in owned:
+            offsets.pending[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+    offsets.commit()
+    return True
+
+
+def _redo(consumer: KafkaConsumer, *newest_first: _Batch) -> None:
+    """Rewind every partition to the first record of these batches (oldest batch last)."""
+    owned = consumer.assignment()
+    for batch in newest_first:
+        for tp, records in batch.records.items():
+            if tp in owned:
+                consumer.seek(tp, records[0].offset)
 
 
 def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer, settings: Settings,
@@ -197,12 +238,20 @@ def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer,
 
 
 def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, stats: ProcessorStats) -> bool:
-    """Flush; True once every record's output or dead letter is acknowledged.
+    """Wait for these sends (only: later batches may be in flight); True once every record's
+    output or dead letter is acknowledged.
 
     An output the broker refused for good (not retriable, e.g. too large for the topic) makes
     its input a dead letter instead; a retriable failure (broker away) returns False.
     """
-    producer.flush()
+    # The producer fails a record after delivery_timeout_ms at the latest; a margin over that.
+    wait_s = getattr(producer, "config", {}).get("delivery_timeout_ms", 120_000) / 1000 + 10
+    for send in sends:
+        if not send.future.is_done:
+            try:
+                send.future.get(timeout=wait_s)
+            except KafkaError:
+                pass  # looked at below
     retry = []
     for send in sends:
         if not send.future.failed():

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.future import Future
 
 from pipeline.settings import Settings
 from processor.heartbeat import ProcessorStats
-from processor.run import _Send, _settle
+from processor.run import OffsetKeeper, _Batch, _complete, _redo, _Send, _settle
 
 
 class Record:
@@ -58,3 +59,48 @@ def test_retriable_failure_or_lost_dead_letter_means_redo():
     # The dead letter for a refused output is itself not delivered: redo as well.
     refused = [_Send(Record(0), settled(MessageSizeTooLargeError("big")), True)]
     assert not _settle(refused, Broker(KafkaTimeoutError("away")), Settings(), ProcessorStats())
+
+
+class Consumer:
+    """Stands in for KafkaConsumer: an assignment, and the seeks and commits made on it."""
+
+    def __init__(self, *owned) -> None:
+        self.owned = set(owned)
+        self.seeks: list[tuple] = []
+        self.commits: list[dict] = []
+
+    def assignment(self):
+        return self.owned
+
+    def seek(self, tp, offset) -> None:
+        self.seeks.append((tp, offset))
+
+    def commit(self, offsets) -> None:
+        self.commits.append(offsets)
+
+
+def batch_of(*offsets_by_partition: tuple[int, list[int]], verdict: Exception | None = None) -> _Batch:
+    records = {TopicPartition("raw", p): [Record(o) for o in offsets] for p, offsets in offsets_by_partition}
+    sends = [_Send(r, settled(verdict), True) for rs in records.values() for r in rs]
+    return _Batch(records, sends)
+
+
+def test_a_completed_batch_commits_past_its_last_record_on_partitions_still_owned():
+    p0 = TopicPartition("raw", 0)
+    consumer = Consumer(p0)  # partition 1 moved to another member while the batch was in flight
+    offsets = OffsetKeeper(consumer, ProcessorStats())
+    assert _complete(batch_of((0, [5, 6, 7]), (1, [3])), consumer, offsets, Broker(), Settings(), ProcessorStats())
+    assert [{tp: o.offset for tp, o in c.items()} for c in consumer.commits] == [{p0: 8}]
+
+
+def test_an_undelivered_batch_is_not_committed_and_both_batches_are_redone_from_the_oldest():
+    p0, p1 = TopicPartition("raw", 0), TopicPartition("raw", 1)
+    consumer = Consumer(p0, p1)
+    offsets = OffsetKeeper(consumer, ProcessorStats())
+    older = batch_of((0, [5, 6]), verdict=KafkaTimeoutError("away"))
+    newer = batch_of((0, [7, 8]), (1, [3, 4]))
+    assert not _complete(older, consumer, offsets, Broker(), Settings(), ProcessorStats())
+    assert consumer.commits == []
+    _redo(consumer, newer, older)
+    final = dict(consumer.seeks)  # the last seek per partition wins
+    assert final == {p0: 5, p1: 3}
