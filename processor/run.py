@@ -136,18 +136,13 @@ def run(
     try:
         while not stop.is_set():
             batch = consumer.poll(timeout_ms=0 if in_flight else 200, max_records=RECORDS_PER_WORKER * concurrency)
-            if not batch:
-                if in_flight is None:
-                    offsets.commit()  # retry a commit deferred by a rebalance
-                elif not _complete(in_flight, consumer, offsets, producer, settings, stats):
-                    _redo(consumer, in_flight)
-                    stop.wait(1.0)
-                in_flight = None
+            current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions)) if batch else None
+            if in_flight is None and current is None:
+                offsets.commit()  # retry a commit deferred by a rebalance
                 continue
-            current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions))
             if in_flight is not None and not _complete(in_flight, consumer, offsets, producer, settings, stats):
-                # Not acknowledged, so not committed: rewind and redo both batches.
-                _redo(consumer, current, in_flight)
+                # Not acknowledged, so not committed: rewind and redo it (and the batch after it).
+                _redo(consumer, *(b for b in (current, in_flight) if b is not None))
                 in_flight = None
                 stop.wait(1.0)
                 continue
@@ -208,7 +203,7 @@ def _redo(consumer: KafkaConsumer, *newest_first: _Batch) -> None:
 
 def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer, settings: Settings,
                    stats: ProcessorStats, out_partitions: int) -> list[_Send]:
-    """Process and send one polled batch; returns the sends to settle after a flush."""
+    """Process and send one polled batch; returns the sends, to settle once acknowledged."""
     records = [record for tp_records in batch.values() for record in tp_records]
     decoded: list[Frame | Exception] = []
     for record in records:
@@ -245,7 +240,7 @@ def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, sta
     its input a dead letter instead; a retriable failure (broker away) returns False.
     """
     # The producer fails a record after delivery_timeout_ms at the latest; a margin over that.
-    wait_s = getattr(producer, "config", {}).get("delivery_timeout_ms", 120_000) / 1000 + 10
+    wait_s = producer.config["delivery_timeout_ms"] / 1000 + 10
     for send in sends:
         if not send.future.is_done:
             try:

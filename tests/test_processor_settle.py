@@ -20,6 +20,8 @@ class Record:
 class Broker:
     """Stands in for KafkaProducer: answers every send with ``verdicts`` in turn (None = ack)."""
 
+    config = {"delivery_timeout_ms": 120_000}
+
     def __init__(self, *verdicts) -> None:
         self.verdicts = list(verdicts)
         self.sent: list[tuple[str, list]] = []
