@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Mapping
 
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -80,6 +81,30 @@ def make_consumer(settings: Settings, role: str, group_id: str | None = None, **
         "fetch_max_bytes": max(settings.max_message_bytes, 52428800),
     }
     return RecreationAwareConsumer(**(opts | overrides))
+
+
+def partitions_of(consumer: KafkaConsumer, *topics: str) -> list[TopicPartition]:
+    """Every partition of ``topics``, in order; [] while any of them does not exist yet."""
+    tps = []
+    for topic in topics:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return []
+        tps += [TopicPartition(topic, p) for p in sorted(partitions)]
+    return tps
+
+
+def assign_at(consumer: KafkaConsumer, positions: Mapping[TopicPartition, int]) -> None:
+    """Read exactly these partitions (no group rebalancing), each from its given offset."""
+    consumer.assign(list(positions))
+    for tp, offset in positions.items():
+        consumer.seek(tp, offset)
+
+
+def from_end(consumer: KafkaConsumer, tps: list[TopicPartition], records: int) -> dict[TopicPartition, int]:
+    """Positions ``records`` before each partition's reported end (on Tansu the reported end is
+    short by up to a batch, so this reads a little more, never less)."""
+    return {tp: max(end - records, 0) for tp, end in consumer.end_offsets(tps).items()}
 
 
 def make_admin(settings: Settings, **overrides) -> KafkaAdminClient:

@@ -21,7 +21,7 @@ from kafka.errors import (
 from kafka.partitioner.default import murmur2
 from kafka.protocol.admin import DescribeGroupsRequest
 
-from pipeline.kafka import make_admin, make_consumer
+from pipeline.kafka import assign_at, make_admin, make_consumer
 from pipeline.settings import Settings
 
 KINDS = ("earliest", "latest", "offset", "datetime", "shift", "duration", "rewind")
@@ -239,9 +239,7 @@ class OffsetTool:
         """The first fetched records of each partition at/after the given offsets."""
         if not positions:
             return {}
-        self.consumer.assign(list(positions))
-        for tp, offset in positions.items():
-            self.consumer.seek(tp, offset)
+        assign_at(self.consumer, positions)
         got: dict[TopicPartition, list] = {}
         deadline = time.monotonic() + timeout_s
         while len(got) < len(positions) and time.monotonic() < deadline:

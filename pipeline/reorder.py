@@ -8,8 +8,8 @@ frame as it arrives and gets back the frames that are now in order.
 
 Bounded both ways: a missing seq is waited for at most ``max_wait_s`` (from the arrival of the
 oldest frame held behind it) and at most ``max_pending`` frames are held; then the gap is
-skipped. Frames older than the last released seq are dropped as duplicates or late, except
-that a seq more than ``restart_gap`` behind means the source restarted from 0. A stream
+skipped. Frames older than the last released seq are dropped as duplicates or late, unless
+:func:`restarted` says the source started over. A stream
 first seen mid-way (not at seq 0) waits the same bounded time for lower seqs before it starts.
 Pure: the caller passes the clock (``now``, seconds); nothing here blocks.
 """
@@ -23,6 +23,17 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def restarted(last: int, seq: int, restart_gap: int, in_order: bool) -> bool:
+    """Whether ``seq``, at or behind the ``last`` seq let through, is a restarted source counting
+    from 0 again rather than a late or repeated frame: when it is more than ``restart_gap``
+    behind, or, where frames arrive in order (one partition), when it is 0. Interleaved
+    partitions can deliver a replayed 0 late, so there only the gap counts.
+
+    The one rule for every reader of frame seqs (``Reorderer`` and the viewer's pass-through order).
+    """
+    return last - seq > restart_gap or (in_order and seq == 0)
 
 
 @dataclass
@@ -59,10 +70,9 @@ class Reorderer(Generic[T]):
         """Add one arrival; returns the (seq, item) pairs of ``stream`` now releasable, in order."""
         state = self._streams.setdefault(stream, _Stream())
         if state.next_seq is not None and seq < state.next_seq:
-            if state.next_seq - seq <= self.restart_gap:
+            if not restarted(state.next_seq - 1, seq, self.restart_gap, in_order=False):
                 self.stats.late += 1
                 return []
-            # The source started over (a restarted producer counts from 0 again).
             self.stats.restarts += 1
             state = self._streams[stream] = _Stream()
         if seq in state.held:

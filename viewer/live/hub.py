@@ -1,31 +1,23 @@
 """Live fan-out: one background reader per topic keeps the newest frame of every stream, and
 any number of HTTP clients wait on it (latest frame wins, so slow clients skip, never queue).
 
-Per record: decode -> reassemble tiles (viewer/live/tiles.py) -> order (viewer/live/ordering.py:
-pass-through for a stream in one partition, bounded reordering for one spread over
-partitions) -> publish.
+Records become frames through ``viewer.live.reader.FrameReader`` (decode, reassemble tiles,
+order), then each is published.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from kafka import TopicPartition
-
-from pipeline.kafka import make_consumer
+from pipeline.kafka import assign_at, from_end, make_consumer, partitions_of
 from pipeline.settings import Settings
-from pipeline.wire import WireError, decode_record
 from viewer.background import BackgroundLoop
-from viewer.live.ordering import StreamOrder
-from viewer.live.served import ServedFrame, served_or_tile
-from viewer.live.tiles import TileReassembler
+from viewer.live.reader import FrameReader
+from viewer.live.served import ServedFrame
 from viewer.metrics import ViewerMetrics
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,49 +49,29 @@ class LiveHub(BackgroundLoop):
         self.settings = settings
         self.topic = topic
         self.metrics = metrics
-        self.order: StreamOrder[ServedFrame] = StreamOrder()
+        self.reader = FrameReader(topic)
         self.slots: dict[str, StreamSlot] = {}
         self.changed = threading.Condition()
-        self.tiles = TileReassembler()
 
     def run_once(self) -> None:
         consumer = make_consumer(self.settings, "viewer-live", group_id=None, auto_offset_reset="latest")
         try:
-            partitions = consumer.partitions_for_topic(self.topic) or set()
-            if not partitions:
+            tps = partitions_of(consumer, self.topic)
+            if not tps:
                 self.stopping.wait(0.5)
                 return
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
             # From the last record on: an idle stream still shows its newest frame.
-            for tp, end in consumer.end_offsets(tps).items():
-                consumer.seek(tp, max(end - 1, 0))
+            assign_at(consumer, from_end(consumer, tps, 1))
             self.error = None
             while not self.stopping.is_set():
-                # Spread streams may hold frames for a gap: come back soon to release them.
-                batch = consumer.poll(timeout_ms=50 if self.order.any_spread else 200)
-                arrivals = [(frame, r.partition) for rs in batch.values() for r in rs if (frame := self.accept(r))]
-                for frame, partition in arrivals:
-                    self.order.seen(frame.stream, partition)
-                for frame, partition in arrivals:
-                    self.publish(self.order.push(frame.stream, frame.seq, partition, frame, time.monotonic()), partition)
+                batch = consumer.poll(timeout_ms=self.reader.poll_ms(200))
+                for frame, record in self.reader.read(batch, time.monotonic()):
+                    self.publish([frame], record.partition)
                     # Let waiting clients take this frame before the next one replaces it:
                     # under gevent, nobody else runs until this greenlet yields.
                     time.sleep(0)
-                self.publish(self.order.poll(time.monotonic()))
         finally:
             consumer.close()
-
-    def accept(self, record) -> ServedFrame | None:
-        """One consumed record as a frame to serve; tiles wait for their siblings (None)."""
-        try:
-            frame = decode_record(record)
-        except WireError as exc:
-            log.warning("topic=%s partition=%d offset=%d skipped: %s", self.topic, record.partition, record.offset, exc)
-            return None
-        if frame.job is not None:
-            return None  # still-image jobs are not live video
-        return served_or_tile(frame, self.tiles)
 
     def publish(self, frames: list[ServedFrame], partition: int | None = None) -> None:
         """Make `frames` (in order) each stream's newest and wake the clients waiting for it."""

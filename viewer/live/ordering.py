@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-from pipeline.reorder import Reorderer
+from pipeline.reorder import Reorderer, restarted
 
 T = TypeVar("T")
 
@@ -51,8 +51,8 @@ class StreamOrder(Generic[T]):
             after = self._seed(stream, now)
             return [ready for out_seq, ready in self.reorderer.push(stream, seq, item, now) if out_seq > after]
         newest = self._newest.get(stream)
-        if newest is not None and seq <= newest[0] and newest[0] - seq <= RESTART_GAP and seq != 0:
-            return []  # late or duplicate; seq 0 is a restarted producer
+        if newest is not None and seq <= newest[0] and not restarted(newest[0], seq, RESTART_GAP, in_order=True):
+            return []  # late or duplicate
         self._newest[stream] = (seq, item)
         return [item]
 

@@ -8,15 +8,12 @@ import time
 
 from kafka import OffsetAndMetadata, TopicPartition
 
-from pipeline.kafka import make_consumer
+from pipeline.kafka import assign_at, make_consumer, partitions_of
 from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
-from pipeline.wire import WireError, decode_record
 from viewer.live.mjpeg import FrameTicks
-from viewer.live.ordering import StreamOrder
+from viewer.live.reader import FrameReader
 from viewer.live.resets import watch_resets
-from viewer.live.served import ServedFrame, served_or_tile
-from viewer.live.tiles import TileReassembler
 from viewer.metrics import ViewerMetrics
 
 log = logging.getLogger(__name__)
@@ -44,50 +41,32 @@ def resumed_frames(
     group = viewer_group(viewer_id)
     consumer = make_consumer(settings, "viewer", group_id=group, auto_offset_reset="latest")
     resets = watch_resets(group)  # before reading committed offsets, so no reset slips in between
-    tiles = TileReassembler()
+    reader = FrameReader(topic, stream)
     metrics.resume_consumers.inc()
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        tps = partitions_of(consumer, topic)
         starts = {tp: consumer.committed(tp) for tp in tps}
         fresh = [tp for tp, offset in starts.items() if offset is None]
         if fresh:
             # Not seek_to_end: on Tansu it lands up to a batch early (OffsetTool.ends reads the true end).
             with OffsetTool(settings) as tool:
                 starts.update(tool.ends(fresh)[1])
-        consumer.assign(tps)
-        for tp, offset in starts.items():
-            consumer.seek(tp, offset)
+        assign_at(consumer, starts)
         log.info("viewer group=%s stream=%s resuming on %d partition(s), %d new", group, stream, len(tps), len(fresh))
-        order: StreamOrder[tuple[ServedFrame, TopicPartition, int]] = StreamOrder()
         while True:
-            # A spread stream may hold frames for a gap: come back soon to release them.
-            batch = consumer.poll(timeout_ms=50 if order.any_spread else int(idle_s * 1000))
-            arrivals = []
-            for tp, records in batch.items():
-                for record in records:
-                    try:
-                        frame = decode_record(record)
-                    except WireError:
-                        continue
-                    if frame.stream != stream or frame.job is not None:
-                        continue
-                    served = served_or_tile(frame, tiles)
-                    if served is not None:
-                        order.seen(stream, tp.partition)
-                        arrivals.append((served, tp, record.offset))
-            ready = [item for a in arrivals for item in order.push(stream, a[0].seq, a[1].partition, a, time.monotonic())]
-            ready += order.poll(time.monotonic())
+            batch = consumer.poll(timeout_ms=reader.poll_ms(int(idle_s * 1000)))
             delivered = False
             stale: set[TopicPartition] = set()  # partitions an offset reset moved meanwhile
-            for served, tp, offset in ready:
+            for served, record in reader.read(batch, time.monotonic()):
+                tp = TopicPartition(record.topic, record.partition)
                 if tp in stale:
                     continue
                 yield served
                 delivered = True
-                stale |= resets.commit_or_follow(consumer, {tp: OffsetAndMetadata(offset + 1, "", -1)})
+                stale |= resets.commit_or_follow(consumer, {tp: OffsetAndMetadata(record.offset + 1, "", -1)})
             stale |= resets.commit_or_follow(consumer, {})  # a reset while no frame of the stream arrives
             if stale:
-                order = StreamOrder()  # the stream goes on from the reset position: start over
+                reader.restart_order()
             if not delivered:
                 yield None
     finally:

@@ -9,10 +9,8 @@ import threading
 import time
 from dataclasses import asdict
 
-from kafka import TopicPartition
-
 from pipeline.heartbeat import STALE_AFTER_S, Heartbeat, HeartbeatError, decode_heartbeat, live_workers
-from pipeline.kafka import BACKGROUND_FETCH, make_consumer
+from pipeline.kafka import BACKGROUND_FETCH, assign_at, from_end, make_consumer, partitions_of
 from pipeline.settings import Settings
 from viewer.background import BackgroundLoop
 
@@ -36,13 +34,11 @@ class WorkerRegistry(BackgroundLoop):
         topic = self.settings.heartbeat_topic
         consumer = make_consumer(self.settings, "viewer-heartbeats", group_id=None, **BACKGROUND_FETCH)
         try:
-            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            tps = partitions_of(consumer, topic)
             if not tps:
                 self.stopping.wait(1.0)
                 return
-            consumer.assign(tps)
-            for tp, end in consumer.end_offsets(tps).items():
-                consumer.seek(tp, max(end - REPLAY_RECORDS, 0))
+            assign_at(consumer, from_end(consumer, tps, REPLAY_RECORDS))
             self.error = None
             while not self.stopping.is_set():
                 for records in consumer.poll(timeout_ms=500).values():

@@ -16,7 +16,7 @@ import numpy as np
 from kafka import TopicPartition
 
 from pipeline.codec import CodecError, decode_image, encode_image
-from pipeline.kafka import BACKGROUND_FETCH, make_consumer
+from pipeline.kafka import BACKGROUND_FETCH, assign_at, from_end, make_consumer, partitions_of
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
 from pipeline.wire import WireError, decode_record
@@ -51,25 +51,16 @@ class JobCollector(BackgroundLoop):
         # Out of range (the embedded broker restarted and forgot everything): start over.
         consumer = make_consumer(self.settings, "viewer-jobs", group_id=None, auto_offset_reset="earliest", **BACKGROUND_FETCH)
         try:
-            tps = []
-            for topic in self.topics:
-                partitions = consumer.partitions_for_topic(topic)
-                if not partitions:
-                    self.stopping.wait(0.5)
-                    return
-                tps += [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            for topic in self.topics:
-                saved = self.store.cursor(topic)
-                for tp in tps:
-                    if tp.topic != topic:
-                        continue
-                    if tp.partition in saved:
-                        consumer.seek(tp, saved[tp.partition])
-                    else:
-                        # Tansu reports the end short by up to a batch: we re-read a few records, harmless.
-                        consumer.seek_to_end(tp)
-            positions = {tp: consumer.position(tp) for tp in tps}
+            tps = partitions_of(consumer, *self.topics)
+            if not tps:
+                self.stopping.wait(0.5)
+                return
+            saved = {topic: self.store.cursor(topic) for topic in self.topics}
+            # Where no position is saved, from the end (reported short by up to a batch on Tansu:
+            # a few records are read again, harmless).
+            positions = from_end(consumer, tps, 0)
+            positions.update({tp: saved[tp.topic][tp.partition] for tp in tps if tp.partition in saved[tp.topic]})
+            assign_at(consumer, positions)
             self._save(positions)
             self.error = None
             self.ready.set()

@@ -1,0 +1,66 @@
+"""Records to live frames: decode, skip still-image jobs, reassemble tiles, put each stream in order.
+
+The one path from consumed records to frames a browser is shown: the live hub keeps one for its
+whole topic, each resuming viewer one for its own stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+from pipeline.wire import WireError, decode_record
+from viewer.live.ordering import StreamOrder
+from viewer.live.served import ServedFrame, served_or_tile
+from viewer.live.tiles import TileReassembler
+
+log = logging.getLogger(__name__)
+
+# A stream spread over partitions may hold frames for a gap: poll this often to release them.
+SPREAD_POLL_MS = 50
+
+
+class FrameReader:
+    """Frames of `topic` (only `stream`'s when given), each with the record that completed it."""
+
+    def __init__(self, topic: str, stream: str | None = None) -> None:
+        self.topic = topic
+        self.stream = stream
+        self.tiles = TileReassembler()
+        self.order: StreamOrder[tuple[ServedFrame, ConsumerRecord]] = StreamOrder()
+
+    def poll_ms(self, idle_ms: int) -> int:
+        """How long the next poll may wait for records."""
+        return SPREAD_POLL_MS if self.order.any_spread else idle_ms
+
+    def read(self, batch: Mapping[TopicPartition, list[ConsumerRecord]], now: float) -> list[tuple[ServedFrame, ConsumerRecord]]:
+        """The frames now due, in each stream's order; an empty batch still releases frames
+        whose gap has waited long enough."""
+        arrivals = [(frame, record) for records in batch.values() for record in records
+                    if (frame := self._accept(record)) is not None]
+        # Note every partition of the batch first, so a batch holding a spread stream's
+        # partitions one after the other is recognised as spread before any frame passes.
+        for frame, record in arrivals:
+            self.order.seen(frame.stream, record.partition)
+        ready = [item for frame, record in arrivals
+                 for item in self.order.push(frame.stream, frame.seq, record.partition, (frame, record), now)]
+        return ready + self.order.poll(now)
+
+    def restart_order(self) -> None:
+        """Forget what was shown: the position moved (an offset reset), the stream goes on from there."""
+        self.order = StreamOrder()
+
+    def _accept(self, record: ConsumerRecord) -> ServedFrame | None:
+        try:
+            frame = decode_record(record)
+        except WireError as exc:
+            log.warning("topic=%s partition=%d offset=%d skipped: %s", self.topic, record.partition, record.offset, exc)
+            return None
+        if frame.job is not None:
+            return None  # still-image jobs are not live video
+        if self.stream is not None and frame.stream != self.stream:
+            return None
+        return served_or_tile(frame, self.tiles)
