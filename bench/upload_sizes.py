@@ -28,6 +28,7 @@ from pipeline.local.broker import EmbeddedBroker  # noqa: E402
 from tests.conftest import ServerThread, isolated_settings, settings_env  # noqa: E402
 from tests.photos import large_photo  # noqa: E402
 from viewer import create_app  # noqa: E402
+from viewer.extension import viewer_of  # noqa: E402
 
 SIZES = (1024, 2048, 4096)
 PROCESSORS = (1, 2)
@@ -81,7 +82,7 @@ def measure(broker, images: dict[int, bytes], count: int, args) -> dict[int, flo
         return times
     finally:
         server.close()
-        app.extensions["uploads"].close()
+        viewer_of(app).shutdown()
         for member in members:
             member.terminate()
         for member in members:

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 
-def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+def int_env(env: Mapping[str, str], name: str, default: int) -> int:
+    """The integer ``env[name]``, ``default`` when unset or empty; ValueError naming it otherwise."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -59,14 +60,14 @@ class Settings:
             processed_topic=get("PROCESSED_TOPIC") or "frames.processed",
             heartbeat_topic=get("HEARTBEAT_TOPIC") or "processors.heartbeat",
             dead_letter_topic=get("DEAD_LETTER_TOPIC") or "frames.dlq",
-            partitions=_int_env(env, "TOPIC_PARTITIONS", 4),
-            replication_factor=_int_env(env, "TOPIC_REPLICATION_FACTOR", 1),
-            max_message_bytes=_int_env(env, "MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
-            fetch_max_wait_ms=_int_env(env, "KAFKA_FETCH_MAX_WAIT_MS", 10),
+            partitions=int_env(env, "TOPIC_PARTITIONS", 4),
+            replication_factor=int_env(env, "TOPIC_REPLICATION_FACTOR", 1),
+            max_message_bytes=int_env(env, "MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
+            fetch_max_wait_ms=int_env(env, "KAFKA_FETCH_MAX_WAIT_MS", 10),
             admin_token=get("VIEWER_ADMIN_TOKEN") or None,
             loopback_admin=(get("VIEWER_LOOPBACK_ADMIN") or "").lower() in ("1", "true", "yes"),
-            max_upload_bytes=_int_env(env, "MAX_UPLOAD_BYTES", 25 * 1000 * 1000),
-            max_upload_pixels=_int_env(env, "MAX_UPLOAD_PIXELS", 50 * 1000 * 1000),
+            max_upload_bytes=int_env(env, "MAX_UPLOAD_BYTES", 25 * 1000 * 1000),
+            max_upload_pixels=int_env(env, "MAX_UPLOAD_PIXELS", 50 * 1000 * 1000),
         )
 
     def topic_env(self) -> dict[str, str]:

@@ -15,6 +15,7 @@ from processor import run as processor_run
 from producer import run as producer_run
 from tests.conftest import SAMPLE_VIDEO
 from viewer import create_app
+from viewer.extension import viewer_of
 
 
 @contextmanager
@@ -48,8 +49,7 @@ def running_stack(
         yield url
     finally:
         stop.set()
-        app.extensions["viewer"].stop()
-        app.extensions["uploads"].close()
+        viewer_of(app).shutdown()
         for t in threads:
             t.join(15)
     assert not any(t.is_alive() for t in threads), "stage did not stop on its stop event"

@@ -27,6 +27,7 @@ from tests.conftest import SAMPLE_PNG, SAMPLE_VIDEO, ServerThread
 from tests.images import is_grayscale
 from tests.stack import running_stack
 from viewer import create_app
+from viewer.extension import viewer_of
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -228,10 +229,9 @@ def dead_broker_viewer() -> Iterator[ServerThread]:
             yield server
         finally:
             server.close()
-            app.extensions["uploads"].close()
             # Its readers are stuck connecting to the dead address (5 s join each): let them end
             # on their own in the background instead of waiting for each in turn.
-            threading.Thread(target=app.extensions["viewer"].stop, daemon=True).start()
+            threading.Thread(target=viewer_of(app).shutdown, daemon=True).start()
 
 
 def test_banner_says_broker_down_then_server_gone(page, screenshots):

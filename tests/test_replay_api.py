@@ -15,6 +15,7 @@ from pipeline.settings import Settings
 from tests.broker_helpers import active_member, first_frame, send_frames
 from tests.mjpeg_client import iter_parts
 from viewer import create_app
+from viewer.extension import viewer_of
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ def stack(module_settings, serve):
     yield url, feeder
     feeder.stop.set()
     feeder.thread.join(5)
-    app.extensions["viewer"].stop()
+    viewer_of(app).shutdown()
 
 
 def replay(url: str, body, token: str | None = TOKEN) -> requests.Response:

@@ -23,6 +23,7 @@ from tests.conftest import isolated_settings
 from tests.photos import decode, photo, photo_bytes
 from tests.test_imageheader import with_jpeg_size, with_png_size
 from viewer import create_app
+from viewer.extension import viewer_of
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +97,7 @@ def processors(module_settings):
 def client(module_settings, processors, tmp_path_factory):
     app = create_app({"SETTINGS": module_settings, "JOBS_DB": str(tmp_path_factory.mktemp("jobs") / "jobs.db")})
     yield app.test_client()
-    app.extensions["uploads"].close()
+    viewer_of(app).shutdown()
 
 
 @pytest.mark.parametrize("tile, tiles_total", [(128, 16), (4096, 1)])
@@ -159,7 +160,7 @@ def test_two_viewer_workers_share_one_job_store(module_settings, processors, tmp
     apps = [create_app(config), create_app(config)]
     try:
         first, second = (app.test_client() for app in apps)
-        assert all(app.extensions["uploads"].collector.wait_ready(30) for app in apps)
+        assert all(viewer_of(app).uploads.collector.wait_ready(30) for app in apps)
         jobs = [submit(first, photo_bytes("coffee.png"), transform=spec, tile="128")["job"] for spec in ("edges", "invert")]
         for job in jobs:
             wait_done(second, job)
@@ -169,7 +170,7 @@ def test_two_viewer_workers_share_one_job_store(module_settings, processors, tmp
             assert first.get(f"/jobs/{job}/result").status_code == 200
     finally:
         for app in apps:
-            app.extensions["uploads"].close()
+            viewer_of(app).shutdown()
 
 
 def test_unknown_job_is_404(client):
@@ -180,7 +181,7 @@ def test_unknown_job_is_404(client):
 
 def test_a_tile_the_processor_refuses_fails_the_job(client):
     """A dead-lettered tile (here: a whole-image transform on a tile) fails its job with the reason."""
-    uploads = client.application.extensions["uploads"]
+    uploads = viewer_of(client.application).uploads
     assert uploads.collector.wait_ready(30)
     job = uuid.uuid4().hex
     uploads.store.create(job, "png", "edges", 64, 64, 1)
@@ -207,7 +208,7 @@ def test_a_job_nobody_processes_times_out(broker, tmp_path):
             time.sleep(0.2)
         assert status["state"] == "failed" and "timed out after 1 s" in status["error"]
     finally:
-        app.extensions["uploads"].close()
+        viewer_of(app).shutdown()
 
 
 def test_job_survives_a_viewer_restart(broker, tmp_path):
@@ -218,7 +219,7 @@ def test_job_survives_a_viewer_restart(broker, tmp_path):
     job = submit(first.test_client(), photo_bytes("astronaut.png"), transform="invert", tile="128")
     pending = first.test_client().get(job["result_url"])
     assert pending.status_code == 409 and pending.get_json()["state"] == "queued"
-    first.extensions["uploads"].close()
+    viewer_of(first).shutdown()
 
     processors = Processors(settings, 1)
     try:
@@ -249,7 +250,7 @@ def processed_tiles(settings, job: str, expected: int, timeout_s: float = JOB_WA
 def test_a_restarted_viewer_assembles_jobs_whose_tiles_were_all_stored(broker, tmp_path):
     """The last viewer stored every tile, then stopped before assembling: the next one does it."""
     app = create_app({"SETTINGS": isolated_settings(broker), "JOBS_DB": str(tmp_path / "jobs.db")})
-    store = app.extensions["uploads"].store
+    store = viewer_of(app).uploads.store
     store.create("stranded", "png", "invert", 64, 64, 1)
     store.add_tile("stranded", 0, None, small_png(), 64, 64)
     try:
@@ -257,7 +258,7 @@ def test_a_restarted_viewer_assembles_jobs_whose_tiles_were_all_stored(broker, t
         wait_done(client, "stranded")
         assert client.get("/jobs/stranded/result").data == small_png()
     finally:
-        app.extensions["uploads"].close()
+        viewer_of(app).shutdown()
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -269,7 +270,7 @@ def strict(module_settings, tmp_path_factory):
                                    max_message_bytes=100_000)
     app = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path_factory.mktemp("strict") / "jobs.db")})
     yield app.test_client()
-    app.extensions["uploads"].close()
+    viewer_of(app).shutdown()
 
 
 def corrupt_png() -> bytes:

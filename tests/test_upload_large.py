@@ -14,6 +14,7 @@ from processor import run as processor_run
 from tests.photos import large_photo
 from tests.test_upload import Processors, result_image, submit, wait_done
 from viewer import create_app
+from viewer.extension import viewer_of
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,7 @@ def test_4096_square_jpeg_completes_on_two_processors(module_settings, tmp_path,
         wait_done(client, job["job"], timeout_s=240)
         out = result_image(client, job["job"], "image/jpeg")
     finally:
-        app.extensions["uploads"].close()
+        viewer_of(app).shutdown()
         stats = processors.stop()
     expected = parse_spec("grayscale")(cv2.imdecode(jpeg, cv2.IMREAD_COLOR))
     assert out.shape == (4096, 4096, 3)

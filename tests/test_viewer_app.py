@@ -22,6 +22,7 @@ from pipeline.wire import Frame, spread_partition, to_record
 from tests.frame_feed import split_frames
 from tests.mjpeg_client import iter_parts, read_parts
 from viewer import create_app
+from viewer.extension import viewer_of
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,7 @@ def settings(module_settings):
 def app(settings):
     app = create_app({"SETTINGS": settings, "KEEPALIVE_S": 0.3})
     yield app
-    app.extensions["viewer"].stop()
+    viewer_of(app).shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def test_png_stream_is_served_as_jpeg(settings, producer, url):
 
 
 def test_idle_stream_keeps_writing_and_a_gone_client_releases_its_consumer(settings, producer, url, app):
-    registry = app.extensions["viewer"].metrics.registry
+    registry = viewer_of(app).metrics.registry
 
     def open_consumers() -> float:
         return registry.get_sample_value("viewer_resume_consumers")
@@ -139,7 +140,7 @@ def one_request_producer(settings):
 
 def test_a_stream_spread_over_partitions_is_served_in_order(settings, one_request_producer, url, app):
     jpeg = encode_image(gradient(30, 40), "jpeg")
-    registry = app.extensions["viewer"].metrics.registry
+    registry = viewer_of(app).metrics.registry
 
     def send_spread(seqs) -> None:
         for seq in seqs:

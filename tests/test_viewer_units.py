@@ -17,7 +17,7 @@ from viewer.live.ordering import StreamOrder
 from viewer.live.resume import VIEWER_ID
 from viewer.live.served import ServedFrame, served_or_tile
 from viewer.live.tiles import TileError, TileReassembler
-from viewer.status.heartbeats import WorkerRegistry
+from viewer.status.heartbeats import ProcessorHeartbeats
 
 
 def picture(h: int = 90, w: int = 130) -> np.ndarray:
@@ -196,7 +196,7 @@ def beat(worker_id: str, ts: int, **fields) -> bytes:
 
 
 def test_worker_registry_keeps_newest_per_id_and_forgets_stale_and_stopped():
-    registry = WorkerRegistry(settings=None, stale_after_s=15)
+    registry = ProcessorHeartbeats(settings=None, stale_after_s=15)
     registry.accept(beat("a", 1_000_000, frames=1))
     registry.accept(beat("a", 1_010_000, frames=5, partitions=[0, 2]))
     registry.accept(beat("a", 1_005_000, frames=3))  # late, older: ignored

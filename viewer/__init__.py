@@ -4,39 +4,33 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask
+from flask import Blueprint, Flask
 
-from pipeline.settings import Settings
+from viewer.errors import register_error_handlers
+from viewer.extension import Viewer
+from viewer.routes import live, replay, status, stills
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES = os.path.join(ROOT, "templates")
 STATIC = os.path.join(ROOT, "static")
 
-# Seconds of silence on a stream before its last part is sent again (see viewer/live/mjpeg.py).
-DEFAULT_KEEPALIVE_S = 2.0
 
-
-def blueprints() -> list:
+def blueprints() -> list[Blueprint]:
     """Every blueprint of the viewer, registered in this order: the one place to add routes."""
-    from viewer.routes.live import bp as viewer
-    from viewer.routes.replay import bp as replay
 
-    return [viewer, replay]
+    return [live.bp, status.bp, replay.bp, stills.bp]
 
 
 def create_app(config: dict | None = None) -> Flask:
     """App factory (`gunicorn -k gevent 'viewer:create_app()'`).
 
-    config may hold SETTINGS (else read from the environment) and KEEPALIVE_S.
+    config may hold SETTINGS (else read from the environment) and the viewer's own settings
+    (see `viewer.settings.ViewerSettings`).
     """
-    from viewer.state import ViewerState
-    from viewer.stills import upload
-
     app = Flask(__name__, template_folder=TEMPLATES, static_folder=STATIC)
     app.config.update(config or {})
-    settings = app.config.get("SETTINGS") or Settings.from_env()
-    app.extensions["viewer"] = ViewerState(settings, float(app.config.get("KEEPALIVE_S", DEFAULT_KEEPALIVE_S)))
+    Viewer(app)
     for bp in blueprints():
         app.register_blueprint(bp)
-    upload.init_app(app, settings)
+    register_error_handlers(app)
     return app

@@ -1,4 +1,4 @@
-"""HTTP routes of the viewer: page, MJPEG streams, snapshots, stream list, workers, health, metrics."""
+"""Live video routes: the page, MJPEG streams (live or resumed), snapshots, and the stream list."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
-from pipeline.kafka import broker_reachable
-from viewer.errors import json_error
+from viewer.errors import ApiError
+from viewer.extension import Viewer, current_viewer
 from viewer.live.hub import LiveHub
 from viewer.live.mjpeg import MIMETYPE, FrameTicks, mjpeg
 from viewer.live.resume import VIEWER_ID, VIEWER_ID_RULE, resumed_frames
 from viewer.live.served import ServedFrame
-from viewer.metrics import CONTENT_TYPE
-from viewer.state import ViewerState, state
 
 bp = Blueprint("viewer", __name__)
 
@@ -35,7 +33,7 @@ def live_frames(hub: LiveHub, stream: str, tick_s: float) -> FrameTicks:
             yield frame
 
 
-def tracked(body: Iterator[bytes], st: ViewerState, mode: str, viewer_id: str | None) -> Iterator[bytes]:
+def tracked(body: Iterator[bytes], st: Viewer, mode: str, viewer_id: str | None) -> Iterator[bytes]:
     """Counts the open response in the metrics (and its viewer id for lag) while it is iterated."""
     st.metrics.clients.labels(mode).inc()
     if viewer_id is not None:
@@ -51,7 +49,7 @@ def tracked(body: Iterator[bytes], st: ViewerState, mode: str, viewer_id: str | 
 
 @bp.get("/")
 def index():
-    hub = state().processed
+    hub = current_viewer().processed
     hub.ensure_started()
     return render_template("index.html", streams=[name for name, _ in hub.stream_slots()])
 
@@ -61,23 +59,23 @@ def stream_mjpeg(stream: str):
     raw = request.args.get("raw") in ("1", "true", "yes")
     viewer_id = request.args.get("viewer")
     if viewer_id is not None and not VIEWER_ID.match(viewer_id):
-        return json_error(400, VIEWER_ID_RULE)
-    st = state()
+        raise ApiError(400, VIEWER_ID_RULE)
+    st = current_viewer()
     hub = st.hub(raw)
     if not hub.wait_for_stream(stream, FIRST_FRAME_WAIT_S):
-        return json_error(404, f"unknown stream {stream!r}")
-    tick_s = min(1.0, st.keepalive_s)
+        raise ApiError(404, f"unknown stream {stream!r}")
+    tick_s = min(1.0, st.settings.keepalive_s)
     if viewer_id is None:
         mode, ticks = "live", live_frames(hub, stream, tick_s)
     else:
-        mode, ticks = "resume", resumed_frames(st.settings, hub.topic, stream, viewer_id, st.metrics, idle_s=tick_s)
+        mode, ticks = "resume", resumed_frames(st.settings.shared, hub.topic, stream, viewer_id, st.metrics, idle_s=tick_s)
     served = st.metrics.frames_served.labels(stream, mode)
 
     def on_frame(frame: ServedFrame) -> None:
         served.inc()
         st.metrics.latency.observe(max(0.0, time.time() - frame.ts_ms / 1000))
 
-    body = mjpeg(ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=on_frame)
+    body = mjpeg(ticks, st.settings.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=on_frame)
     response = Response(tracked(body, st, mode, viewer_id), mimetype=MIMETYPE)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -85,9 +83,9 @@ def stream_mjpeg(stream: str):
 
 @bp.get("/snapshot/<stream>.jpg")
 def snapshot(stream: str):
-    hub = state().processed
+    hub = current_viewer().processed
     if not hub.wait_for_stream(stream, FIRST_FRAME_WAIT_S):
-        return json_error(404, f"unknown stream {stream!r}")
+        raise ApiError(404, f"unknown stream {stream!r}")
     frame = hub.latest(stream)
     headers = {"X-Frame-Seq": str(frame.seq), "X-Frame-Ts": str(frame.ts_ms), "Cache-Control": "no-store"}
     return Response(frame.jpeg, mimetype="image/jpeg", headers=headers)
@@ -95,7 +93,7 @@ def snapshot(stream: str):
 
 @bp.get("/streams")
 def streams():
-    st = state()
+    st = current_viewer()
     st.processed.ensure_started()
     st.lag.ensure_started()
     now_ms = time.time() * 1000
@@ -116,22 +114,3 @@ def streams():
             }
         )
     return jsonify({"streams": out})
-
-
-@bp.get("/workers")
-def workers():
-    registry = state().workers
-    registry.ensure_started()
-    return jsonify({"workers": registry.live(), "error": registry.error})
-
-
-@bp.get("/healthz")
-def healthz():
-    if broker_reachable(state().settings, timeout_s=1.0):
-        return jsonify({"status": "ok"})
-    return jsonify({"status": "broker unreachable"}), 503
-
-
-@bp.get("/metrics")
-def metrics():
-    return Response(state().metrics.render(), mimetype=CONTENT_TYPE)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, jsonify, request
 from kafka.errors import KafkaError
 
 from pipeline.offsets import GroupActiveError, OffsetsError, OffsetTool, parse_target
-from viewer.errors import json_error
+from viewer.errors import ApiError
+from viewer.extension import current_viewer
 from viewer.live.resets import announce, resetting
 from viewer.live.resume import VIEWER_ID, VIEWER_ID_RULE
-from viewer.state import state
 
 bp = Blueprint("replay", __name__)
 
@@ -25,28 +25,28 @@ LOOPBACK = ("127.0.0.1", "::1")
 VIEWER_GROUP_PREFIX = "viewer-"
 
 
-def refusal() -> tuple[Response, int] | None:
-    """Why this request may not use an admin route, as a response; None when it may."""
-    token = state().settings.admin_token
+def require_admin() -> None:
+    """ApiError (401/403) unless this request may use an admin route."""
+    settings = current_viewer().settings.shared
+    token = settings.admin_token
     if token:
         header = request.headers.get("Authorization")
         if not header:
-            response, status = json_error(401, "admin route: send Authorization: Bearer <VIEWER_ADMIN_TOKEN>")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="viewer admin"'
-            return response, status
+            raise ApiError(401, "admin route: send Authorization: Bearer <VIEWER_ADMIN_TOKEN>",
+                           headers={"WWW-Authenticate": 'Bearer realm="viewer admin"'})
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            return json_error(403, "wrong admin token")
-        return None
-    if state().settings.loopback_admin and request.remote_addr in LOOPBACK:
-        return None
-    return json_error(403, "admin routes are off: set VIEWER_ADMIN_TOKEN")
+            raise ApiError(403, "wrong admin token")
+        return
+    if settings.loopback_admin and request.remote_addr in LOOPBACK:
+        return
+    raise ApiError(403, "admin routes are off: set VIEWER_ADMIN_TOKEN")
 
 
 def _topic_for(group: str, raw: bool) -> str:
     """Viewer groups read the processed topic (raw with ?raw=1); any other group, such as the
     processors, reads the raw topic."""
-    settings = state().settings
+    settings = current_viewer().settings.shared
     if group.startswith(VIEWER_GROUP_PREFIX) and not raw:
         return settings.processed_topic
     return settings.raw_topic
@@ -54,26 +54,24 @@ def _topic_for(group: str, raw: bool) -> str:
 
 @bp.post("/api/replay")
 def replay():
-    refused = refusal()
-    if refused is not None:
-        return refused
+    require_admin()
     body = request.get_json(silent=True) if request.is_json else None
     if not isinstance(body, dict):
-        return json_error(415 if not request.is_json else 400, 'send a JSON object: {"group": G, "stream": S, "to": T}')
+        raise ApiError(415 if not request.is_json else 400, 'send a JSON object: {"group": G, "stream": S, "to": T}')
     group, stream, raw = body.get("group"), body.get("stream"), body.get("raw", False)
     if not isinstance(group, str) or not group or len(group) > 255:
-        return json_error(400, "'group' must be a consumer group id, e.g. viewer-<id> or processors")
+        raise ApiError(400, "'group' must be a consumer group id, e.g. viewer-<id> or processors")
     if group.startswith(VIEWER_GROUP_PREFIX) and not VIEWER_ID.match(group[len(VIEWER_GROUP_PREFIX):]):
-        return json_error(400, VIEWER_ID_RULE)
+        raise ApiError(400, VIEWER_ID_RULE)
     if not isinstance(stream, str) or not stream:
-        return json_error(400, "'stream' must be a stream name")
+        raise ApiError(400, "'stream' must be a stream name")
     if not isinstance(raw, bool):
-        return json_error(400, "'raw' must be true or false")
+        raise ApiError(400, "'raw' must be true or false")
     try:
         target = parse_target(body.get("to"))
         if target.kind == "offset" and target.value < 0:
             raise OffsetsError("an offset must be 0 or more")
-        with OffsetTool(state().settings) as tool:
+        with OffsetTool(current_viewer().settings.shared) as tool:
             tp = tool.stream_partition(_topic_for(group, raw), stream)
             # Readers of this group commit nothing while the reset is planned and applied.
             with resetting(group) as readers:
@@ -82,11 +80,11 @@ def replay():
                 tool.apply(group, moves)
                 signalled = announce(readers, {m.tp: m.new for m in moves if m.new is not None})
     except GroupActiveError as exc:
-        return json_error(409, str(exc))
+        raise ApiError(409, str(exc)) from None
     except OffsetsError as exc:
-        return json_error(400, str(exc))
+        raise ApiError(400, str(exc)) from None
     except KafkaError as exc:
-        return json_error(503, f"broker: {exc}")
+        raise ApiError(503, f"broker: {exc}") from None
     return jsonify(
         {
             "group": group,

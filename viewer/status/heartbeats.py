@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 REPLAY_RECORDS = 2000
 
 
-class WorkerRegistry(BackgroundLoop):
+class ProcessorHeartbeats(BackgroundLoop):
+    """Live processors, from the newest heartbeat of each."""
+
     name = "heartbeats"
 
     def __init__(self, settings: Settings, stale_after_s: float = STALE_AFTER_S) -> None:

@@ -1,0 +1,58 @@
+"""The viewer as a Flask extension: one object per app owns the settings, the metrics, every
+background reader (live hubs, heartbeats, lag, job collector) and the job store, and stops
+them all with one `shutdown()`. Every reader starts on first use."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, current_app
+
+from viewer.live.hub import LiveHub
+from viewer.metrics import ViewerMetrics
+from viewer.settings import ViewerSettings
+from viewer.status.heartbeats import ProcessorHeartbeats
+from viewer.status.lag import LagSampler
+from viewer.stills.store import JobStore
+from viewer.stills.upload import Uploads
+
+
+class Viewer:
+    def __init__(self, app: Flask | None = None) -> None:
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        self.settings = ViewerSettings.from_config(app.config)
+        shared = self.settings.shared
+        self.metrics = ViewerMetrics()
+        self.processed = LiveHub(shared, shared.processed_topic, self.metrics)
+        self.raw = LiveHub(shared, shared.raw_topic, self.metrics)
+        self.heartbeats = ProcessorHeartbeats(shared)
+        self.lag = LagSampler(shared, self.metrics, lambda: [name for name, _ in self.processed.stream_slots()])
+        store = JobStore(self.settings.jobs_db, keep=self.settings.jobs_keep)
+        self.uploads = Uploads(shared, store, self.settings.max_active_jobs, self.settings.job_timeout_s)
+        app.extensions["viewer"] = self
+
+    def hub(self, raw: bool) -> LiveHub:
+        return self.raw if raw else self.processed
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Stop every reader within one shared deadline (readers stuck connecting to a dead
+        broker would otherwise be waited for one after another), then close the producer."""
+        loops = (self.processed, self.raw, self.heartbeats, self.lag, self.uploads.collector)
+        for loop in loops:
+            loop.stopping.set()
+        deadline = time.monotonic() + timeout_s
+        for loop in loops:
+            loop.stop(max(0.0, deadline - time.monotonic()))
+        self.uploads.close()
+
+
+def viewer_of(app: Flask) -> Viewer:
+    return app.extensions["viewer"]
+
+
+def current_viewer() -> Viewer:
+    """The viewer of the app handling this request."""
+    return viewer_of(current_app)

@@ -1,0 +1,150 @@
+"""Still-image routes: POST /upload, and each job's status, result and progress events."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, jsonify, request, url_for
+from kafka.errors import KafkaError
+
+from pipeline.transforms import REGISTRY, Chain, TransformError, parse_spec
+from viewer.errors import ApiError
+from viewer.extension import current_viewer
+from viewer.stills.store import JobStatus
+from viewer.stills.upload import check_header, decode_upload, job_frames
+
+bp = Blueprint("upload", __name__)
+
+DEFAULT_TRANSFORM = "grayscale"  # the processor's own default
+DEFAULT_TILE = 512
+TILE_RANGE = (64, 8192)
+# Multipart boundaries and the small form fields around the file.
+FORM_OVERHEAD_BYTES = 64 * 1024
+RECORD_OVERHEAD_BYTES = 4096  # headers and framing of one Kafka record, generously
+READY_WAIT_S = 15.0
+EVENTS_POLL_S = 0.25
+EVENTS_MAX_S = 15 * 60
+MIMETYPES = {"png": "image/png", "jpeg": "image/jpeg"}
+EXTENSIONS = {"png": "png", "jpeg": "jpg"}
+
+
+def _read_image_field(max_bytes: int) -> bytes:
+    if request.content_length is not None and request.content_length > max_bytes + FORM_OVERHEAD_BYTES:
+        raise ApiError(413, f"upload larger than MAX_UPLOAD_BYTES={max_bytes}")
+    file = request.files.get("image")
+    if file is None:
+        hint = " (it must be a file part)" if "image" in request.form else ""
+        raise ApiError(400, f"missing multipart field 'image'{hint}")
+    data = file.stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ApiError(413, f"image larger than MAX_UPLOAD_BYTES={max_bytes}")
+    if not data:
+        raise ApiError(400, "field 'image' is empty")
+    return data
+
+
+def _chain() -> Chain:
+    spec = request.form.get("transform") or DEFAULT_TRANSFORM
+    try:
+        return parse_spec(spec)
+    except TransformError as exc:
+        raise ApiError(400, str(exc), valid=sorted(REGISTRY)) from None
+
+
+def _tile_size() -> int:
+    raw = request.form.get("tile") or str(DEFAULT_TILE)
+    low, high = TILE_RANGE
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(400, f"tile must be an integer from {low} to {high}, got {raw!r}")
+    return int(raw)
+
+
+def _job_urls(job_id: str) -> dict:
+    return {
+        "status_url": url_for("upload.job_status", job_id=job_id),
+        "result_url": url_for("upload.job_result", job_id=job_id),
+        "events_url": url_for("upload.job_events", job_id=job_id),
+    }
+
+
+@bp.post("/upload")
+def upload():
+    up = current_viewer().uploads
+    settings = up.settings
+    data = _read_image_field(settings.max_upload_bytes)
+    chain = _chain()
+    tile = _tile_size()
+    header = check_header(data, settings.max_upload_pixels)
+    # Decoding proves the file is whole (a valid header can front corrupt pixel data); only
+    # now, with the size checked, is the allocation bounded.
+    image = decode_upload(data, header)
+    if up.active_count() >= up.max_active:
+        raise ApiError(429, f"{up.max_active} jobs already in progress (MAX_ACTIVE_JOBS); try again shortly")
+    job_id = uuid.uuid4().hex
+    total, frames = job_frames(job_id, data, image, header, chain, tile)
+    # A whole-image record must fit one Kafka message; tiles always do.
+    if total == 1 and len(data) > settings.max_message_bytes - RECORD_OVERHEAD_BYTES:
+        raise ApiError(413, f"transform {chain.spec!r} needs the whole image in one message, and this one is"
+                             f" larger than MAX_MESSAGE_BYTES={settings.max_message_bytes}")
+    if not up.collector.wait_ready(READY_WAIT_S):
+        raise ApiError(503, f"broker unreachable: {up.collector.error or 'job collector not ready'}")
+    up.store.create(job_id, header.format, chain.spec, header.width, header.height, total)
+    try:
+        up.publish(frames)
+    except KafkaError as exc:
+        up.store.fail(job_id, f"publishing failed: {exc}")
+        raise ApiError(503, f"broker unreachable: {exc}", job=job_id) from None
+    body = {"job": job_id, "state": "queued", "tiles_total": total, "transform": chain.spec, **_job_urls(job_id)}
+    return jsonify(body), 202, {"Location": body["status_url"]}
+
+
+def _known(job_id: str) -> JobStatus:
+    status = current_viewer().uploads.status(job_id)
+    if status is None:
+        raise ApiError(404, f"unknown job {job_id!r}")
+    return status
+
+
+@bp.get("/jobs/<job_id>")
+def job_status(job_id: str):
+    return jsonify(_known(job_id).to_json() | _job_urls(job_id))
+
+
+@bp.get("/jobs/<job_id>/result")
+def job_result(job_id: str):
+    status = _known(job_id)
+    if status.state != "done":
+        message = f"job failed: {status.error}" if status.state == "failed" else f"job is {status.state}"
+        raise ApiError(409, message, state=status.state, tiles_done=status.tiles_done, tiles_total=status.tiles_total)
+    result = current_viewer().uploads.store.result(job_id)
+    if result is None:  # pruned between the two reads
+        raise ApiError(404, f"unknown job {job_id!r}")
+    disposition = "attachment" if request.args.get("download") in ("1", "true", "yes") else "inline"
+    filename = f"{job_id}.{EXTENSIONS[status.format]}"
+    return Response(result, mimetype=MIMETYPES[status.format],
+                    headers={"Content-Disposition": f'{disposition}; filename="{filename}"'})
+
+
+@bp.get("/jobs/<job_id>/events")
+def job_events(job_id: str):
+    """Server-sent events: the job's status JSON each time it changes, until done or failed."""
+    first = _known(job_id)
+    up = current_viewer().uploads
+
+    def events(status: JobStatus | None) -> Iterator[str]:
+        deadline = time.monotonic() + EVENTS_MAX_S
+        last = None
+        while status is not None and time.monotonic() < deadline:
+            current = (status.state, status.tiles_done)
+            if current != last:
+                last = current
+                yield f"event: status\ndata: {json.dumps(status.to_json())}\n\n"
+            if status.state in ("done", "failed"):
+                return
+            time.sleep(EVENTS_POLL_S)
+            status = up.status(job_id)
+
+    return Response(events(first), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

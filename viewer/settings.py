@@ -1,0 +1,46 @@
+"""The viewer's settings: the shared pipeline settings plus the viewer's own, read in one place.
+
+Each of the viewer's own comes from the Flask config (``create_app({...})``), else the
+environment, else its default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.settings import Settings, int_env
+from viewer.stills.store import DEFAULT_DB
+
+# Seconds of silence on a stream before its last part is sent again (see viewer/live/mjpeg.py).
+DEFAULT_KEEPALIVE_S = 2.0
+
+
+@dataclass(frozen=True)
+class ViewerSettings:
+    shared: Settings
+    keepalive_s: float = DEFAULT_KEEPALIVE_S
+    jobs_db: str = DEFAULT_DB
+    jobs_keep: int = 50
+    max_active_jobs: int = 8
+    job_timeout_s: int = 600
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], env: Mapping[str, str] | None = None) -> ViewerSettings:
+        """``config`` may hold SETTINGS (a pipeline ``Settings``), KEEPALIVE_S, JOBS_DB, JOBS_KEEP,
+        MAX_ACTIVE_JOBS and JOB_TIMEOUT_S; all but the first two may also come from ``env``."""
+        env = os.environ if env is None else env
+        own = {name: str(config.get(name) or env.get(name) or "") for name in _OWN}
+        return cls(
+            shared=config.get("SETTINGS") or Settings.from_env(env),
+            keepalive_s=float(config.get("KEEPALIVE_S", DEFAULT_KEEPALIVE_S)),
+            jobs_db=own["JOBS_DB"] or DEFAULT_DB,
+            jobs_keep=int_env(own, "JOBS_KEEP", 50),
+            max_active_jobs=int_env(own, "MAX_ACTIVE_JOBS", 8),
+            job_timeout_s=int_env(own, "JOB_TIMEOUT_S", 600),
+        )
+
+
+_OWN = ("JOBS_DB", "JOBS_KEEP", "MAX_ACTIVE_JOBS", "JOB_TIMEOUT_S")
