@@ -34,6 +34,8 @@ class Heartbeat:
     """Frames per second over the last interval."""
     errors: int = 0
     """Records sent to the dead-letter topic since start."""
+    rebalances: int = 0
+    """Partition assignments this processor received since start (one per rebalance it joined)."""
     concurrency: int = 1
     tile: int | None = None
     state: str = "running"

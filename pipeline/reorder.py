@@ -91,6 +91,10 @@ class Reorderer(Generic[T]):
                 out[stream] = released
         return out
 
+    def clear(self) -> None:
+        """Forget every stream's position and held items; the stats go on counting."""
+        self._streams.clear()
+
     def pending(self, stream: Hashable) -> int:
         state = self._streams.get(stream)
         return len(state.heap) if state else 0

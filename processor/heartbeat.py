@@ -79,12 +79,13 @@ class HeartbeatPublisher:
         now = time.monotonic()
         with self.stats.lock:
             frames, errors, partitions = self.stats.frames, self.stats.dead_letters, list(self.stats.partitions)
+            rebalances = self.stats.rebalances
         then, frames_then = self._last
         self._last = (now, frames)
         fps = (frames - frames_then) / (now - then) if now > then else 0.0
         w = self.who
         return Heartbeat(id=w.id, host=w.host, pid=w.pid, group=w.group, transform=w.transform, topic=w.topic,
-                         partitions=partitions, frames=frames, fps=round(fps, 2), errors=errors,
+                         partitions=partitions, frames=frames, fps=round(fps, 2), errors=errors, rebalances=rebalances,
                          concurrency=w.concurrency, tile=w.tile, state=state, ts=int(time.time() * 1000))
 
     def _publish(self, state: str = "running") -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.heartbeat import Heartbeat, HeartbeatError, decode_heartbeat, encode_heartbeat, live_workers
+from processor.heartbeat import HeartbeatPublisher, Identity, ProcessorStats
 
 
 def beat(id: str, ts: int, state: str = "running", **kw) -> Heartbeat:
@@ -38,3 +39,13 @@ def test_live_workers_keeps_newest_and_drops_stopped_and_stale():
              beat("c", 1000)]
     live = live_workers(beats, now_ms=10_000, stale_after_s=6)
     assert [(b.id, b.frames) for b in live] == [("a", 5)]
+
+
+def test_a_processors_heartbeat_reports_its_rebalances():
+    stats = ProcessorStats()
+    stats.assign([0, 1])
+    stats.assign([1])
+    who = Identity(id="p1", group="g", transform="grayscale", topic="raw")
+    beat = HeartbeatPublisher(producer=None, topic="hb", who=who, stats=stats).beat()
+    assert (beat.partitions, beat.rebalances) == ([1], 2)
+    assert decode_heartbeat(encode_heartbeat(beat)[1]).rebalances == 2

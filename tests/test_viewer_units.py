@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,13 +11,15 @@ import pytest
 from pipeline.codec import decode_image, encode_image
 from pipeline.heartbeat import Heartbeat, encode_heartbeat
 from pipeline.tiling import Geometry
-from pipeline.wire import Frame
+from pipeline.wire import Frame, to_record
 from tests.frame_feed import split_frames
 from viewer.live.mjpeg import mjpeg, part
 from viewer.live.ordering import StreamOrder
+from viewer.live.reader import FrameReader
 from viewer.live.resume import VIEWER_ID
 from viewer.live.served import ServedFrame, served_or_tile
 from viewer.live.tiles import TileError, TileReassembler
+from viewer.metrics import ViewerMetrics
 from viewer.status.heartbeats import ProcessorHeartbeats
 
 
@@ -208,3 +211,37 @@ def test_worker_registry_keeps_newest_per_id_and_forgets_stale_and_stopped():
     live = registry.live(now_ms=1_012_000)
     assert [(w["id"], w["frames"], w["partitions"], w["age_s"]) for w in live] == [("a", 5, [0, 2], 2.0)]
     assert registry.live(now_ms=1_030_000) == []
+
+
+def test_frame_reader_reports_dropped_tiles_and_order_events_in_the_metrics():
+    """What the tile and order bookkeeping counts reaches /metrics."""
+    metrics = ViewerMetrics()
+    reader = FrameReader("t", metrics=metrics)
+
+    def records(frames: list[Frame], partition: int) -> dict:
+        made = []
+        for offset, frame in enumerate(frames):
+            _, value, headers = to_record(frame)
+            made.append(SimpleNamespace(topic="t", partition=partition, offset=offset, value=value, headers=headers))
+        return {partition: made}
+
+    jpeg = encode_image(picture(8, 8), "jpeg")
+
+    def frame(seq: int) -> Frame:
+        return Frame("s", seq, seq, "jpeg", 8, 8, jpeg)
+
+    # Spread over two partitions; 1 arrives after 2 went out, so it is late.
+    shown = reader.read(records([frame(0)], 0) | records([frame(2)], 1), 0.0)
+    shown += reader.read({}, 10.0)
+    shown += reader.read(records([frame(1)], 0), 10.1)
+    assert [frame.seq for frame, _ in shown] == [0, 2]
+    # One more first tile than the reassembler keeps in progress: the oldest frame is dropped.
+    firsts = [tile_frames(picture(), seq)[0] for seq in range(100, 100 + reader.tiles.max_in_progress + 1)]
+    reader.read(records(firsts, 0), 11.0)
+
+    def sample(name: str, **labels) -> float | None:
+        return metrics.registry.get_sample_value(name, {"topic": "t", **labels})
+
+    assert sample("viewer_order_events_total", event="late") == 1
+    assert sample("viewer_order_events_total", event="skipped") == 1
+    assert sample("viewer_tiled_frames_dropped_total") == 1

@@ -8,7 +8,10 @@ from flask import Blueprint, Flask
 
 from viewer.errors import register_error_handlers
 from viewer.extension import Viewer
-from viewer.routes import live, replay, status, stills
+from viewer.routes import live as live_routes
+from viewer.routes import replay as replay_routes
+from viewer.routes import status as status_routes
+from viewer.routes import stills as stills_routes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES = os.path.join(ROOT, "templates")
@@ -17,8 +20,7 @@ STATIC = os.path.join(ROOT, "static")
 
 def blueprints() -> list[Blueprint]:
     """Every blueprint of the viewer, registered in this order: the one place to add routes."""
-
-    return [live.bp, status.bp, replay.bp, stills.bp]
+    return [live_routes.bp, status_routes.bp, replay_routes.bp, stills_routes.bp]
 
 
 def create_app(config: dict | None = None) -> Flask:

@@ -23,6 +23,15 @@ class ViewerMetrics:
             "viewer_consumer_lag", "Records between a group's committed offset and the end of the stream's partition",
             ["stream", "topic", "group"], registry=r,
         )
+        self.order_events = Counter(
+            "viewer_order_events",
+            "Frame order in the live readers: frames released by reordering, late and duplicate frames dropped,"
+            " seqs given up on (skipped), producer restarts",
+            ["topic", "event"], registry=r,
+        )
+        self.tiled_frames_dropped = Counter(
+            "viewer_tiled_frames_dropped", "Tiled frames dropped with tiles still missing", ["topic"], registry=r
+        )
         self.latency = Histogram(
             "viewer_frame_latency_seconds", "Producer read time to the part being written to a client",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r,

@@ -49,7 +49,7 @@ class LiveHub(BackgroundLoop):
         self.settings = settings
         self.topic = topic
         self.metrics = metrics
-        self.reader = FrameReader(topic)
+        self.reader = FrameReader(topic, metrics=metrics)
         self.slots: dict[str, StreamSlot] = {}
         self.changed = threading.Condition()
 

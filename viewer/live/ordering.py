@@ -67,6 +67,12 @@ class StreamOrder(Generic[T]):
         self.reorderer.push(stream, seq, shown, now - 2 * self.max_wait_s)
         return seq
 
+    def clear(self) -> None:
+        """Forget what every stream showed and holds (the read position moved); stats go on."""
+        self.reorderer.clear()
+        self._partitions.clear()
+        self._newest.clear()
+
     def poll(self, now: float) -> list[T]:
         """Items of spread streams whose gap has waited long enough; call it when nothing arrives."""
         return [ready for released in self.reorderer.poll(now).values() for _, ready in released]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import asdict
 
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -16,6 +17,7 @@ from pipeline.wire import WireError, decode_record
 from viewer.live.ordering import StreamOrder
 from viewer.live.served import ServedFrame, served_or_tile
 from viewer.live.tiles import TileReassembler
+from viewer.metrics import ViewerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +28,13 @@ SPREAD_POLL_MS = 50
 class FrameReader:
     """Frames of `topic` (only `stream`'s when given), each with the record that completed it."""
 
-    def __init__(self, topic: str, stream: str | None = None) -> None:
+    def __init__(self, topic: str, stream: str | None = None, metrics: ViewerMetrics | None = None) -> None:
         self.topic = topic
         self.stream = stream
+        self.metrics = metrics
         self.tiles = TileReassembler()
         self.order: StreamOrder[tuple[ServedFrame, ConsumerRecord]] = StreamOrder()
+        self._counted = {"tiles_dropped": 0} | asdict(self.order.reorderer.stats)
 
     def poll_ms(self, idle_ms: int) -> int:
         """How long the next poll may wait for records."""
@@ -47,11 +51,26 @@ class FrameReader:
             self.order.seen(frame.stream, record.partition)
         ready = [item for frame, record in arrivals
                  for item in self.order.push(frame.stream, frame.seq, record.partition, (frame, record), now)]
-        return ready + self.order.poll(now)
+        ready += self.order.poll(now)
+        self._count()
+        return ready
 
     def restart_order(self) -> None:
         """Forget what was shown: the position moved (an offset reset), the stream goes on from there."""
-        self.order = StreamOrder()
+        self.order.clear()
+
+    def _count(self) -> None:
+        """Add what the tile and order bookkeeping counted since last time to the metrics."""
+        if self.metrics is None:
+            return
+        counts = {"tiles_dropped": self.tiles.dropped} | asdict(self.order.reorderer.stats)
+        for event, total in counts.items():
+            new = total - self._counted[event]
+            if new and event == "tiles_dropped":
+                self.metrics.tiled_frames_dropped.labels(self.topic).inc(new)
+            elif new:
+                self.metrics.order_events.labels(self.topic, event).inc(new)
+        self._counted = counts
 
     def _accept(self, record: ConsumerRecord) -> ServedFrame | None:
         try:

@@ -41,7 +41,7 @@ def resumed_frames(
     group = viewer_group(viewer_id)
     consumer = make_consumer(settings, "viewer", group_id=group, auto_offset_reset="latest")
     resets = watch_resets(group)  # before reading committed offsets, so no reset slips in between
-    reader = FrameReader(topic, stream)
+    reader = FrameReader(topic, stream, metrics)
     metrics.resume_consumers.inc()
     try:
         tps = partitions_of(consumer, topic)
