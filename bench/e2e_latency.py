@@ -52,10 +52,11 @@ from pipeline.wire import decode_record  # noqa: E402
 from processor.pool import limit_opencv_threads  # noqa: E402
 from producer.__main__ import size_arg  # noqa: E402
 from producer.encode import EncodeOptions, resized  # noqa: E402
-from tests.conftest import SAMPLE_VIDEO, settings_env  # noqa: E402
-from tests.gunicorn_server import Gunicorn  # noqa: E402
-from tests.mjpeg_client import iter_parts  # noqa: E402
-from tests.stack import wait_for_stream  # noqa: E402
+from tests.support.gunicorn_server import Gunicorn  # noqa: E402
+from tests.support.mjpeg_client import iter_parts  # noqa: E402
+from tests.support.paths import SAMPLE_VIDEO  # noqa: E402
+from tests.support.stack import wait_for_stream  # noqa: E402
+from tests.support.topics import settings_env  # noqa: E402
 
 TRANSFORM = "grayscale"
 LIVE_STREAM = "sample"  # the producer's default: the file's stem

@@ -30,8 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from pipeline.local.broker import free_port  # noqa: E402
-from tests.mjpeg_client import iter_parts  # noqa: E402
-from tests.photos import large_photo  # noqa: E402
+from tests.support.mjpeg_client import iter_parts  # noqa: E402
+from tests.support.photos import large_photo  # noqa: E402
 
 TRANSFORM = "blur:ksize=5"
 

@@ -25,8 +25,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from pipeline.local.broker import EmbeddedBroker  # noqa: E402
-from tests.conftest import ServerThread, isolated_settings, settings_env  # noqa: E402
-from tests.photos import large_photo  # noqa: E402
+from tests.support.photos import large_photo  # noqa: E402
+from tests.support.server import ServerThread  # noqa: E402
+from tests.support.topics import isolated_settings, settings_env  # noqa: E402
 from viewer import create_app  # noqa: E402
 from viewer.extension import viewer_of  # noqa: E402
 

@@ -28,9 +28,9 @@ from pipeline.codec import encode_image  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
 from pipeline.local.broker import EmbeddedBroker  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from tests.conftest import SAMPLE_VIDEO  # noqa: E402
-from tests.frame_feed import FrameFeed  # noqa: E402
-from tests.gunicorn_server import Gunicorn  # noqa: E402
+from tests.support.frame_feed import FrameFeed  # noqa: E402
+from tests.support.gunicorn_server import Gunicorn  # noqa: E402
+from tests.support.paths import SAMPLE_VIDEO  # noqa: E402
 
 DELIMITER = b"\r\n--frame\r\n"
 FPS = 25

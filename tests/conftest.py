@@ -1,42 +1,35 @@
-"""Shared fixtures: the real embedded broker, isolated topic names, a viewer server."""
+"""Shared fixtures: the real embedded broker, isolated topic names, a viewer server, screenshots.
+
+Fixtures only; helpers live in ``tests/support``. Tests under ``integration/`` and ``browser/``
+are marked as such here, so ``-m "not integration"`` runs the fast unit tests alone.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import threading
-import uuid
 
 import pytest
-from werkzeug.serving import make_server
 
-from pipeline.kafka import ensure_topics
 from pipeline.local.broker import EmbeddedBroker
 from pipeline.settings import Settings
+from tests.support.server import ServerThread
+from tests.support.topics import isolated_settings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE_VIDEO = os.path.join(ROOT, "sample_media", "sample.mp4")
-SAMPLE_PNG = os.path.join(ROOT, "sample_media", "sample.png")  # 1600x1200
+HERE = os.path.dirname(os.path.abspath(__file__))
+FOLDER_MARKS = {"integration": ("integration",), "browser": ("browser", "integration")}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = os.path.relpath(str(item.path), HERE).split(os.sep)[0]
+        for mark in FOLDER_MARKS.get(folder, ()):
+            item.add_marker(mark)
 
 
 @pytest.fixture(scope="session")
 def broker():
     with EmbeddedBroker() as b:
         yield b
-
-
-def isolated_settings(broker: EmbeddedBroker) -> Settings:
-    """Settings on the session broker with topics of their own, so tests never see each other's frames."""
-    tag = uuid.uuid4().hex[:8]
-    s = dataclasses.replace(
-        Settings(bootstrap_servers=broker.bootstrap),
-        raw_topic=f"raw-{tag}",
-        processed_topic=f"processed-{tag}",
-        heartbeat_topic=f"heartbeat-{tag}",
-        dead_letter_topic=f"dlq-{tag}",
-    )
-    ensure_topics(s)
-    return s
 
 
 @pytest.fixture
@@ -47,23 +40,6 @@ def settings(broker) -> Settings:
 @pytest.fixture(scope="module")
 def module_settings(broker) -> Settings:
     return isolated_settings(broker)
-
-
-def settings_env(s: Settings) -> dict[str, str]:
-    """The environment that makes a child process see the same Settings."""
-    return dict(os.environ) | s.topic_env() | {"PYTHONPATH": ROOT}
-
-
-class ServerThread:
-    def __init__(self, app) -> None:
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.thread.join(5)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,384 @@
+"""The page in headless Chromium against a real running stack: it loads cleanly, the video moves,
+the raw/processed toggle and the stream picker work, narrow screens get one column, a dead broker
+or a lost server is said plainly, replay-from-start goes back, and an upload completes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from pipeline.offsets import OffsetTool
+from pipeline.settings import Settings
+from producer import run as producer_run
+from tests.support.broker_helpers import first_seq
+from tests.support.images import is_grayscale
+from tests.support.paths import SAMPLE_PNG, SAMPLE_VIDEO
+from tests.support.server import ServerThread
+from tests.support.stack import running_stack
+from viewer import create_app
+from viewer.extension import viewer_of
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+# Routes other panels poll that a viewer may not serve yet; the page must cope with their 404.
+OPTIONAL_ROUTES = ("/workers",)
+WAIT_MS = 20_000
+UPLOAD_LIMIT = 2_000_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.integration,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (.ci/run installs Debian's chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def settings(module_settings):
+    # As under `pipeline up`: admin routes (replay) answer loopback clients such as this browser.
+    # A small upload limit, so a too-big file is cheap to make.
+    return dataclasses.replace(module_settings, loopback_admin=True, max_upload_bytes=UPLOAD_LIMIT)
+
+
+@pytest.fixture(scope="module")
+def stack(settings, serve, tmp_path_factory):
+    jobs_db = str(tmp_path_factory.mktemp("jobs") / "jobs.sqlite3")
+    with running_stack(settings, serve, app_config={"JOBS_DB": jobs_db}) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Debian's Chromium driven by Playwright's bundled driver, on a fresh profile."""
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        yield context
+        context.close()
+
+
+class Problems:
+    """Console errors and uncaught exceptions a page produced."""
+
+    def __init__(self, page: Page) -> None:
+        self.errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
+
+    def _console(self, message) -> None:
+        if message.type != "error":
+            return
+        url = message.location.get("url", "")
+        if message.text.startswith("Failed to load resource") and url.endswith(OPTIONAL_ROUTES):
+            return
+        self.errors.append(f"{message.text} ({url})")
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Page]:
+    page = browser.new_page()
+    yield page
+    page.close()
+
+
+@pytest.fixture
+def problems(page) -> Problems:
+    return Problems(page)
+
+
+def decode_png(png: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image
+
+
+def wait_until_painted(page: Page, selector: str) -> None:
+    page.wait_for_function(
+        "(selector) => { const img = document.querySelector(selector); return img && img.naturalWidth > 0; }",
+        arg=selector,
+        timeout=WAIT_MS,
+    )
+
+
+def open_page(page: Page, url: str) -> None:
+    page.goto(url)
+    wait_until_painted(page, "#view-processed img")
+    expect(page.locator("#stat-fps")).to_have_text(re.compile(r"fps$"), timeout=WAIT_MS)
+
+
+def test_page_loads_live_without_console_errors(stack, page, problems, screenshots):
+    open_page(page, stack)
+    expect(page.locator("#health")).to_have_text("broker connected", timeout=WAIT_MS)
+    expect(page.locator("#stream-picker")).to_have_value("sample")
+    expect(page.locator("#view-processed img")).to_have_attribute("src", "/stream/sample.mjpg")
+    expect(page.locator("#stat-size")).to_have_text("640×360")
+    expect(page.locator("#stat-seq")).to_have_text(re.compile(r"^#\d+$"))
+    expect(page.locator("#processed-caption")).to_have_text("Processed · live")
+    # The chart has drawn at least a segment of each series.
+    page.wait_for_function("document.querySelector('#chart-fps').points.numberOfItems >= 2", timeout=WAIT_MS)
+    assert page.locator("#chart-delay").evaluate("el => el.points.numberOfItems") >= 2
+    # The stack's one processor, from its heartbeats; its transform names the stream's.
+    worker = page.locator("#workers-table tbody tr")
+    expect(worker).to_have_count(1, timeout=WAIT_MS)
+    expect(worker.locator("td").nth(4)).to_have_text(re.compile(r" ago$"))
+    expect(page.locator("#stat-transform")).to_have_text("grayscale")
+    expect(page.locator("#banner")).to_be_hidden()
+    page.screenshot(path=screenshots / "desktop.png", full_page=True)
+    assert problems.errors == []
+
+
+def test_stream_image_updates(stack, page, screenshots):
+    open_page(page, stack)
+    img = page.locator("#view-processed img")
+    first = img.screenshot(path=screenshots / "stream-first.png")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(300)
+        later = img.screenshot()
+        if later != first:
+            break
+    (screenshots / "stream-later.png").write_bytes(later)
+    assert later != first, "the stream <img> showed the same picture for 20 s"
+    assert is_grayscale(decode_png(later)), "the processed stream should be the grayscale transform"
+
+
+def choose_view(page: Page, name: str) -> None:
+    """Click the view button as a person does (the radio inside is visually hidden)."""
+    page.locator(".view-modes label", has_text=name).click()
+
+
+def test_raw_processed_toggle_switches_source(stack, page, problems, screenshots):
+    open_page(page, stack)
+    processed, raw = page.locator("#view-processed img"), page.locator("#view-raw img")
+
+    choose_view(page, "Raw")
+    expect(raw).to_have_attribute("src", "/stream/sample.mjpg?raw=1")
+    expect(page.locator("#view-processed")).to_be_hidden()
+    assert processed.get_attribute("src") is None, "a hidden view must not hold a stream open"
+    wait_until_painted(page, "#view-raw img")
+    assert not is_grayscale(decode_png(raw.screenshot(path=screenshots / "raw.png")))
+    assert re.search(r"view=raw", page.url)
+
+    choose_view(page, "Side by side")
+    expect(page.locator("#view-processed")).to_be_visible()
+    expect(page.locator("#view-raw")).to_be_visible()
+    expect(processed).to_have_attribute("src", "/stream/sample.mjpg")
+    wait_until_painted(page, "#view-processed img")
+    processed_box, raw_box = processed.bounding_box(), raw.bounding_box()
+    assert raw_box["x"] > processed_box["x"] + processed_box["width"] - 1, "wide screens put the views side by side"
+    page.locator("#player").screenshot(path=screenshots / "side-by-side.png")
+
+    choose_view(page, "Processed")
+    expect(page.locator("#view-raw")).to_be_hidden()
+    assert raw.get_attribute("src") is None
+    assert problems.errors == []
+
+
+def test_narrow_screen_is_one_column(stack, page, screenshots):
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{stack}/#view=both")
+    wait_until_painted(page, "#view-raw img")
+    wait_until_painted(page, "#view-processed img")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page scrolls sideways by {overflow}px on a phone"
+    processed_box = page.locator("#view-processed img").bounding_box()
+    raw_box = page.locator("#view-raw img").bounding_box()
+    assert raw_box["y"] >= processed_box["y"] + processed_box["height"] - 1, "phones stack the views"
+    assert processed_box["width"] > 300, "the video uses the screen's width"
+    chart_box = page.locator("#chart").bounding_box()
+    assert chart_box["y"] > processed_box["y"], "side panels go below the player"
+    page.screenshot(path=screenshots / "narrow.png", full_page=True)
+
+
+def dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def dead_broker_viewer() -> Iterator[ServerThread]:
+    """A viewer whose broker address answers nothing, on its own server."""
+    with tempfile.TemporaryDirectory() as jobs:
+        settings = Settings(bootstrap_servers=f"127.0.0.1:{dead_port()}")
+        app = create_app({"SETTINGS": settings, "JOBS_DB": os.path.join(jobs, "jobs.sqlite3")})
+        server = ServerThread(app)
+        try:
+            yield server
+        finally:
+            server.close()
+            # Its readers are stuck connecting to the dead address (5 s join each): let them end
+            # on their own in the background instead of waiting for each in turn.
+            threading.Thread(target=viewer_of(app).shutdown, daemon=True).start()
+
+
+def test_banner_says_broker_down_then_server_gone(page, screenshots):
+    with dead_broker_viewer() as server:
+        page.goto(server.url)
+        banner = page.locator("#banner")
+        expect(banner).to_be_visible(timeout=WAIT_MS)
+        expect(banner).to_contain_text("Kafka broker cannot be reached")
+        expect(page.locator("#health")).to_have_text("broker unreachable")
+        expect(page.locator("#no-stream")).to_be_visible()
+        page.screenshot(path=screenshots / "broker-down.png", full_page=True)
+    expect(banner).to_contain_text("viewer server is not answering", timeout=WAIT_MS)
+
+
+def test_processors_panel_renders_heartbeats(stack, page):
+    """The panel draws what /workers answers (here a fixed answer in the viewer's shape:
+    epoch-second heartbeats), marking silent processors and naming the transform."""
+    def answer(route) -> None:
+        now = time.time()  # at answer time, so the shown age is ~1 s however slow the page is
+        beat = {"transform": "grayscale"}
+        workers = [
+            {**beat, "id": "proc-a", "host": "host1", "partitions": [0, 2], "fps": 12.5, "last_heartbeat": now - 1},
+            {**beat, "id": "proc-b", "host": "h2", "partitions": [], "fps": 0.0, "last_heartbeat": now - 30, "state": "stopping"},
+        ]
+        route.fulfill(json={"workers": workers, "error": None})
+
+    page.route("**/workers", answer)
+    open_page(page, stack)
+    rows = page.locator("#workers-table tbody tr")
+    expect(rows).to_have_count(2, timeout=WAIT_MS)
+    expect(rows.nth(0).locator("td")).to_have_text(["proc-a", "host1", "0, 2", "12.5", re.compile(r"^(\d+ ms|[12]\.\d s) ago$")])
+    expect(rows.nth(1).locator("td").nth(0)).to_have_text("proc-b (stopping)")
+    expect(rows.nth(1).locator("td").nth(2)).to_have_text("none")
+    expect(rows.nth(1)).to_have_class("stale")
+    expect(page.locator("#stat-transform")).to_have_text("grayscale")
+
+    page.unroute("**/workers")
+    page.route("**/workers", lambda route: route.fulfill(json={"workers": [], "error": None}))
+    expect(page.locator("#workers-note")).to_have_text(re.compile("No processor has reported"), timeout=WAIT_MS)
+    expect(page.locator("#workers-table")).to_be_hidden()
+
+
+def shown_seq(page: Page) -> int:
+    return int(page.locator("#stat-seq").text_content().lstrip("#"))
+
+
+def test_replay_from_start_moves_the_stream_back(stack, settings, page, screenshots):
+    open_page(page, stack)
+    page.wait_for_function("Number(document.querySelector('#stat-seq').textContent.slice(1)) >= 50", timeout=WAIT_MS)
+    live_seq = shown_seq(page)
+
+    page.locator("#view-processed").get_by_role("button", name="Replay from start").click()
+    status = page.locator("#view-processed .replay-status")
+    expect(status).to_have_text(re.compile(r"→ \d+$"), timeout=WAIT_MS)
+    reset_to = int(status.text_content().rsplit("→", 1)[1])
+    img = page.locator("#view-processed img")
+    expect(img).to_have_attribute("src", re.compile(r"^/stream/sample\.mjpg\?viewer=[A-Za-z0-9_.-]+$"))
+    group = "viewer-" + img.get_attribute("src").rsplit("=", 1)[1]
+    expect(page.locator("#processed-caption")).to_contain_text("replay")
+    page.locator("#player").screenshot(path=screenshots / "replay-from-start.png")
+
+    with OffsetTool(settings) as tool:
+        tp = tool.stream_partition(settings.processed_topic, "sample")
+    assert first_seq(settings, tp, offset=reset_to) == 0 < live_seq, "the replay starts at the stream's first frame"
+    # The picture now comes from this tab's own group, which moves on from there as frames are shown.
+    deadline = time.monotonic() + 20
+    while first_seq(settings, tp, group=group) == 0 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert first_seq(settings, tp, group=group) > 0, f"{group} never moved past the replayed start"
+
+
+def test_page_recovers_after_losing_the_network(stack, browser, page):
+    open_page(page, stack)
+    img = page.locator("#view-processed img")
+    browser.set_offline(True)
+    try:
+        expect(page.locator("#banner")).to_contain_text("viewer server is not answering", timeout=WAIT_MS)
+    finally:
+        browser.set_offline(False)
+    expect(page.locator("#banner")).to_be_hidden(timeout=WAIT_MS)
+    # The stream was reopened, and it moves again.
+    expect(img).to_have_attribute("src", re.compile(r"^/stream/sample\.mjpg\?retry=\d+$"))
+    first = img.screenshot()
+    deadline = time.monotonic() + 20
+    while img.screenshot() == first and time.monotonic() < deadline:
+        page.wait_for_timeout(300)
+    assert img.screenshot() != first, "the stream stayed frozen after the network came back"
+
+
+@pytest.fixture
+def second_stream(stack, settings) -> Iterator[str]:
+    """Another stream, `small`: the sample video at 5 fps and 320 px wide."""
+    stop = threading.Event()
+    options = {"fps": 5, "loop": True, "max_width": 320, "stop": stop}
+    thread = threading.Thread(target=producer_run.run, args=(settings, SAMPLE_VIDEO, "small"), kwargs=options)
+    thread.start()
+    yield "small"
+    stop.set()
+    thread.join(15)
+
+
+def test_stream_picker_switches_video_stats_and_replay_target(stack, second_stream, page):
+    open_page(page, stack)
+    picker = page.locator("#stream-picker")
+    expect(picker.locator("option")).to_have_text(["sample", second_stream], timeout=WAIT_MS)
+    picker.select_option(second_stream)
+    expect(page.locator("#view-processed img")).to_have_attribute("src", f"/stream/{second_stream}.mjpg")
+    wait_until_painted(page, "#view-processed img")
+    expect(page.locator("#stat-size")).to_have_text("320×180", timeout=WAIT_MS)
+    expect(page.locator("#view-processed .replay")).to_have_attribute("data-stream", second_stream)
+    assert f"stream={second_stream}" in page.url
+
+    page.reload()  # the choice survives a reload, through the URL
+    expect(picker).to_have_value(second_stream)
+    expect(page.locator("#view-processed img")).to_have_attribute("src", f"/stream/{second_stream}.mjpg")
+
+
+def test_upload_shows_before_after_and_download(stack, page, screenshots):
+    open_page(page, stack)
+    page.locator("#upload-file").set_input_files(SAMPLE_PNG)
+    page.locator("#upload-transform").fill("grayscale")
+    page.locator("#upload-form").get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-compare")).to_be_visible(timeout=60_000)
+    wait_until_painted(page, "#upload-after")
+    wait_until_painted(page, "#upload-before")
+    expect(page.locator("#upload-status")).to_contain_text("done")
+    expect(page.locator("#upload-progress")).to_have_attribute("value", re.compile(r"^[1-9]"))
+    page.locator("#upload").screenshot(path=screenshots / "upload-done.png")
+    assert is_grayscale(decode_png(page.locator("#upload-after").screenshot()))
+    assert not is_grayscale(decode_png(page.locator("#upload-before").screenshot()))
+
+    with page.expect_download() as download:
+        page.locator("#upload-download").click()
+    saved = screenshots.parent / "upload-download.png"
+    download.value.save_as(saved)
+    result = cv2.imread(str(saved), cv2.IMREAD_COLOR)
+    assert result.shape == (1200, 1600, 3) and is_grayscale(result)
+
+
+def test_upload_too_big_is_said_plainly(stack, page):
+    open_page(page, stack)
+    noise = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), np.uint8)
+    ok, png = cv2.imencode(".png", noise)
+    assert ok and len(png) > UPLOAD_LIMIT
+    page.locator("#upload-file").set_input_files({"name": "noise.png", "mimeType": "image/png", "buffer": png.tobytes()})
+    page.locator("#upload-form").get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-status")).to_contain_text("larger than", timeout=WAIT_MS)
+    expect(page.locator("#upload-status")).to_have_class(re.compile("error"))
+    expect(page.locator("#upload-compare")).to_be_hidden()

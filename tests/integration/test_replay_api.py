@@ -1,0 +1,191 @@
+"""POST /api/replay and the page's replay controls, on the real broker with a live stream."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import pytest
+import requests
+from kafka import TopicPartition
+
+from pipeline.kafka import make_producer
+from pipeline.settings import Settings
+from tests.support.broker_helpers import active_member, first_frame, send_frames
+from tests.support.mjpeg_client import iter_parts
+from viewer import create_app
+from viewer.extension import viewer_of
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "s3cret-token"
+STREAM = "cam"
+
+
+class Feeder:
+    """Publishes STREAM to the processed topic at ~25 fps, seq 0, 1, 2, ..."""
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self.sent = 0  # frames the broker has acknowledged
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        producer = make_producer(self.settings)
+        try:
+            while not self.stop.wait(0.04):
+                send_frames(producer, self.settings.processed_topic, STREAM, [self.sent])
+                self.sent += 1
+        finally:
+            producer.close()
+
+
+@pytest.fixture(scope="module")
+def stack(module_settings, serve):
+    settings = dataclasses.replace(module_settings, admin_token=TOKEN)
+    feeder = Feeder(settings)
+    app = create_app({"SETTINGS": settings})
+    url = serve(app)
+    deadline = time.monotonic() + 20
+    while feeder.sent < 60 and time.monotonic() < deadline:  # over 2 s of history to rewind into
+        time.sleep(0.1)
+    yield url, feeder
+    feeder.stop.set()
+    feeder.thread.join(5)
+    viewer_of(app).shutdown()
+
+
+def replay(url: str, body, token: str | None = TOKEN) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.post(f"{url}/api/replay", json=body, headers=headers, timeout=30)
+
+
+def parts_until(parts, condition, limit: int = 400) -> list:
+    """Read parts until condition(seqs so far) holds; the parts read."""
+    read: list = []
+    for part in parts:
+        read.append(part)
+        seqs = [p.seq for p in read]
+        if condition(seqs):
+            return read
+        assert len(read) < limit, f"condition never held: {seqs[-20:]}"
+    raise AssertionError("stream ended")
+
+
+def seqs_until(parts, condition) -> list[int]:
+    return [p.seq for p in parts_until(parts, condition)]
+
+
+def test_a_reset_reaches_the_open_viewer_stream(stack):
+    url, feeder = stack
+    body = {"group": "viewer-tab1", "stream": STREAM}
+    with requests.get(f"{url}/stream/{STREAM}.mjpg?viewer=tab1", stream=True, timeout=30) as response:
+        parts = iter_parts(response.raw)
+        live = [next(parts).seq for _ in range(3)]
+        assert live[0] > 30, "a new viewer starts at the newest frame"
+
+        # Replay from start: the same response goes on from seq 0.
+        answer = replay(url, body | {"to": "earliest"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["readers"] == 1
+        assert [(p["old"] is not None, p["new"]) for p in answer.json()["partitions"]] == [(True, 0)]
+        seqs = seqs_until(parts, lambda s: 0 in s and len(s) - s.index(0) >= 5)
+        assert seqs[seqs.index(0):][:5] == [0, 1, 2, 3, 4]
+
+        # Go live: from the replay far behind, straight to the newest frames.
+        sent_before = feeder.sent
+        assert replay(url, body | {"to": "latest"}).status_code == 200
+        seqs = seqs_until(parts, lambda s: s[-1] >= sent_before)
+        assert seqs[-1] - seqs[0] > 20, f"expected a jump to live, got {seqs}"
+
+        # Jump back 2 s from where it is: to the frame 2 s older than the last one delivered
+        # when the reset ran. That is `now_at` or one sent after it while the request ran (on a
+        # loaded machine, seconds after): read it at the offset the reset moved from.
+        now_at = parts_until(parts, lambda s: len(s) == 3)[-1]
+        answer = replay(url, body | {"to": "-PT2S"})
+        assert answer.status_code == 200, answer.text
+        (move,) = answer.json()["partitions"]
+        last = first_frame(feeder.settings, TopicPartition(feeder.settings.processed_topic, move["partition"]),
+                           offset=move["old"] - 1)
+        assert last.seq >= now_at.seq
+        landed = parts_until(parts, lambda s: len(s) > 1 and s[-1] < s[-2])[-1]
+        back_ms = last.ts_ms - int(landed.headers["x-frame-ts"])
+        assert 1000 < back_ms < 3000, (now_at.seq, last.seq, landed.seq, back_ms)
+
+
+def test_reset_to_a_time_and_an_offset(stack):
+    url, feeder = stack
+    body = {"group": "viewer-tab2", "stream": STREAM}
+    assert replay(url, body | {"to": 7}).json()["partitions"][0]["new"] == 7
+    with requests.get(f"{url}/stream/{STREAM}.mjpg?viewer=tab2", stream=True, timeout=30) as response:
+        assert next(iter_parts(response.raw)).seq == 7
+    moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+    assert replay(url, body | {"to": moment}).json()["partitions"][0]["new"] == 0
+
+
+def test_auth_missing_token_is_401_wrong_token_is_403(stack):
+    url, _ = stack
+    body = {"group": "viewer-tab3", "stream": STREAM, "to": "earliest"}
+    missing = replay(url, body, token=None)
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "error" in missing.json()
+    wrong = replay(url, body, token="guess")
+    assert wrong.status_code == 403 and "error" in wrong.json()
+
+
+def test_without_a_token_only_loopback_under_pipeline_up_may_reset(module_settings):
+    body = {"group": "viewer-tab4", "stream": STREAM, "to": "latest"}
+    off = create_app({"SETTINGS": module_settings}).test_client()
+    assert off.post("/api/replay", json=body).status_code == 403
+    loopback = create_app({"SETTINGS": dataclasses.replace(module_settings, loopback_admin=True)}).test_client()
+    remote = loopback.post("/api/replay", json=body, environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert remote.status_code == 403
+    assert loopback.post("/api/replay", json=body, environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+
+
+def test_loopback_admin_is_off_unless_the_environment_turns_it_on():
+    assert Settings.from_env({}).loopback_admin is False
+    assert Settings.from_env({"VIEWER_LOOPBACK_ADMIN": "1"}).loopback_admin is True
+
+
+def test_bad_requests_are_4xx_json(stack):
+    url, _ = stack
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    form = requests.post(f"{url}/api/replay", data={"group": "viewer-x"}, headers=auth, timeout=10)
+    assert form.status_code == 415 and "error" in form.json()
+    for body in (
+        [],
+        {"stream": STREAM, "to": "earliest"},
+        {"group": "viewer-x", "to": "earliest"},
+        {"group": "viewer-x", "stream": STREAM, "to": "tomorrow"},
+        {"group": "viewer-x", "stream": STREAM, "to": -1},
+        {"group": "viewer-" + "x" * 65, "stream": STREAM, "to": "earliest"},
+    ):
+        answer = replay(url, body)
+        assert answer.status_code == 400, body
+        assert answer.json()["error"]
+
+
+def test_processor_group_reset_is_409_while_it_is_active(stack, module_settings):
+    url, _ = stack
+    group = "processors-replay-test"
+    with active_member(module_settings, group, module_settings.raw_topic):
+        answer = replay(url, {"group": group, "stream": STREAM, "to": "earliest"})
+        assert answer.status_code == 409
+        assert "active member" in answer.json()["error"]
+    # Once it has left, the same reset goes through.
+    assert replay(url, {"group": group, "stream": STREAM, "to": "earliest"}).status_code == 200
+
+
+def test_page_has_replay_controls_per_stream(stack):
+    url, _ = stack
+    page = requests.get(f"{url}/", timeout=10).text
+    assert f'class="replay" data-stream="{STREAM}"' in page
+    for to in ("earliest", "back", "latest"):
+        assert f'data-to="{to}"' in page
+    script = requests.get(f"{url}/static/replay.js", timeout=10)
+    assert script.status_code == 200 and "/api/replay" in script.text

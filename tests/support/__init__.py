@@ -1,0 +1,1 @@
+"""Helpers the tests and benchmarks share: paths, isolated topics, servers, clients, media."""

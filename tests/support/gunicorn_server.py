@@ -1,0 +1,62 @@
+"""The viewer as production runs it: a real `gunicorn -k gevent -w 1 'viewer:create_app()'` process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+
+from pipeline.local.broker import free_port
+from pipeline.settings import Settings
+from tests.support.paths import ROOT
+from tests.support.topics import settings_env
+
+
+class Gunicorn:
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None, workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [
+            sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(workers), "-b", f"127.0.0.1:{self.port}",
+            "--graceful-timeout", "3", "--log-level", "warning", "viewer:create_app()",
+        ]
+        self.proc = subprocess.Popen(cmd, env=settings_env(settings) | (env or {}), cwd=ROOT)
+        try:
+            self._wait_until_serving(timeout_s=60)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise
+
+    def _wait_until_serving(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self.proc.poll() is None, f"gunicorn exited with {self.proc.returncode}"
+            try:
+                requests.get(f"{self.url}/healthz", timeout=10)
+                return
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def worker_pid(self) -> int:
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+            (pid,) = f.read().split()
+        return int(pid)
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.worker_pid()}/fd"))
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError("gunicorn did not stop on SIGTERM") from None

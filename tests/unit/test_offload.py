@@ -1,0 +1,121 @@
+"""viewer.stills.offload: CPU-heavy work leaves the gevent hub free (checked in a monkey-patched
+child process, as under gunicorn's gevent worker) and runs in place without gevent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from tests.support.paths import ROOT
+from viewer.stills.offload import gevent_patched, off_hub
+
+UNDER_GEVENT = textwrap.dedent("""
+    from gevent import monkey
+    monkey.patch_all()
+    import threading, gevent
+    from gevent._threading import Lock  # native, whatever the patching
+    from viewer.stills.offload import gevent_patched, off_hub
+
+    assert gevent_patched()
+    hub_thread = threading.get_native_id()
+    greenlet_ran = Lock()
+    greenlet_ran.acquire()
+
+    def cpu_work():
+        # Blocks its thread until a greenlet has run. On the hub's own thread this could never
+        # happen (nothing else runs while it waits), so the wait would time out.
+        return threading.get_native_id(), greenlet_ran.acquire(True, 10)
+
+    gevent.spawn(greenlet_ran.release)
+    worker_thread, hub_kept_running = off_hub(cpu_work)
+    assert worker_thread != hub_thread, "ran on the hub's thread"
+    assert hub_kept_running, "no greenlet ran while the work was in progress"
+    try:
+        off_hub(int, "not a number")
+    except ValueError as exc:
+        print("error propagated:", exc)
+    print("ok")
+""")
+
+
+def test_under_gevent_the_work_runs_on_a_native_thread_while_greenlets_run():
+    run = subprocess.run([sys.executable, "-c", UNDER_GEVENT], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "error propagated: invalid literal" in run.stdout
+    assert run.stdout.strip().endswith("ok")
+
+
+JOB_STORE_UNDER_GEVENT = textwrap.dedent("""
+    from gevent import monkey
+    monkey.patch_all()
+    import os, sqlite3, sys, tempfile
+    from gevent import monkey
+    native_ident = monkey.get_original("threading", "get_ident")
+    from viewer.stills import store as jobs
+
+    hub = native_ident()
+    opened_on = []
+    real_connect = sqlite3.connect
+
+    def spy(*args, **kwargs):
+        opened_on.append(native_ident())
+        return real_connect(*args, **kwargs)
+
+    store = jobs.JobStore(os.path.join(tempfile.mkdtemp(), "jobs.db"))
+    jobs.sqlite3.connect = spy
+    store.create("j", "png", "grayscale", 4, 4, 1)
+    status = store.add_tile("j", 0, None, b"tile", 4, 4)  # calls get() inside: in place, no second hop
+    assert status.tiles_done == 1, status
+    store.finish("j", b"result")
+    assert store.result("j") == b"result"
+    assert store.save_cursor("t", {0: 5}) is None and store.cursor("t") == {0: 5}
+    assert opened_on and hub not in opened_on, (hub, opened_on)
+    print("connections", len(opened_on), "threads", len(set(opened_on)))
+""")
+
+
+def test_under_gevent_the_job_store_never_touches_sqlite_on_the_hub():
+    run = subprocess.run([sys.executable, "-c", JOB_STORE_UNDER_GEVENT], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("connections "), run.stdout
+
+
+CONCURRENT_WRITES_UNDER_GEVENT = textwrap.dedent("""
+    from gevent import monkey
+    monkey.patch_all()
+    import os, tempfile, gevent
+    from viewer.stills import store as jobs
+
+    store = jobs.JobStore(os.path.join(tempfile.mkdtemp(), "jobs.db"))
+    store.create("j", "png", "grayscale", 4, 4, 400)
+
+    def writer(i):
+        # What a busy viewer does at once: status requests expire jobs, the collector adds tiles.
+        for k in range(10):
+            store.expire(600)
+            store.add_tile("j", i * 10 + k, None, b"tile", 4, 4)
+
+    gevent.joinall([gevent.spawn(writer, i) for i in range(40)], raise_error=True)
+    print("tiles", store.get("j").tiles_done)
+""")
+
+
+def test_under_gevent_concurrent_job_store_writes_never_deadlock():
+    # The store's write lock is taken on the pool's native threads: a gevent lock there once
+    # left two of them waiting for each other for ever (found with `gunicorn -k gevent -w 2`).
+    run = subprocess.run([sys.executable, "-c", CONCURRENT_WRITES_UNDER_GEVENT], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "tiles 400"
+
+
+def test_without_gevent_the_work_runs_in_place():
+    assert not gevent_patched()
+    assert off_hub(threading.get_native_id) == threading.get_native_id()
+    with pytest.raises(ValueError):
+        off_hub(int, "x")
