@@ -28,9 +28,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.mjpeg_load import measure_clients, percentile  # noqa: E402
-from pipeline.broker import EmbeddedBroker  # noqa: E402
 from pipeline.codec import encode_image  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
+from pipeline.local.broker import EmbeddedBroker  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from producer.__main__ import size_arg  # noqa: E402
 from tests.conftest import SAMPLE_VIDEO  # noqa: E402
