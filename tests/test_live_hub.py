@@ -8,9 +8,9 @@ import threading
 import time
 
 from pipeline.settings import Settings
-from viewer.hub import LiveHub
+from viewer.live.hub import LiveHub
+from viewer.live.served import ServedFrame
 from viewer.metrics import ClientTally, ViewerMetrics
-from viewer.served import ServedFrame
 
 
 def frame(seq: int, stream: str = "s") -> ServedFrame:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from viewer.served import ServedFrame
+    from viewer.live.served import ServedFrame
 
 BOUNDARY = "frame"
 MIMETYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"

@@ -9,8 +9,8 @@ import numpy as np
 
 from pipeline.codec import decode_image, encode_image
 from pipeline.wire import Frame
-from viewer.mjpeg import part as mjpeg_part
-from viewer.tiles import TileError, TileReassembler
+from viewer.live.mjpeg import part as mjpeg_part
+from viewer.live.tiles import TileError, TileReassembler
 
 log = logging.getLogger(__name__)
 
