@@ -12,12 +12,15 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # The demo needs only the runtime packages; tests add pytest, playwright, scikit-image's photos...
-$(RUNTIME): requirements.txt | $(PY)
+# The project itself goes in editable, with its console scripts (kafka-live-video up, ...).
+$(RUNTIME): requirements.txt pyproject.toml | $(PY)
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-$(DEV): requirements.txt requirements-dev.txt | $(PY)
+$(DEV): requirements.txt requirements-dev.txt pyproject.toml | $(PY)
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@ $(RUNTIME)
 
 venv: $(DEV)
@@ -33,7 +36,7 @@ lint: $(DEV)
 	$(PY) -m ruff check .
 
 bench: $(DEV)
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/[a-z]*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(PY) -m bench.$$m || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

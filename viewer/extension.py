@@ -26,8 +26,8 @@ class Viewer:
         self.settings = ViewerSettings.from_config(app.config)
         shared = self.settings.shared
         self.metrics = ViewerMetrics()
-        self.processed = LiveHub(shared, shared.processed_topic, self.metrics)
-        self.raw = LiveHub(shared, shared.raw_topic, self.metrics)
+        self.processed = LiveHub(shared, shared.processed_topic, self.metrics, self.settings.tick_s)
+        self.raw = LiveHub(shared, shared.raw_topic, self.metrics, self.settings.tick_s)
         self.heartbeats = ProcessorHeartbeats(shared)
         self.lag = LagSampler(shared, self.metrics, lambda: [name for name, _ in self.processed.stream_slots()])
         store = JobStore(self.settings.jobs_db, keep=self.settings.jobs_keep)

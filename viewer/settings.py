@@ -27,6 +27,11 @@ class ViewerSettings:
     max_active_jobs: int = 8
     job_timeout_s: int = 600
 
+    @property
+    def tick_s(self) -> float:
+        """How often a response waiting on an idle stream wakes to check its keep-alive."""
+        return min(1.0, max(0.05, self.keepalive_s))
+
     @classmethod
     def from_config(cls, config: Mapping[str, Any], env: Mapping[str, str] | None = None) -> ViewerSettings:
         """``config`` may hold SETTINGS (a pipeline ``Settings``), KEEPALIVE_S, JOBS_DB, JOBS_KEEP,
