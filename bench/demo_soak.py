@@ -1,7 +1,7 @@
 """Soak test of `make demo`: runs `python -m pipeline up` for a while and prints the embedded
 broker's resident memory over time, the topic rotations, and whether the viewer keeps moving.
 
-    python bench/demo_soak.py --minutes 10 [--fps native|N|max] [--budget-mb 256]
+    python -m bench.demo_soak --minutes 10 [--fps native|N|max] [--budget-mb 256]
 
 The baseline is the broker's own memory before any frame (measured in the same run); the
 bound it is compared with is the retention budget. Without retention the broker would grow by
@@ -20,11 +20,9 @@ import time
 
 import requests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from pipeline.local.broker import free_port  # noqa: E402
-from pipeline.local.retention import DEFAULT_BUDGET_MB, process_rss_bytes  # noqa: E402
+from pipeline.local.broker import free_port
+from pipeline.local.retention import DEFAULT_BUDGET_MB, process_rss_bytes
+from tests.support.paths import ROOT
 
 ROTATION = re.compile(r"\(rotation (\d+)\)")
 SENT = re.compile(r"frames sent (\d+), bytes (\d+)")

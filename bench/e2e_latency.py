@@ -16,7 +16,7 @@ the viewer under `gunicorn -k gevent -w 1`.
    in-process loop on one thread (cv2 decode of the mp4 -> JPEG encode -> decode -> grayscale
    -> encode) over the same number of frames.
 
-Run: .venv/bin/python bench/e2e_latency.py [--seconds 20] [--frames 750]
+Run: .venv/bin/python -m bench.e2e_latency [--seconds 20] [--frames 750]
 On 2 shared cores the machine's other load matters: the load average is printed at start/end.
 """
 
@@ -36,27 +36,23 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 import requests
+from kafka import TopicPartition
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from kafka import TopicPartition  # noqa: E402
-from processor_scaling import cpu_seconds  # noqa: E402  (bench/ is on sys.path when run as a script)
-
-from pipeline.codec import decode_image, encode_image  # noqa: E402
-from pipeline.kafka import ensure_topics, make_consumer  # noqa: E402
-from pipeline.local.broker import EmbeddedBroker  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
-from pipeline.transforms import parse_spec  # noqa: E402
-from pipeline.wire import decode_record  # noqa: E402
-from processor.pool import limit_opencv_threads  # noqa: E402
-from producer.__main__ import size_arg  # noqa: E402
-from producer.encode import EncodeOptions, resized  # noqa: E402
-from tests.support.gunicorn_server import Gunicorn  # noqa: E402
-from tests.support.mjpeg_client import iter_parts  # noqa: E402
-from tests.support.paths import SAMPLE_VIDEO  # noqa: E402
-from tests.support.stack import wait_for_stream  # noqa: E402
-from tests.support.topics import settings_env  # noqa: E402
+from bench.processor_scaling import cpu_seconds
+from pipeline.codec import decode_image, encode_image
+from pipeline.kafka import ensure_topics, make_consumer
+from pipeline.local.broker import EmbeddedBroker
+from pipeline.settings import Settings
+from pipeline.transforms import parse_spec
+from pipeline.wire import decode_record
+from processor.pool import limit_opencv_threads
+from producer.__main__ import size_arg
+from producer.encode import EncodeOptions, resized
+from tests.support.gunicorn_server import Gunicorn
+from tests.support.mjpeg_client import iter_parts
+from tests.support.paths import ROOT, SAMPLE_VIDEO
+from tests.support.stack import wait_for_stream
+from tests.support.topics import settings_env
 
 TRANSFORM = "grayscale"
 LIVE_STREAM = "sample"  # the producer's default: the file's stem

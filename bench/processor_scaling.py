@@ -10,7 +10,7 @@ The harness keeps out of the processors' way on 2 cores: its reader long-polls (
 wait, ~0.01 core; a 10 ms wait costs ~0.12 core on Tansu) and the end of the run is the
 CreateTime the processors stamped on the last output record, not when the reader saw it.
 
-Run: .venv/bin/python bench/processor_scaling.py [--frames N] [--rounds R] [--transform SPEC]
+Run: .venv/bin/python -m bench.processor_scaling [--frames N] [--rounds R] [--transform SPEC]
 The machine's other load matters on 2 shared cores, so next to the wall-clock ratio it prints
 the processors' CPU per frame (their efficiency: equal across configurations means the work
 splits without overhead) and how many cores they actually got, and the load average.
@@ -30,20 +30,17 @@ import time
 import uuid
 
 import cv2
+from kafka import TopicPartition
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from kafka import TopicPartition  # noqa: E402
-
-from pipeline.codec import decode_image, encode_image  # noqa: E402
-from pipeline.heartbeat import decode_heartbeat  # noqa: E402
-from pipeline.kafka import BACKGROUND_FETCH, ensure_topics, make_consumer, make_producer  # noqa: E402
-from pipeline.local.broker import EmbeddedBroker  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
-from pipeline.transforms import parse_spec  # noqa: E402
-from pipeline.wire import Frame, decode_record, spread_partition, to_record  # noqa: E402
-from processor.pool import limit_opencv_threads  # noqa: E402
+from pipeline.codec import decode_image, encode_image
+from pipeline.heartbeat import decode_heartbeat
+from pipeline.kafka import BACKGROUND_FETCH, ensure_topics, make_consumer, make_producer
+from pipeline.local.broker import EmbeddedBroker
+from pipeline.settings import Settings
+from pipeline.transforms import parse_spec
+from pipeline.wire import Frame, decode_record, spread_partition, to_record
+from processor.pool import limit_opencv_threads
+from tests.support.paths import ROOT
 
 SAMPLE = os.path.join(ROOT, "sample_media", "sample.mp4")
 CONFIGS = {

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import threading
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from pipeline.kafka import ensure_topics  # noqa: E402
-from pipeline.local.broker import EmbeddedBroker  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
-from producer.run import run  # noqa: E402
+from pipeline.kafka import ensure_topics
+from pipeline.local.broker import EmbeddedBroker
+from pipeline.settings import Settings
+from producer.run import run
 
 SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample_media", "sample.mp4")
 

@@ -8,7 +8,7 @@ done. Under gevent every request shares one OS thread, so CPU work in a request 
 upload, encoding tiles, reassembling the result) holds back every stream unless it is moved to
 native threads (viewer/stills/offload.py).
 
-Run: .venv/bin/python bench/upload_live_stall.py [--sizes 2048 4096] [--repeat 2]
+Run: .venv/bin/python -m bench.upload_live_stall [--sizes 2048 4096] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -26,12 +26,10 @@ import cv2
 import numpy as np
 import requests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from pipeline.local.broker import free_port  # noqa: E402
-from tests.support.mjpeg_client import iter_parts  # noqa: E402
-from tests.support.photos import large_photo  # noqa: E402
+from pipeline.local.broker import free_port
+from tests.support.mjpeg_client import iter_parts
+from tests.support.paths import ROOT
+from tests.support.photos import large_photo
 
 TRANSFORM = "blur:ksize=5"
 

@@ -4,7 +4,7 @@
 Prints each time and its ratios: against the 1-processor run of the same size, and against
 the 1024² 1-processor run (all measured in this run). Usage:
 
-    .venv/bin/python bench/upload_sizes.py [--format png|jpeg] [--transform SPEC] [--repeat N]
+    .venv/bin/python -m bench.upload_sizes [--format png|jpeg] [--transform SPEC] [--repeat N]
 """
 from __future__ import annotations
 
@@ -21,15 +21,13 @@ import uuid
 import cv2
 import requests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from pipeline.local.broker import EmbeddedBroker  # noqa: E402
-from tests.support.photos import large_photo  # noqa: E402
-from tests.support.server import ServerThread  # noqa: E402
-from tests.support.topics import isolated_settings, settings_env  # noqa: E402
-from viewer import create_app  # noqa: E402
-from viewer.extension import viewer_of  # noqa: E402
+from pipeline.local.broker import EmbeddedBroker
+from tests.support.paths import ROOT
+from tests.support.photos import large_photo
+from tests.support.server import ServerThread
+from tests.support.topics import isolated_settings, settings_env
+from viewer import create_app
+from viewer.extension import viewer_of
 
 SIZES = (1024, 2048, 4096)
 PROCESSORS = (1, 2)

@@ -2,7 +2,7 @@
 of one 25 fps stream receives, against the frames the viewer's hub received in the same run
 (what a client could have been sent).
 
-    .venv/bin/python bench/viewer_fanout.py [--clients 100,500,1000] [--size 1280x720] [--seconds 8]
+    .venv/bin/python -m bench.viewer_fanout [--clients 100,500,1000] [--size 1280x720] [--seconds 8]
 
 The stream is the sample video scaled to --size, grayscale (as `--transform grayscale` serves
 it), JPEG q80. The clients are HTTP/1.1 GETs driven by one epoll loop in a process of their
@@ -24,18 +24,15 @@ import uuid
 
 import cv2
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from bench.mjpeg_load import measure_clients, percentile  # noqa: E402
-from pipeline.codec import encode_image  # noqa: E402
-from pipeline.kafka import ensure_topics  # noqa: E402
-from pipeline.local.broker import EmbeddedBroker  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
-from producer.__main__ import size_arg  # noqa: E402
-from tests.support.frame_feed import FrameFeed  # noqa: E402
-from tests.support.gunicorn_server import Gunicorn  # noqa: E402
-from tests.support.paths import SAMPLE_VIDEO  # noqa: E402
+from bench.mjpeg_load import measure_clients, percentile
+from pipeline.codec import encode_image
+from pipeline.kafka import ensure_topics
+from pipeline.local.broker import EmbeddedBroker
+from pipeline.settings import Settings
+from producer.__main__ import size_arg
+from tests.support.frame_feed import FrameFeed
+from tests.support.gunicorn_server import Gunicorn
+from tests.support.paths import SAMPLE_VIDEO
 
 FPS = 25
 STREAM = "bench"

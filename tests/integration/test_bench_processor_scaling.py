@@ -3,7 +3,6 @@ configuration (tiny, one round: this checks the benchmark works, never its timin
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from tests.support.paths import ROOT
 
 
 def test_processor_scaling_bench_reports_every_configuration():
-    run = subprocess.run([sys.executable, os.path.join("bench", "processor_scaling.py"), "--frames", "8", "--rounds", "1"],
+    run = subprocess.run([sys.executable, "-m", "bench.processor_scaling", "--frames", "8", "--rounds", "1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Traceback" not in run.stderr
