@@ -41,7 +41,7 @@ class UpOptions:
 
 def service_commands(opts: UpOptions, python: str = sys.executable) -> dict[str, list[str]]:
     """The exact command of every service; docker-compose.yml runs the same ones with
-    python="python" (tests/test_compose.py holds the two together)."""
+    python="python" (tests/unit/test_compose.py holds the two together)."""
     py = python
     producer = [py, "-m", "producer", "--source", opts.video, "--fps", str(opts.fps), "--quiet"]
     if opts.loop:
