@@ -83,6 +83,7 @@ class Uploads:
 
 
 def check_header(data: bytes, max_pixels: int) -> ImageHeader:
+    """The upload's format and size from its header, before any decoding; ApiError 415/400/413."""
     try:
         header = read_header(data)
     except UnsupportedImage as exc:
@@ -96,6 +97,7 @@ def check_header(data: bytes, max_pixels: int) -> ImageHeader:
 
 
 def decode_upload(data: bytes, header: ImageHeader) -> np.ndarray:
+    """The pixels, on a native thread; ApiError 400 when they do not match the header."""
     try:
         image = off_hub(decode_image, data)
     except (CodecError, cv2.error) as exc:
