@@ -294,6 +294,8 @@ BAD_INPUTS = {
     "unknown transform": ({"image": small_png, "transform": "grayscale,sparkle"}, 400, "unknown transform"),
     "bad parameter": ({"image": small_png, "transform": "blur:ksize=4"}, 400, "must be odd"),
     "bad tile": ({"image": small_png, "tile": "big"}, 400, "tile must be an integer"),
+    "superscript tile": ({"image": small_png, "tile": "\u00b9\u00b2\u2078"}, 400, "tile must be an integer"),
+    "arabic-indic tile": ({"image": small_png, "tile": "\u0661\u0662\u0668"}, 400, "tile must be an integer"),
     "text file": ({"image": b"just some words\n"}, 415, "not an image"),
     "gif": ({"image": stored("no_time_for_that_tiny.gif")}, 415, "unsupported image type gif"),
     "tiff": ({"image": stored("multipage_rgb.tif")}, 415, "unsupported image type tiff"),

@@ -29,7 +29,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     config may hold SETTINGS (else read from the environment) and KEEPALIVE_S.
     """
-    from viewer import upload
+    from viewer import headers, upload
     from viewer.state import ViewerState
 
     app = Flask(__name__, template_folder=TEMPLATES, static_folder=STATIC)
@@ -39,4 +39,5 @@ def create_app(config: dict | None = None) -> Flask:
     for bp in blueprints():
         app.register_blueprint(bp)
     upload.init_app(app, settings)
+    headers.init_app(app)
     return app

@@ -163,7 +163,8 @@ def _chain() -> Chain:
 def _tile_size() -> int:
     raw = request.form.get("tile") or str(DEFAULT_TILE)
     low, high = TILE_RANGE
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # isdecimal() alone accepts other scripts' digits, isdigit() superscripts: ASCII only.
+    if not (raw.isascii() and raw.isdecimal()) or not low <= int(raw) <= high:
         raise BadUpload(400, f"tile must be an integer from {low} to {high}, got {raw!r}")
     return int(raw)
 
