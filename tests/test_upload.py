@@ -294,6 +294,11 @@ BAD_INPUTS = {
     "unknown transform": ({"image": small_png, "transform": "grayscale,sparkle"}, 400, "unknown transform"),
     "bad parameter": ({"image": small_png, "transform": "blur:ksize=4"}, 400, "must be odd"),
     "bad tile": ({"image": small_png, "tile": "big"}, 400, "tile must be an integer"),
+    # A readable image on the server's disk and a missing one get the same answer.
+    "background from a server path": ({"image": small_png, "transform": "bgreplace:image=sample_media/sample.png"},
+                                      400, "unknown parameter 'image'"),
+    "background from a missing path": ({"image": small_png, "transform": "bgreplace:image=/no/such.png"},
+                                       400, "unknown parameter 'image'"),
     "superscript tile": ({"image": small_png, "tile": "\u00b9\u00b2\u2078"}, 400, "tile must be an integer"),
     "arabic-indic tile": ({"image": small_png, "tile": "\u0661\u0662\u0668"}, 400, "tile must be an integer"),
     "text file": ({"image": b"just some words\n"}, 415, "not an image"),
