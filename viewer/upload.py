@@ -22,7 +22,6 @@ from kafka.errors import KafkaError
 from werkzeug.exceptions import HTTPException
 
 from pipeline.codec import CodecError, decode_image, encode_image
-from pipeline.imageheader import CorruptImage, ImageHeader, UnsupportedImage, read_header
 from pipeline.kafka import make_producer
 from pipeline.settings import Settings
 from pipeline.tiling import split
@@ -32,6 +31,7 @@ from viewer.budget import Busy, MemoryBudget, Reservation
 from viewer.collector import JobCollector
 from viewer.jobs import DEFAULT_DB, JobLimit, JobStatus, JobStore
 from viewer.offload import off_hub
+from viewer.stills.imageheader import CorruptImage, ImageHeader, UnsupportedImage, read_header
 
 bp = Blueprint("upload", __name__)
 
