@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.broker import free_port
+from pipeline.local.broker import free_port
 from pipeline.settings import Settings
 from viewer import create_app
 
