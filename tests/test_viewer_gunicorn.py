@@ -182,7 +182,8 @@ def test_concurrent_uploads_on_two_gevent_workers_all_finish_pixel_exact(module_
     with open(SAMPLE_PNG, "rb") as f:
         png = f.read()
     expected = parse_spec(spec)(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR))
-    g = Gunicorn(module_settings, {"JOBS_DB": str(tmp_path / "jobs.sqlite3")}, workers=2)
+    # One client with four jobs at once: above the default per-client limit.
+    g = Gunicorn(module_settings, {"JOBS_DB": str(tmp_path / "jobs.sqlite3"), "MAX_JOBS_PER_CLIENT": "4"}, workers=2)
     processors = Processors(module_settings, 1)
 
     def one_job(_) -> np.ndarray:
