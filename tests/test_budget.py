@@ -1,4 +1,4 @@
-"""viewer.budget: the process-wide upload memory budget."""
+"""viewer.stills.budget: the process-wide upload memory budget."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from viewer.budget import Busy, MemoryBudget
+from viewer.stills.budget import Busy, MemoryBudget
 
 
 def test_reservations_share_the_budget_and_wait_for_each_other():
