@@ -20,8 +20,9 @@ def blueprints() -> list:
     """Every blueprint of the viewer, registered in this order: the one place to add routes."""
     from viewer.replay import bp as replay
     from viewer.routes import bp as viewer
+    from viewer.window import bp as window
 
-    return [viewer, replay]
+    return [viewer, replay, window]
 
 
 def create_app(config: dict | None = None) -> Flask:

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, jsonify, render_template, request
 
 from pipeline.kafka import broker_reachable
+from viewer.delivery import SentBytes, response_socket
 from viewer.errors import json_error
 from viewer.hub import LiveHub
 from viewer.metrics import CONTENT_TYPE
 from viewer.mjpeg import MIMETYPE, FrameTicks, mjpeg
+from viewer.pacing import parse_speed
 from viewer.resume import VIEWER_ID, VIEWER_ID_RULE, resumed_frames
 from viewer.served import ServedFrame
 from viewer.state import ViewerState, state
@@ -62,22 +64,28 @@ def stream_mjpeg(stream: str):
     viewer_id = request.args.get("viewer")
     if viewer_id is not None and not VIEWER_ID.match(viewer_id):
         return json_error(400, VIEWER_ID_RULE)
+    try:
+        speed = parse_speed(request.args.get("speed"))
+    except ValueError as exc:
+        return json_error(400, str(exc))
     st = state()
     hub = st.hub(raw)
     if not hub.wait_for_stream(stream, FIRST_FRAME_WAIT_S):
         return json_error(404, f"unknown stream {stream!r}")
     tick_s = min(1.0, st.keepalive_s)
+    sent = SentBytes(response_socket(request.environ) if viewer_id is not None else None)
     if viewer_id is None:
         mode, ticks = "live", live_frames(hub, stream, tick_s)
     else:
-        mode, ticks = "resume", resumed_frames(st.settings, hub.topic, stream, viewer_id, st.metrics, idle_s=tick_s)
+        mode = "resume"
+        ticks = resumed_frames(st.settings, hub.topic, stream, viewer_id, st.metrics, sent, speed, idle_s=tick_s)
     served = st.metrics.frames_served.labels(stream, mode)
 
     def on_frame(frame: ServedFrame) -> None:
         served.inc()
         st.metrics.latency.observe(max(0.0, time.time() - frame.ts_ms / 1000))
 
-    body = mjpeg(ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=on_frame)
+    body = sent.count(mjpeg(ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=on_frame))
     response = Response(tracked(body, st, mode, viewer_id), mimetype=MIMETYPE)
     response.headers["Cache-Control"] = "no-store"
     return response
