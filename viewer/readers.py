@@ -109,6 +109,9 @@ def delivered(group: str, tp: TopicPartition) -> tuple[int, int] | None:
     """(committed offset, time of the frame before it) as this process's open readers of
     `group` last committed them on `tp`; None when none is open or none committed since the
     last reset (then Kafka knows best)."""
-    slot = _slot(group)
+    with _registry_lock:
+        slot = _groups.get(group)
+    if slot is None:
+        return None
     with slot.lock:
         return slot.delivered.get(tp) if slot.readers else None

@@ -40,10 +40,10 @@ def viewer_group(viewer_id: str) -> str:
 
 
 class Receipts:
-    """Frames written to the client, committed once the client has acknowledged their bytes.
+    """Frames written to the client, committed once the client has acknowledged them.
 
-    A frame is committed as its record's offset + 1 when every byte of its part has been
-    acknowledged by the client's TCP stack (`SentBytes.acked`), never merely when written.
+    A frame is committed (as its record's offset + 1) once the client's TCP stack has
+    acknowledged every byte of its part (`SentBytes.acked`), never merely when written.
     """
 
     def __init__(self, consumer: KafkaConsumer, resets: ResetWatch, sent: SentBytes) -> None:
