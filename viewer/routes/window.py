@@ -11,8 +11,8 @@ from kafka.errors import KafkaError
 
 from pipeline.offsets import OffsetsError, OffsetTool
 from viewer.errors import json_error
-from viewer.readers import delivered
-from viewer.resume import VIEWER_ID, VIEWER_ID_RULE, viewer_group
+from viewer.live.resets import delivered
+from viewer.live.resume import VIEWER_ID, VIEWER_ID_RULE, viewer_group
 from viewer.state import state
 
 bp = Blueprint("window", __name__)
