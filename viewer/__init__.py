@@ -20,8 +20,9 @@ def blueprints() -> list:
     """Every blueprint of the viewer, registered in this order: the one place to add routes."""
     from viewer.routes.live import bp as viewer
     from viewer.routes.replay import bp as replay
+    from viewer.routes.window import bp as window
 
-    return [viewer, replay]
+    return [viewer, replay, window]
 
 
 def create_app(config: dict | None = None) -> Flask:
