@@ -47,7 +47,7 @@ def compose_stack(broker, tmp_path_factory):
     settings = dataclasses.replace(
         Settings(bootstrap_servers=broker.bootstrap),
         raw_topic=f"c-raw-{tag}", processed_topic=f"c-processed-{tag}",
-        heartbeat_topic=f"c-heartbeat-{tag}", dead_letter_topic=f"c-dlq-{tag}",
+        heartbeat_topic=f"c-heartbeat-{tag}", dead_letter_topic=f"c-dlq-{tag}", control_topic=f"c-control-{tag}",
     )
     port = free_port()
     logs = tmp_path_factory.mktemp("compose")
