@@ -44,6 +44,7 @@ POISON = (ValueError, cv2.error)
 (all ValueError) and OpenCV rejecting an image. The processor dead-letters them and goes on."""
 
 _MAX_CHAINS = 64  # bounds memory when uploads carry many distinct specs
+_MAX_PINS = 256  # tiled frames whose chain is remembered: far more than are ever in flight
 
 
 def process_frame(frame: Frame, chain: Chain) -> Frame:
@@ -105,7 +106,9 @@ class FrameProcessor:
         # Touched only by the batch's calling thread:
         self._per_stream = ChainCache()
         self._applied: dict[str, str] = {}  # stream -> the live or default spec it last got
-        self._tile_pins: dict[str, tuple[int, str]] = {}  # stream -> (seq, spec) of its newest tiled frame
+        # (stream, seq) -> spec of the newest tiled frames: a frame's tiles may span batches,
+        # and a stream spread over partitions interleaves its frames' tiles.
+        self._tile_pins: OrderedDict[tuple[str, int], str] = OrderedDict()
         self._local = threading.local()
 
     def process_batch(self, frames: list[Frame]) -> list[Frame | Exception]:
@@ -154,13 +157,14 @@ class FrameProcessor:
     def _spec(self, frame: Frame) -> str:
         if frame.transform:
             return frame.transform
-        if frame.tile is not None:
-            pin = self._tile_pins.get(frame.stream)
-            if pin is not None and pin[0] == frame.seq:
-                return pin[1]
+        pinned = self._tile_pins.get((frame.stream, frame.seq)) if frame.tile is not None else None
+        if pinned is not None:
+            return pinned
         spec = self.live_spec(frame.stream) or self.default_spec
         if frame.tile is not None:
-            self._tile_pins[frame.stream] = (frame.seq, spec)
+            self._tile_pins[(frame.stream, frame.seq)] = spec
+            while len(self._tile_pins) > _MAX_PINS:
+                self._tile_pins.popitem(last=False)
         if self._applied.get(frame.stream, spec) != spec:
             log.info("stream=%s seq=%d chain now %r (was %r)", frame.stream, frame.seq, spec, self._applied[frame.stream])
         self._applied[frame.stream] = spec
