@@ -14,8 +14,8 @@ from kafka.errors import KafkaError
 from pipeline.control import ChainEntry, ControlError, check_stream
 from pipeline.transforms import REGISTRY, catalog
 from viewer.errors import json_error
-from viewer.replay import refusal
-from viewer.routes import FIRST_FRAME_WAIT_S
+from viewer.routes.live import FIRST_FRAME_WAIT_S
+from viewer.routes.replay import refusal
 from viewer.state import state
 
 bp = Blueprint("chains", __name__)
