@@ -13,6 +13,7 @@ import requests
 from pipeline.kafka import make_producer
 from tests.broker_helpers import send_frames
 from tests.mjpeg_client import iter_parts
+from tests.stack import wait_for_stream
 from tests.test_processor_group import Member
 from viewer import create_app
 
@@ -53,6 +54,7 @@ def stack(module_settings, serve):
     feed = RawFeed(settings)
     app = create_app({"SETTINGS": settings})
     url = serve(app)
+    wait_for_stream(url, STREAM)  # the processor has joined and made frames
     yield url
     feed.close()
     processor.finish()
