@@ -81,6 +81,7 @@ def test_topics_service_creates_topics_as_configured(compose_stack):
     finally:
         admin.close()
     assert described[settings.raw_topic] == described[settings.processed_topic] == wanted.partitions
+    assert described[settings.control_topic] == 1, "the control topic keeps every change in one order"
     assert wanted.partitions != Settings().partitions, "the compose partition count must be the one applied"
 
 
