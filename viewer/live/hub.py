@@ -27,6 +27,10 @@ from viewer.metrics import ViewerMetrics
 
 log = logging.getLogger(__name__)
 
+# A live view shows only frames within this much source time of the newest input: frames a
+# processor sends while draining a backlog (start-up, after a stall) stay in the log only.
+LIVE_WINDOW_MS = 500
+
 
 @dataclass
 class StreamSlot:
@@ -156,6 +160,10 @@ class LiveHub(BackgroundLoop):
             return None
         if frame.job is not None:
             return None  # still-image jobs are not live video
+        if frame.behind_ms is not None and frame.behind_ms > LIVE_WINDOW_MS:
+            if self.metrics is not None:
+                self.metrics.frames_behind.labels(self.topic).inc()
+            return None
         return served_or_tile(frame, self.tiles)
 
     def publish(self, frames: list[ServedFrame], partition: int | None = None) -> None:
