@@ -7,8 +7,10 @@
   function viewerId() {
     let id = localStorage.getItem("viewer-id");
     if (!id) {
-      const random = crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2);
-      id = random.replace(/[^A-Za-z0-9_.-]/g, "").slice(0, 64);
+      // The id is the only key to this tab's resume point: 192 random bits, base64url (32
+      // characters). getRandomValues works on plain http too, where randomUUID does not.
+      const bytes = crypto.getRandomValues(new Uint8Array(24));
+      id = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
       localStorage.setItem("viewer-id", id);
     }
     return id;

@@ -130,7 +130,11 @@ def open_page(page: Page, url: str) -> None:
 
 
 def test_page_loads_live_without_console_errors(stack, page, problems, screenshots):
+    # The page runs under its Content-Security-Policy: anything inline or foreign would be refused.
+    page.add_init_script("window.cspViolations = []; document.addEventListener('securitypolicyviolation',"
+                         " (e) => window.cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));")
     open_page(page, stack)
+    assert "script-src 'self'" in page.evaluate("fetch(location.href).then(r => r.headers.get('content-security-policy'))")
     expect(page.locator("#health")).to_have_text("broker connected", timeout=WAIT_MS)
     expect(page.locator("#stream-picker")).to_have_value("sample")
     expect(page.locator("#view-processed img")).to_have_attribute("src", "/stream/sample.mjpg")
@@ -138,7 +142,9 @@ def test_page_loads_live_without_console_errors(stack, page, problems, screensho
     expect(page.locator("#stat-seq")).to_have_text(re.compile(r"^#\d+$"))
     expect(page.locator("#processed-caption")).to_have_text("Processed · live")
     # The chart has drawn at least a segment of each series.
-    page.wait_for_function("document.querySelector('#chart-fps').points.numberOfItems >= 2", timeout=WAIT_MS)
+    # Predicates as functions, not expression strings: polling an expression needs eval, which
+    # the page's Content-Security-Policy refuses.
+    page.wait_for_function("() => document.querySelector('#chart-fps').points.numberOfItems >= 2", timeout=WAIT_MS)
     assert page.locator("#chart-delay").evaluate("el => el.points.numberOfItems") >= 2
     # The stack's one processor, from its heartbeats; its transform names the stream's.
     worker = page.locator("#workers-table tbody tr")
@@ -148,6 +154,7 @@ def test_page_loads_live_without_console_errors(stack, page, problems, screensho
     expect(page.locator("#banner")).to_be_hidden()
     page.screenshot(path=screenshots / "desktop.png", full_page=True)
     assert problems.errors == []
+    assert page.evaluate("window.cspViolations") == []
 
 
 def test_stream_image_updates(stack, page, screenshots):
@@ -282,7 +289,8 @@ def shown_seq(page: Page) -> int:
 
 def test_replay_from_start_moves_the_stream_back(stack, settings, page, screenshots):
     open_page(page, stack)
-    page.wait_for_function("Number(document.querySelector('#stat-seq').textContent.slice(1)) >= 50", timeout=WAIT_MS)
+    page.wait_for_function("() => Number(document.querySelector('#stat-seq').textContent.slice(1)) >= 50",
+                           timeout=WAIT_MS)
     live_seq = shown_seq(page)
 
     page.locator("#view-processed").get_by_role("button", name="Replay from start").click()

@@ -21,8 +21,9 @@ def blueprints() -> list:
     from viewer.routes.chains import bp as chains
     from viewer.routes.live import bp as viewer
     from viewer.routes.replay import bp as replay
+    from viewer.routes.window import bp as window
 
-    return [viewer, replay, chains]
+    return [viewer, replay, window, chains]
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -30,6 +31,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     config may hold SETTINGS (else read from the environment) and KEEPALIVE_S.
     """
+    from viewer import headers
     from viewer.state import ViewerState
     from viewer.stills import upload
 
@@ -40,4 +42,5 @@ def create_app(config: dict | None = None) -> Flask:
     for bp in blueprints():
         app.register_blueprint(bp)
     upload.init_app(app, settings)
+    headers.init_app(app)
     return app
