@@ -16,24 +16,7 @@
     return id;
   }
 
-  async function postReplay(body) {
-    const headers = { "Content-Type": "application/json" };
-    const token = sessionStorage.getItem("admin-token");
-    if (token) headers.Authorization = `Bearer ${token}`;
-    const response = await fetch("/api/replay", { method: "POST", headers, body: JSON.stringify(body) });
-    // 401: a token is configured and none was sent; 403 after sending one: it was wrong.
-    if (response.status === 401 || (response.status === 403 && token)) {
-      sessionStorage.removeItem("admin-token");
-      const entered = window.prompt("Admin token (VIEWER_ADMIN_TOKEN) for replay:");
-      if (entered) {
-        sessionStorage.setItem("admin-token", entered.trim());
-        return postReplay(body);
-      }
-    }
-    const result = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
-    if (!response.ok) throw new Error(result.error || `HTTP ${response.status}`);
-    return result;
-  }
+  const postReplay = (body) => window.adminRequest("POST", "/api/replay", body);
 
   function describe(result) {
     const moved = result.partitions.filter((p) => p.new !== null);

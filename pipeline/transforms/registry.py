@@ -92,6 +92,13 @@ class Param:
         return f"{self.name}: {self.type.__name__} = {default}{rule}  {self.help}"
 
 
+    def to_json(self) -> dict[str, Any]:
+        """What a client needs to build a control for this parameter and to stay in range."""
+        return {"name": self.name, "type": self.type.__name__, "default": self.default, "help": self.help,
+                "min": self.min, "max": self.max, "choices": None if self.choices is None else list(self.choices),
+                "odd": self.odd}
+
+
 def format_value(value: Any) -> str:
     """Spec text for a parameter value; round-trips through :meth:`Param.convert`."""
     if isinstance(value, bool):
@@ -245,3 +252,14 @@ def describe() -> str:
         lines.append(f"{name}  [{tiling}]  {transform.help}")
         lines.extend(f"    {param.describe()}" for param in transform.params)
     return "\n".join(lines)
+
+
+def catalog() -> list[dict[str, Any]]:
+    """Every transform as JSON, by name: enough for a client to build forms (``GET /transforms``)."""
+    out = []
+    for name in sorted(REGISTRY):
+        transform = REGISTRY[name]
+        defaults = transform.resolve({})
+        out.append({"name": name, "description": transform.help, "tileable": transform.tileable,
+                    "halo": transform.halo_of(defaults), "params": [param.to_json() for param in transform.params]})
+    return out

@@ -96,6 +96,8 @@ def snapshot(stream: str):
         return json_error(404, f"unknown stream {stream!r}")
     frame = hub.latest(stream)
     headers = {"X-Frame-Seq": str(frame.seq), "X-Frame-Ts": str(frame.ts_ms), "Cache-Control": "no-store"}
+    if frame.transform:
+        headers["X-Frame-Transform"] = frame.transform
     return Response(frame.jpeg, mimetype="image/jpeg", headers=headers)
 
 
@@ -116,6 +118,8 @@ def streams():
                 "height": frame.height if frame else None,
                 "last_seq": frame.seq if frame else None,
                 "last_frame_ts": frame.ts_ms if frame else None,
+                # The chain the newest frame was processed with: what is applied, not what was asked.
+                "transform": frame.transform if frame else None,
                 "age_ms": round(now_ms - frame.ts_ms) if frame else None,
                 "partition": slot.partition,
                 "lag": st.lag.lag.get(name, {}),
