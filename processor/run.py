@@ -15,6 +15,11 @@ topic's partitioning: a stream keyed to one partition stays in order end to end;
 spread over partitions (for more parallelism) is put back in seq order by the reader with
 ``pipeline.reorder.Reorderer``. See README "Ordering".
 
+Chains: a stream's live chain comes from the control topic (``pipeline.control``), read in
+full before joining and caught up again before each batch is processed, so a change applies
+from the first batch polled after it, with no restart and no rebalance; streams without an
+entry get ``--transform``.
+
 Shutdown: when ``stop`` is set the current batch finishes (in-flight frames are not dropped),
 its outputs are flushed and its offsets committed, then the consumer closes, which leaves
 the group so the partitions move to the other members at once.
@@ -27,6 +32,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
@@ -40,6 +46,7 @@ from kafka.errors import (
 )
 from kafka.producer.future import FutureRecordMetadata
 
+from pipeline.control import ChainControl
 from pipeline.kafka import make_consumer, make_producer
 from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, to_record
@@ -127,6 +134,9 @@ def run(
     limit_opencv_threads()
     pool = OrderedPool(concurrency)
     frames = FrameProcessor(transform, tile, pool)  # a bad spec fails before joining the group
+    # Every stream's live chain, read before joining, so the first frame already gets it.
+    control = ChainControl(settings, "processor-control")
+    frames.live_spec = _live_spec(control)
     stats = ProcessorStats()
     # host-pid says where it runs; the suffix keeps ids unique for members sharing a process.
     default_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
@@ -148,6 +158,9 @@ def run(
     try:
         while not stop.is_set():
             batch = consumer.poll(timeout_ms=0 if in_flight else 200, max_records=RECORDS_PER_WORKER * concurrency)
+            if batch:
+                # Every chain change acknowledged before these frames were produced applies to them.
+                control.sync()
             current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions,
                                                    _behind(batch, consumer, backlog))) if batch else None
             if in_flight is None and current is None:
@@ -172,9 +185,17 @@ def run(
         consumer.close()  # leaves the group: partitions move without waiting for a timeout
         producer.close(timeout=5)
         pool.close()
+        control.close()
         log.info("processor %s stopped: %d frames, %d dead letters, %d commits",
                  who.id, stats.frames, stats.dead_letters, stats.commits)
     return stats
+
+
+def _live_spec(control: ChainControl) -> Callable[[str], str | None]:
+    def live_spec(stream: str) -> str | None:
+        entry = control.get(stream)
+        return entry.spec if entry is not None else None
+    return live_spec
 
 
 @dataclass

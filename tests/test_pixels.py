@@ -78,5 +78,5 @@ def test_upload_records_carry_pixels_not_the_upload_format():
     _, (whole,) = job_frames("j", data, image, header, parse_spec("edges"), 128, 1 << 24)
     assert whole.encoding == "lz4" and np.array_equal(decode_image(whole.data), image)
     # ...unless they do not fit in one record: then the upload as it came.
-    _, (whole,) = job_frames("j", data, image, header, parse_spec("edges"), 128, 100_000)
+    _, (whole,) = job_frames("j", data, image, header, parse_spec("edges"), 128, 700_000)
     assert whole.encoding == "png" and whole.data == data
