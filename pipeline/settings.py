@@ -30,6 +30,8 @@ class Settings:
     processed_topic: str = "frames.processed"
     heartbeat_topic: str = "processors.heartbeat"
     dead_letter_topic: str = "frames.dlq"
+    # Compacted, keyed by stream: each stream's live transform chain (pipeline/control.py).
+    control_topic: str = "streams.control"
     partitions: int = 4
     replication_factor: int = 1
     # Frames above 1 MiB (PNG, 4K JPEG) need every Kafka size limit raised together.
@@ -44,6 +46,10 @@ class Settings:
     loopback_admin: bool = False
     max_upload_bytes: int = 25 * 1000 * 1000
     max_upload_pixels: int = 50 * 1000 * 1000
+    # Request bodies (uploads) being received at once per viewer process, and the longest a
+    # client may go without sending a byte of one: slow clients cannot hold every connection.
+    max_bodies_in_progress: int = 32
+    body_idle_timeout_s: int = 10
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -60,6 +66,7 @@ class Settings:
             processed_topic=get("PROCESSED_TOPIC") or "frames.processed",
             heartbeat_topic=get("HEARTBEAT_TOPIC") or "processors.heartbeat",
             dead_letter_topic=get("DEAD_LETTER_TOPIC") or "frames.dlq",
+            control_topic=get("CONTROL_TOPIC") or "streams.control",
             partitions=int_env(env, "TOPIC_PARTITIONS", 4),
             replication_factor=int_env(env, "TOPIC_REPLICATION_FACTOR", 1),
             max_message_bytes=int_env(env, "MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
@@ -68,6 +75,8 @@ class Settings:
             loopback_admin=(get("VIEWER_LOOPBACK_ADMIN") or "").lower() in ("1", "true", "yes"),
             max_upload_bytes=int_env(env, "MAX_UPLOAD_BYTES", 25 * 1000 * 1000),
             max_upload_pixels=int_env(env, "MAX_UPLOAD_PIXELS", 50 * 1000 * 1000),
+            max_bodies_in_progress=int_env(env, "MAX_BODIES_IN_PROGRESS", 32),
+            body_idle_timeout_s=int_env(env, "BODY_IDLE_TIMEOUT_S", 10),
         )
 
     def topic_env(self) -> dict[str, str]:
@@ -79,4 +88,5 @@ class Settings:
             "PROCESSED_TOPIC": self.processed_topic,
             "HEARTBEAT_TOPIC": self.heartbeat_topic,
             "DEAD_LETTER_TOPIC": self.dead_letter_topic,
+            "CONTROL_TOPIC": self.control_topic,
         }

@@ -6,12 +6,16 @@ import os
 
 from flask import Blueprint, Flask
 
+from viewer import headers
+from viewer.bodies import BodyGuard
 from viewer.errors import register_error_handlers
-from viewer.extension import Viewer
+from viewer.extension import Viewer, viewer_of
+from viewer.routes import chains as chains_routes
 from viewer.routes import live as live_routes
 from viewer.routes import replay as replay_routes
 from viewer.routes import status as status_routes
 from viewer.routes import stills as stills_routes
+from viewer.routes import window as window_routes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES = os.path.join(ROOT, "templates")
@@ -20,7 +24,7 @@ STATIC = os.path.join(ROOT, "static")
 
 def blueprints() -> list[Blueprint]:
     """Every blueprint of the viewer, registered in this order: the one place to add routes."""
-    return [live_routes.bp, status_routes.bp, replay_routes.bp, stills_routes.bp]
+    return [live_routes.bp, status_routes.bp, replay_routes.bp, window_routes.bp, chains_routes.bp, stills_routes.bp]
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -35,4 +39,7 @@ def create_app(config: dict | None = None) -> Flask:
     for bp in blueprints():
         app.register_blueprint(bp)
     register_error_handlers(app)
+    headers.init_app(app)
+    shared = viewer_of(app).settings.shared
+    app.wsgi_app = BodyGuard(app.wsgi_app, shared.max_bodies_in_progress, shared.body_idle_timeout_s)
     return app

@@ -1,20 +1,22 @@
 """The viewer as a Flask extension: one object per app owns the settings, the metrics, every
-background reader (live hubs, heartbeats, lag, job collector) and the job store, and stops
-them all with one `shutdown()`. Every reader starts on first use."""
+background reader (live hubs, heartbeats, lag, job collector, the control topic's reader) and
+the job store, and stops them all with one `shutdown()`. Every reader starts on first use."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from flask import Flask, current_app
 
+from pipeline.control import ChainControl
 from viewer.live.hub import LiveHub
 from viewer.metrics import ViewerMetrics
 from viewer.settings import ViewerSettings
 from viewer.status.heartbeats import ProcessorHeartbeats
 from viewer.status.lag import LagSampler
 from viewer.stills.store import JobStore
-from viewer.stills.upload import Uploads
+from viewer.stills.upload import JobLimits, Uploads
 
 
 class Viewer:
@@ -30,12 +32,25 @@ class Viewer:
         self.raw = LiveHub(shared, shared.raw_topic, self.metrics, self.settings.tick_s)
         self.heartbeats = ProcessorHeartbeats(shared)
         self.lag = LagSampler(shared, self.metrics, lambda: [name for name, _ in self.processed.stream_slots()])
-        store = JobStore(self.settings.jobs_db, keep=self.settings.jobs_keep)
-        self.uploads = Uploads(shared, store, self.settings.max_active_jobs, self.settings.job_timeout_s)
+        own = self.settings
+        store = JobStore(own.jobs_db, keep=own.jobs_keep)
+        limits = JobLimits(max_active=own.max_active_jobs, max_per_client=own.max_jobs_per_client,
+                           max_work_s=own.max_job_work_s, timeout_s=own.job_timeout_s,
+                           memory_bytes=own.upload_memory_bytes)
+        self.uploads = Uploads(shared, store, limits)
+        self._chains: ChainControl | None = None
+        self._chains_lock = threading.Lock()
         app.extensions["viewer"] = self
 
     def hub(self, raw: bool) -> LiveHub:
         return self.raw if raw else self.processed
+
+    def chains(self) -> ChainControl:
+        """The streams' live chains (the control topic), connected on first use."""
+        with self._chains_lock:
+            if self._chains is None:
+                self._chains = ChainControl(self.settings.shared, "viewer-control")
+            return self._chains
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Stop every reader within one shared deadline (readers stuck connecting to a dead
@@ -47,6 +62,8 @@ class Viewer:
         for loop in loops:
             loop.stop(max(0.0, deadline - time.monotonic()))
         self.uploads.close()
+        if self._chains is not None:
+            self._chains.close()
 
 
 def viewer_of(app: Flask) -> Viewer:

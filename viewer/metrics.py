@@ -19,6 +19,11 @@ class ViewerMetrics:
         self.frames_received = Counter(
             "viewer_frames_received", "Frames published by a live hub", ["topic", "stream"], registry=r
         )
+        self.frames_behind = Counter(
+            "viewer_frames_behind_skipped",
+            "Frames a live hub did not show: newer input was already queued behind them (a processor catching up)",
+            ["topic"], registry=r,
+        )
         self.clients = Gauge("viewer_clients", "Open MJPEG responses", ["mode"], registry=r)
         self.resume_consumers = Gauge("viewer_resume_consumers", "Open Kafka consumers of resuming viewers", registry=r)
         self.consumer_lag = Gauge(

@@ -25,7 +25,10 @@ class ViewerSettings:
     jobs_db: str = DEFAULT_DB
     jobs_keep: int = 50
     max_active_jobs: int = 8
+    max_jobs_per_client: int = 2
+    max_job_work_s: float = 20.0
     job_timeout_s: int = 600
+    upload_memory_bytes: int = 512 * 1024 * 1024
 
     @property
     def tick_s(self) -> float:
@@ -34,8 +37,8 @@ class ViewerSettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], env: Mapping[str, str] | None = None) -> ViewerSettings:
-        """``config`` may hold SETTINGS (a pipeline ``Settings``), KEEPALIVE_S, JOBS_DB, JOBS_KEEP,
-        MAX_ACTIVE_JOBS and JOB_TIMEOUT_S; all but the first two may also come from ``env``."""
+        """``config`` may hold SETTINGS (a pipeline ``Settings``), KEEPALIVE_S and the names in
+        ``_OWN`` (JOBS_DB, MAX_ACTIVE_JOBS, ...), which may also come from ``env``."""
         env = os.environ if env is None else env
         own = {name: str(config.get(name) or env.get(name) or "") for name in _OWN}
         return cls(
@@ -44,8 +47,22 @@ class ViewerSettings:
             jobs_db=own["JOBS_DB"] or DEFAULT_DB,
             jobs_keep=int_env(own, "JOBS_KEEP", 50),
             max_active_jobs=int_env(own, "MAX_ACTIVE_JOBS", 8),
+            max_jobs_per_client=int_env(own, "MAX_JOBS_PER_CLIENT", 2),
+            max_job_work_s=_float(own, "MAX_JOB_WORK_S", 20.0),
             job_timeout_s=int_env(own, "JOB_TIMEOUT_S", 600),
+            upload_memory_bytes=int_env(own, "UPLOAD_MEMORY_BYTES", 512 * 1024 * 1024),
         )
 
 
-_OWN = ("JOBS_DB", "JOBS_KEEP", "MAX_ACTIVE_JOBS", "JOB_TIMEOUT_S")
+_OWN = ("JOBS_DB", "JOBS_KEEP", "MAX_ACTIVE_JOBS", "MAX_JOBS_PER_CLIENT", "MAX_JOB_WORK_S", "JOB_TIMEOUT_S",
+        "UPLOAD_MEMORY_BYTES")
+
+
+def _float(values: Mapping[str, str], name: str, default: float) -> float:
+    raw = values.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None

@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -18,7 +17,6 @@ import pytest
 from kafka import OffsetAndMetadata
 
 from pipeline.codec import decode_image, encode_image
-from pipeline.heartbeat import decode_heartbeat
 from pipeline.kafka import make_consumer, make_producer
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo, split
@@ -27,36 +25,20 @@ from pipeline.wire import Frame, decode_record, spread_partition, to_record
 from processor.heartbeat import ProcessorStats
 from processor.run import OffsetKeeper
 from tests.support.paths import ROOT, SAMPLE_VIDEO
-from tests.support.processor_group import WAIT_S, Member, PacedProducer, Topic, committed, raw_frame
+from tests.support.processor_group import (
+    WAIT_S,
+    Member,
+    PacedProducer,
+    Topic,
+    assigned,
+    committed,
+    heartbeats,
+    raw_frame,
+    split_between,
+)
 from tests.support.topics import settings_env
 
 pytestmark = pytest.mark.integration
-
-def heartbeats(records: list, processor_id: str) -> list:
-    return [b for b in map(lambda r: decode_heartbeat(r.value), records) if b.id == processor_id]
-
-
-def assigned(name: str, partitions: list[int] | None = None) -> Callable[[list], bool]:
-    """Heartbeat-topic condition: ``name``'s newest heartbeat shows ``partitions`` (or any)."""
-    def check(records: list) -> bool:
-        mine = heartbeats(records, name)
-        return bool(mine) and (mine[-1].partitions == partitions if partitions else bool(mine[-1].partitions))
-    return check
-
-
-def split_between(first: str, second: str, working: str | None = None) -> Callable[[list], bool]:
-    """Heartbeat-topic condition: the newest heartbeats of ``first`` and ``second`` show the four
-    partitions split between them (neither empty, disjoint, together all four) and, if given,
-    ``working``'s shows frames processed. Waited for, not sampled: each member reports every
-    2 s on its own clock, so right after a rebalance one may still report the generation before."""
-    def check(records: list) -> bool:
-        newest = {name: beats[-1] for name in (first, second) if (beats := heartbeats(records, name))}
-        if len(newest) < 2:
-            return False
-        mine, theirs = set(newest[first].partitions), set(newest[second].partitions)
-        split = bool(mine) and bool(theirs) and mine.isdisjoint(theirs) and mine | theirs == {0, 1, 2, 3}
-        return split and (working is None or newest[working].frames > 0)
-    return check
 
 
 def seqs(records: list, stream: str = "cam") -> set[int]:

@@ -12,6 +12,7 @@ import numpy as np
 from kafka import TopicPartition
 
 from pipeline.codec import encode_image
+from pipeline.heartbeat import decode_heartbeat
 from pipeline.kafka import make_admin, make_consumer, make_producer
 from pipeline.settings import Settings
 from pipeline.wire import Frame, spread_partition, to_record
@@ -117,3 +118,30 @@ def committed(settings: Settings, group: str) -> dict[int, int]:
     finally:
         admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == settings.raw_topic}
+
+
+def heartbeats(records: list, processor_id: str) -> list:
+    return [b for b in map(lambda r: decode_heartbeat(r.value), records) if b.id == processor_id]
+
+
+def assigned(name: str, partitions: list[int] | None = None) -> Callable[[list], bool]:
+    """Heartbeat-topic condition: ``name``'s newest heartbeat shows ``partitions`` (or any)."""
+    def check(records: list) -> bool:
+        mine = heartbeats(records, name)
+        return bool(mine) and (mine[-1].partitions == partitions if partitions else bool(mine[-1].partitions))
+    return check
+
+
+def split_between(first: str, second: str, working: str | None = None) -> Callable[[list], bool]:
+    """Heartbeat-topic condition: the newest heartbeats of ``first`` and ``second`` show the four
+    partitions split between them (neither empty, disjoint, together all four) and, if given,
+    ``working``'s shows frames processed. Waited for, not sampled: each member reports every
+    2 s on its own clock, so right after a rebalance one may still report the generation before."""
+    def check(records: list) -> bool:
+        newest = {name: beats[-1] for name in (first, second) if (beats := heartbeats(records, name))}
+        if len(newest) < 2:
+            return False
+        mine, theirs = set(newest[first].partitions), set(newest[second].partitions)
+        split = bool(mine) and bool(theirs) and mine.isdisjoint(theirs) and mine | theirs == {0, 1, 2, 3}
+        return split and (working is None or newest[working].frames > 0)
+    return check

@@ -19,6 +19,10 @@ from viewer.live.reader import FrameReader
 from viewer.live.served import ServedFrame
 from viewer.metrics import ViewerMetrics
 
+# A live view shows only frames within this much source time of the newest input: frames a
+# processor sends while draining a backlog (start-up, after a stall) stay in the log only.
+LIVE_WINDOW_MS = 500
+
 
 @dataclass
 class StreamSlot:
@@ -93,7 +97,7 @@ class LiveHub(BackgroundLoop):
         self.settings = settings
         self.topic = topic
         self.metrics = metrics
-        self.reader = FrameReader(topic, metrics=metrics)
+        self.reader = FrameReader(topic, metrics=metrics, max_behind_ms=LIVE_WINDOW_MS)
         self.slots: dict[str, StreamSlot] = {}
         # Set (then replaced) whenever any stream gets a frame: what a request for a stream
         # not seen yet waits on.

@@ -28,10 +28,12 @@ SPREAD_POLL_MS = 50
 class FrameReader:
     """Frames of `topic` (only `stream`'s when given), each with the record that completed it."""
 
-    def __init__(self, topic: str, stream: str | None = None, metrics: ViewerMetrics | None = None) -> None:
+    def __init__(self, topic: str, stream: str | None = None, metrics: ViewerMetrics | None = None,
+                 max_behind_ms: int | None = None) -> None:
         self.topic = topic
         self.stream = stream
         self.metrics = metrics
+        self.max_behind_ms = max_behind_ms  # skip frames a processor sent this far behind its input
         self.tiles = TileReassembler()
         self.order: StreamOrder[tuple[ServedFrame, ConsumerRecord]] = StreamOrder()
         self._counted = {"tiles_dropped": 0} | asdict(self.order.reorderer.stats)
@@ -44,7 +46,7 @@ class FrameReader:
         """The frames now due, in each stream's order; an empty batch still releases frames
         whose gap has waited long enough."""
         arrivals = [(frame, record) for records in batch.values() for record in records
-                    if (frame := self._accept(record)) is not None]
+                    if (frame := self.accept(record)) is not None]
         # Note every partition of the batch first, so a batch holding a spread stream's
         # partitions one after the other is recognised as spread before any frame passes.
         for frame, record in arrivals:
@@ -72,7 +74,9 @@ class FrameReader:
                 self.metrics.order_events.labels(self.topic, event).inc(new)
         self._counted = counts
 
-    def _accept(self, record: ConsumerRecord) -> ServedFrame | None:
+    def accept(self, record: ConsumerRecord) -> ServedFrame | None:
+        """One record as a frame to show, or None: undecodable, a still job, another stream,
+        too far behind (live), or a tile still waiting for its siblings."""
         try:
             frame = decode_record(record)
         except WireError as exc:
@@ -81,5 +85,9 @@ class FrameReader:
         if frame.job is not None:
             return None  # still-image jobs are not live video
         if self.stream is not None and frame.stream != self.stream:
+            return None
+        if self.max_behind_ms is not None and frame.behind_ms is not None and frame.behind_ms > self.max_behind_ms:
+            if self.metrics is not None:
+                self.metrics.frames_behind.labels(self.topic).inc()
             return None
         return served_or_tile(frame, self.tiles)

@@ -20,6 +20,9 @@ def workers():
 
 @bp.get("/healthz")
 def healthz():
+    # Whoever waits for health (pipeline up, an orchestrator) is about to send viewers: start
+    # reading the processed topic now, so the first viewer does not wait for the reader's connect.
+    current_viewer().processed.ensure_started()
     if broker_reachable(current_viewer().settings.shared, timeout_s=1.0):
         return jsonify({"status": "ok"})
     return jsonify({"status": "broker unreachable"}), 503

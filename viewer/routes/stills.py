@@ -12,8 +12,9 @@ from kafka.errors import KafkaError
 from pipeline.transforms import REGISTRY, Chain, TransformError, parse_spec
 from viewer.errors import ApiError
 from viewer.extension import current_viewer
-from viewer.stills.store import JobStatus
-from viewer.stills.upload import check_header, decode_upload, job_frames
+from viewer.stills.budget import Reservation
+from viewer.stills.store import JobLimit, JobStatus
+from viewer.stills.upload import check_header, check_work, decode_upload, job_frames, reserve, retry_after
 
 bp = Blueprint("upload", __name__)
 
@@ -30,9 +31,10 @@ MIMETYPES = {"png": "image/png", "jpeg": "image/jpeg"}
 EXTENSIONS = {"png": "png", "jpeg": "jpg"}
 
 
-def _read_image_field(max_bytes: int) -> bytes:
+def _read_image_field(max_bytes: int, memory: Reservation) -> bytes:
     if request.content_length is not None and request.content_length > max_bytes + FORM_OVERHEAD_BYTES:
         raise ApiError(413, f"upload larger than MAX_UPLOAD_BYTES={max_bytes}")
+    reserve(memory, request.content_length or max_bytes)  # the image's bytes, held until published
     file = request.files.get("image")
     if file is None:
         hint = " (it must be a file part)" if "image" in request.form else ""
@@ -56,7 +58,8 @@ def _chain() -> Chain:
 def _tile_size() -> int:
     raw = request.form.get("tile") or str(DEFAULT_TILE)
     low, high = TILE_RANGE
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # isdecimal() alone accepts other scripts' digits, isdigit() superscripts: ASCII only.
+    if not (raw.isascii() and raw.isdecimal()) or not low <= int(raw) <= high:
         raise ApiError(400, f"tile must be an integer from {low} to {high}, got {raw!r}")
     return int(raw)
 
@@ -72,30 +75,46 @@ def _job_urls(job_id: str) -> dict:
 @bp.post("/upload")
 def upload():
     up = current_viewer().uploads
-    settings = up.settings
-    data = _read_image_field(settings.max_upload_bytes)
-    chain = _chain()
-    tile = _tile_size()
-    header = check_header(data, settings.max_upload_pixels)
-    # Decoding proves the file is whole (a valid header can front corrupt pixel data); only
-    # now, with the size checked, is the allocation bounded.
-    image = decode_upload(data, header)
-    if up.active_count() >= up.max_active:
-        raise ApiError(429, f"{up.max_active} jobs already in progress (MAX_ACTIVE_JOBS); try again shortly")
-    job_id = uuid.uuid4().hex
-    total, frames = job_frames(job_id, data, image, header, chain, tile)
-    # A whole-image record must fit one Kafka message; tiles always do.
-    if total == 1 and len(data) > settings.max_message_bytes - RECORD_OVERHEAD_BYTES:
-        raise ApiError(413, f"transform {chain.spec!r} needs the whole image in one message, and this one is"
-                             f" larger than MAX_MESSAGE_BYTES={settings.max_message_bytes}")
-    if not up.collector.wait_ready(READY_WAIT_S):
-        raise ApiError(503, f"broker unreachable: {up.collector.error or 'job collector not ready'}")
-    up.store.create(job_id, header.format, chain.spec, header.width, header.height, total)
-    try:
-        up.publish(frames)
-    except KafkaError as exc:
-        up.store.fail(job_id, f"publishing failed: {exc}")
-        raise ApiError(503, f"broker unreachable: {exc}", job=job_id) from None
+    settings, limits = up.settings, up.limits
+    with up.memory.reservation() as memory:
+        data = _read_image_field(settings.max_upload_bytes, memory)
+        chain = _chain()
+        tile = _tile_size()
+        header = check_header(data, settings.max_upload_pixels)
+        check_work(chain, header, settings.max_upload_pixels, limits.max_work_s)
+        whole = not chain.tileable or (header.width <= tile and header.height <= tile)
+        # A whole-image record must fit one Kafka message; tiles always do.
+        if whole and len(data) > settings.max_message_bytes - RECORD_OVERHEAD_BYTES:
+            raise ApiError(413, f"transform {chain.spec!r} needs the whole image in one message, and this one is"
+                                 f" larger than MAX_MESSAGE_BYTES={settings.max_message_bytes}")
+        if not up.collector.wait_ready(READY_WAIT_S):
+            raise ApiError(503, f"broker unreachable: {up.collector.error or 'job collector not ready'}")
+        job_id = uuid.uuid4().hex
+        # Admitted before the decode, in one transaction with the count: the limits hold
+        # however many uploads arrive together.
+        up.store.expire(limits.timeout_s)  # jobs no processor finished no longer count
+        try:
+            up.store.create(job_id, header.format, chain.spec, header.width, header.height, 0,
+                            client=request.remote_addr, max_active=limits.max_active,
+                            max_per_client=limits.max_per_client)
+        except JobLimit as exc:
+            raise ApiError(429, f"{exc}; try again shortly", headers=retry_after()) from None
+        try:
+            # The decoded BGR image (and, for a whole-image job, its lz4 copy).
+            reserve(memory, header.pixels * 3 * (2 if whole else 1))
+            # Decoding proves the file is whole (a valid header can front corrupt pixel data);
+            # only now, with the size checked and the memory reserved, is the allocation bounded.
+            image = decode_upload(data, header)
+            total, frames = job_frames(job_id, data, image, header, chain, tile,
+                                       settings.max_message_bytes - RECORD_OVERHEAD_BYTES)
+            up.store.set_total(job_id, total)
+            up.publish(frames)
+        except KafkaError as exc:
+            up.store.fail(job_id, f"publishing failed: {exc}")
+            raise ApiError(503, f"broker unreachable: {exc}", job=job_id) from None
+        except BaseException:
+            up.store.discard(job_id)
+            raise
     body = {"job": job_id, "state": "queued", "tiles_total": total, "transform": chain.spec, **_job_urls(job_id)}
     return jsonify(body), 202, {"Location": body["status_url"]}
 

@@ -1,5 +1,5 @@
-"""Still-image uploads: check the image, split it into halo'd tiles, publish them to the raw
-topic as one job for the processor group, and report the job's progress.
+"""Still-image uploads: check the image and the work it asks for, split it into halo'd tiles,
+publish them to the raw topic as one job for the processor group, and report the job's progress.
 
 Tiles go through the same processor code path as video frames (``pipeline.tiling`` contract);
 the job collector (``viewer.stills.collector``) reassembles them and ``viewer.stills.store``
@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -23,24 +24,41 @@ from pipeline.tiling import split
 from pipeline.transforms import Chain
 from pipeline.wire import Frame, to_record
 from viewer.errors import ApiError
+from viewer.stills.budget import Busy, MemoryBudget, Reservation
 from viewer.stills.collector import JobCollector
 from viewer.stills.imageheader import CorruptImage, ImageHeader, UnsupportedImage, read_header
 from viewer.stills.offload import off_hub
 from viewer.stills.store import JobStatus, JobStore
 
 UPLOAD_STREAM = "upload"
-TILE_JPEG_QUALITY = 95  # tiles are re-encoded once more by the processor (PNG ignores it)
+# Inside the pipeline, images travel as lz4 pixels (pipeline/pixels.py): lossless, and ~100x
+# faster to encode than PNG. The upload's own format is used again only for the result.
+INTERNAL_ENCODING = "lz4"
+MEMORY_WAIT_S = 2.0  # how long an upload waits for others' memory before a 503
+RETRY_AFTER_S = 5  # what a refused upload is told to wait
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """What one upload may ask for, and how many may be in progress."""
+
+    max_active: int = 8  # MAX_ACTIVE_JOBS: jobs in progress, all clients
+    max_per_client: int = 2  # MAX_JOBS_PER_CLIENT: jobs in progress from one client address
+    max_work_s: float = 20.0  # MAX_JOB_WORK_S: estimated seconds of one core per job
+    timeout_s: int = 600  # JOB_TIMEOUT_S: a job not done by then has failed
+    memory_bytes: int = 512 * 1024 * 1024  # UPLOAD_MEMORY_BYTES: upload bytes + pixels in flight, per process
 
 
 class Uploads:
-    """Per-app upload machinery: the job store, the collector and one shared producer."""
+    """Per-app upload machinery: the job store, the collector, one shared producer, the limits
+    and the process's upload memory budget."""
 
-    def __init__(self, settings: Settings, store: JobStore, max_active: int, timeout_s: int) -> None:
+    def __init__(self, settings: Settings, store: JobStore, limits: JobLimits) -> None:
         self.settings = settings
         self.store = store
         self.collector = JobCollector(settings, store)
-        self.max_active = max_active
-        self.timeout_s = timeout_s
+        self.limits = limits
+        self.memory = MemoryBudget(limits.memory_bytes)
         self._producer = None
         self._producer_lock = threading.Lock()
 
@@ -53,12 +71,8 @@ class Uploads:
     def status(self, job_id: str) -> JobStatus | None:
         # A restarted viewer finishes its predecessor's jobs once anyone asks about a job.
         self.collector.ensure_started()
-        self.store.expire(self.timeout_s)
+        self.store.expire(self.limits.timeout_s)
         return self.store.get(job_id)
-
-    def active_count(self) -> int:
-        self.store.expire(self.timeout_s)
-        return self.store.active_count()
 
     def publish(self, frames: Iterable[Frame]) -> None:
         """Send every tile, spread round-robin over the raw topic's partitions, so the whole
@@ -82,6 +96,15 @@ class Uploads:
             self._producer.close(timeout=5)
 
 
+def reserve(memory: Reservation, nbytes: int) -> None:
+    """Grow the upload's memory reservation; ApiError 503 (Retry-After) while others hold the budget."""
+    try:
+        memory.grow(nbytes, MEMORY_WAIT_S)
+    except Busy as exc:
+        raise ApiError(503, f"busy with other uploads: {exc} (UPLOAD_MEMORY_BYTES); try again shortly",
+                       headers=retry_after()) from None
+
+
 def check_header(data: bytes, max_pixels: int) -> ImageHeader:
     """The upload's format and size from its header, before any decoding; ApiError 415/400/413."""
     try:
@@ -96,6 +119,24 @@ def check_header(data: bytes, max_pixels: int) -> ImageHeader:
     return header
 
 
+def check_work(chain: Chain, header: ImageHeader, max_pixels: int, max_work_s: float) -> None:
+    """Refuse, before anything runs, a chain whose output or intermediate images exceed the
+    pixel limit, or whose estimated work exceeds the job limit."""
+    height, width = header.height, header.width
+    out_h, out_w = chain.output_size(height, width)
+    if out_h * out_w > max_pixels:
+        raise ApiError(413, f"transform {chain.spec!r} makes a {out_w}x{out_h} image from this one, more than"
+                             f" MAX_UPLOAD_PIXELS={max_pixels}")
+    if chain.peak_pixels(height, width) > max_pixels:
+        raise ApiError(413, f"transform {chain.spec!r} makes an intermediate image of {chain.peak_pixels(height, width)}"
+                             f" pixels from this one, more than MAX_UPLOAD_PIXELS={max_pixels}")
+    work_s = chain.work_s(height, width)
+    if work_s > max_work_s:
+        raise ApiError(422, f"transform {chain.spec!r} on {width}x{height} is estimated at {work_s:.0f} s of"
+                             f" processing, more than MAX_JOB_WORK_S={max_work_s:g}; use a smaller image or"
+                             " a lighter chain")
+
+
 def decode_upload(data: bytes, header: ImageHeader) -> np.ndarray:
     """The pixels, on a native thread; ApiError 400 when they do not match the header."""
     try:
@@ -108,29 +149,37 @@ def decode_upload(data: bytes, header: ImageHeader) -> np.ndarray:
     return image
 
 
-def _encode_tile(pixels: np.ndarray, fmt: str) -> bytes:
-    return encode_image(np.ascontiguousarray(pixels), fmt, TILE_JPEG_QUALITY)
+def _encode_pixels(pixels: np.ndarray) -> bytes:
+    return encode_image(pixels, INTERNAL_ENCODING)
 
 
-def job_frames(job_id: str, data: bytes, image: np.ndarray, header: ImageHeader, chain: Chain, tile: int
-               ) -> tuple[int, Iterator[Frame]]:
+def job_frames(job_id: str, data: bytes, image: np.ndarray, header: ImageHeader, chain: Chain, tile: int,
+               max_record_bytes: int) -> tuple[int, Iterator[Frame]]:
     """(record count, the job's records): halo'd tiles when the chain can be tiled and the
-    image is larger than a tile, else the untouched upload as one whole frame (no tile header).
+    image is larger than a tile, else one whole frame (no tile header).
 
+    Records carry the decoded pixels (lz4), so no stage decodes the upload again; only a whole
+    image whose pixels exceed one record goes as the untouched upload.
     Tiles are encoded lazily, so the first ones are being processed while later ones encode.
     """
-    base = Frame(stream=UPLOAD_STREAM, seq=0, ts_ms=int(time.time() * 1000), encoding=header.format,
-                 width=header.width, height=header.height, data=data, job=job_id, transform=chain.spec)
+    base = Frame(stream=UPLOAD_STREAM, seq=0, ts_ms=int(time.time() * 1000), encoding=INTERNAL_ENCODING,
+                 width=header.width, height=header.height, data=b"", job=job_id, transform=chain.spec)
     if not chain.tileable or (header.width <= tile and header.height <= tile):
-        return 1, iter([base])
+        # Pixels that would have to compress better than 2:1 to fit are not worth trying.
+        pixels = off_hub(_encode_pixels, image) if image.nbytes <= 2 * max_record_bytes else None
+        if pixels is not None and len(pixels) <= max_record_bytes:
+            return 1, iter([dataclasses.replace(base, data=pixels)])
+        return 1, iter([dataclasses.replace(base, data=data, encoding=header.format)])
     tiles = split(image, tile, chain.halo, align=chain.align)  # views: nothing copied yet
     # One tile per hop to the native thread: between tiles the hub gets the GIL back at once
     # (one long call over every tile starves it: measured 0.5-1 s stalls of the live streams).
     frames = (
-        dataclasses.replace(base, seq=info.index, tile=info.to_header(),
-                            data=off_hub(_encode_tile, pixels, header.format))
+        dataclasses.replace(base, seq=info.index, tile=info.to_header(), data=off_hub(_encode_pixels, pixels))
         for info, pixels in tiles
     )
     return len(tiles), frames
 
 
+def retry_after() -> dict[str, str]:
+    """The header telling a refused client when to try again."""
+    return {"Retry-After": str(RETRY_AFTER_S)}
