@@ -43,6 +43,9 @@ class Settings:
     loopback_admin: bool = False
     max_upload_bytes: int = 25 * 1000 * 1000
     max_upload_pixels: int = 50 * 1000 * 1000
+    # Video frames (and the whole images tiles belong to) are checked against this from their
+    # headers before decoding; uploads travel as frames too, so it is not below the upload limit.
+    max_frame_pixels: int = 50 * 1000 * 1000
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -67,6 +70,7 @@ class Settings:
             loopback_admin=(get("VIEWER_LOOPBACK_ADMIN") or "").lower() in ("1", "true", "yes"),
             max_upload_bytes=_int_env(env, "MAX_UPLOAD_BYTES", 25 * 1000 * 1000),
             max_upload_pixels=_int_env(env, "MAX_UPLOAD_PIXELS", 50 * 1000 * 1000),
+            max_frame_pixels=_int_env(env, "MAX_FRAME_PIXELS", 50 * 1000 * 1000),
         )
 
     def topic_env(self) -> dict[str, str]:

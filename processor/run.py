@@ -125,7 +125,7 @@ def run(
     stop = stop or threading.Event()
     limit_opencv_threads()
     pool = OrderedPool(concurrency)
-    frames = FrameProcessor(transform, tile, pool)  # a bad spec fails before joining the group
+    frames = FrameProcessor(transform, tile, pool, settings.max_frame_pixels)  # a bad spec fails before joining the group
     stats = ProcessorStats()
     # host-pid says where it runs; the suffix keeps ids unique for members sharing a process.
     default_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"

@@ -44,3 +44,32 @@ def test_a_record_over_the_size_limit_is_described_in_the_dead_letter_topic_and_
     assert b"cannot decode image" in fields["error"] and b"over MAX_MESSAGE_BYTES" in fields["omitted"]
     assert fields["seq"] == b"1"  # the frame's own headers say which frame it was
     assert committed(settings, member.args[2]) == {0: 3}
+
+
+def test_the_live_reader_outlives_records_that_lie_and_serves_the_next_good_frame(settings):
+    from pipeline.kafka import make_producer
+    from viewer.live.hub import LiveHub
+    from viewer.metrics import ViewerMetrics
+
+    metrics = ViewerMetrics()
+    hub = LiveHub(settings, settings.processed_topic, metrics)
+    hub.ensure_started()
+    producer = make_producer(settings)
+    try:
+        assert hub.wait_for_stream("never", 1.0) is False  # started and positioned at the end
+        good = raw_frame(1)
+        key, value, headers = to_record(good)
+        lying_tile = [(k, b"100000" if k in ("w", "h") else v) for k, v in headers] + [("tile", b"0/2x2@0,0+48x64~0,0,0,0")]
+        for hostile in (lying_tile, [(k, b"a/b" if k == "stream" else v) for k, v in headers]):
+            producer.send(settings.processed_topic, key=key, value=value, headers=hostile, partition=0)
+        producer.send(settings.processed_topic, key=key, value=value, headers=headers, partition=0)
+        producer.flush()
+        assert hub.wait_for_stream("cam", 30), f"no good frame served; reader error: {hub.error}"
+        assert hub._thread.is_alive() and hub.latest("cam").seq == 1
+        assert "a/b" not in dict(hub.stream_slots())
+        drops = {s.labels["reason"]: s.value for m in metrics.registry.collect() if m.name == "viewer_frames_dropped"
+                 for s in m.samples if s.name.endswith("_total")}
+        assert drops == {"bad tile": 1, "not a frame": 1}
+    finally:
+        producer.close()
+        hub.stop()

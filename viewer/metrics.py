@@ -17,6 +17,10 @@ class ViewerMetrics:
         self.frames_received = Counter(
             "viewer_frames_received", "Frames published by a live hub", ["topic", "stream"], registry=r
         )
+        self.frames_dropped = Counter(
+            "viewer_frames_dropped", "Records a live reader could not serve (not a frame, over the pixel limit, bad tile...)",
+            ["topic", "reason"], registry=r,
+        )
         self.clients = Gauge("viewer_clients", "Open MJPEG responses", ["mode"], registry=r)
         self.resume_consumers = Gauge("viewer_resume_consumers", "Open Kafka consumers of resuming viewers", registry=r)
         self.consumer_lag = Gauge(

@@ -18,10 +18,9 @@ from kafka import TopicPartition
 
 from pipeline.kafka import make_consumer
 from pipeline.settings import Settings
-from pipeline.wire import WireError, decode_record
 from viewer.background import BackgroundLoop
 from viewer.live.ordering import StreamOrder
-from viewer.live.served import ServedFrame, served_or_tile
+from viewer.live.served import ServedFrame, accept_record
 from viewer.live.tiles import TileReassembler
 from viewer.metrics import ViewerMetrics
 
@@ -60,7 +59,7 @@ class LiveHub(BackgroundLoop):
         self.order: StreamOrder[ServedFrame] = StreamOrder()
         self.slots: dict[str, StreamSlot] = {}
         self.changed = threading.Condition()
-        self.tiles = TileReassembler()
+        self.tiles = TileReassembler(max_pixels=settings.max_frame_pixels)
 
     def run_once(self) -> None:
         consumer = make_consumer(self.settings, "viewer-live", group_id=None, auto_offset_reset="latest")
@@ -78,7 +77,8 @@ class LiveHub(BackgroundLoop):
             while not self.stopping.is_set():
                 # Spread streams may hold frames for a gap: come back soon to release them.
                 batch = consumer.poll(timeout_ms=50 if self.order.any_spread else 200)
-                arrivals = [(frame, r.partition) for rs in batch.values() for r in rs if (frame := self.accept(r))]
+                arrivals = [(frame, r.partition) for rs in batch.values() for r in rs
+                            if (frame := self.skip_bad_record(self.accept, r))]
                 for frame, partition in arrivals:
                     self.order.seen(frame.stream, partition)
                 for frame, partition in arrivals:
@@ -91,15 +91,8 @@ class LiveHub(BackgroundLoop):
             consumer.close()
 
     def accept(self, record) -> ServedFrame | None:
-        """One consumed record as a frame to serve; tiles wait for their siblings (None)."""
-        try:
-            frame = decode_record(record)
-        except WireError as exc:
-            log.warning("topic=%s partition=%d offset=%d skipped: %s", self.topic, record.partition, record.offset, exc)
-            return None
-        if frame.job is not None:
-            return None  # still-image jobs are not live video
-        return served_or_tile(frame, self.tiles)
+        """One consumed record as a frame to serve (see `accept_record`)."""
+        return accept_record(record, self.tiles, self.settings.max_frame_pixels, self.metrics)
 
     def publish(self, frames: list[ServedFrame], partition: int | None = None) -> None:
         """Make `frames` (in order) each stream's newest and wake the clients waiting for it."""
