@@ -12,6 +12,7 @@ from pipeline.codec import decode_image, encode_image, image_header
 from pipeline.imageheader import TooManyPixels, check_pixels
 from pipeline.settings import Settings
 from pipeline.wire import Frame, WireError, decode_record
+from viewer.live.mjpeg import part as mjpeg_part
 from viewer.live.tiles import TileError, TileReassembler
 from viewer.metrics import ViewerMetrics
 
@@ -46,6 +47,11 @@ class ServedFrame:
             return self._data
         # Browsers only paint JPEG inside multipart/x-mixed-replace.
         return encode_image(decode_image(self._data), "jpeg", SERVE_QUALITY)
+
+    @cached_property
+    def part(self) -> bytes:
+        """This frame as an MJPEG part: built once, written to every client."""
+        return mjpeg_part(self)
 
     def __repr__(self) -> str:
         return f"ServedFrame({self.stream!r}, seq={self.seq}, {self.width}x{self.height})"
