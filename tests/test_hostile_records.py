@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pytest
 from kafka import KafkaProducer
 
-from pipeline.wire import decode_record, to_record
+from pipeline.codec import encode_image
+from pipeline.wire import Frame, decode_record, to_record
 from tests.test_processor_group import Member, Topic, committed, raw_frame
 
 pytestmark = pytest.mark.integration
@@ -73,3 +75,36 @@ def test_the_live_reader_outlives_records_that_lie_and_serves_the_next_good_fram
     finally:
         producer.close()
         hub.stop()
+
+
+def test_rotating_the_embedded_brokers_topics_waits_until_the_processors_finished_the_raw_topic(broker, settings):
+    """A large record grows the broker past its budget at once: the rotation it triggers used to
+    delete it (and whatever else the processors had not read) before any processor saw it."""
+    from pipeline.kafka import make_producer
+    from pipeline.local.retention import EmbeddedRetention, TopicRotator
+
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    member = Member(settings, group, "rotation", transform="blur:ksize=51")
+    member.start()
+    producer = make_producer(settings)
+    rotator = TopicRotator(settings)
+    processed = Topic(settings, settings.processed_topic)
+    try:
+        key, value, headers = to_record(raw_frame(0))
+        producer.send(settings.raw_topic, key=key, value=value, headers=headers).get(30)
+        processed.wait_for(lambda r: len(r) >= 1, "the group's first commit")
+        big = encode_image(np.random.default_rng(1).integers(0, 256, (720, 1280, 3), dtype=np.uint8), "jpeg")
+        frames = 40  # seconds of work for the blur, milliseconds to delete
+        for seq in range(1, frames + 1):
+            key, value, headers = to_record(Frame("cam", seq, 0, "jpeg", 1280, 720, big))
+            producer.send(settings.raw_topic, key=key, value=value, headers=headers)
+        producer.flush()
+        retention = EmbeddedRetention(settings, broker.process.pid, budget_bytes=0)
+        assert retention.check(rotator) is not None
+    finally:
+        rotator.close()
+        producer.close()
+        processed.close()
+        member.finish()
+    # The raw topic is new and empty now: what was not processed before the rotation never will be.
+    assert member.stats.frames >= frames + 1, f"only {member.stats.frames} of {frames + 1} frames processed"
