@@ -15,6 +15,11 @@ topic's partitioning: a stream keyed to one partition stays in order end to end;
 spread over partitions (for more parallelism) is put back in seq order by the reader with
 ``pipeline.reorder.Reorderer``. See README "Ordering".
 
+Chains: a stream's live chain comes from the control topic (``pipeline.control``), read in
+full before joining and caught up again before each batch is processed, so a change applies
+from the first batch polled after it, with no restart and no rebalance; streams without an
+entry get ``--transform``.
+
 Shutdown: when ``stop`` is set the current batch finishes (in-flight frames are not dropped),
 its outputs are flushed and its offsets committed, then the consumer closes, which leaves
 the group so the partitions move to the other members at once.
@@ -27,7 +32,8 @@ import os
 import socket
 import threading
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -40,9 +46,11 @@ from kafka.errors import (
 )
 from kafka.producer.future import FutureRecordMetadata
 
+from pipeline.control import ChainControl
 from pipeline.kafka import make_consumer, make_producer
 from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, to_record
+from processor.backlog import InputBacklog
 from processor.dead_letters import dead_letter, short_reason
 from processor.frames import POISON, FrameProcessor
 from processor.heartbeat import HeartbeatPublisher, Identity, ProcessorStats
@@ -125,7 +133,11 @@ def run(
     stop = stop or threading.Event()
     limit_opencv_threads()
     pool = OrderedPool(concurrency)
-    frames = FrameProcessor(transform, tile, pool, settings.max_frame_pixels)  # a bad spec fails before joining the group
+    # A bad spec fails before joining the group.
+    frames = FrameProcessor(transform, tile, pool, max_pixels=settings.max_frame_pixels)
+    # Every stream's live chain, read before joining, so the first frame already gets it.
+    control = ChainControl(settings, "processor-control")
+    frames.live_spec = _live_spec(control)
     stats = ProcessorStats()
     # host-pid says where it runs; the suffix keeps ids unique for members sharing a process.
     default_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
@@ -143,10 +155,15 @@ def run(
     # and N is committed only then. Waiting for the acks right after sending left the processor
     # idle ~22% of the time (py-spy, grayscale at full speed).
     in_flight: _Batch | None = None
+    backlog = InputBacklog()
     try:
         while not stop.is_set():
             batch = consumer.poll(timeout_ms=0 if in_flight else 200, max_records=RECORDS_PER_WORKER * concurrency)
-            current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions)) if batch else None
+            if batch:
+                # Every chain change acknowledged before these frames were produced applies to them.
+                control.sync()
+            current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions,
+                                                   _behind(batch, consumer, backlog))) if batch else None
             if in_flight is None and current is None:
                 offsets.commit()  # retry a commit deferred by a rebalance
                 continue
@@ -169,9 +186,17 @@ def run(
         consumer.close()  # leaves the group: partitions move without waiting for a timeout
         producer.close(timeout=5)
         pool.close()
+        control.close()
         log.info("processor %s stopped: %d frames, %d dead letters, %d commits",
                  who.id, stats.frames, stats.dead_letters, stats.commits)
     return stats
+
+
+def _live_spec(control: ChainControl) -> Callable[[str], str | None]:
+    def live_spec(stream: str) -> str | None:
+        entry = control.get(stream)
+        return entry.spec if entry is not None else None
+    return live_spec
 
 
 @dataclass
@@ -211,8 +236,13 @@ def _redo(consumer: KafkaConsumer, *newest_first: _Batch) -> None:
                 consumer.seek(tp, records[0].offset)
 
 
+def _behind(batch: dict, consumer: KafkaConsumer, backlog: InputBacklog) -> list[int | None]:
+    """Per record of the batch (in its order): input queued behind it, in ms (processor/backlog.py)."""
+    return [behind for tp, records in batch.items() for behind in backlog.behind_ms(tp, records, consumer.highwater(tp))]
+
+
 def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer, settings: Settings,
-                   stats: ProcessorStats, out_partitions: int) -> list[_Send]:
+                   stats: ProcessorStats, out_partitions: int, behind: list[int | None]) -> list[_Send]:
     """Process and send one polled batch; returns the sends, to settle once acknowledged."""
     records = [record for tp_records in batch.values() for record in tp_records]
     decoded: list[Frame | Exception] = []
@@ -225,9 +255,9 @@ def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer,
     for i, out in zip(good, frames.process_batch([decoded[i] for i in good]), strict=True):
         decoded[i] = out
     sends = []
-    for record, out in zip(records, decoded, strict=True):
+    for record, out, behind_ms in zip(records, decoded, behind, strict=True):
         if isinstance(out, Frame):
-            key, value, headers = to_record(out)
+            key, value, headers = to_record(replace(out, behind_ms=behind_ms))
             try:
                 # Same partition number as the input: the processed topic mirrors the raw one's order.
                 future = producer.send(settings.processed_topic, key=key, value=value, headers=headers,

@@ -23,6 +23,11 @@ class ViewerMetrics:
             "viewer_frames_dropped", "Records a live reader could not serve (not a frame, over the pixel limit, bad tile...)",
             ["topic", "reason"], registry=r,
         )
+        self.frames_behind = Counter(
+            "viewer_frames_behind_skipped",
+            "Frames a live hub did not show: newer input was already queued behind them (a processor catching up)",
+            ["topic"], registry=r,
+        )
         self.clients = Gauge("viewer_clients", "Open MJPEG responses", ["mode"], registry=r)
         self.resume_consumers = Gauge("viewer_resume_consumers", "Open Kafka consumers of resuming viewers", registry=r)
         self.consumer_lag = Gauge(

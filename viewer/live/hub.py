@@ -26,6 +26,10 @@ from viewer.metrics import ViewerMetrics
 
 log = logging.getLogger(__name__)
 
+# A live view shows only frames within this much source time of the newest input: frames a
+# processor sends while draining a backlog (start-up, after a stall) stay in the log only.
+LIVE_WINDOW_MS = 500
+
 
 @dataclass
 class StreamSlot:
@@ -148,8 +152,10 @@ class LiveHub(BackgroundLoop):
             consumer.close()
 
     def accept(self, record) -> ServedFrame | None:
-        """One consumed record as a frame to serve (see `accept_record`)."""
-        return accept_record(record, self.tiles, self.settings.max_frame_pixels, self.metrics)
+        """One consumed record as a frame to serve (see `accept_record`); frames more than
+        LIVE_WINDOW_MS behind are not live any more."""
+        return accept_record(record, self.tiles, self.settings.max_frame_pixels, self.metrics,
+                             max_behind_ms=LIVE_WINDOW_MS)
 
     def publish(self, frames: list[ServedFrame], partition: int | None = None) -> None:
         """Make `frames` (in order) each stream's newest and wake the clients waiting for it."""

@@ -26,20 +26,24 @@ class ServedFrame:
     """JPEG bytes are passed through untouched; PNG is transcoded once, on first use, so a
     stream nobody watches costs no decode."""
 
-    def __init__(self, stream: str, seq: int, ts_ms: int, width: int, height: int, data: bytes, encoding: str) -> None:
+    def __init__(self, stream: str, seq: int, ts_ms: int, width: int, height: int, data: bytes, encoding: str,
+                 transform: str | None = None) -> None:
         self.stream, self.seq, self.ts_ms = stream, seq, ts_ms
         self.width, self.height = width, height
         self._data, self._encoding = data, encoding
+        # The chain the processor applied (its `transform` header), if it is plain text.
+        self.transform = transform if transform and transform.isascii() and transform.isprintable() else None
 
     @classmethod
     def of(cls, frame: Frame) -> ServedFrame:
-        return cls(frame.stream, frame.seq, frame.ts_ms, frame.width, frame.height, frame.data, frame.encoding)
+        return cls(frame.stream, frame.seq, frame.ts_ms, frame.width, frame.height, frame.data, frame.encoding,
+                   frame.transform)
 
     @classmethod
-    def from_image(cls, stream: str, seq: int, ts_ms: int, image: np.ndarray) -> ServedFrame:
+    def from_image(cls, stream: str, seq: int, ts_ms: int, image: np.ndarray, transform: str | None = None) -> ServedFrame:
         """A reassembled image: encoded to JPEG once, here."""
         height, width = image.shape[:2]
-        return cls(stream, seq, ts_ms, width, height, encode_image(image, "jpeg", SERVE_QUALITY), "jpeg")
+        return cls(stream, seq, ts_ms, width, height, encode_image(image, "jpeg", SERVE_QUALITY), "jpeg", transform)
 
     @cached_property
     def jpeg(self) -> bytes:
@@ -70,17 +74,22 @@ def served_or_tile(frame: Frame, tiles: TileReassembler, max_pixels: int = Setti
     assembled = tiles.add(frame)
     if assembled is None:
         return None
-    return ServedFrame.from_image(assembled.stream, assembled.seq, assembled.ts_ms, assembled.image)
+    return ServedFrame.from_image(assembled.stream, assembled.seq, assembled.ts_ms, assembled.image, assembled.transform)
 
 
 def accept_record(record: ConsumerRecord, tiles: TileReassembler, max_pixels: int, metrics: ViewerMetrics | None,
-                  stream: str | None = None) -> ServedFrame | None:
+                  stream: str | None = None, max_behind_ms: int | None = None) -> ServedFrame | None:
     """One consumed record as a live frame to serve (of `stream`, if given), or None: tiles wait
-    for their siblings, still-image job records are not live video, and a record that is not a
-    servable frame is logged, counted and dropped (one bad record must not end a stream)."""
+    for their siblings, still-image job records are not live video, a frame more than
+    `max_behind_ms` behind its input is skipped, and a record that is not a servable frame is
+    logged, counted and dropped (one bad record must not end a stream)."""
     try:
         frame = decode_record(record)
         if frame.job is not None or (stream is not None and frame.stream != stream):
+            return None
+        if max_behind_ms is not None and frame.behind_ms is not None and frame.behind_ms > max_behind_ms:
+            if metrics is not None:
+                metrics.frames_behind.labels(record.topic).inc()
             return None
         return served_or_tile(frame, tiles, max_pixels)
     except ValueError as exc:

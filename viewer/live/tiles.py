@@ -2,9 +2,11 @@
 
 The wire contract (``pipeline.tiling.output_tile``): all tiles of a frame share stream and
 seq; ``Frame.tile`` is a ``TileInfo`` header and the frame's width/height are those of the
-whole image the tile belongs in. A processed tile is the core, already placed in *output*
-coordinates (no halo), so no knowledge of the chain is needed. A raw tile (``?raw=1``) still
-carries its halo, which is cropped here: the same code serves both.
+whole image the tile belongs in. Tiles are collected per chain (their ``transform`` header),
+so tiles of one frame that two processors made with two chains (a live chain change around
+a rebalance) are never mixed into one picture. A processed tile is the core, already placed
+in *output* coordinates (no halo), so no knowledge of the chain is needed. A raw tile
+(``?raw=1``) still carries its halo, which is cropped here: the same code serves both.
 
 Headers are input like the pixels: a frame size over the pixel limit is refused before
 anything is allocated for it, and the frames in progress are bounded in count and in pixels.
@@ -49,6 +51,7 @@ class AssembledFrame:
     seq: int
     ts_ms: int
     image: np.ndarray = field(repr=False)
+    transform: str | None = None
 
 
 class TileReassembler:
@@ -57,7 +60,7 @@ class TileReassembler:
     def __init__(self, max_in_progress: int = MAX_IN_PROGRESS, max_pixels: int = Settings.max_frame_pixels) -> None:
         self.max_in_progress = max_in_progress
         self.max_pixels = max_pixels
-        self._pending: OrderedDict[tuple[str, int], _Pending] = OrderedDict()
+        self._pending: OrderedDict[tuple[str, int, str | None], _Pending] = OrderedDict()
         self.dropped = 0
 
     @property
@@ -72,7 +75,7 @@ class TileReassembler:
             core = crop_halo(decode_image(frame.data, self.max_pixels), info)
         except ValueError as exc:  # CodecError and TooManyPixels included
             raise TileError(str(exc)) from None
-        key = (frame.stream, frame.seq)
+        key = (frame.stream, frame.seq, frame.transform)
         pending = self._pending.get(key)
         if pending is None:
             pending = _Pending(Assembler(frame.height, frame.width, info.rows, info.cols), frame.ts_ms)
@@ -85,7 +88,7 @@ class TileReassembler:
         if not complete:
             return None
         del self._pending[key]
-        return AssembledFrame(frame.stream, frame.seq, pending.ts_ms, pending.assembler.image())
+        return AssembledFrame(frame.stream, frame.seq, pending.ts_ms, pending.assembler.image(), frame.transform)
 
     def _pixels_in_progress(self) -> int:
         return sum(h * w for h, w in (p.assembler.out_size for p in self._pending.values()))
@@ -94,6 +97,6 @@ class TileReassembler:
         while len(self._pending) > self.max_in_progress or (
                 len(self._pending) > 1
                 and self._pixels_in_progress() > MAX_IN_PROGRESS_FRAMES_AT_LIMIT * self.max_pixels):
-            (stream, seq), pending = self._pending.popitem(last=False)
+            (stream, seq, _), pending = self._pending.popitem(last=False)
             self.dropped += 1
             log.warning("stream=%s seq=%d dropped with %d/%d tiles", stream, seq, pending.assembler.done, pending.assembler.total)
