@@ -4,12 +4,15 @@ background reader outlives any error."""
 
 from __future__ import annotations
 
+import struct
 import threading
 
+import lz4.frame
 import numpy as np
 import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 
+from pipeline import pixels
 from pipeline.codec import encode_image
 from pipeline.imageheader import TooManyPixels
 from pipeline.tiling import TileInfo
@@ -27,6 +30,7 @@ SMALL_JPEG = encode_image(np.zeros((16, 16, 3), np.uint8), "jpeg")
 # 15000 x 15000 by their headers: a few hundred bytes claiming 225 MP.
 PNG_BOMB = with_png_size(SMALL_PNG, 15000, 15000)
 JPEG_BOMB = with_jpeg_size(SMALL_JPEG, 15000, 15000)
+LZ4_BOMB = pixels.MAGIC + struct.pack("<III", 15000, 15000, 3) + lz4.frame.compress(b"\0" * 1000)
 
 
 def record(frame: Frame, topic: str = "processed", offset: int = 0, **header_overrides) -> ConsumerRecord:
@@ -42,9 +46,9 @@ def dropped(metrics: ViewerMetrics, reason: str) -> float:
     return metrics.registry.get_sample_value("viewer_frames_dropped_total", {"topic": "processed", "reason": reason}) or 0
 
 
-@pytest.mark.parametrize("bomb", [PNG_BOMB, JPEG_BOMB], ids=["png", "jpeg"])
-def test_the_processor_refuses_a_frame_over_the_pixel_limit_from_its_header(bomb):
-    frame = Frame("cam", 0, 0, "png" if bomb is PNG_BOMB else "jpeg", 16, 16, bomb)
+@pytest.mark.parametrize(("enc", "bomb"), [("png", PNG_BOMB), ("jpeg", JPEG_BOMB), ("lz4", LZ4_BOMB)])
+def test_the_processor_refuses_a_frame_over_the_pixel_limit_from_its_header(enc, bomb):
+    frame = Frame("cam", 0, 0, enc, 16, 16, bomb)
     with pytest.raises(TooManyPixels, match="15000x15000"):
         FrameProcessor("grayscale").process(frame)
     assert isinstance(FrameProcessor("grayscale").process_batch([frame])[0], POISON)  # so: dead-lettered
