@@ -70,6 +70,7 @@ def test_transforms_lists_the_registry_with_typed_parameters(stack):
     answer = requests.get(f"{stack}/transforms", timeout=10)
     assert answer.status_code == 200
     transforms = {t["name"]: t for t in answer.json()["transforms"]}
+    assert answer.json()["max_steps"] == 16
     assert {"grayscale", "blur", "edges", "flip"} <= set(transforms)
     blur = transforms["blur"]
     assert blur["tileable"] is True and blur["halo"] == 4 and blur["description"]

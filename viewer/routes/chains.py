@@ -13,6 +13,7 @@ from kafka.errors import KafkaError
 
 from pipeline.control import REFERENCE_SIZE, ChainEntry, ControlError, check_stream
 from pipeline.transforms import REGISTRY, catalog
+from pipeline.transforms.chain import MAX_STEPS
 from viewer.errors import json_error
 from viewer.routes.live import FIRST_FRAME_WAIT_S
 from viewer.routes.replay import refusal
@@ -23,7 +24,7 @@ bp = Blueprint("chains", __name__)
 
 @bp.get("/transforms")
 def transforms():
-    return jsonify({"transforms": catalog()})
+    return jsonify({"transforms": catalog(), "max_steps": MAX_STEPS})
 
 
 def _known(stream: str) -> bool:
