@@ -65,9 +65,9 @@ def distinct_seqs(parts: list[Part]) -> list[int]:
 
 def read_then_leave(url: str, count: int, timeout: float = 30.0, stall_s: float = 0.0, rcvbuf: int | None = None) -> list[Part]:
     """Read an MJPEG stream as a browser does: parse every complete part as soon as its bytes
-    arrive; once `count` parts are in, close the connection at once. The parts parsed (all
-    complete ones received, so possibly a few more than `count`). Over a plain socket, so no
-    client library holds bytes back.
+    arrive; once `count` parts are in, close the connection as soon as no more bytes are
+    waiting. The parts parsed (all complete ones received, so possibly a few more than
+    `count`). Over a plain socket, so no client library holds bytes back.
 
     stall_s: after `count` parts, stop reading that long (a stalled client: the server's
     writes pile up in the socket buffers), then take what the receive buffer (`rcvbuf` bytes,
@@ -87,7 +87,18 @@ def read_then_leave(url: str, count: int, timeout: float = 30.0, stall_s: float 
             if not data:
                 return reader.parts
             reader.feed(data)
-        if stall_s:
+        if not stall_s:
+            # Leave when nothing more is waiting (a player that keeps up), within a bound.
+            sock.setblocking(False)
+            for _ in range(100):
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                reader.feed(data)
+        else:
             time.sleep(stall_s)
             # One read: reading on would open the window and let the server's backlog in.
             sock.setblocking(False)
