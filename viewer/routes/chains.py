@@ -35,11 +35,12 @@ def _known(stream: str) -> bool:
 
 
 def _frame_size(stream: str) -> tuple[int, int]:
-    """(height, width) the chain will run on: the stream's raw frames, else its processed ones."""
+    """(height, width) the chain will run on: the stream's raw frames if this viewer reads them
+    already (no raw reader is started just for this), else its processed ones."""
     st = state()
     for hub in (st.raw, st.processed):
-        if hub.wait_for_stream(stream, 0.5):
-            frame = hub.latest(stream)
+        frame = hub.latest(stream)
+        if frame is not None:
             return frame.height, frame.width
     return REFERENCE_SIZE
 
