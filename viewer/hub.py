@@ -21,6 +21,7 @@ from pipeline.settings import Settings
 from pipeline.wire import WireError, decode_record
 from viewer.background import BackgroundLoop
 from viewer.metrics import ViewerMetrics
+from viewer.nosignal import STALL_AFTER_S, NoSignalCards
 from viewer.ordering import StreamOrder
 from viewer.served import ServedFrame, served_or_tile
 from viewer.tiles import TileReassembler
@@ -34,6 +35,10 @@ class StreamSlot:
     version: int = 0
     partition: int | None = None
     arrivals: deque = field(default_factory=lambda: deque(maxlen=50))
+
+    def stalled(self, now: float, after_s: float = STALL_AFTER_S) -> bool:
+        """No new frame for `after_s` (monotonic `now`)."""
+        return self.latest is not None and bool(self.arrivals) and now - self.arrivals[-1] >= after_s
 
     def fps(self) -> float:
         if len(self.arrivals) < 2:
@@ -61,6 +66,7 @@ class LiveHub(BackgroundLoop):
         self.slots: dict[str, StreamSlot] = {}
         self.changed = threading.Condition()
         self.tiles = TileReassembler()
+        self.cards = NoSignalCards()
 
     def run_once(self) -> None:
         consumer = make_consumer(self.settings, "viewer-live", group_id=None, auto_offset_reset="latest")
@@ -136,6 +142,13 @@ class LiveHub(BackgroundLoop):
     def latest(self, stream: str) -> ServedFrame | None:
         slot = self.slots.get(stream)
         return slot.latest if slot is not None else None
+
+    def no_signal(self, stream: str) -> ServedFrame | None:
+        """The no-signal card while `stream` is stalled, else None."""
+        slot = self.slots.get(stream)
+        if slot is None or not slot.stalled(time.monotonic()):
+            return None
+        return self.cards.card(slot.latest)
 
     def next_frame(self, stream: str, after_version: int, timeout_s: float) -> tuple[int, ServedFrame] | None:
         """The newest frame of `stream` newer than `after_version`, or None on timeout."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Iterator
 
+from viewer.nosignal import NO_SIGNAL_EVERY_S
 from viewer.served import ServedFrame
 
 BOUNDARY = "frame"
@@ -20,7 +21,9 @@ def part(frame: ServedFrame) -> bytes:
         "Content-Type: image/jpeg\r\n"
         f"Content-Length: {len(frame.jpeg)}\r\n"
         f"X-Frame-Seq: {frame.seq}\r\n"
-        f"X-Frame-Ts: {frame.ts_ms}\r\n\r\n"
+        f"X-Frame-Ts: {frame.ts_ms}\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in frame.extra_headers)
+        + "\r\n"
     ).encode()
     # The delimiter goes out with the part: a browser paints a part only once it sees the next
     # boundary, so sending it later would show every frame one frame late.
@@ -32,10 +35,13 @@ def mjpeg(
     keepalive_s: float,
     fallback: Callable[[], ServedFrame | None] = lambda: None,
     on_frame: Callable[[ServedFrame], None] = lambda frame: None,
+    no_signal: Callable[[], ServedFrame | None] = lambda: None,
 ) -> Iterator[bytes]:
     """The response body. When no frame came for `keepalive_s`, the last part (or `fallback()`
     before any) is sent again: a server only learns that a client left when a write fails,
-    so an idle stream must still write to release its reader. Closing this closes `ticks`."""
+    so an idle stream must still write to release its reader. While `no_signal()` gives a card
+    (the stream stalled), that card goes out instead, every NO_SIGNAL_EVERY_S; a real frame
+    takes over as soon as one comes. Closing this closes `ticks`."""
     last: ServedFrame | None = None
     last_write = time.monotonic()
     try:
@@ -46,6 +52,10 @@ def mjpeg(
                 on_frame(frame)
                 last, last_write = frame, now
                 yield part(frame)
+            elif (card := no_signal()) is not None:
+                if now - last_write >= NO_SIGNAL_EVERY_S:
+                    last_write = now
+                    yield part(card)
             elif now - last_write >= keepalive_s:
                 repeat = last or fallback()
                 last_write = now

@@ -66,7 +66,8 @@ def stream_mjpeg(stream: str):
     hub = st.hub(raw)
     if not hub.wait_for_stream(stream, FIRST_FRAME_WAIT_S):
         return json_error(404, f"unknown stream {stream!r}")
-    tick_s = min(1.0, st.keepalive_s)
+    # Idle ticks every half second: a stall shows within STALL_AFTER_S + 0.5 s.
+    tick_s = min(0.5, st.keepalive_s)
     if viewer_id is None:
         mode, ticks = "live", live_frames(hub, stream, tick_s)
     else:
@@ -77,7 +78,9 @@ def stream_mjpeg(stream: str):
         served.inc()
         st.metrics.latency.observe(max(0.0, time.time() - frame.ts_ms / 1000))
 
-    body = mjpeg(ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=on_frame)
+    body = mjpeg(
+        ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=on_frame, no_signal=lambda: hub.no_signal(stream)
+    )
     response = Response(tracked(body, st, mode, viewer_id), mimetype=MIMETYPE)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -99,6 +102,7 @@ def streams():
     st.processed.ensure_started()
     st.lag.ensure_started()
     now_ms = time.time() * 1000
+    now = time.monotonic()
     out = []
     for name, slot in st.processed.stream_slots():
         frame = slot.latest
@@ -111,6 +115,8 @@ def streams():
                 "last_seq": frame.seq if frame else None,
                 "last_frame_ts": frame.ts_ms if frame else None,
                 "age_ms": round(now_ms - frame.ts_ms) if frame else None,
+                # No new frame for a while: clients are shown the no-signal card.
+                "stalled": slot.stalled(now),
                 "partition": slot.partition,
                 "lag": st.lag.lag.get(name, {}),
             }

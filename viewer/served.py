@@ -21,6 +21,9 @@ class ServedFrame:
     """JPEG bytes are passed through untouched; PNG is transcoded once, on first use, so a
     stream nobody watches costs no decode."""
 
+    # More (name, value) headers for this frame's MJPEG part.
+    extra_headers: tuple[tuple[str, str], ...] = ()
+
     def __init__(self, stream: str, seq: int, ts_ms: int, width: int, height: int, data: bytes, encoding: str) -> None:
         self.stream, self.seq, self.ts_ms = stream, seq, ts_ms
         self.width, self.height = width, height
