@@ -29,7 +29,7 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pipeline.broker import free_port  # noqa: E402
+from pipeline.local.broker import free_port  # noqa: E402
 from tests.mjpeg_client import iter_parts  # noqa: E402
 from tests.photos import large_photo  # noqa: E402
 

@@ -21,7 +21,6 @@ from kafka.errors import KafkaError
 from werkzeug.exceptions import HTTPException
 
 from pipeline.codec import CodecError, decode_image, encode_image
-from pipeline.imageheader import CorruptImage, ImageHeader, UnsupportedImage, read_header
 from pipeline.kafka import make_producer
 from pipeline.settings import Settings
 from pipeline.tiling import split
@@ -30,6 +29,7 @@ from pipeline.wire import Frame, to_record
 from viewer.collector import JobCollector
 from viewer.jobs import DEFAULT_DB, JobStatus, JobStore
 from viewer.offload import off_hub
+from viewer.stills.imageheader import CorruptImage, ImageHeader, UnsupportedImage, read_header
 
 bp = Blueprint("upload", __name__)
 

@@ -14,14 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pipeline.broker import EmbeddedBroker
 from pipeline.kafka import ensure_topics
-from pipeline.retention import DEFAULT_BUDGET_MB, EmbeddedRetention
+from pipeline.local.broker import EmbeddedBroker
+from pipeline.local.retention import DEFAULT_BUDGET_MB, EmbeddedRetention
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo: pipeline/local/up.py
 SAMPLE_VIDEO = os.path.join(ROOT, "sample_media", "sample.mp4")
 
 
