@@ -18,10 +18,11 @@ DEFAULT_KEEPALIVE_S = 2.0
 
 def blueprints() -> list:
     """Every blueprint of the viewer, registered in this order: the one place to add routes."""
+    from viewer.clip import bp as clip
     from viewer.replay import bp as replay
     from viewer.routes import bp as viewer
 
-    return [viewer, replay]
+    return [viewer, replay, clip]
 
 
 def create_app(config: dict | None = None) -> Flask:

@@ -46,6 +46,10 @@ class ServedFrame:
         # Browsers only paint JPEG inside multipart/x-mixed-replace.
         return encode_image(decode_image(self._data), "jpeg", SERVE_QUALITY)
 
+    def image(self) -> np.ndarray:
+        """The frame decoded (from its own bytes, JPEG or PNG: no transcoding on the way)."""
+        return decode_image(self._data)
+
     def __repr__(self) -> str:
         return f"ServedFrame({self.stream!r}, seq={self.seq}, {self.width}x{self.height})"
 

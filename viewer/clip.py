@@ -1,0 +1,251 @@
+"""GET /clip/<stream>.mp4?from=&to=: a recorded range of a stream as a playable MP4.
+
+The range is found by time in the stream's partition: the broker's time index gives a start at
+or before the first frame at `from` (records are stamped when sent or appended, after their
+frame was read), then frames are read in order and kept while their own time (`ts` header) is
+in [from, to]. They are decoded and encoded one at a time into an unnamed temporary file
+(viewer/mp4.py), which is sent once complete: limits and errors can still answer JSON, and the
+file is gone when the response closes (or the process dies).
+
+Under gunicorn's gevent worker the Kafka reads stay on the hub (I/O, a few records per poll)
+and each frame's decode and encode goes to the native thread pool (viewer/offload.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from flask import Blueprint, current_app, jsonify, request, send_file
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+
+from pipeline.codec import CodecError
+from pipeline.kafka import make_consumer
+from pipeline.offsets import OffsetsError, OffsetTool, parse_datetime, parse_duration
+from pipeline.settings import Settings
+from pipeline.wire import WireError, decode_record
+from viewer.errors import json_error
+from viewer.mp4 import ClipTooLarge, Mp4Encoder, mean_fps
+from viewer.offload import off_hub
+from viewer.served import ServedFrame, served_or_tile
+from viewer.state import state
+from viewer.tiles import TileReassembler
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("clip", __name__)
+
+DEFAULT_FROM = "-PT30S"
+# Clip builds at once per viewer process: each keeps about a core busy.
+MAX_ACTIVE_CLIPS = 2
+# Frames read ahead to take the clip's nominal rate from their timestamps.
+RATE_SAMPLE = 16
+_STREAM = re.compile(r"^[^/\x00-\x1f]{1,255}$")
+
+_active = threading.BoundedSemaphore(MAX_ACTIVE_CLIPS)
+
+
+class ClipError(Exception):
+    """A clip request that cannot be served: status, message and, for ranges, the window."""
+
+    def __init__(self, status: int, message: str, window: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.window = status, window
+
+
+@dataclass(frozen=True)
+class ClipRange:
+    from_ms: int
+    to_ms: int
+
+
+def parse_moment(text: str, now_ms: int) -> int:
+    """`now`, an ISO 8601 time, or a duration before now (`-PT30S`; `PT30S` means the same)."""
+    word = text.strip()
+    if word.lower() == "now":
+        return now_ms
+    if word.lstrip("-").upper().startswith("P"):
+        return now_ms - abs(parse_duration(word))
+    return parse_datetime(word)
+
+
+def parse_range(args, now_ms: int, max_seconds: int) -> ClipRange:
+    """The request's [from, to] in epoch ms; `to` after now means now."""
+    try:
+        from_ms = parse_moment(args.get("from", DEFAULT_FROM), now_ms)
+        to_ms = min(parse_moment(args.get("to", "now"), now_ms), now_ms)
+    except OffsetsError as exc:
+        raise ClipError(400, f"{exc}; 'from' and 'to' take an ISO 8601 time, -PT30S or now") from None
+    if to_ms <= from_ms:
+        raise ClipError(400, "'from' must be before 'to'")
+    if to_ms - from_ms > max_seconds * 1000:
+        raise ClipError(413, f"a clip is at most {max_seconds} s long (CLIP_MAX_SECONDS); ask for a shorter range")
+    return ClipRange(from_ms, to_ms)
+
+
+def iso(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def window_json(first_ms: int | None, last_ms: int | None) -> dict:
+    return {"oldest_ts_ms": first_ms, "newest_ts_ms": last_ms, "oldest": iso(first_ms), "newest": iso(last_ms)}
+
+
+def range_frames(settings: Settings, topic: str, stream: str, span: ClipRange, max_frames: int) -> Iterator[ServedFrame]:
+    """The stream's frames whose own time is in the range, in order (a frame redelivered after a
+    processor crash is dropped). ClipError 416 (with the window) when the range is outside what
+    the partition retains."""
+    with OffsetTool(settings) as tool:
+        tp = tool.stream_partition(topic, stream)
+        window = tool.window(tp)
+        retained = window_json(window.first_ms, window.last_ms)
+        if window.end <= window.earliest or span.to_ms < window.first_ms or span.from_ms > window.last_ms:
+            raise ClipError(416, "the range is outside what is retained", retained)
+        start = tool.find_offsets({tp: span.from_ms}).get(tp)
+    if start is None:
+        raise ClipError(416, "the range is outside what is retained", retained)
+    consumer = make_consumer(settings, "viewer-clip", group_id=None, max_poll_records=8)
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, max(start, window.earliest))
+        yield from _read(consumer, tp, stream, span, window.end, max_frames)
+    finally:
+        consumer.close()
+
+
+def _read(consumer, tp: TopicPartition, stream: str, span: ClipRange, end: int, max_frames: int) -> Iterator[ServedFrame]:
+    tiles = TileReassembler()
+    last_seq, count = None, 0
+    idle_until = time.monotonic() + 10
+    while consumer.position(tp) < end:
+        records = consumer.poll(timeout_ms=500).get(tp, [])
+        if not records:
+            if time.monotonic() > idle_until:
+                raise KafkaError(f"no records from {tp.topic}[{tp.partition}] for 10 s")
+            continue
+        idle_until = time.monotonic() + 10
+        for record in records:
+            if record.offset >= end:
+                return
+            try:
+                frame = decode_record(record)
+            except WireError:
+                continue
+            if frame.stream != stream or frame.job is not None or frame.ts_ms < span.from_ms:
+                continue
+            if frame.ts_ms > span.to_ms:
+                return  # a stream's frames are in order in its partition
+            served = served_or_tile(frame, tiles)
+            if served is None or (last_seq is not None and served.seq <= last_seq):
+                continue
+            count += 1
+            if count > max_frames:
+                raise ClipError(413, f"the range holds more than {max_frames} frames (CLIP_MAX_FRAMES)")
+            last_seq = served.seq
+            yield served
+
+
+def build(frames: Iterator[ServedFrame], out, max_bytes: int) -> dict:
+    """Encode `frames` into `out`; the clip's facts for the response headers."""
+    head: list[ServedFrame] = []
+    for frame in frames:
+        head.append(frame)
+        if len(head) == RATE_SAMPLE:
+            break
+    if not head:
+        raise ClipError(404, "no frames of this stream in that range")
+    fps = mean_fps([f.ts_ms for f in head])
+    first, last = head[0], head[-1]
+    encoder = off_hub(Mp4Encoder, out, first.width, first.height, fps, max_bytes)
+    try:
+        for frame in itertools.chain(head, frames):
+            try:
+                off_hub(_encode_one, encoder, frame)
+            except CodecError as exc:
+                log.warning("stream=%s seq=%d left out of the clip: %s", frame.stream, frame.seq, exc)
+                continue
+            last = frame
+        off_hub(encoder.close)
+    except BaseException:
+        off_hub(encoder.container.close)
+        raise
+    span_fps = (encoder.frames - 1) * 1000 / (last.ts_ms - first.ts_ms) if last.ts_ms > first.ts_ms else fps
+    return {"frames": encoder.frames, "first_ms": first.ts_ms, "last_ms": last.ts_ms, "fps": span_fps}
+
+
+def _encode_one(encoder: Mp4Encoder, frame: ServedFrame) -> None:
+    encoder.add(frame.image(), frame.ts_ms)
+
+
+@bp.get("/clip/<stream>.mp4")
+def clip(stream: str):
+    if not _STREAM.match(stream):
+        return json_error(400, "bad stream name")
+    raw = request.args.get("raw") in ("1", "true", "yes")
+    st = state()
+    settings = st.settings
+    config = current_app.config
+    max_seconds = int(config.get("CLIP_MAX_SECONDS", settings.clip_max_seconds))
+    max_bytes = int(config.get("CLIP_MAX_BYTES", settings.clip_max_bytes))
+    max_frames = int(config.get("CLIP_MAX_FRAMES", settings.clip_max_frames))
+    topic = settings.raw_topic if raw else settings.processed_topic
+    try:
+        span = parse_range(request.args, int(time.time() * 1000), max_seconds)
+    except ClipError as exc:
+        return _error(exc)
+    if not _active.acquire(blocking=False):
+        response, status = json_error(429, f"{MAX_ACTIVE_CLIPS} clips are being built; try again shortly")
+        response.headers["Retry-After"] = "5"
+        return response, status
+    out = tempfile.TemporaryFile(prefix="clip-", suffix=".mp4", dir=config.get("CLIP_TMPDIR"))
+    try:
+        started = time.monotonic()
+        facts = build(range_frames(settings, topic, stream, span, max_frames), out, max_bytes)
+        size = out.tell()
+        out.seek(0)
+    except ClipError as exc:
+        out.close()
+        return _error(exc)
+    except ClipTooLarge:
+        out.close()
+        return json_error(413, f"the clip passed {max_bytes} bytes (CLIP_MAX_BYTES); ask for a shorter range")
+    except OffsetsError as exc:
+        out.close()
+        return json_error(404, str(exc))
+    except KafkaError as exc:
+        out.close()
+        return json_error(503, f"broker: {exc}")
+    except BaseException:
+        out.close()
+        raise
+    finally:
+        _active.release()
+    log.info("clip stream=%s frames=%d bytes=%d built in %.1f s", stream, facts["frames"], size, time.monotonic() - started)
+    stamp = datetime.fromtimestamp(facts["first_ms"] / 1000, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", stream)
+    # send_file closes the file when the response ends, also when the client goes away.
+    response = send_file(
+        out, mimetype="video/mp4", download_name=f"{safe}-{stamp}.mp4", conditional=False, max_age=0,
+        as_attachment=request.args.get("download") in ("1", "true", "yes"),
+    )
+    response.headers["Content-Length"] = str(size)
+    response.headers["X-Clip-Frames"] = str(facts["frames"])
+    response.headers["X-Clip-First-Ts"] = str(facts["first_ms"])
+    response.headers["X-Clip-Last-Ts"] = str(facts["last_ms"])
+    response.headers["X-Clip-Fps"] = f"{facts['fps']:.3f}"
+    return response
+
+
+def _error(exc: ClipError):
+    body = {"error": str(exc)}
+    if exc.window is not None:
+        body["window"] = exc.window
+    return jsonify(body), exc.status
