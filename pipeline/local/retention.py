@@ -1,13 +1,14 @@
-"""Retention for the embedded broker: keeps Tansu's memory under a byte budget by recreating
-the pipeline's topics whenever the broker process grows past it.
+"""Retention for the embedded broker: a replay window that slides, within a memory budget.
 
-Why recreate: Tansu's memory engine ignores retention.ms/retention.bytes and drops the
-connection on DeleteRecords; only DeleteTopics frees memory, and at once. So in embedded mode
-(dev, demo) `pipeline up` watches the broker's resident memory and, past the budget, deletes
-and recreates every pipeline topic with its intended partition count. Consumers move into the
-new topics by themselves (pipeline/recreated.py). Tansu drops the groups' committed offsets on
-the deleted topics, so a group that comes back later (a returning ?viewer=<id>, a restarted
-processor) starts by its reset policy instead of at an offset the new topic has not reached.
+Tansu's memory engine ignores retention.ms/retention.bytes and cannot delete records; only
+DeleteTopics frees memory, and at once. So in embedded mode each pipeline topic has two slots
+(pipeline/generations.py): the current generation and the previous one. Every second `pipeline
+up` checks, and rotates when the current generation's first record is `window` old (so the
+previous one, kept for replay, spans at least the window), or earlier when the broker's
+resident memory passes the budget (the window is then shorter, and the log says so). A rotation
+deletes and recreates the previous slot's topics with their partition count, freeing the oldest
+generation; that empty slot becomes current. Consumers of a recreated topic move into it by
+themselves (pipeline/recreated.py); Tansu drops the groups' committed offsets on it.
 Apache Kafka has real retention: none of this runs there.
 """
 
@@ -22,14 +23,19 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
-from pipeline.kafka import make_admin, topic_specs
+from pipeline.generations import SECOND_SLOT, generations, mirrored
+from pipeline.kafka import make_admin, make_consumer, topic_specs
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_MB = 256
+# The replay window: at the sample's rate (~1.4 MB/s over both topics) two generations of a
+# minute peak at ~210 MB with the idle broker, under the default budget.
+DEFAULT_WINDOW_S = 60.0
 # Tansu idles at ~35-50 MB resident; a budget below this would rotate without freeing anything.
 MIN_BUDGET_MB = 64
 # After a rotation, rotate again only once the broker has grown by this much: if something
@@ -55,30 +61,63 @@ def process_rss_bytes(pid: int) -> int:
 @dataclass
 class Rotation:
     number: int
+    reason: str  # "window" or "memory"
     rss_before: int
     rss_after: int
+    # How far back the previous generation, now the oldest kept, reaches (s).
+    kept_s: float | None
+
+
+def generation_specs(settings: Settings) -> list[NewTopic]:
+    """Every topic with both slots for the generational ones (all but the heartbeats)."""
+    specs = topic_specs(settings)
+    return specs + [
+        NewTopic(spec.name + SECOND_SLOT, spec.num_partitions, spec.replication_factor, topic_configs=spec.topic_configs)
+        for spec in specs if spec.name != settings.heartbeat_topic
+    ]
 
 
 class TopicRotator:
-    """Deletes and recreates the pipeline's topics with their configured partition counts."""
+    """Finds the generations and recycles the previous one: deletes and recreates its topics
+    (and the heartbeat topic, which has no history worth keeping) with their partition counts."""
 
     def __init__(self, settings: Settings) -> None:
-        self.specs = topic_specs(settings)
+        self.settings = settings
+        self.specs = {spec.name: spec for spec in generation_specs(settings)}
+        self.bases = (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic)
         self.admin = make_admin(settings)
+        self.consumer = make_consumer(settings, "retention", group_id=None)
 
     def close(self) -> None:
+        self.consumer.close()
         self.admin.close()
 
+    def current_age_s(self) -> float | None:
+        """Age of the current generation: since its newest first record among the raw and
+        processed slots (None while either is empty)."""
+        firsts = [generations(self.consumer, base)[-1].first_ms for base in self.bases[:2]]
+        if None in firsts:
+            return None
+        return time.time() - max(firsts) / 1000
+
+    def oldest_kept_s(self) -> float | None:
+        """How far back the processed topic reaches now (None: empty)."""
+        firsts = [slot.first_ms for slot in generations(self.consumer, self.settings.processed_topic) if slot.first_ms]
+        return time.time() - min(firsts) / 1000 if firsts else None
+
     def rotate(self) -> None:
-        names = [spec.name for spec in self.specs]
+        """Recycle the previous generation (the raw topic's slots decide which one that is)."""
+        previous = generations(self.consumer, self.settings.raw_topic)[0].topic
+        names = [mirrored(previous, self.settings.raw_topic, base) for base in self.bases] + [self.settings.heartbeat_topic]
+        specs = [self.specs[name] for name in names if name in self.specs]
         # One request each, back to back: a client asking for a missing topic in between would
         # auto-create it with the broker's default partition count (4 on Tansu), not ours.
-        self.admin.delete_topics(names, raise_errors=False)
-        self.admin.create_topics(self.specs, raise_errors=False)
-        self._repair_partition_counts()
+        self.admin.delete_topics([spec.name for spec in specs], raise_errors=False)
+        self.admin.create_topics(specs, raise_errors=False)
+        self._repair_partition_counts(specs)
 
-    def _repair_partition_counts(self) -> None:
-        wanted = {spec.name: spec for spec in self.specs}
+    def _repair_partition_counts(self, specs: list[NewTopic]) -> None:
+        wanted = {spec.name: spec for spec in specs}
         for topic in self.admin.describe_topics(list(wanted)):
             spec = wanted[topic["name"]]
             if len(topic["partitions"]) != spec.num_partitions:
@@ -89,9 +128,9 @@ class TopicRotator:
 
 
 class EmbeddedRetention:
-    """Background thread: checks the broker's resident memory every `interval_s` and rotates the
-    topics when it passes `budget_bytes`, inside `writers_paused()` (so no frame is produced
-    into the gap between delete and create)."""
+    """Background thread: every `interval_s`, rotates the generations when the current one is
+    `window_s` old or the broker's resident memory passes `budget_bytes`, inside
+    `writers_paused()` (so no frame is produced into the gap between delete and create)."""
 
     def __init__(
         self,
@@ -100,12 +139,14 @@ class EmbeddedRetention:
         budget_bytes: int,
         writers_paused: Callable[[], AbstractContextManager] = contextlib.nullcontext,
         interval_s: float = 1.0,
+        window_s: float = DEFAULT_WINDOW_S,
     ) -> None:
         self.settings = settings
         self.broker_pid = broker_pid
         self.budget_bytes = budget_bytes
         self.writers_paused = writers_paused
         self.interval_s = interval_s
+        self.window_s = window_s
         self.rotations: list[Rotation] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="embedded-retention", daemon=True)
@@ -133,19 +174,30 @@ class EmbeddedRetention:
 
     def check(self, rotator: TopicRotator) -> Rotation | None:
         before = process_rss_bytes(self.broker_pid)
-        if before <= self.budget_bytes:
-            return None
-        if self.rotations and before < self.rotations[-1].rss_after + MIN_GROWTH_BYTES:
+        age_s = rotator.current_age_s() if self.window_s > 0 else None
+        by_window = age_s is not None and age_s >= self.window_s
+        # After a rotation, rotate for memory again only once the broker has grown: if something
+        # other than the topics holds the memory, recycling more would not free it.
+        by_memory = before > self.budget_bytes and not (
+            self.rotations and before < self.rotations[-1].rss_after + MIN_GROWTH_BYTES
+        )
+        if not (by_window or by_memory):
             return None
         started = time.monotonic()
         with self.writers_paused():
             rotator.rotate()
-        rotation = Rotation(len(self.rotations) + 1, before, process_rss_bytes(self.broker_pid))
+        kept_s = rotator.oldest_kept_s()
+        rotation = Rotation(len(self.rotations) + 1, "window" if by_window else "memory", before,
+                            process_rss_bytes(self.broker_pid), kept_s)
         self.rotations.append(rotation)
         log.info(
-            "embedded broker at %d MB > budget %d MB: topics recreated in %.0f ms, now %d MB (rotation %d)",
-            before >> 20, self.budget_bytes >> 20, (time.monotonic() - started) * 1000, rotation.rss_after >> 20, rotation.number,
+            "embedded broker at %d MB (budget %d MB), %s: previous generation recycled in %.0f ms, replay reaches back "
+            "%s s, now %d MB (rotation %d)",
+            before >> 20, self.budget_bytes >> 20,
+            f"generation {age_s:.0f} s old" if by_window else "over budget", (time.monotonic() - started) * 1000,
+            "-" if kept_s is None else f"{kept_s:.0f}", rotation.rss_after >> 20, rotation.number,
         )
-        if rotation.rss_after > self.budget_bytes:
-            log.warning("embedded broker still at %d MB after recreating its topics: raise the budget", rotation.rss_after >> 20)
+        if not by_window and self.window_s > 0:
+            log.warning("replay window capped by memory: %s s kept, %.0f s wanted; raise --embedded-retention-mb or "
+                        "lower --retention", "-" if kept_s is None else f"{kept_s:.0f}", self.window_s)
         return rotation
