@@ -38,7 +38,7 @@ from pipeline.settings import Settings  # noqa: E402
 from pipeline.wire import Frame, to_record  # noqa: E402
 from tests.conftest import SAMPLE_VIDEO  # noqa: E402
 from tests.gunicorn_server import Gunicorn  # noqa: E402
-from viewer.mp4 import Mp4Encoder, mean_fps  # noqa: E402
+from viewer.clips.mp4 import Mp4Encoder, mean_fps  # noqa: E402
 
 PERIOD_MS = 40
 

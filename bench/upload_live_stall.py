@@ -6,7 +6,7 @@ records when each part arrives. It measures the longest gap between parts over a
 (the baseline, same run), then during PNG uploads of each size, from the POST until the job is
 done. Under gevent every request shares one OS thread, so CPU work in a request (decoding the
 upload, encoding tiles, reassembling the result) holds back every stream unless it is moved to
-native threads (viewer/offload.py).
+native threads (viewer/stills/offload.py).
 
 Run: .venv/bin/python bench/upload_live_stall.py [--sizes 2048 4096] [--repeat 2]
 """

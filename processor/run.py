@@ -31,13 +31,20 @@ from dataclasses import dataclass
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError, RebalanceInProgressError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RebalanceInProgressError,
+)
 from kafka.producer.future import FutureRecordMetadata
 
 from pipeline.generations import mirrored, slots
 from pipeline.kafka import make_consumer, make_producer
 from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, to_record
+from processor.dead_letters import dead_letter, short_reason
 from processor.frames import POISON, FrameProcessor
 from processor.heartbeat import HeartbeatPublisher, Identity, ProcessorStats
 from processor.pool import OrderedPool, limit_opencv_threads
@@ -51,6 +58,9 @@ DEFAULT_GROUP = "processors"
 # 0.74x: bench/e2e_latency.py), small enough
 # that a batch (the unit of commit and of graceful shutdown) finishes in well under a second.
 RECORDS_PER_WORKER = 16
+
+# Seconds past the producer's own delivery timeout before an unanswered send counts as failed.
+ACK_WAIT_MARGIN_S = 10.0
 
 
 class OffsetKeeper(AsyncConsumerRebalanceListener):
@@ -244,7 +254,7 @@ def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, sta
     its input a dead letter instead; a retriable failure (broker away) returns False.
     """
     # The producer fails a record after delivery_timeout_ms at the latest; a margin over that.
-    wait_s = producer.config["delivery_timeout_ms"] / 1000 + 10
+    wait_s = producer.config["delivery_timeout_ms"] / 1000 + ACK_WAIT_MARGIN_S
     for send in sends:
         if not send.future.is_done:
             try:
@@ -253,9 +263,10 @@ def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, sta
                 pass  # looked at below
     retry = []
     for send in sends:
-        if not send.future.failed():
+        if send.future.succeeded():
             continue
-        error = send.future.exception
+        # Still pending after the wait counts as not delivered, never as delivered.
+        error = send.future.exception or KafkaTimeoutError(f"no acknowledgement within {wait_s:.0f} s")
         if send.is_output and not getattr(error, "retriable", False):
             refused = ValueError(f"the broker refused the processed frame: {error}")
             retry.append(_Send(send.record, _dead_letter(producer, settings, send.record, refused), False))
@@ -267,10 +278,8 @@ def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, sta
 
 
 def _dead_letter(producer: KafkaProducer, settings: Settings, record, error: Exception) -> FutureRecordMetadata:
-    log.warning("partition=%d offset=%d to dead-letter topic: %s", record.partition, record.offset, error)
-    headers = list(record.headers or []) + [
-        ("error", str(error).encode()),
-        ("source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
-    ]
+    reason = short_reason(error)
+    log.warning("partition=%d offset=%d to dead-letter topic: %s", record.partition, record.offset, reason)
+    key, value, headers = dead_letter(record, reason, settings.max_message_bytes)
     topic = mirrored(record.topic, settings.raw_topic, settings.dead_letter_topic)
-    return producer.send(topic, key=record.key, value=record.value, headers=headers)
+    return producer.send(topic, key=key, value=value, headers=headers)

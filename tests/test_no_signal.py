@@ -15,8 +15,8 @@ from pipeline.kafka import make_producer
 from pipeline.wire import Frame, to_record
 from tests.mjpeg_client import iter_parts
 from viewer import create_app
-from viewer.nosignal import NoSignalCards, no_signal_image
-from viewer.served import ServedFrame
+from viewer.live.nosignal import NoSignalCards, no_signal_image
+from viewer.live.served import ServedFrame
 
 
 def test_card_is_drawn_at_the_streams_size_and_shared_within_a_second():

@@ -12,15 +12,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES = os.path.join(ROOT, "templates")
 STATIC = os.path.join(ROOT, "static")
 
-# Seconds of silence on a stream before its last part is sent again (see viewer/mjpeg.py).
+# Seconds of silence on a stream before its last part is sent again (see viewer/live/mjpeg.py).
 DEFAULT_KEEPALIVE_S = 2.0
 
 
 def blueprints() -> list:
     """Every blueprint of the viewer, registered in this order: the one place to add routes."""
-    from viewer.clip import bp as clip
-    from viewer.replay import bp as replay
-    from viewer.routes import bp as viewer
+    from viewer.routes.clip import bp as clip
+    from viewer.routes.live import bp as viewer
+    from viewer.routes.replay import bp as replay
 
     return [viewer, replay, clip]
 
@@ -30,8 +30,8 @@ def create_app(config: dict | None = None) -> Flask:
 
     config may hold SETTINGS (else read from the environment) and KEEPALIVE_S.
     """
-    from viewer import upload
     from viewer.state import ViewerState
+    from viewer.stills import upload
 
     app = Flask(__name__, template_folder=TEMPLATES, static_folder=STATIC)
     app.config.update(config or {})

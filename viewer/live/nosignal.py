@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from pipeline.codec import encode_image
-from viewer.served import ServedFrame
+from viewer.live.served import ServedFrame
 
 # No new frame for this long and a stream counts as stalled.
 STALL_AFTER_S = 2.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Iterator
 
-from viewer.nosignal import NO_SIGNAL_EVERY_S
-from viewer.served import ServedFrame
+from viewer.live.nosignal import NO_SIGNAL_EVERY_S
+from viewer.live.served import ServedFrame
 
 BOUNDARY = "frame"
 MIMETYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
