@@ -8,15 +8,15 @@ pipeline topic T (raw, processed, dead letters) has two *slots*, T and T.b:
   slot of the same letter as its input (`mirrored`), so raw and processed stay in step;
 - the other holds the **previous generation**: history that replays and clips still read.
 - A rotation (pipeline/local/retention.py) deletes and recreates the previous slot, which frees
-  the oldest generation; that empty slot becomes current and the old current becomes history.
+  the oldest generation, and announces that slot as current; the old current becomes history.
 
-Which slot is current is read from the broker, so every process agrees without talking to the
-others: an empty slot beside a non-empty one is current (it was just recycled); otherwise the
-slot whose first record is newer; both empty: T. Writers check every second; what they write to
-the previous slot meanwhile is still read as history.
+The announcement is a record in a one-partition control topic (`control_topic`): the raw
+topic's current slot name. Writers follow it (`CurrentSlot`, checked every second); what they
+write to the previous slot meanwhile is still read as history. Readers need no announcement:
+they read every slot, oldest generation first (`generations`: by each slot's first record).
 
-Readers of history read the slots oldest first (`ordered`). A broker with real retention
-(Apache Kafka) has no T.b: T is then the only slot and nothing here changes anything.
+A broker with real retention (Apache Kafka) has no control topic and no T.b: T is then the
+only slot and nothing here changes anything.
 """
 
 from __future__ import annotations
@@ -26,16 +26,16 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from pipeline.kafka import BACKGROUND_FETCH, make_consumer
-from pipeline.offsets import found_offset
+from pipeline.kafka import make_consumer
+from pipeline.offsets import OffsetTool, Window, found_offset
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SECOND_SLOT = ".b"
-# How often a writer checks which slot is current.
+# How often a writer checks for a new current slot.
 CHECK_EVERY_S = 1.0
 
 
@@ -55,18 +55,21 @@ def mirrored(topic: str, source_base: str, target_base: str) -> str:
     return target_base + SECOND_SLOT if topic == source_base + SECOND_SLOT else target_base
 
 
+def control_topic(settings: Settings) -> str:
+    """Where rotations announce the raw topic's current slot (exists only with generations)."""
+    return settings.raw_topic + ".current"
+
+
+def announce(producer: KafkaProducer, settings: Settings, raw_slot: str) -> None:
+    """Make `raw_slot` (and its mirrors) current for every writer."""
+    producer.send(control_topic(settings), value=raw_slot.encode()).get(timeout=10)
+
+
 @dataclass(frozen=True)
 class Slot:
     topic: str
     # Time (ms, as the broker stamped it) of the slot's first record; None when it is empty.
     first_ms: int | None
-
-
-def ordered(found: list[Slot]) -> list[Slot]:
-    """Oldest generation first, current last (see the module's rule)."""
-    index = {slot.topic: i for i, slot in enumerate(found)}
-    # Empty slots are newest; between two empty slots the first (T) counts as current.
-    return sorted(found, key=lambda s: (s.first_ms is None, s.first_ms or 0, -index[s.topic]))
 
 
 def first_records(consumer: KafkaConsumer, topics: list[str]) -> list[Slot]:
@@ -82,37 +85,68 @@ def first_records(consumer: KafkaConsumer, topics: list[str]) -> list[Slot]:
 
 
 def generations(consumer: KafkaConsumer, base: str) -> list[Slot]:
-    """The existing slots of `base`, oldest generation first, current last. Lists the broker's
+    """The existing slots of `base`, oldest records first, empty ones last. Lists the broker's
     topics rather than asking for T.b by name: asking for a missing topic auto-creates it."""
-    return ordered(first_records(consumer, slots(base, consumer.topics())))
+    found = first_records(consumer, slots(base, consumer.topics()))
+    return sorted(found, key=lambda s: (s.first_ms is None, s.first_ms or 0))
+
+
+def stream_windows(tool: OffsetTool, base: str, stream: str) -> list[Window]:
+    """What each generation of `base` retains of the stream's partition, oldest first; empty
+    generations left out. Together they are the stream's replayable history."""
+    windows = [tool.window(tool.stream_partition(topic, stream)) for topic in slots(base, tool.consumer.topics())]
+    return sorted((w for w in windows if w.end > w.earliest), key=lambda w: w.first_ms or 0)
+
+
+class OldestFirst:
+    """For a reader of several generations: keeps each partition paused while the partition of
+    the same number in an older generation still has records before its end, so a replay reads
+    the previous generation through before the current one. `tps` oldest generation first;
+    `ends` taken when reading starts (a previous generation no longer grows)."""
+
+    def __init__(self, consumer: KafkaConsumer, tps: list[TopicPartition], ends: dict[TopicPartition, int]) -> None:
+        self.consumer, self.tps, self.ends = consumer, tps, ends
+
+    def apply(self) -> None:
+        for i, tp in enumerate(self.tps):
+            older = [o for o in self.tps[:i] if o.partition == tp.partition]
+            if any(self.consumer.position(o) < self.ends[o] for o in older):
+                self.consumer.pause(tp)
+            else:
+                self.consumer.resume(tp)
 
 
 class CurrentSlot:
-    """For a writer: `topic` is the current slot of `base`, checked every CHECK_EVERY_S on a
-    thread of its own. Without a second slot at the start (a broker with real retention) it
-    stays `base` and nothing runs."""
+    """For a writer of `base`: `topic` is its current slot, following the control topic on a
+    thread of its own. Without a control topic (no generations) it stays `base`, and nothing
+    runs."""
 
     def __init__(self, settings: Settings, base: str) -> None:
-        self.base = base
-        self.topic = base
+        self.settings, self.base, self.topic = settings, base, base
         self._stop = threading.Event()
-        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.consumer = make_consumer(settings, "slots", group_id=None, **BACKGROUND_FETCH)
-        if base + SECOND_SLOT not in self.consumer.topics():
+        self.consumer = make_consumer(settings, "slots", group_id=None)
+        self._control = TopicPartition(control_topic(settings), 0)
+        if self._control.topic not in self.consumer.topics():
             self.consumer.close()
             return
-        self.check()
+        self.consumer.assign([self._control])
+        # Only the newest announcement counts. The control topic gets one record per produce
+        # request, so its reported end is exact even on Tansu.
+        end = self.consumer.end_offsets([self._control])[self._control]
+        self.consumer.seek(self._control, max(end - 1, 0))
+        self.check(timeout_ms=1000)
         self._thread = threading.Thread(target=self._watch, name=f"slot-{base}", daemon=True)
         self._thread.start()
 
-    def check(self) -> str:
-        with self._lock:
-            topic = generations(self.consumer, self.base)[-1].topic
-        if topic != self.topic:
-            log.info("topic %s: writing to slot %s from now on", self.base, topic)
-            self.topic = topic
-        return topic
+    def check(self, timeout_ms: int = 0) -> str:
+        records = self.consumer.poll(timeout_ms=timeout_ms).get(self._control, [])
+        if records:
+            topic = mirrored(records[-1].value.decode(), self.settings.raw_topic, self.base)
+            if topic != self.topic:
+                log.info("topic %s: writing to slot %s from now on", self.base, topic)
+                self.topic = topic
+        return self.topic
 
     def _watch(self) -> None:
         while not self._stop.wait(CHECK_EVERY_S):
@@ -126,5 +160,4 @@ class CurrentSlot:
             return
         self._stop.set()
         self._thread.join(5)
-        with self._lock:
-            self.consumer.close()
+        self.consumer.close()

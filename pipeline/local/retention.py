@@ -7,7 +7,7 @@ up` checks, and rotates when the current generation's first record is `window` o
 previous one, kept for replay, spans at least the window), or earlier when the broker's
 resident memory passes the budget (the window is then shorter, and the log says so). A rotation
 deletes and recreates the previous slot's topics with their partition count, freeing the oldest
-generation; that empty slot becomes current. Consumers of a recreated topic move into it by
+generation, and announces that empty slot as current. Consumers of a recreated topic move into it by
 themselves (pipeline/recreated.py); Tansu drops the groups' committed offsets on it.
 Apache Kafka has real retention: none of this runs there.
 """
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
-from pipeline.generations import SECOND_SLOT, generations, mirrored
-from pipeline.kafka import make_admin, make_consumer, topic_specs
+from pipeline.generations import SECOND_SLOT, announce, control_topic, first_records, generations, mirrored, slot_names
+from pipeline.kafka import make_admin, make_consumer, make_producer, topic_specs
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,12 +69,13 @@ class Rotation:
 
 
 def generation_specs(settings: Settings) -> list[NewTopic]:
-    """Every topic with both slots for the generational ones (all but the heartbeats)."""
+    """Every topic with both slots for the generational ones (all but the heartbeats), and the
+    control topic that names the current slot."""
     specs = topic_specs(settings)
     return specs + [
         NewTopic(spec.name + SECOND_SLOT, spec.num_partitions, spec.replication_factor, topic_configs=spec.topic_configs)
         for spec in specs if spec.name != settings.heartbeat_topic
-    ]
+    ] + [NewTopic(control_topic(settings), 1, settings.replication_factor)]
 
 
 class TopicRotator:
@@ -87,15 +88,20 @@ class TopicRotator:
         self.bases = (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic)
         self.admin = make_admin(settings)
         self.consumer = make_consumer(settings, "retention", group_id=None)
+        self.producer = make_producer(settings, "retention")
+        # `pipeline up` starts with fresh topics and writers start in the first slot.
+        self.current = settings.raw_topic
 
     def close(self) -> None:
+        self.producer.close(timeout=5)
         self.consumer.close()
         self.admin.close()
 
     def current_age_s(self) -> float | None:
-        """Age of the current generation: since its newest first record among the raw and
-        processed slots (None while either is empty)."""
-        firsts = [generations(self.consumer, base)[-1].first_ms for base in self.bases[:2]]
+        """Age of the current generation: since the newer of its raw and processed slots'
+        first records (None while either is empty)."""
+        topics = [mirrored(self.current, self.settings.raw_topic, base) for base in self.bases[:2]]
+        firsts = [slot.first_ms for slot in first_records(self.consumer, topics)]
         if None in firsts:
             return None
         return time.time() - max(firsts) / 1000
@@ -106,15 +112,21 @@ class TopicRotator:
         return time.time() - min(firsts) / 1000 if firsts else None
 
     def rotate(self) -> None:
-        """Recycle the previous generation (the raw topic's slots decide which one that is)."""
-        previous = generations(self.consumer, self.settings.raw_topic)[0].topic
-        names = [mirrored(previous, self.settings.raw_topic, base) for base in self.bases] + [self.settings.heartbeat_topic]
-        specs = [self.specs[name] for name in names if name in self.specs]
+        """Recycle the previous generation's slot and announce it as current. Without a second
+        slot (a rotator for topics made by `ensure_topics` alone) the only slot is recycled."""
+        raw = self.settings.raw_topic
+        existing = set(self.consumer.topics())
+        previous = next((name for name in slot_names(raw) if name != self.current and name in existing), self.current)
+        names = [mirrored(previous, raw, base) for base in self.bases] + [self.settings.heartbeat_topic]
+        specs = [self.specs[name] for name in names]
         # One request each, back to back: a client asking for a missing topic in between would
         # auto-create it with the broker's default partition count (4 on Tansu), not ours.
         self.admin.delete_topics([spec.name for spec in specs], raise_errors=False)
         self.admin.create_topics(specs, raise_errors=False)
         self._repair_partition_counts(specs)
+        if control_topic(self.settings) in existing:
+            announce(self.producer, self.settings, previous)
+        self.current = previous
 
     def _repair_partition_counts(self, specs: list[NewTopic]) -> None:
         wanted = {spec.name: spec for spec in specs}

@@ -1,6 +1,7 @@
 """Clip export: a recorded range of a stream, read from Kafka, as a playable MP4.
 
-The range is found by time in the stream's partition: the broker's time index gives a start at
+The range is found by time in the stream's partition (in each generation of the topic, oldest
+first, on the embedded broker): the broker's time index gives a start at
 or before the first frame at `from` (records are stamped when sent or appended, after their
 frame was read), then frames are read in order and kept while their own time (`ts` header) is
 in [from, to]. They are decoded and encoded one at a time (viewer/clips/mp4.py).
@@ -23,6 +24,7 @@ from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from pipeline.codec import CodecError
+from pipeline.generations import stream_windows
 from pipeline.kafka import make_consumer
 from pipeline.offsets import OffsetsError, OffsetTool, parse_datetime, parse_duration
 from pipeline.settings import Settings
@@ -88,56 +90,63 @@ def window_json(first_ms: int | None, last_ms: int | None) -> dict:
 
 def range_frames(settings: Settings, topic: str, stream: str, span: ClipRange, max_frames: int) -> Iterator[ServedFrame]:
     """The stream's frames whose own time is in the range, in order (a frame redelivered after a
-    processor crash is dropped). ClipError 416 (with the window) when the range is outside what
-    the partition retains."""
+    processor crash is dropped), read across the topic's generations oldest first
+    (pipeline/generations.py). ClipError 416 (with the window) when the range is outside what
+    is retained."""
     with OffsetTool(settings) as tool:
-        tp = tool.stream_partition(topic, stream)
-        window = tool.window(tp)
-        retained = window_json(window.first_ms, window.last_ms)
-        if window.end <= window.earliest or span.to_ms < window.first_ms or span.from_ms > window.last_ms:
-            raise ClipError(416, "the range is outside what is retained", retained)
-        start = tool.find_offsets({tp: span.from_ms}).get(tp)
-    if start is None:
+        windows = stream_windows(tool, topic, stream)
+        retained = window_json(windows[0].first_ms if windows else None, windows[-1].last_ms if windows else None)
+        reads = []
+        for window in windows:
+            if window.last_ms < span.from_ms or window.first_ms > span.to_ms:
+                continue
+            start = tool.find_offsets({window.tp: span.from_ms}).get(window.tp)
+            if start is not None:
+                reads.append((window.tp, max(start, window.earliest), window.end))
+    if not reads:
         raise ClipError(416, "the range is outside what is retained", retained)
     consumer = make_consumer(settings, "viewer-clip", group_id=None, max_poll_records=8)
     try:
-        consumer.assign([tp])
-        consumer.seek(tp, max(start, window.earliest))
-        yield from _read(consumer, tp, stream, span, window.end, max_frames)
+        yield from _read(consumer, reads, stream, span, max_frames)
     finally:
         consumer.close()
 
 
-def _read(consumer, tp: TopicPartition, stream: str, span: ClipRange, end: int, max_frames: int) -> Iterator[ServedFrame]:
+def _read(consumer, reads: list[tuple[TopicPartition, int, int]], stream: str, span: ClipRange,
+          max_frames: int) -> Iterator[ServedFrame]:
+    """Frames of `stream` in the range from each (partition, start, end), in turn."""
     tiles = TileReassembler()
     last_seq, count = None, 0
-    idle_until = time.monotonic() + 10
-    while consumer.position(tp) < end:
-        records = consumer.poll(timeout_ms=500).get(tp, [])
-        if not records:
-            if time.monotonic() > idle_until:
-                raise KafkaError(f"no records from {tp.topic}[{tp.partition}] for 10 s")
-            continue
+    for tp, start, end in reads:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
         idle_until = time.monotonic() + 10
-        for record in records:
-            if record.offset >= end:
-                return
-            try:
-                frame = decode_record(record)
-            except WireError:
+        while consumer.position(tp) < end:
+            records = consumer.poll(timeout_ms=500).get(tp, [])
+            if not records:
+                if time.monotonic() > idle_until:
+                    raise KafkaError(f"no records from {tp.topic}[{tp.partition}] for 10 s")
                 continue
-            if frame.stream != stream or frame.job is not None or frame.ts_ms < span.from_ms:
-                continue
-            if frame.ts_ms > span.to_ms:
-                return  # a stream's frames are in order in its partition
-            served = served_or_tile(frame, tiles)
-            if served is None or (last_seq is not None and served.seq <= last_seq):
-                continue
-            count += 1
-            if count > max_frames:
-                raise ClipError(413, f"the range holds more than {max_frames} frames (CLIP_MAX_FRAMES)")
-            last_seq = served.seq
-            yield served
+            idle_until = time.monotonic() + 10
+            for record in records:
+                if record.offset >= end:
+                    break
+                try:
+                    frame = decode_record(record)
+                except WireError:
+                    continue
+                if frame.stream != stream or frame.job is not None or frame.ts_ms < span.from_ms:
+                    continue
+                if frame.ts_ms > span.to_ms:
+                    return  # a stream's frames are in order in its partition, and generations follow each other
+                served = served_or_tile(frame, tiles)
+                if served is None or (last_seq is not None and served.seq <= last_seq):
+                    continue
+                count += 1
+                if count > max_frames:
+                    raise ClipError(413, f"the range holds more than {max_frames} frames (CLIP_MAX_FRAMES)")
+                last_seq = served.seq
+                yield served
 
 
 def build(frames: Iterator[ServedFrame], out, max_bytes: int) -> dict:

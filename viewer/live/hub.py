@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from kafka import TopicPartition
 
+from pipeline.generations import slots
 from pipeline.kafka import make_consumer
 from pipeline.settings import Settings
 from pipeline.wire import WireError, decode_record
@@ -71,11 +72,16 @@ class LiveHub(BackgroundLoop):
     def run_once(self) -> None:
         consumer = make_consumer(self.settings, "viewer-live", group_id=None, auto_offset_reset="latest")
         try:
-            partitions = consumer.partitions_for_topic(self.topic) or set()
-            if not partitions:
+            # Both generations on the embedded broker (pipeline/generations.py): right after a
+            # rotation, frames still come from the previous one for a moment.
+            tps = [
+                TopicPartition(topic, p)
+                for topic in slots(self.topic, consumer.topics())
+                for p in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            if not tps:
                 self.stopping.wait(0.5)
                 return
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             # From the last record on: an idle stream still shows its newest frame.
             for tp, end in consumer.end_offsets(tps).items():

@@ -16,6 +16,7 @@ import numpy as np
 from kafka import TopicPartition
 
 from pipeline.codec import CodecError, decode_image, encode_image
+from pipeline.generations import slot_names, slots
 from pipeline.kafka import BACKGROUND_FETCH, make_consumer
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
@@ -39,7 +40,7 @@ class JobCollector(BackgroundLoop):
         super().__init__()
         self.settings = settings
         self.store = store
-        self.topics = (settings.processed_topic, settings.dead_letter_topic)
+        self.topics = [settings.processed_topic, settings.dead_letter_topic]
         self.ready = threading.Event()
 
     def wait_ready(self, timeout_s: float) -> bool:
@@ -51,6 +52,10 @@ class JobCollector(BackgroundLoop):
         # Out of range (the embedded broker restarted and forgot everything): start over.
         consumer = make_consumer(self.settings, "viewer-jobs", group_id=None, auto_offset_reset="earliest", **BACKGROUND_FETCH)
         try:
+            # Every generation of both topics on the embedded broker (pipeline/generations.py):
+            # a job's tiles come out in the slot its upload went to.
+            existing = consumer.topics()
+            self.topics = [*slots(self.settings.processed_topic, existing), *slots(self.settings.dead_letter_topic, existing)]
             tps = []
             for topic in self.topics:
                 partitions = consumer.partitions_for_topic(topic)
@@ -101,7 +106,7 @@ class JobCollector(BackgroundLoop):
             return False
         if frame.job is None:
             return False
-        if topic == self.settings.dead_letter_topic:
+        if topic in slot_names(self.settings.dead_letter_topic):
             reason = dict(record.headers or []).get("error", b"unknown error").decode(errors="replace")
             log.warning("job=%s failed in the processor: %s", frame.job, reason)
             self.store.fail(frame.job, f"processor: {reason}")
