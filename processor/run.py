@@ -27,7 +27,7 @@ import os
 import socket
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -44,6 +44,7 @@ from pipeline.generations import mirrored, slots
 from pipeline.kafka import make_consumer, make_producer
 from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, to_record
+from processor.backlog import InputBacklog
 from processor.dead_letters import dead_letter, short_reason
 from processor.frames import POISON, FrameProcessor
 from processor.heartbeat import HeartbeatPublisher, Identity, ProcessorStats
@@ -145,10 +146,12 @@ def run(
     # and N is committed only then. Waiting for the acks right after sending left the processor
     # idle ~22% of the time (py-spy, grayscale at full speed).
     in_flight: _Batch | None = None
+    backlog = InputBacklog()
     try:
         while not stop.is_set():
             batch = consumer.poll(timeout_ms=0 if in_flight else 200, max_records=RECORDS_PER_WORKER * concurrency)
-            current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions)) if batch else None
+            current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions,
+                                                   _behind(batch, consumer, backlog))) if batch else None
             if in_flight is None and current is None:
                 offsets.commit()  # retry a commit deferred by a rebalance
                 continue
@@ -213,8 +216,13 @@ def _redo(consumer: KafkaConsumer, *newest_first: _Batch) -> None:
                 consumer.seek(tp, records[0].offset)
 
 
+def _behind(batch: dict, consumer: KafkaConsumer, backlog: InputBacklog) -> list[int | None]:
+    """Per record of the batch (in its order): input queued behind it, in ms (processor/backlog.py)."""
+    return [behind for tp, records in batch.items() for behind in backlog.behind_ms(tp, records, consumer.highwater(tp))]
+
+
 def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer, settings: Settings,
-                   stats: ProcessorStats, out_partitions: int) -> list[_Send]:
+                   stats: ProcessorStats, out_partitions: int, behind: list[int | None]) -> list[_Send]:
     """Process and send one polled batch; returns the sends, to settle once acknowledged."""
     records = [record for tp_records in batch.values() for record in tp_records]
     decoded: list[Frame | Exception] = []
@@ -227,9 +235,9 @@ def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer,
     for i, out in zip(good, frames.process_batch([decoded[i] for i in good]), strict=True):
         decoded[i] = out
     sends = []
-    for record, out in zip(records, decoded, strict=True):
+    for record, out, behind_ms in zip(records, decoded, behind, strict=True):
         if isinstance(out, Frame):
-            key, value, headers = to_record(out)
+            key, value, headers = to_record(replace(out, behind_ms=behind_ms))
             try:
                 # Same partition number (and generation) as the input: the processed topic mirrors
                 # the raw one's order.

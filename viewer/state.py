@@ -18,9 +18,12 @@ class ViewerState:
     def __init__(self, settings: Settings, keepalive_s: float) -> None:
         self.settings = settings
         self.keepalive_s = keepalive_s
+        # How often a response waiting on an idle stream wakes to check its keep-alive.
+        # Half a second at most: a stalled stream's no-signal card then shows within 2.5 s.
+        self.tick_s = min(0.5, max(0.05, keepalive_s))
         self.metrics = ViewerMetrics()
-        self.processed = LiveHub(settings, settings.processed_topic, self.metrics)
-        self.raw = LiveHub(settings, settings.raw_topic, self.metrics)
+        self.processed = LiveHub(settings, settings.processed_topic, self.metrics, self.tick_s)
+        self.raw = LiveHub(settings, settings.raw_topic, self.metrics, self.tick_s)
         self.workers = WorkerRegistry(settings)
         self.lag = LagSampler(settings, self.metrics, lambda: [name for name, _ in self.processed.stream_slots()])
 

@@ -16,8 +16,6 @@ from viewer.live.served import ServedFrame
 
 # No new frame for this long and a stream counts as stalled.
 STALL_AFTER_S = 2.0
-# A stalled stream's clients get the card this often: enough to show it is alive, cheap to send.
-NO_SIGNAL_EVERY_S = 1.0
 
 _BACKGROUND = (40, 32, 32)
 _TEXT = (235, 235, 235)

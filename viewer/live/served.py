@@ -9,6 +9,7 @@ import numpy as np
 
 from pipeline.codec import decode_image, encode_image
 from pipeline.wire import Frame
+from viewer.live.mjpeg import part as mjpeg_part
 from viewer.live.tiles import TileError, TileReassembler
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ class ServedFrame:
     def image(self) -> np.ndarray:
         """The frame decoded (from its own bytes, JPEG or PNG: no transcoding on the way)."""
         return decode_image(self._data)
+
+    @cached_property
+    def part(self) -> bytes:
+        """This frame as an MJPEG part: built once, written to every client."""
+        return mjpeg_part(self)
 
     def __repr__(self) -> str:
         return f"ServedFrame({self.stream!r}, seq={self.seq}, {self.width}x{self.height})"

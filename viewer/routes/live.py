@@ -12,8 +12,7 @@ from viewer.errors import json_error
 from viewer.live.hub import LiveHub
 from viewer.live.mjpeg import MIMETYPE, FrameTicks, mjpeg
 from viewer.live.resume import VIEWER_ID, VIEWER_ID_RULE, resumed_frames
-from viewer.live.served import ServedFrame
-from viewer.metrics import CONTENT_TYPE
+from viewer.metrics import CONTENT_TYPE, ClientTally
 from viewer.state import ViewerState, state
 
 bp = Blueprint("viewer", __name__)
@@ -22,12 +21,12 @@ bp = Blueprint("viewer", __name__)
 FIRST_FRAME_WAIT_S = 3.0
 
 
-def live_frames(hub: LiveHub, stream: str, tick_s: float) -> FrameTicks:
+def live_frames(hub: LiveHub, stream: str) -> FrameTicks:
     """The stream's newest frames as they arrive (skipping any this client was too slow for),
-    None after each `tick_s` without one."""
+    None on each of the hub's idle ticks."""
     version = 0
     while True:
-        got = hub.next_frame(stream, version, timeout_s=tick_s)
+        got = hub.next_frame(stream, version)
         if got is None:
             yield None
         else:
@@ -35,8 +34,9 @@ def live_frames(hub: LiveHub, stream: str, tick_s: float) -> FrameTicks:
             yield frame
 
 
-def tracked(body: Iterator[bytes], st: ViewerState, mode: str, viewer_id: str | None) -> Iterator[bytes]:
-    """Counts the open response in the metrics (and its viewer id for lag) while it is iterated."""
+def tracked(body: Iterator[bytes], st: ViewerState, mode: str, viewer_id: str | None, tally: ClientTally) -> Iterator[bytes]:
+    """Counts the open response in the metrics (and its viewer id for lag) while it is iterated;
+    the client's tally is flushed when it ends."""
     st.metrics.clients.labels(mode).inc()
     if viewer_id is not None:
         st.lag.viewer_connected(viewer_id, +1)
@@ -44,6 +44,7 @@ def tracked(body: Iterator[bytes], st: ViewerState, mode: str, viewer_id: str | 
         yield from body
     finally:
         body.close()
+        tally.flush()
         st.metrics.clients.labels(mode).dec()
         if viewer_id is not None:
             st.lag.viewer_connected(viewer_id, -1)
@@ -66,22 +67,17 @@ def stream_mjpeg(stream: str):
     hub = st.hub(raw)
     if not hub.wait_for_stream(stream, FIRST_FRAME_WAIT_S):
         return json_error(404, f"unknown stream {stream!r}")
-    # Idle ticks every half second: a stall shows within STALL_AFTER_S + 0.5 s.
-    tick_s = min(0.5, st.keepalive_s)
     if viewer_id is None:
-        mode, ticks = "live", live_frames(hub, stream, tick_s)
+        mode, ticks = "live", live_frames(hub, stream)
     else:
-        mode, ticks = "resume", resumed_frames(st.settings, hub.topic, stream, viewer_id, st.metrics, idle_s=tick_s)
-    served = st.metrics.frames_served.labels(stream, mode)
-
-    def on_frame(frame: ServedFrame) -> None:
-        served.inc()
-        st.metrics.latency.observe(max(0.0, time.time() - frame.ts_ms / 1000))
-
+        mode, ticks = "resume", resumed_frames(st.settings, hub.topic, stream, viewer_id, st.metrics, idle_s=st.tick_s)
+    tally = ClientTally(st.metrics, stream, mode)
     body = mjpeg(
-        ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=on_frame, no_signal=lambda: hub.no_signal(stream)
+        ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=tally, no_signal=lambda: hub.no_signal(stream)
     )
-    response = Response(tracked(body, st, mode, viewer_id), mimetype=MIMETYPE)
+    # direct_passthrough: gunicorn iterates the body itself, without werkzeug's re-encoding
+    # and closing wrappers around every part.
+    response = Response(tracked(body, st, mode, viewer_id, tally), mimetype=MIMETYPE, direct_passthrough=True)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -133,6 +129,9 @@ def workers():
 
 @bp.get("/healthz")
 def healthz():
+    # Whoever waits for health (pipeline up, an orchestrator) is about to send viewers: start
+    # reading the processed topic now, so the first viewer does not wait for the reader's connect.
+    state().processed.ensure_started()
     if broker_reachable(state().settings, timeout_s=1.0):
         return jsonify({"status": "ok"})
     return jsonify({"status": "broker unreachable"}), 503
