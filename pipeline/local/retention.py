@@ -33,9 +33,10 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_MB = 256
-# The replay window: at the sample's rate (~1.4 MB/s over both topics) two generations of a
-# minute peak at ~210 MB with the idle broker, under the default budget.
-DEFAULT_WINDOW_S = 60.0
+# The replay window: the demo (the sample at 25 fps, grayscale) grows the broker by ~1.8 MB/s
+# (measured), so two generations of 45 s peak at ~175 MB with the idle broker, under the
+# default budget with room for bigger frames (a minute peaked at ~235 MB).
+DEFAULT_WINDOW_S = 45.0
 # Tansu idles at ~35-50 MB resident; a budget below this would rotate without freeing anything.
 MIN_BUDGET_MB = 64
 # After a rotation, rotate again only once the broker has grown by this much: if something
