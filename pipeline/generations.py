@@ -10,12 +10,12 @@ pipeline topic T (raw, processed, dead letters) has two *slots*, T and T.b:
 - A rotation (pipeline/local/retention.py) deletes and recreates the previous slot, which frees
   the oldest generation, and announces that slot as current; the old current becomes history.
 
-The announcement is a record in a one-partition control topic (`control_topic`): the raw
+The announcement is a record in a one-partition topic of its own (`slot_topic`): the raw
 topic's current slot name. Writers follow it (`CurrentSlot`, checked every second); what they
 write to the previous slot meanwhile is still read as history. Readers need no announcement:
 they read every slot, oldest generation first (`generations`: by each slot's first record).
 
-A broker with real retention (Apache Kafka) has no control topic and no T.b: T is then the
+A broker with real retention (Apache Kafka) has no slot topic and no T.b: T is then the
 only slot and nothing here changes anything.
 """
 
@@ -55,14 +55,14 @@ def mirrored(topic: str, source_base: str, target_base: str) -> str:
     return target_base + SECOND_SLOT if topic == source_base + SECOND_SLOT else target_base
 
 
-def control_topic(settings: Settings) -> str:
+def slot_topic(settings: Settings) -> str:
     """Where rotations announce the raw topic's current slot (exists only with generations)."""
     return settings.raw_topic + ".current"
 
 
 def announce(producer: KafkaProducer, settings: Settings, raw_slot: str) -> None:
     """Make `raw_slot` (and its mirrors) current for every writer."""
-    producer.send(control_topic(settings), value=raw_slot.encode()).get(timeout=10)
+    producer.send(slot_topic(settings), value=raw_slot.encode()).get(timeout=10)
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,8 @@ class OldestFirst:
 
 
 class CurrentSlot:
-    """For a writer of `base`: `topic` is its current slot, following the control topic on a
-    thread of its own. Without a control topic (no generations) it stays `base`, and nothing
+    """For a writer of `base`: `topic` is its current slot, following the slot topic on a
+    thread of its own. Without a slot topic (no generations) it stays `base`, and nothing
     runs."""
 
     def __init__(self, settings: Settings, base: str) -> None:
@@ -126,12 +126,12 @@ class CurrentSlot:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.consumer = make_consumer(settings, "slots", group_id=None)
-        self._control = TopicPartition(control_topic(settings), 0)
+        self._control = TopicPartition(slot_topic(settings), 0)
         if self._control.topic not in self.consumer.topics():
             self.consumer.close()
             return
         self.consumer.assign([self._control])
-        # Only the newest announcement counts. The control topic gets one record per produce
+        # Only the newest announcement counts. The slot topic gets one record per produce
         # request, so its reported end is exact even on Tansu.
         end = self.consumer.end_offsets([self._control])[self._control]
         self.consumer.seek(self._control, max(end - 1, 0))

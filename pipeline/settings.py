@@ -29,6 +29,8 @@ class Settings:
     processed_topic: str = "frames.processed"
     heartbeat_topic: str = "processors.heartbeat"
     dead_letter_topic: str = "frames.dlq"
+    # Compacted, keyed by stream: each stream's live transform chain (pipeline/control.py).
+    control_topic: str = "streams.control"
     partitions: int = 4
     replication_factor: int = 1
     # Frames above 1 MiB (PNG, 4K JPEG) need every Kafka size limit raised together.
@@ -47,6 +49,10 @@ class Settings:
     clip_max_seconds: int = 300
     clip_max_bytes: int = 200 * 1000 * 1000
     clip_max_frames: int = 15000
+    # Request bodies (uploads) being received at once per viewer process, and the longest a
+    # client may go without sending a byte of one: slow clients cannot hold every connection.
+    max_bodies_in_progress: int = 32
+    body_idle_timeout_s: int = 10
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -63,6 +69,7 @@ class Settings:
             processed_topic=get("PROCESSED_TOPIC") or "frames.processed",
             heartbeat_topic=get("HEARTBEAT_TOPIC") or "processors.heartbeat",
             dead_letter_topic=get("DEAD_LETTER_TOPIC") or "frames.dlq",
+            control_topic=get("CONTROL_TOPIC") or "streams.control",
             partitions=_int_env(env, "TOPIC_PARTITIONS", 4),
             replication_factor=_int_env(env, "TOPIC_REPLICATION_FACTOR", 1),
             max_message_bytes=_int_env(env, "MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
@@ -74,6 +81,8 @@ class Settings:
             clip_max_seconds=_int_env(env, "CLIP_MAX_SECONDS", 300),
             clip_max_bytes=_int_env(env, "CLIP_MAX_BYTES", 200 * 1000 * 1000),
             clip_max_frames=_int_env(env, "CLIP_MAX_FRAMES", 15000),
+            max_bodies_in_progress=_int_env(env, "MAX_BODIES_IN_PROGRESS", 32),
+            body_idle_timeout_s=_int_env(env, "BODY_IDLE_TIMEOUT_S", 10),
         )
 
     def topic_env(self) -> dict[str, str]:
@@ -85,4 +94,5 @@ class Settings:
             "PROCESSED_TOPIC": self.processed_topic,
             "HEARTBEAT_TOPIC": self.heartbeat_topic,
             "DEAD_LETTER_TOPIC": self.dead_letter_topic,
+            "CONTROL_TOPIC": self.control_topic,
         }

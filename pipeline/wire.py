@@ -19,14 +19,17 @@ Tiles (``tile`` header set, see ``pipeline.tiling.TileInfo``):
   rect in the OUTPUT image with zero halo (``tiling.output_tile``), ``w``/``h`` are the full
   output image's size; ``job``, ``seq`` and ``stream`` are kept. So a reader reassembles with
   ``Assembler(h, w, rows, cols)`` (identity geometry) keyed by job (or stream and seq),
-  knowing nothing of the chain. Use PNG for tiles that must reassemble pixel-exactly.
+  knowing nothing of the chain. Tiles that must reassemble pixel-exactly travel as lz4 pixels
+  (lossless and fast; PNG works too).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-ENCODINGS = ("jpeg", "png")
+# The `enc` header: jpeg/png as users send and get them, lz4 pixels for lossless hops inside the
+# pipeline (pipeline/pixels.py). Every reader decodes all three, so old and new records mix.
+ENCODINGS = ("jpeg", "png", "lz4")
 
 _REQUIRED = ("stream", "seq", "ts", "enc", "w", "h")
 

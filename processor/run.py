@@ -2,7 +2,8 @@
 chain and produces processed frames.
 
 Delivery: at-least-once. Offsets are committed manually, only after every output record of
-the polled batch (and every dead letter) is acknowledged by the broker; the acks are checked
+the polled batch (and every dead letter) is acknowledged by the broker, and never inside a
+tiled frame (``processor/frame_commits.py``); the acks are checked
 (and the batch committed) once the next batch is processed and sent, or at once when no next
 batch is waiting. A commit that fails
 because the group is rebalancing is kept and retried in the rebalance listener's revoke
@@ -14,6 +15,11 @@ to the same partition number of the processed topic, so the processed topic mirr
 topic's partitioning: a stream keyed to one partition stays in order end to end; a stream
 spread over partitions (for more parallelism) is put back in seq order by the reader with
 ``pipeline.reorder.Reorderer``. See README "Ordering".
+
+Chains: a stream's live chain comes from the control topic (``pipeline.control``), read in
+full before joining and caught up again before each batch is processed, so a change applies
+from the first batch polled after it, with no restart and no rebalance; streams without an
+entry get ``--transform``.
 
 Shutdown: when ``stop`` is set the current batch finishes (in-flight frames are not dropped),
 its outputs are flushed and its offsets committed, then the consumer closes, which leaves
@@ -27,6 +33,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
@@ -40,12 +47,14 @@ from kafka.errors import (
 )
 from kafka.producer.future import FutureRecordMetadata
 
+from pipeline.control import ChainControl
 from pipeline.generations import mirrored, slots
 from pipeline.kafka import make_consumer, make_producer
 from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, to_record
 from processor.backlog import InputBacklog
 from processor.dead_letters import dead_letter, short_reason
+from processor.frame_commits import FrameCommits
 from processor.frames import POISON, FrameProcessor
 from processor.heartbeat import HeartbeatPublisher, Identity, ProcessorStats
 from processor.pool import OrderedPool, limit_opencv_threads
@@ -75,6 +84,8 @@ class OffsetKeeper(AsyncConsumerRebalanceListener):
     def __init__(self, consumer: KafkaConsumer, stats: ProcessorStats) -> None:
         self.consumer, self.stats = consumer, stats
         self.pending: dict[TopicPartition, OffsetAndMetadata] = {}
+        # Where each partition's commit may go: never inside a tiled frame (poll thread only).
+        self.frames = FrameCommits()
 
     def commit(self) -> bool:
         """Commit what is pending (from the poll thread); False if a rebalance deferred it."""
@@ -128,6 +139,9 @@ def run(
     limit_opencv_threads()
     pool = OrderedPool(concurrency)
     frames = FrameProcessor(transform, tile, pool)  # a bad spec fails before joining the group
+    # Every stream's live chain, read before joining, so the first frame already gets it.
+    control = ChainControl(settings, "processor-control")
+    frames.live_spec = _live_spec(control)
     stats = ProcessorStats()
     # host-pid says where it runs; the suffix keeps ids unique for members sharing a process.
     default_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
@@ -150,6 +164,9 @@ def run(
     try:
         while not stop.is_set():
             batch = consumer.poll(timeout_ms=0 if in_flight else 200, max_records=RECORDS_PER_WORKER * concurrency)
+            if batch:
+                # Every chain change acknowledged before these frames were produced applies to them.
+                control.sync()
             current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions,
                                                    _behind(batch, consumer, backlog))) if batch else None
             if in_flight is None and current is None:
@@ -174,9 +191,17 @@ def run(
         consumer.close()  # leaves the group: partitions move without waiting for a timeout
         producer.close(timeout=5)
         pool.close()
+        control.close()
         log.info("processor %s stopped: %d frames, %d dead letters, %d commits",
                  who.id, stats.frames, stats.dead_letters, stats.commits)
     return stats
+
+
+def _live_spec(control: ChainControl) -> Callable[[str], str | None]:
+    def live_spec(stream: str) -> str | None:
+        entry = control.get(stream)
+        return entry.spec if entry is not None else None
+    return live_spec
 
 
 @dataclass
@@ -202,7 +227,9 @@ def _complete(batch: _Batch, consumer: KafkaConsumer, offsets: OffsetKeeper, pro
     for tp, records in batch.records.items():
         # A rebalance while the batch was in flight moved tp: its new owner redoes those frames.
         if tp in owned:
-            offsets.pending[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+            offsets.pending[tp] = OffsetAndMetadata(offsets.frames.commit_offset(tp, records), "", -1)
+        else:
+            offsets.frames.forget(tp)
     offsets.commit()
     return True
 

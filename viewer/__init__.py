@@ -18,11 +18,13 @@ DEFAULT_KEEPALIVE_S = 2.0
 
 def blueprints() -> list:
     """Every blueprint of the viewer, registered in this order: the one place to add routes."""
+    from viewer.routes.chains import bp as chains
     from viewer.routes.clip import bp as clip
     from viewer.routes.live import bp as viewer
     from viewer.routes.replay import bp as replay
+    from viewer.routes.window import bp as window
 
-    return [viewer, replay, clip]
+    return [viewer, replay, window, chains, clip]
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -30,6 +32,8 @@ def create_app(config: dict | None = None) -> Flask:
 
     config may hold SETTINGS (else read from the environment) and KEEPALIVE_S.
     """
+    from viewer import headers
+    from viewer.bodies import BodyGuard
     from viewer.state import ViewerState
     from viewer.stills import upload
 
@@ -40,4 +44,6 @@ def create_app(config: dict | None = None) -> Flask:
     for bp in blueprints():
         app.register_blueprint(bp)
     upload.init_app(app, settings)
+    headers.init_app(app)
+    app.wsgi_app = BodyGuard(app.wsgi_app, settings.max_bodies_in_progress, settings.body_idle_timeout_s)
     return app

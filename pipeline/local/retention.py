@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
-from pipeline.generations import SECOND_SLOT, announce, control_topic, first_records, generations, mirrored, slot_names
+from pipeline.generations import SECOND_SLOT, announce, first_records, generations, mirrored, slot_names, slot_topic
 from pipeline.kafka import make_admin, make_consumer, make_producer, topic_specs
 from pipeline.settings import Settings
 
@@ -70,13 +70,14 @@ class Rotation:
 
 
 def generation_specs(settings: Settings) -> list[NewTopic]:
-    """Every topic with both slots for the generational ones (all but the heartbeats), and the
-    control topic that names the current slot."""
+    """Every topic, a second slot for the generational ones (raw, processed, dead letters), and
+    the topic that names the current slot."""
     specs = topic_specs(settings)
+    generational = (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic)
     return specs + [
         NewTopic(spec.name + SECOND_SLOT, spec.num_partitions, spec.replication_factor, topic_configs=spec.topic_configs)
-        for spec in specs if spec.name != settings.heartbeat_topic
-    ] + [NewTopic(control_topic(settings), 1, settings.replication_factor)]
+        for spec in specs if spec.name in generational
+    ] + [NewTopic(slot_topic(settings), 1, settings.replication_factor)]
 
 
 class TopicRotator:
@@ -87,6 +88,8 @@ class TopicRotator:
         self.settings = settings
         self.specs = {spec.name: spec for spec in generation_specs(settings)}
         self.bases = (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic)
+        # Only the generational topics and the heartbeats are ever recycled: the chain control
+        # topic is kept (recreating it would send every stream back to the default chain).
         self.admin = make_admin(settings)
         self.consumer = make_consumer(settings, "retention", group_id=None)
         self.producer = make_producer(settings, "retention")
@@ -125,7 +128,7 @@ class TopicRotator:
         self.admin.delete_topics([spec.name for spec in specs], raise_errors=False)
         self.admin.create_topics(specs, raise_errors=False)
         self._repair_partition_counts(specs)
-        if control_topic(self.settings) in existing:
+        if slot_topic(self.settings) in existing:
             announce(self.producer, self.settings, previous)
         self.current = previous
 

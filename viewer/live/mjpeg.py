@@ -23,11 +23,12 @@ FrameTicks = Generator["ServedFrame | None", None, None]
 
 def part(frame: ServedFrame) -> bytes:
     """`frame` as one part; ServedFrame.part keeps it, so it is built once per frame, not per client."""
+    chain = f"X-Frame-Transform: {frame.transform}\r\n" if frame.transform else ""
     head = (
         "Content-Type: image/jpeg\r\n"
         f"Content-Length: {len(frame.jpeg)}\r\n"
         f"X-Frame-Seq: {frame.seq}\r\n"
-        f"X-Frame-Ts: {frame.ts_ms}\r\n"
+        f"X-Frame-Ts: {frame.ts_ms}\r\n{chain}"
         + "".join(f"{name}: {value}\r\n" for name, value in frame.extra_headers)
         + "\r\n"
     ).encode()

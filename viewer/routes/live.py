@@ -9,8 +9,10 @@ from flask import Blueprint, Response, jsonify, render_template, request
 
 from pipeline.kafka import broker_reachable
 from viewer.errors import json_error
+from viewer.live.delivery import SentBytes, response_socket
 from viewer.live.hub import LiveHub
 from viewer.live.mjpeg import MIMETYPE, FrameTicks, mjpeg
+from viewer.live.pacing import parse_speed
 from viewer.live.resume import VIEWER_ID, VIEWER_ID_RULE, resumed_frames
 from viewer.metrics import CONTENT_TYPE, ClientTally
 from viewer.state import ViewerState, state
@@ -63,18 +65,25 @@ def stream_mjpeg(stream: str):
     viewer_id = request.args.get("viewer")
     if viewer_id is not None and not VIEWER_ID.match(viewer_id):
         return json_error(400, VIEWER_ID_RULE)
+    try:
+        speed = parse_speed(request.args.get("speed"))
+    except ValueError as exc:
+        return json_error(400, str(exc))
     st = state()
     hub = st.hub(raw)
     if not hub.wait_for_stream(stream, FIRST_FRAME_WAIT_S):
         return json_error(404, f"unknown stream {stream!r}")
+    # A resuming stream commits what the client acknowledged, so it watches its socket.
+    sent = SentBytes(response_socket(request.environ) if viewer_id is not None else None)
     if viewer_id is None:
         mode, ticks = "live", live_frames(hub, stream)
     else:
-        mode, ticks = "resume", resumed_frames(st.settings, hub.topic, stream, viewer_id, st.metrics, idle_s=st.tick_s)
+        mode = "resume"
+        ticks = resumed_frames(st.settings, hub.topic, stream, viewer_id, st.metrics, sent, speed, idle_s=st.tick_s)
     tally = ClientTally(st.metrics, stream, mode)
-    body = mjpeg(
+    body = sent.count(mjpeg(
         ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=tally, no_signal=lambda: hub.no_signal(stream)
-    )
+    ))
     # direct_passthrough: gunicorn iterates the body itself, without werkzeug's re-encoding
     # and closing wrappers around every part.
     response = Response(tracked(body, st, mode, viewer_id, tally), mimetype=MIMETYPE, direct_passthrough=True)
@@ -89,6 +98,8 @@ def snapshot(stream: str):
         return json_error(404, f"unknown stream {stream!r}")
     frame = hub.latest(stream)
     headers = {"X-Frame-Seq": str(frame.seq), "X-Frame-Ts": str(frame.ts_ms), "Cache-Control": "no-store"}
+    if frame.transform:
+        headers["X-Frame-Transform"] = frame.transform
     return Response(frame.jpeg, mimetype="image/jpeg", headers=headers)
 
 
@@ -110,6 +121,8 @@ def streams():
                 "height": frame.height if frame else None,
                 "last_seq": frame.seq if frame else None,
                 "last_frame_ts": frame.ts_ms if frame else None,
+                # The chain the newest frame was processed with: what is applied, not what was asked.
+                "transform": frame.transform if frame else None,
                 "age_ms": round(now_ms - frame.ts_ms) if frame else None,
                 # No new frame for a while: clients are shown the no-signal card.
                 "stalled": slot.stalled(now),

@@ -18,6 +18,7 @@ from kafka import TopicPartition
 from pipeline.codec import CodecError, decode_image, encode_image
 from pipeline.generations import slot_names, slots
 from pipeline.kafka import BACKGROUND_FETCH, make_consumer
+from pipeline.pixels import is_pixels
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
 from pipeline.wire import WireError, decode_record
@@ -131,8 +132,10 @@ class JobCollector(BackgroundLoop):
         started = time.monotonic()
         try:
             tiles = self.store.tiles(job_id)
-            if len(tiles) == 1 and tiles[0][0] is None:
-                result = tiles[0][1]  # a whole image: the processor encoded it in the upload's format
+            if len(tiles) == 1 and tiles[0][0] is None and not is_pixels(tiles[0][1]):
+                result = tiles[0][1]  # a whole upload sent as is: the processor answered in its format
+            elif len(tiles) == 1 and tiles[0][0] is None:
+                result = off_hub(_transcode, tiles[0][1], status.format)
             else:
                 image = self._reassemble(tiles, status.out_height, status.out_width)
                 result = off_hub(encode_image, image, status.format, RESULT_JPEG_QUALITY)
@@ -147,9 +150,14 @@ class JobCollector(BackgroundLoop):
     @staticmethod
     def _reassemble(tiles: list[tuple[str | None, bytes]], height: int, width: int) -> np.ndarray:
         """Every processed tile is in output coordinates, so reassembly is identity geometry.
-        Decoding goes to a native thread one tile at a time (see viewer.stills.offload)."""
+        Decoding and placing go to a native thread one tile at a time (see viewer.stills.offload)."""
         infos = [TileInfo.from_header(header) for header, _ in tiles]
         assembler = Assembler(height, width, infos[0].rows, infos[0].cols)
         for info, (_, data) in zip(infos, tiles, strict=True):
-            assembler.add(info, off_hub(decode_image, data))
+            off_hub(lambda info=info, data=data: assembler.add(info, decode_image(data)))
         return assembler.image()
+
+
+def _transcode(data: bytes, fmt: str) -> bytes:
+    """An internal (lz4) result in the upload's format."""
+    return encode_image(decode_image(data), fmt, RESULT_JPEG_QUALITY)
