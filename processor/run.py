@@ -138,7 +138,8 @@ def run(
     stop = stop or threading.Event()
     limit_opencv_threads()
     pool = OrderedPool(concurrency)
-    frames = FrameProcessor(transform, tile, pool)  # a bad spec fails before joining the group
+    # A bad spec fails before joining the group.
+    frames = FrameProcessor(transform, tile, pool, max_pixels=settings.max_frame_pixels)
     # Every stream's live chain, read before joining, so the first frame already gets it.
     control = ChainControl(settings, "processor-control")
     frames.live_spec = _live_spec(control)

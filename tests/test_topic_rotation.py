@@ -97,23 +97,29 @@ class CountingRotator:
 
     def oldest_kept_s(self) -> float | None:
         return self.age_s
+    def unprocessed(self) -> dict[str, int]:
+        return {}
 
 
 def test_budget_check_rotates_past_the_budget_and_not_again_without_growth():
     pauses = []
 
-    @contextmanager
-    def paused():
-        pauses.append("in")
-        yield
-        pauses.append("out")
+    def pausing(role: str):
+        @contextmanager
+        def paused():
+            pauses.append(f"{role} in")
+            yield
+            pauses.append(f"{role} out")
+        return paused
 
     # This test process stands in for the broker: its memory is well above 1 MB.
-    small = EmbeddedRetention(Settings(), os.getpid(), budget_bytes=1 << 20, writers_paused=paused, window_s=60)
+    small = EmbeddedRetention(Settings(), os.getpid(), budget_bytes=1 << 20, window_s=60,
+                              producers_paused=pausing("producers"), processors_paused=pausing("processors"))
     rotator = CountingRotator()
     first = small.check(rotator)
     assert first is not None and first.number == 1 and first.reason == "memory" and first.rss_before > 1 << 20
-    assert rotator.rotations == 1 and pauses == ["in", "out"]
+    assert rotator.rotations == 1
+    assert pauses == ["producers in", "processors in", "processors out", "producers out"]
     # Rotating freed nothing here (the topics were not what held the memory): do not churn.
     assert small.check(rotator) is None and rotator.rotations == 1
 

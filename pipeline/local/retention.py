@@ -10,6 +10,16 @@ deletes and recreates the previous slot's topics with their partition count, fre
 generation, and announces that empty slot as current. Consumers of a recreated topic move into it by
 themselves (pipeline/recreated.py); Tansu drops the groups' committed offsets on it.
 Apache Kafka has real retention: none of this runs there.
+
+At-least-once across a rotation: recycling a raw slot deletes the frames the processors have
+not yet committed there. So a rotation first pauses the producers and waits until every
+processor group (every group with offsets on the raw topic) has committed up to the end of the
+slot about to be recycled, for as long as they keep making progress; only then are the
+processors paused too and the slot recycled. Processors that are stuck (none committed anything
+for `CATCH_UP_STALL_S`) do not hold the memory budget hostage: the rotation goes ahead and says,
+in a warning, how many raw records each group never processed. (A single large record used to
+trigger the very rotation that deleted it before any processor had read it.) The previous
+generation has normally been processed long before it is recycled, so this rarely waits.
 """
 
 from __future__ import annotations
@@ -27,7 +37,8 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
 from pipeline.generations import SECOND_SLOT, announce, first_records, generations, mirrored, slot_names, slot_topic
-from pipeline.kafka import make_admin, make_consumer, make_producer, topic_specs
+from pipeline.kafka import make_consumer, make_producer, topic_specs
+from pipeline.offsets import OffsetsError, OffsetTool
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +53,11 @@ MIN_BUDGET_MB = 64
 # After a rotation, rotate again only once the broker has grown by this much: if something
 # other than the topics holds the memory, recreating them again would not free it.
 MIN_GROWTH_BYTES = 16 << 20
+# A rotation waits for the processors to finish the slot it recycles while they make progress
+# (their commits move at least every CATCH_UP_STALL_S), but never longer than CATCH_UP_MAX_S.
+CATCH_UP_STALL_S = 10.0
+CATCH_UP_MAX_S = 60.0
+CATCH_UP_POLL_S = 0.2
 
 
 def process_rss_bytes(pid: int) -> int:
@@ -90,7 +106,8 @@ class TopicRotator:
         self.bases = (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic)
         # Only the generational topics and the heartbeats are ever recycled: the chain control
         # topic is kept (recreating it would send every stream back to the default chain).
-        self.admin = make_admin(settings)
+        self.offsets = OffsetTool(settings)
+        self.admin = self.offsets.admin
         self.consumer = make_consumer(settings, "retention", group_id=None)
         self.producer = make_producer(settings, "retention")
         # `pipeline up` starts with fresh topics and writers start in the first slot.
@@ -99,7 +116,33 @@ class TopicRotator:
     def close(self) -> None:
         self.producer.close(timeout=5)
         self.consumer.close()
-        self.admin.close()
+        self.offsets.close()
+
+    def previous(self) -> str:
+        """The raw slot the next rotation recycles (the only one, without generations)."""
+        existing = set(self.consumer.topics())
+        return next((name for name in slot_names(self.settings.raw_topic) if name != self.current and name in existing),
+                    self.current)
+
+    def unprocessed(self) -> dict[str, int]:
+        """Records of the raw slot about to be recycled that each processor group (a group with
+        offsets on the raw topic) has not committed yet, for the groups behind; true ends,
+        right on Tansu too."""
+        slot = self.previous()
+        try:
+            raw = self.offsets.partitions(slot)
+        except OffsetsError:
+            return {}  # no raw topic (yet): nothing to lose
+        earliest, ends = self.offsets.ends(raw)
+        behind = {}
+        for group in self.offsets.groups():
+            committed = self.offsets.committed(group)
+            if not any(tp.topic in slot_names(self.settings.raw_topic) for tp in committed):
+                continue
+            records = sum(max(0, ends[tp] - committed.get(tp, earliest[tp])) for tp in raw)
+            if records:
+                behind[group] = records
+        return behind
 
     def current_age_s(self) -> float | None:
         """Age of the current generation: since the newer of its raw and processed slots'
@@ -119,8 +162,7 @@ class TopicRotator:
         """Recycle the previous generation's slot and announce it as current. Without a second
         slot (a rotator for topics made by `ensure_topics` alone) the only slot is recycled."""
         raw = self.settings.raw_topic
-        existing = set(self.consumer.topics())
-        previous = next((name for name in slot_names(raw) if name != self.current and name in existing), self.current)
+        previous = self.previous()
         names = [mirrored(previous, raw, base) for base in self.bases] + [self.settings.heartbeat_topic]
         specs = [self.specs[name] for name in names]
         # One request each, back to back: a client asking for a missing topic in between would
@@ -128,7 +170,7 @@ class TopicRotator:
         self.admin.delete_topics([spec.name for spec in specs], raise_errors=False)
         self.admin.create_topics(specs, raise_errors=False)
         self._repair_partition_counts(specs)
-        if slot_topic(self.settings) in existing:
+        if slot_topic(self.settings) in self.consumer.topics():
             announce(self.producer, self.settings, previous)
         self.current = previous
 
@@ -145,22 +187,26 @@ class TopicRotator:
 
 class EmbeddedRetention:
     """Background thread: every `interval_s`, rotates the generations when the current one is
-    `window_s` old or the broker's resident memory passes `budget_bytes`, inside
-    `writers_paused()` (so no frame is produced into the gap between delete and create)."""
+    `window_s` old or the broker's resident memory passes `budget_bytes`: inside
+    `producers_paused()` it waits for the processors to finish the slot it recycles, then inside
+    `processors_paused()` as well (so nothing is produced into the gap between delete and
+    create) it recycles it."""
 
     def __init__(
         self,
         settings: Settings,
         broker_pid: int,
         budget_bytes: int,
-        writers_paused: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+        producers_paused: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+        processors_paused: Callable[[], AbstractContextManager] = contextlib.nullcontext,
         interval_s: float = 1.0,
         window_s: float = DEFAULT_WINDOW_S,
     ) -> None:
         self.settings = settings
         self.broker_pid = broker_pid
         self.budget_bytes = budget_bytes
-        self.writers_paused = writers_paused
+        self.producers_paused = producers_paused
+        self.processors_paused = processors_paused
         self.interval_s = interval_s
         self.window_s = window_s
         self.rotations: list[Rotation] = []
@@ -200,8 +246,10 @@ class EmbeddedRetention:
         if not (by_window or by_memory):
             return None
         started = time.monotonic()
-        with self.writers_paused():
-            rotator.rotate()
+        with self.producers_paused():
+            self._await_processors(rotator)
+            with self.processors_paused():
+                rotator.rotate()
         kept_s = rotator.oldest_kept_s()
         rotation = Rotation(len(self.rotations) + 1, "window" if by_window else "memory", before,
                             process_rss_bytes(self.broker_pid), kept_s)
@@ -217,3 +265,21 @@ class EmbeddedRetention:
             log.warning("replay window capped by memory: %s s kept, %.0f s wanted; raise --embedded-retention-mb or "
                         "lower --retention", "-" if kept_s is None else f"{kept_s:.0f}", self.window_s)
         return rotation
+
+    def _await_processors(self, rotator: TopicRotator) -> None:
+        """Until no processor group is behind on the raw topic, while they make progress."""
+        started = progressed = time.monotonic()
+        behind = rotator.unprocessed()
+        while behind:
+            now = time.monotonic()
+            if now - progressed > CATCH_UP_STALL_S or now - started > CATCH_UP_MAX_S or self._stop.is_set():
+                log.warning("recycling a generation although processors have not caught up: raw records never "
+                            "processed, by group: %s", behind)
+                return
+            self._stop.wait(CATCH_UP_POLL_S)
+            newer = rotator.unprocessed()
+            if sum(newer.values()) < sum(behind.values()):
+                progressed = time.monotonic()
+            behind = newer
+        if time.monotonic() - started > CATCH_UP_POLL_S:
+            log.info("processors caught up with the raw slot in %.1f s: recycling it", time.monotonic() - started)
