@@ -14,6 +14,7 @@ import hmac
 from flask import Blueprint, Response, jsonify, request
 from kafka.errors import KafkaError
 
+from pipeline.generations import slots
 from pipeline.offsets import GroupActiveError, OffsetsError, OffsetTool, parse_target
 from viewer.errors import json_error
 from viewer.live.resets import announce, resetting
@@ -89,11 +90,14 @@ def replay():
         if target.kind == "offset" and target.value < 0:
             raise OffsetsError("an offset must be 0 or more")
         with OffsetTool(state().settings) as tool:
-            tp = tool.stream_partition(_topic_for(group, raw), stream)
+            # The stream's partition in every generation (pipeline/generations.py): the same target
+            # planned on each puts a reader that reads them oldest first at the right frame.
+            base = _topic_for(group, raw)
+            tps = [tool.stream_partition(topic, stream) for topic in slots(base, tool.consumer.topics())]
             # Readers of this group commit nothing while the reset is planned and applied.
             with resetting(group) as readers:
                 tool.ensure_inactive(group)
-                moves = tool.plan_reset(group, [tp], target)
+                moves = tool.plan_reset(group, tps, target)
                 tool.apply(group, moves)
                 signalled = announce(readers, {m.tp: m.new for m in moves if m.new is not None})
     except GroupActiveError as exc:
@@ -106,8 +110,8 @@ def replay():
         {
             "group": group,
             "stream": stream,
-            "topic": tp.topic,
-            "partitions": [{"partition": m.tp.partition, "old": m.old, "new": m.new} for m in moves],
+            "topic": base,
+            "partitions": [{"topic": m.tp.topic, "partition": m.tp.partition, "old": m.old, "new": m.new} for m in moves],
             "readers": signalled,
         }
     )
