@@ -27,6 +27,9 @@ class ServedFrame:
     """JPEG bytes are passed through untouched; PNG is transcoded once, on first use, so a
     stream nobody watches costs no decode."""
 
+    # More (name, value) headers for this frame's MJPEG part.
+    extra_headers: tuple[tuple[str, str], ...] = ()
+
     def __init__(self, stream: str, seq: int, ts_ms: int, width: int, height: int, data: bytes, encoding: str,
                  transform: str | None = None) -> None:
         self.stream, self.seq, self.ts_ms = stream, seq, ts_ms
@@ -52,6 +55,10 @@ class ServedFrame:
             return self._data
         # Browsers only paint JPEG inside multipart/x-mixed-replace.
         return encode_image(decode_image(self._data), "jpeg", SERVE_QUALITY)
+
+    def image(self) -> np.ndarray:
+        """The frame decoded (from its own bytes, JPEG or PNG: no transcoding on the way)."""
+        return decode_image(self._data)
 
     @cached_property
     def part(self) -> bytes:
