@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 
 from flask import Blueprint, jsonify, request
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
-from pipeline.offsets import OffsetsError, OffsetTool
+from pipeline.generations import stream_windows
+from pipeline.offsets import OffsetsError, OffsetTool, Window
 from pipeline.settings import Settings
 from viewer.errors import json_error
 from viewer.live.resets import delivered
@@ -24,15 +24,6 @@ bp = Blueprint("window", __name__)
 # serves them all for this long.
 SPAN_TTL_S = 0.5
 CACHE_SIZE = 1024
-
-
-@dataclass(frozen=True)
-class Span:
-    tp: TopicPartition
-    earliest: int
-    end: int
-    oldest_ms: int | None
-    newest_ms: int | None
 
 
 class Tool:
@@ -58,7 +49,7 @@ class Lookups:
 
     def __init__(self) -> None:
         self._times: OrderedDict[tuple[TopicPartition, int], int] = OrderedDict()
-        self._spans: OrderedDict[tuple[str, str], tuple[float, Span]] = OrderedDict()
+        self._spans: OrderedDict[tuple[str, str], tuple[float, list[Window]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def time_at(self, tool: Tool, tp: TopicPartition, offset: int) -> int | None:
@@ -70,18 +61,17 @@ class Lookups:
             self._keep(self._times, (tp, offset), ms)
         return ms
 
-    def span(self, tool: Tool, topic: str, stream: str) -> Span:
+    def spans(self, tool: Tool, topic: str, stream: str) -> list[Window]:
+        """What each generation of `topic` retains of the stream's partition, oldest first
+        (pipeline/generations.py; one generation on a broker with real retention)."""
         now = time.monotonic()
         with self._lock:
             cached = self._spans.get((topic, stream))
         if cached is not None and cached[0] > now:
             return cached[1]
-        tp = tool().stream_partition(topic, stream)
-        window = tool().window(tp)
-        oldest_ms = self.time_at(tool, tp, window.earliest) if window.end > window.earliest else None
-        span = Span(tp, window.earliest, window.end, oldest_ms, window.last_ms)
-        self._keep(self._spans, (topic, stream), (now + SPAN_TTL_S, span))
-        return span
+        spans = stream_windows(tool(), topic, stream)
+        self._keep(self._spans, (topic, stream), (now + SPAN_TTL_S, spans))
+        return spans
 
     def _keep(self, table: OrderedDict, key, value) -> None:
         with self._lock:
@@ -108,18 +98,19 @@ def window(stream: str):
     topic = st.settings.raw_topic if raw else st.settings.processed_topic
     tool = Tool(st.settings)
     try:
-        span = _lookups.span(tool, topic, stream)
-        if span.end <= span.earliest:
+        spans = _lookups.spans(tool, topic, stream)
+        if not spans:
             return json_error(404, f"stream {stream!r} has no retained frames")
+        first, last = spans[0], spans[-1]
         answer = {
             "stream": stream,
             "topic": topic,
-            "partition": span.tp.partition,
-            "oldest": {"offset": span.earliest, "ts_ms": span.oldest_ms},
-            "newest": {"offset": span.end - 1, "ts_ms": span.newest_ms},
+            "partition": first.tp.partition,
+            "oldest": {"topic": first.tp.topic, "offset": first.earliest, "ts_ms": first.first_ms},
+            "newest": {"topic": last.tp.topic, "offset": last.end - 1, "ts_ms": last.last_ms},
         }
         if viewer_id is not None:
-            answer["viewer"] = {"id": viewer_id, **_position(tool, viewer_group(viewer_id), span)}
+            answer["viewer"] = {"id": viewer_id, **_generation_position(tool, viewer_group(viewer_id), spans)}
     except OffsetsError as exc:
         return json_error(404, str(exc))
     except KafkaError as exc:
@@ -129,7 +120,17 @@ def window(stream: str):
     return jsonify(answer)
 
 
-def _position(tool: Tool, group: str, span: Span) -> dict:
+def _generation_position(tool: Tool, group: str, spans: list[Window]) -> dict:
+    """Where the group is across generations: a reader finishes an older one before the next
+    (pipeline/generations.OldestFirst), so it is in the first one it has not read to the end."""
+    for span in spans[:-1]:
+        position = _position(tool, group, span)
+        if position["offset"] is not None and position["offset"] < span.end:
+            return {"topic": span.tp.topic, **position}
+    return {"topic": spans[-1].tp.topic, **_position(tool, group, spans[-1])}
+
+
+def _position(tool: Tool, group: str, span: Window) -> dict:
     """The group's committed offset on the span's partition and the time of the frame before
     it: from this process's reader while one streams, else from Kafka."""
     known = delivered(group, span.tp)
