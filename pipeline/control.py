@@ -36,6 +36,13 @@ MAX_STREAM_NAME = 255
 # How long a sync or a write may wait for the broker before giving up.
 TIMEOUT_S = 5.0
 
+# Estimated seconds of one core per frame above which a live chain is refused (Chain.work_s):
+# such a chain would hold a processor, and every stream on its partitions, for a dozen frame
+# periods per frame. Every transform's defaults fit at 640x360.
+MAX_LIVE_WORK_S = 0.5
+# The frame size a chain is costed at when the stream's own is not known (the CLI).
+REFERENCE_SIZE = (720, 1280)
+
 
 class ControlError(ValueError):
     """A bad stream name or chain spec; the message is one line a user can act on."""
@@ -61,14 +68,22 @@ def check_stream(stream: object) -> str:
     return stream
 
 
-def live_chain(spec: object) -> Chain:
-    """The chain a PUT or the CLI may set: registered transforms with validated parameters."""
+def live_chain(spec: object, size: tuple[int, int] | None = None) -> Chain:
+    """The chain ``spec`` names: registered transforms with validated parameters, at most
+    ``MAX_STEPS`` of them. With ``size`` (height, width of the stream's frames) its estimated
+    work per frame must also stay within :data:`MAX_LIVE_WORK_S`."""
     if not isinstance(spec, str):
         raise ControlError('"spec" must be a transform chain such as "blur:ksize=15,edges"')
     try:
-        return parse_spec(spec)
+        chain = parse_spec(spec)
     except TransformError as exc:
         raise ControlError(str(exc)) from None
+    if size is not None and chain.work_s(*size) > MAX_LIVE_WORK_S:
+        height, width = size
+        raise ControlError(f"{chain.spec!r} is estimated at {chain.work_s(*size) * 1000:.0f} ms per {width}x{height} "
+                           f"frame, more than the {MAX_LIVE_WORK_S * 1000:.0f} ms a live chain may take: "
+                           "choose smaller kernels or fewer steps")
+    return chain
 
 
 def decode_entry(key: bytes | None, value: bytes | None) -> ChainEntry | None:
@@ -115,6 +130,10 @@ class ChainControl:
         # Group-less and never creating topics: a reader must not make the topic with the
         # broker's default partition count before `topics create` does.
         self._consumer = make_consumer(settings, role, group_id=None, allow_auto_create_topics=False)
+        # End offsets are asked on a connection of their own: on the reader's, the request would
+        # queue behind the fetch it keeps open, which Tansu holds for the whole fetch wait
+        # (a sync took ~10 ms instead of ~1).
+        self._ends = make_consumer(settings, f"{role}-ends", group_id=None, allow_auto_create_topics=False)
         self._producer: KafkaProducer | None = None
         self._entries: dict[str, ChainEntry] = {}
         self._lock = threading.Lock()
@@ -124,6 +143,7 @@ class ChainControl:
     def close(self) -> None:
         with self._lock:
             self._consumer.close()
+            self._ends.close()
             if self._producer is not None:
                 self._producer.close(timeout=5)
 
@@ -155,7 +175,7 @@ class ChainControl:
             consumer.seek_to_beginning(*tps)
         tps = sorted(consumer.assignment())
         timeout_ms = max(1, int((deadline - time.monotonic()) * 1000))
-        ends = consumer.end_offsets(tps, timeout_ms=timeout_ms)
+        ends = self._ends.end_offsets(tps, timeout_ms=timeout_ms)
         # "Unread records exist" is position < reported end on both brokers: Tansu reports the
         # end as (base offset of the last batch + 1), and a fetch returns that whole batch.
         if any(ends[tp] < consumer.position(tp) for tp in tps):
@@ -185,14 +205,15 @@ class ChainControl:
         else:
             self._entries[stream] = entry
 
-    def set(self, stream: str, spec: str) -> ChainEntry:
-        """Validate and write the stream's new chain; returns the entry once the broker has it.
+    def set(self, stream: str, spec: str, size: tuple[int, int] = REFERENCE_SIZE) -> ChainEntry:
+        """Validate ``spec`` (its work costed at ``size``, the stream's frame height and width) and
+        write it as the stream's new chain; returns the entry once the broker has it.
 
         ControlError on a bad name or spec; KafkaError when the broker does not take it. Two
         writers racing may write the same version: the later record wins, as everywhere here.
         """
         check_stream(stream)
-        chain = live_chain(spec)
+        chain = live_chain(spec, size)
         self.sync()
         with self._lock:
             current = self._entries.get(stream)

@@ -2,7 +2,8 @@
 chain and produces processed frames.
 
 Delivery: at-least-once. Offsets are committed manually, only after every output record of
-the polled batch (and every dead letter) is acknowledged by the broker; the acks are checked
+the polled batch (and every dead letter) is acknowledged by the broker, and never inside a
+tiled frame (``processor/frame_commits.py``); the acks are checked
 (and the batch committed) once the next batch is processed and sent, or at once when no next
 batch is waiting. A commit that fails
 because the group is rebalancing is kept and retried in the rebalance listener's revoke
@@ -47,11 +48,13 @@ from kafka.errors import (
 from kafka.producer.future import FutureRecordMetadata
 
 from pipeline.control import ChainControl
+from pipeline.generations import mirrored, slots
 from pipeline.kafka import make_consumer, make_producer
 from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, to_record
 from processor.backlog import InputBacklog
 from processor.dead_letters import dead_letter, short_reason
+from processor.frame_commits import FrameCommits
 from processor.frames import POISON, FrameProcessor
 from processor.heartbeat import HeartbeatPublisher, Identity, ProcessorStats
 from processor.pool import OrderedPool, limit_opencv_threads
@@ -81,6 +84,8 @@ class OffsetKeeper(AsyncConsumerRebalanceListener):
     def __init__(self, consumer: KafkaConsumer, stats: ProcessorStats) -> None:
         self.consumer, self.stats = consumer, stats
         self.pending: dict[TopicPartition, OffsetAndMetadata] = {}
+        # Where each partition's commit may go: never inside a tiled frame (poll thread only).
+        self.frames = FrameCommits()
 
     def commit(self) -> bool:
         """Commit what is pending (from the poll thread); False if a rebalance deferred it."""
@@ -133,7 +138,8 @@ def run(
     stop = stop or threading.Event()
     limit_opencv_threads()
     pool = OrderedPool(concurrency)
-    frames = FrameProcessor(transform, tile, pool)  # a bad spec fails before joining the group
+    # A bad spec fails before joining the group.
+    frames = FrameProcessor(transform, tile, pool, max_pixels=settings.max_frame_pixels)
     # Every stream's live chain, read before joining, so the first frame already gets it.
     control = ChainControl(settings, "processor-control")
     frames.live_spec = _live_spec(control)
@@ -145,7 +151,8 @@ def run(
     producer = make_producer(settings, "processor")
     consumer = make_consumer(settings, "processor", group_id=group)
     offsets = OffsetKeeper(consumer, stats)
-    consumer.subscribe([settings.raw_topic], listener=offsets)
+    # Both generations of the raw topic on the embedded broker (pipeline/generations.py).
+    consumer.subscribe(slots(settings.raw_topic, consumer.topics()), listener=offsets)
     heartbeat = HeartbeatPublisher(producer, settings.heartbeat_topic, who, stats).start()
     out_partitions = len(producer.partitions_for(settings.processed_topic) or ()) or 1
     log.info("processor %s joining group %s: transform=%s concurrency=%d tile=%s",
@@ -221,7 +228,9 @@ def _complete(batch: _Batch, consumer: KafkaConsumer, offsets: OffsetKeeper, pro
     for tp, records in batch.records.items():
         # A rebalance while the batch was in flight moved tp: its new owner redoes those frames.
         if tp in owned:
-            offsets.pending[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+            offsets.pending[tp] = OffsetAndMetadata(offsets.frames.commit_offset(tp, records), "", -1)
+        else:
+            offsets.frames.forget(tp)
     offsets.commit()
     return True
 
@@ -258,8 +267,10 @@ def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer,
         if isinstance(out, Frame):
             key, value, headers = to_record(replace(out, behind_ms=behind_ms))
             try:
-                # Same partition number as the input: the processed topic mirrors the raw one's order.
-                future = producer.send(settings.processed_topic, key=key, value=value, headers=headers,
+                # Same partition number (and generation) as the input: the processed topic mirrors
+                # the raw one's order.
+                topic = mirrored(record.topic, settings.raw_topic, settings.processed_topic)
+                future = producer.send(topic, key=key, value=value, headers=headers,
                                        partition=record.partition % out_partitions)
                 sends.append(_Send(record, future, True))
                 continue
@@ -306,4 +317,5 @@ def _dead_letter(producer: KafkaProducer, settings: Settings, record, error: Exc
     reason = short_reason(error)
     log.warning("partition=%d offset=%d to dead-letter topic: %s", record.partition, record.offset, reason)
     key, value, headers = dead_letter(record, reason, settings.max_message_bytes)
-    return producer.send(settings.dead_letter_topic, key=key, value=value, headers=headers)
+    topic = mirrored(record.topic, settings.raw_topic, settings.dead_letter_topic)
+    return producer.send(topic, key=key, value=value, headers=headers)

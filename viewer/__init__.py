@@ -11,6 +11,7 @@ from viewer.bodies import BodyGuard
 from viewer.errors import register_error_handlers
 from viewer.extension import Viewer, viewer_of
 from viewer.routes import chains as chains_routes
+from viewer.routes import clip as clip_routes
 from viewer.routes import live as live_routes
 from viewer.routes import replay as replay_routes
 from viewer.routes import status as status_routes
@@ -24,7 +25,8 @@ STATIC = os.path.join(ROOT, "static")
 
 def blueprints() -> list[Blueprint]:
     """Every blueprint of the viewer, registered in this order: the one place to add routes."""
-    return [live_routes.bp, status_routes.bp, replay_routes.bp, window_routes.bp, chains_routes.bp, stills_routes.bp]
+    return [live_routes.bp, status_routes.bp, replay_routes.bp, window_routes.bp, chains_routes.bp, clip_routes.bp,
+            stills_routes.bp]
 
 
 def create_app(config: dict | None = None) -> Flask:

@@ -29,11 +29,17 @@ class ViewerSettings:
     max_job_work_s: float = 20.0
     job_timeout_s: int = 600
     upload_memory_bytes: int = 512 * 1024 * 1024
+    # GET /clip: longest range, largest MP4, most frames; where clips are built (None: the system's temp).
+    clip_max_seconds: int = 300
+    clip_max_bytes: int = 200 * 1000 * 1000
+    clip_max_frames: int = 15000
+    clip_tmpdir: str | None = None
 
     @property
     def tick_s(self) -> float:
-        """How often a response waiting on an idle stream wakes to check its keep-alive."""
-        return min(1.0, max(0.05, self.keepalive_s))
+        """How often a response waiting on an idle stream wakes to check its keep-alive: half a
+        second at most, so a stalled stream's no-signal card shows within 2.5 s."""
+        return min(0.5, max(0.05, self.keepalive_s))
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], env: Mapping[str, str] | None = None) -> ViewerSettings:
@@ -41,8 +47,9 @@ class ViewerSettings:
         ``_OWN`` (JOBS_DB, MAX_ACTIVE_JOBS, ...), which may also come from ``env``."""
         env = os.environ if env is None else env
         own = {name: str(config.get(name) or env.get(name) or "") for name in _OWN}
+        shared = config.get("SETTINGS") or Settings.from_env(env)
         return cls(
-            shared=config.get("SETTINGS") or Settings.from_env(env),
+            shared=shared,
             keepalive_s=float(config.get("KEEPALIVE_S", DEFAULT_KEEPALIVE_S)),
             jobs_db=own["JOBS_DB"] or DEFAULT_DB,
             jobs_keep=int_env(own, "JOBS_KEEP", 50),
@@ -51,6 +58,11 @@ class ViewerSettings:
             max_job_work_s=_float(own, "MAX_JOB_WORK_S", 20.0),
             job_timeout_s=int_env(own, "JOB_TIMEOUT_S", 600),
             upload_memory_bytes=int_env(own, "UPLOAD_MEMORY_BYTES", 512 * 1024 * 1024),
+            # The clip limits are pipeline settings (environment); the app config may override them.
+            clip_max_seconds=int(config.get("CLIP_MAX_SECONDS", shared.clip_max_seconds)),
+            clip_max_bytes=int(config.get("CLIP_MAX_BYTES", shared.clip_max_bytes)),
+            clip_max_frames=int(config.get("CLIP_MAX_FRAMES", shared.clip_max_frames)),
+            clip_tmpdir=config.get("CLIP_TMPDIR"),
         )
 
 

@@ -14,13 +14,14 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.codec import decode_image, encode_image
+from pipeline.codec import encode_image
 from pipeline.control import ChainControl
 from pipeline.kafka import make_producer
 from pipeline.settings import Settings
-from pipeline.tiling import Assembler, TileInfo, split
+from pipeline.tiling import TileInfo, split
 from pipeline.transforms import parse_spec
 from pipeline.wire import Frame, decode_record, spread_partition, to_record
+from tests.support.frame_feed import assemble
 from tests.support.processor_group import Member, Topic, assigned, split_between
 
 pytestmark = pytest.mark.integration
@@ -84,14 +85,6 @@ def complete(tiles: list[Frame]) -> bool:
     return len({TileInfo.from_header(t.tile).index for t in tiles}) == 4
 
 
-def assembled(tiles: list[Frame]) -> np.ndarray:
-    first = TileInfo.from_header(tiles[0].tile)
-    assembler = Assembler(tiles[0].height, tiles[0].width, first.rows, first.cols)
-    for tile in tiles:
-        assembler.add(TileInfo.from_header(tile.tile), decode_image(tile.data))
-    return assembler.image()
-
-
 def wait_processed(processed: Topic, sent: dict[int, int]) -> dict[int, list[Frame]]:
     processed.wait_for(lambda r: all(complete(t) for t in frames_by_seq(r).values())
                        and set(frames_by_seq(r)) >= set(sent), f"all {len(sent)} frames processed")
@@ -104,7 +97,7 @@ def chain_of(seq: int, tiles: list[Frame]) -> str:
     chains = {t.transform for t in tiles}
     assert len(chains) == 1, f"frame {seq} mixes chains {chains}"
     (spec,) = chains
-    assert np.array_equal(assembled(tiles), parse_spec(spec)(picture(seq))), f"frame {seq} is not {spec}'s output"
+    assert np.array_equal(assemble(tiles), parse_spec(spec)(picture(seq))), f"frame {seq} is not {spec}'s output"
     return spec
 
 
@@ -190,3 +183,45 @@ def test_a_processor_joining_later_and_a_restarted_one_apply_the_current_chain(s
         heartbeats.close()
         processed.close()
 
+
+
+def test_a_frame_cut_by_a_handover_and_a_chain_change_is_redone_whole_with_one_chain(settings):
+    """A processor stops after the first two tiles of a frame (all it was sent so far), the
+    chain changes, the rest of the frame arrives and another processor takes the partition: it
+    redoes the whole frame with the new chain, so the viewer can assemble it from one chain."""
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    tiles = [Frame(STREAM, 0, int(time.time() * 1000), "png", 64, 48, encode_image(tile, "png"), tile=info.to_header())
+             for info, tile in split(picture(0), 32, HALO)]
+    producer = make_producer(settings)
+    processed = Topic(settings, settings.processed_topic)
+    control = ChainControl(settings, "test-control")
+    first = second = None
+    try:
+        def send(frames: list[Frame]) -> None:
+            for frame in frames:
+                key, value, headers = to_record(frame)
+                producer.send(settings.raw_topic, key=key, value=value, headers=headers, partition=0)
+            producer.flush()
+
+        send(tiles[:2])
+        first = Member(settings, group, "first", transform=OLD)
+        first.start()
+        processed.wait_for(lambda r: len(r) >= 2, "the first two tiles")
+        first.finish()
+        control.set(STREAM, NEW)
+        send(tiles[2:])
+        second = Member(settings, group, "second", transform=OLD)
+        second.start()
+        out = processed.wait_for(lambda r: len(r) >= 6, "the whole frame again")
+    finally:
+        for member in (first, second):
+            if member is not None and member.is_alive():
+                member.finish()
+        control.close()
+        processed.close()
+        producer.close()
+    frames = [decode_record(r) for r in out]
+    assert [f.transform for f in frames[:2]] == [OLD, OLD]
+    redone = [f for f in frames if f.transform == NEW]
+    assert len(redone) == 4, "the second processor redoes the frame from its first tile"
+    assert chain_of(0, redone) == NEW

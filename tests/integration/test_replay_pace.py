@@ -162,13 +162,31 @@ def test_resume_right_after_a_reset_starts_within_a_frame_of_the_last_part_parse
     assert first_on_return(url, f"viewer={viewer}&speed={speed}") in (last, last + 1)
 
 
-def test_resume_after_a_burst_at_max_speed_repeats_rather_than_skips(stack):
-    """As fast as the client reads, parts are written before the client acknowledged the ones
-    before: a resume goes back to what was acknowledged, never past what the client got."""
+def test_resume_after_a_burst_at_max_speed_goes_no_further_than_the_client_received(stack):
+    """As fast as the client reads, its receive buffer fills while the player parses: what
+    its machine acknowledged counts as delivered, and nothing more. With a 4 KB receive
+    buffer, that is at most a few of these small frames past the last one parsed."""
     url, _, _ = stack
     seek(url, "burstmax", "earliest")
-    last = read_then_leave(url, "viewer=burstmax&speed=max", 40)
-    assert 0 < first_on_return(url, "viewer=burstmax&speed=max") <= last + 1
+    query = "viewer=burstmax&speed=max"
+    parts = mjpeg_client.read_then_leave(f"{url}/stream/{STREAM}.mjpg?{query}", 40, rcvbuf=4096)
+    last = parts[-1].seq
+    assert 0 < first_on_return(url, query) <= last + 1 + 4096 // len(parts[-1].body)
+
+
+def test_a_stalled_client_resumes_after_what_reached_it_not_what_was_written(stack):
+    """A client that stops reading: the server's writes still return until its send buffer is
+    full, but those frames never reached the client. Committing on write would resume after
+    all of them (tens of these small frames); committing on acknowledgement resumes after what
+    the client's receive buffer took, which it read before leaving."""
+    url, _, _ = stack
+    seek(url, "stalled", "earliest")
+    query = "viewer=stalled&speed=16"
+    parts = mjpeg_client.read_then_leave(f"{url}/stream/{STREAM}.mjpg?{query}", 10, stall_s=2.0, rcvbuf=4096)
+    last = parts[-1].seq
+    assert last < 100, f"the client was meant to stall: it got {last} frames"
+    # What arrived after its last read and before it closed: at most what 4 KB holds.
+    assert last <= first_on_return(url, query) <= last + 1 + 4096 // len(parts[-1].body)
 
 
 def test_resume_at_the_live_end_starts_within_a_frame_of_the_last_part_parsed(stack):
@@ -202,7 +220,10 @@ def test_window_gives_the_retained_span_and_the_viewer_position(stack):
     assert window["newest"]["ts_ms"] == recorded_ts(last, start_ms)
     assert window["newest"]["offset"] - window["oldest"]["offset"] == last
     # Committed 100: the next frame it gets is 100, the last it was sent is frame 99.
-    assert window["viewer"] == {"id": "win", "offset": window["oldest"]["offset"] + 100, "ts_ms": recorded_ts(99, start_ms)}
+    assert window["viewer"] == {
+        "id": "win", "topic": window["oldest"]["topic"], "offset": window["oldest"]["offset"] + 100,
+        "ts_ms": recorded_ts(99, start_ms),
+    }
     # While it plays, the position follows what the client received.
     last_parsed = read_then_leave(url, "viewer=win", 20)
     wait_for_resume_consumers_closed(url)
@@ -210,7 +231,7 @@ def test_window_gives_the_retained_span_and_the_viewer_position(stack):
     assert window["viewer"]["ts_ms"] in (recorded_ts(last_parsed - 1, start_ms), recorded_ts(last_parsed, start_ms))
     assert requests.get(f"{url}/api/streams/{STREAM}/window?viewer=../x", timeout=10).status_code == 400
     fresh = requests.get(f"{url}/api/streams/{STREAM}/window?viewer=never-seen", timeout=10).json()
-    assert fresh["viewer"] == {"id": "never-seen", "offset": None, "ts_ms": None}
+    assert fresh["viewer"] == {"id": "never-seen", "topic": window["newest"]["topic"], "offset": None, "ts_ms": None}
 
 
 def test_pause_and_play_resume_where_they_stopped(stack):

@@ -1,6 +1,7 @@
 """Topic rotation (pipeline/local/retention.py) on the real embedded broker: topics come back with
 their own partition count, consumers follow the recreated topic (on Tansu they would otherwise
-wait at their old offset), groups' committed offsets go with the old topics."""
+wait at their old offset), groups' committed offsets go with the old topics; the budget check rotates only when
+rotating can free memory."""
 
 from __future__ import annotations
 

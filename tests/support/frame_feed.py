@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipeline.codec import encode_image
+from pipeline.codec import decode_image, encode_image
 from pipeline.kafka import make_producer
 from pipeline.settings import Settings
-from pipeline.tiling import IDENTITY, Geometry, crop_halo, output_tile, split
+from pipeline.tiling import IDENTITY, Assembler, Geometry, TileInfo, crop_halo, output_tile, split
 from pipeline.wire import Frame, to_record
 from producer.pacing import Pacer
 
@@ -94,3 +94,12 @@ class FrameFeed:
         finally:
             producer.flush()
             producer.close(timeout=5)
+
+
+def assemble(outputs: list[Frame]) -> np.ndarray:
+    """What the viewer does: Assembler in output coordinates, knowing nothing of the chain."""
+    first = TileInfo.from_header(outputs[0].tile)
+    assembler = Assembler(outputs[0].height, outputs[0].width, first.rows, first.cols)
+    for out in outputs:
+        assembler.add(TileInfo.from_header(out.tile), decode_image(out.data))
+    return assembler.image()

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.imageheader import CorruptImage, UnsupportedImage, read_header
 from tests.support.images import with_jpeg_size, with_png_size
 from tests.support.photos import photo_bytes
-from viewer.stills.imageheader import CorruptImage, UnsupportedImage, read_header
 
 
 @pytest.mark.parametrize("name, fmt, size", [

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from pipeline.codec import CodecError, decode_image, encode_image
-from pipeline.tiling import Assembler, TileInfo, check_context, split
+from pipeline.tiling import TileInfo, check_context, split
 from pipeline.transforms import REGISTRY, TransformError, parse_spec
 from pipeline.wire import Frame
 from processor.frames import FrameProcessor
 from processor.pool import OrderedPool
+from tests.support.frame_feed import assemble
 
 HEIGHT, WIDTH = 150, 210
 
@@ -43,15 +44,6 @@ def tile_frames(image: np.ndarray, spec: str, tile_size: int, halo: int | None =
     tiles = split(image, tile_size, chain.halo if halo is None else halo, align=chain.align)
     return [Frame("upload", 0, 0, "png", image.shape[1], image.shape[0], encode_image(tile, "png"),
                   tile=info.to_header(), job="job-1", transform=spec) for info, tile in tiles]
-
-
-def assemble(outputs: list[Frame]) -> np.ndarray:
-    """What the viewer does: Assembler in output coordinates, knowing nothing of the chain."""
-    first = TileInfo.from_header(outputs[0].tile)
-    assembler = Assembler(outputs[0].height, outputs[0].width, first.rows, first.cols)
-    for out in outputs:
-        assembler.add(TileInfo.from_header(out.tile), decode_image(out.data))
-    return assembler.image()
 
 
 # Neighbourhood transforms (halo > 0), a block grid, and geometry that moves tiles around.

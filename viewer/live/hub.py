@@ -12,9 +12,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from pipeline.generations import slots
 from pipeline.kafka import assign_at, from_end, make_consumer, partitions_of
 from pipeline.settings import Settings
 from viewer.background import BackgroundLoop
+from viewer.live.nosignal import STALL_AFTER_S, NoSignalCards
 from viewer.live.reader import FrameReader
 from viewer.live.served import ServedFrame
 from viewer.metrics import ViewerMetrics
@@ -55,6 +57,10 @@ class StreamSlot:
         woken, self.fresh = self.fresh, threading.Event()
         self.woken_at = time.monotonic()
         woken.set()
+
+    def stalled(self, now: float, after_s: float = STALL_AFTER_S) -> bool:
+        """No new frame for `after_s` (monotonic `now`)."""
+        return self.latest is not None and bool(self.arrivals) and now - self.arrivals[-1] >= after_s
 
     def fps(self) -> float:
         if len(self.arrivals) < 2:
@@ -97,11 +103,13 @@ class LiveHub(BackgroundLoop):
         self.settings = settings
         self.topic = topic
         self.metrics = metrics
-        self.reader = FrameReader(topic, metrics=metrics, max_behind_ms=LIVE_WINDOW_MS)
+        self.reader = FrameReader(topic, settings.max_frame_pixels, metrics=metrics, max_behind_ms=LIVE_WINDOW_MS,
+                                  guard=self.skip_bad_record)
         self.slots: dict[str, StreamSlot] = {}
         # Set (then replaced) whenever any stream gets a frame: what a request for a stream
         # not seen yet waits on.
         self.published = threading.Event()
+        self.cards = NoSignalCards()
         self.ticker = IdleTicker(self, tick_s)
 
     def ensure_started(self) -> None:
@@ -117,7 +125,9 @@ class LiveHub(BackgroundLoop):
     def run_once(self) -> None:
         consumer = make_consumer(self.settings, "viewer-live", group_id=None, auto_offset_reset="latest")
         try:
-            tps = partitions_of(consumer, self.topic)
+            # Both generations on the embedded broker (pipeline/generations.py): right after a
+            # rotation, frames still come from the previous one for a moment.
+            tps = partitions_of(consumer, *slots(self.topic, consumer.topics()))
             if not tps:
                 self.stopping.wait(0.5)
                 return
@@ -170,6 +180,13 @@ class LiveHub(BackgroundLoop):
     def latest(self, stream: str) -> ServedFrame | None:
         slot = self.slots.get(stream)
         return slot.latest if slot is not None else None
+
+    def no_signal(self, stream: str) -> ServedFrame | None:
+        """The no-signal card while `stream` is stalled, else None."""
+        slot = self.slots.get(stream)
+        if slot is None or not slot.stalled(time.monotonic()):
+            return None
+        return self.cards.card(slot.latest)
 
     def next_frame(self, stream: str, after_version: int) -> tuple[int, ServedFrame] | None:
         """The newest frame of `stream` newer than `after_version`; None on an idle tick."""

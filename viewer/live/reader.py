@@ -7,19 +7,21 @@ whole topic, each resuming viewer one for its own stream.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from pipeline.wire import WireError, decode_record
 from viewer.live.ordering import StreamOrder
-from viewer.live.served import ServedFrame, served_or_tile
+from viewer.live.served import ServedFrame, accept_record
 from viewer.live.tiles import TileReassembler
 from viewer.metrics import ViewerMetrics
 
 log = logging.getLogger(__name__)
+
+# Runs ``accept(record)``, and logs, counts and skips a record it raises on (None).
+Guard = Callable[[Callable[[ConsumerRecord], "ServedFrame | None"], ConsumerRecord], "ServedFrame | None"]
 
 # A stream spread over partitions may hold frames for a gap: poll this often to release them.
 SPREAD_POLL_MS = 50
@@ -28,13 +30,15 @@ SPREAD_POLL_MS = 50
 class FrameReader:
     """Frames of `topic` (only `stream`'s when given), each with the record that completed it."""
 
-    def __init__(self, topic: str, stream: str | None = None, metrics: ViewerMetrics | None = None,
-                 max_behind_ms: int | None = None) -> None:
+    def __init__(self, topic: str, max_pixels: int, stream: str | None = None, metrics: ViewerMetrics | None = None,
+                 max_behind_ms: int | None = None, guard: Guard | None = None) -> None:
         self.topic = topic
+        self.max_pixels = max_pixels  # frames are checked against it from their headers, before decoding
         self.stream = stream
         self.metrics = metrics
         self.max_behind_ms = max_behind_ms  # skip frames a processor sent this far behind its input
-        self.tiles = TileReassembler()
+        self.guard = guard
+        self.tiles = TileReassembler(max_pixels=max_pixels)
         self.order: StreamOrder[tuple[ServedFrame, ConsumerRecord]] = StreamOrder()
         self._counted = {"tiles_dropped": 0} | asdict(self.order.reorderer.stats)
 
@@ -45,8 +49,9 @@ class FrameReader:
     def read(self, batch: Mapping[TopicPartition, list[ConsumerRecord]], now: float) -> list[tuple[ServedFrame, ConsumerRecord]]:
         """The frames now due, in each stream's order; an empty batch still releases frames
         whose gap has waited long enough."""
+        accept = self.accept if self.guard is None else (lambda record: self.guard(self.accept, record))
         arrivals = [(frame, record) for records in batch.values() for record in records
-                    if (frame := self.accept(record)) is not None]
+                    if (frame := accept(record)) is not None]
         # Note every partition of the batch first, so a batch holding a spread stream's
         # partitions one after the other is recognised as spread before any frame passes.
         for frame, record in arrivals:
@@ -75,19 +80,6 @@ class FrameReader:
         self._counted = counts
 
     def accept(self, record: ConsumerRecord) -> ServedFrame | None:
-        """One record as a frame to show, or None: undecodable, a still job, another stream,
-        too far behind (live), or a tile still waiting for its siblings."""
-        try:
-            frame = decode_record(record)
-        except WireError as exc:
-            log.warning("topic=%s partition=%d offset=%d skipped: %s", self.topic, record.partition, record.offset, exc)
-            return None
-        if frame.job is not None:
-            return None  # still-image jobs are not live video
-        if self.stream is not None and frame.stream != self.stream:
-            return None
-        if self.max_behind_ms is not None and frame.behind_ms is not None and frame.behind_ms > self.max_behind_ms:
-            if self.metrics is not None:
-                self.metrics.frames_behind.labels(self.topic).inc()
-            return None
-        return served_or_tile(frame, self.tiles)
+        """One record as a frame to show, or None (see ``served.accept_record``: still jobs,
+        another stream, too far behind, a tile waiting for its siblings, or not a servable frame)."""
+        return accept_record(record, self.tiles, self.max_pixels, self.metrics, self.stream, self.max_behind_ms)

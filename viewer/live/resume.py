@@ -11,6 +11,7 @@ from collections import deque
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
+from pipeline.generations import OldestFirst, generations
 from pipeline.kafka import assign_at, make_consumer, partitions_of
 from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
@@ -106,21 +107,30 @@ def resumed_frames(
     consumer = make_consumer(settings, "viewer", group_id=group, auto_offset_reset="latest")
     resets = watch_resets(group)  # before reading committed offsets, so no reset slips in between
     receipts = Receipts(consumer, resets, sent)
-    reader = FrameReader(topic, stream, metrics)
+    reader = FrameReader(topic, settings.max_frame_pixels, stream, metrics)
     pacer = Pacer(speed)
     metrics.resume_consumers.inc()
     try:
-        tps = partitions_of(consumer, topic)
+        # Every generation of the topic, oldest first (pipeline/generations.py; one on Apache Kafka).
+        topics = [slot.topic for slot in generations(consumer, topic)]
+        tps = partitions_of(consumer, *topics)
         starts = {tp: consumer.committed(tp) for tp in tps}
         fresh = [tp for tp, offset in starts.items() if offset is None]
-        if fresh:
-            # Not seek_to_end: on Tansu it lands up to a batch early (OffsetTool.ends reads the true end).
+        # True ends (OffsetTool.ends: seek_to_end lands up to a batch early on Tansu): where a new
+        # viewer starts, and how far an older generation is read before the next one.
+        wanted = tps if len(topics) > 1 else fresh
+        ends: dict[TopicPartition, int] = {}
+        if wanted:
             with OffsetTool(settings) as tool:
-                starts.update(tool.ends(fresh)[1])
+                ends = tool.ends(wanted)[1]
+        starts.update({tp: ends[tp] for tp in fresh})
         assign_at(consumer, starts)
+        generations_in_order = OldestFirst(consumer, tps, ends) if len(topics) > 1 else None
         log.info("viewer group=%s stream=%s resuming on %d partition(s), %d new, speed=%s",
                  group, stream, len(tps), len(fresh), speed or "max")
         while True:
+            if generations_in_order is not None:
+                generations_in_order.apply()
             batch = consumer.poll(timeout_ms=reader.poll_ms(int(idle_s * 1000)), max_records=READ_AHEAD)
             ready = reader.read(batch, time.monotonic())
             delivered = False

@@ -8,22 +8,23 @@ PUT /api/streams/<stream>/transform    {"spec": SPEC}, an admin route (auth as f
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 from kafka.errors import KafkaError
 
-from pipeline.control import ChainEntry, ControlError, check_stream
+from pipeline.control import REFERENCE_SIZE, ChainEntry, ControlError, check_stream
 from pipeline.transforms import REGISTRY, catalog
+from pipeline.transforms.chain import MAX_STEPS
 from viewer.errors import ApiError
 from viewer.extension import current_viewer
 from viewer.routes.live import FIRST_FRAME_WAIT_S
-from viewer.routes.replay import require_admin
+from viewer.routes.replay import admin_json
 
 bp = Blueprint("chains", __name__)
 
 
 @bp.get("/transforms")
 def transforms():
-    return jsonify({"transforms": catalog()})
+    return jsonify({"transforms": catalog(), "max_steps": MAX_STEPS})
 
 
 def _known(stream: str) -> bool:
@@ -31,6 +32,17 @@ def _known(stream: str) -> bool:
     nothing comes out, and must stay fixable)."""
     st = current_viewer()
     return st.processed.wait_for_stream(stream, FIRST_FRAME_WAIT_S) or st.raw.wait_for_stream(stream, 0.5)
+
+
+def _frame_size(stream: str) -> tuple[int, int]:
+    """(height, width) the chain will run on: the stream's raw frames if this viewer reads them
+    already (no raw reader is started just for this), else its processed ones."""
+    st = current_viewer()
+    for hub in (st.raw, st.processed):
+        frame = hub.latest(stream)
+        if frame is not None:
+            return frame.height, frame.width
+    return REFERENCE_SIZE
 
 
 def _answer(stream: str, entry: ChainEntry | None):
@@ -59,10 +71,7 @@ def get_chain(stream: str):
 
 @bp.put("/api/streams/<stream>/transform")
 def put_chain(stream: str):
-    require_admin()
-    body = request.get_json(silent=True) if request.is_json else None
-    if not isinstance(body, dict):
-        raise ApiError(415 if not request.is_json else 400, 'send a JSON object: {"spec": "blur:ksize=15,edges"}')
+    body = admin_json('{"spec": "blur:ksize=15,edges"}')
     try:
         check_stream(stream)
     except ControlError as exc:
@@ -70,7 +79,7 @@ def put_chain(stream: str):
     if not _known(stream):
         raise ApiError(404, f"unknown stream {stream!r}")
     try:
-        entry = current_viewer().chains().set(stream, body.get("spec"))
+        entry = current_viewer().chains().set(stream, body.get("spec"), _frame_size(stream))
     except ControlError as exc:
         raise ApiError(400, str(exc), valid=sorted(REGISTRY)) from None
     except KafkaError as exc:

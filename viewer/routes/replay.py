@@ -14,6 +14,7 @@ import hmac
 from flask import Blueprint, jsonify, request
 from kafka.errors import KafkaError
 
+from pipeline.generations import slots
 from pipeline.offsets import GroupActiveError, OffsetsError, OffsetTool, parse_target
 from viewer.errors import ApiError
 from viewer.extension import current_viewer
@@ -58,12 +59,19 @@ def _topic_for(group: str, raw: bool) -> str:
     return settings.raw_topic
 
 
-@bp.post("/api/replay")
-def replay():
+def admin_json(example: str) -> dict:
+    """The request's JSON object, for an admin caller; ApiError otherwise. Requiring JSON also
+    keeps cross-site form posts out. `example` shows the expected object."""
     require_admin()
     body = request.get_json(silent=True) if request.is_json else None
     if not isinstance(body, dict):
-        raise ApiError(415 if not request.is_json else 400, 'send a JSON object: {"group": G, "stream": S, "to": T}')
+        raise ApiError(415 if not request.is_json else 400, f"send a JSON object: {example}")
+    return body
+
+
+@bp.post("/api/replay")
+def replay():
+    body = admin_json('{"group": G, "stream": S, "to": T}')
     group, stream, raw = body.get("group"), body.get("stream"), body.get("raw", False)
     if not isinstance(group, str) or not group or len(group) > 255:
         raise ApiError(400, "'group' must be a consumer group id, e.g. viewer-<id> or processors")
@@ -78,11 +86,14 @@ def replay():
         if target.kind == "offset" and target.value < 0:
             raise OffsetsError("an offset must be 0 or more")
         with OffsetTool(current_viewer().settings.shared) as tool:
-            tp = tool.stream_partition(_topic_for(group, raw), stream)
+            # The stream's partition in every generation (pipeline/generations.py): the same target
+            # planned on each puts a reader that reads them oldest first at the right frame.
+            base = _topic_for(group, raw)
+            tps = [tool.stream_partition(topic, stream) for topic in slots(base, tool.consumer.topics())]
             # Readers of this group commit nothing while the reset is planned and applied.
             with resetting(group) as readers:
                 tool.ensure_inactive(group)
-                moves = tool.plan_reset(group, [tp], target)
+                moves = tool.plan_reset(group, tps, target)
                 tool.apply(group, moves)
                 signalled = announce(readers, {m.tp: m.new for m in moves if m.new is not None})
     except GroupActiveError as exc:
@@ -95,8 +106,8 @@ def replay():
         {
             "group": group,
             "stream": stream,
-            "topic": tp.topic,
-            "partitions": [{"partition": m.tp.partition, "old": m.old, "new": m.new} for m in moves],
+            "topic": base,
+            "partitions": [{"topic": m.tp.topic, "partition": m.tp.partition, "old": m.old, "new": m.new} for m in moves],
             "readers": signalled,
         }
     )

@@ -16,6 +16,7 @@ import numpy as np
 from kafka import TopicPartition
 
 from pipeline.codec import CodecError, decode_image, encode_image
+from pipeline.generations import slot_names, slots
 from pipeline.kafka import BACKGROUND_FETCH, assign_at, from_end, make_consumer, partitions_of
 from pipeline.pixels import is_pixels
 from pipeline.settings import Settings
@@ -40,7 +41,7 @@ class JobCollector(BackgroundLoop):
         super().__init__()
         self.settings = settings
         self.store = store
-        self.topics = (settings.processed_topic, settings.dead_letter_topic)
+        self.topics = [settings.processed_topic, settings.dead_letter_topic]
         self.ready = threading.Event()
 
     def wait_ready(self, timeout_s: float) -> bool:
@@ -52,6 +53,10 @@ class JobCollector(BackgroundLoop):
         # Out of range (the embedded broker restarted and forgot everything): start over.
         consumer = make_consumer(self.settings, "viewer-jobs", group_id=None, auto_offset_reset="earliest", **BACKGROUND_FETCH)
         try:
+            # Every generation of both topics on the embedded broker (pipeline/generations.py):
+            # a job's tiles come out in the slot its upload went to.
+            existing = consumer.topics()
+            self.topics = [*slots(self.settings.processed_topic, existing), *slots(self.settings.dead_letter_topic, existing)]
             tps = partitions_of(consumer, *self.topics)
             if not tps:
                 self.stopping.wait(0.5)
@@ -73,7 +78,7 @@ class JobCollector(BackgroundLoop):
                 job_seen = False
                 for tp, records in batch.items():
                     for record in records:
-                        job_seen |= self._handle(tp.topic, record)
+                        job_seen |= bool(self.skip_bad_record(self._handle, record))
                     positions[tp] = records[-1].offset + 1
                 if batch and (job_seen or time.monotonic() - saved_at > CURSOR_SAVE_INTERVAL_S):
                     self._save(positions)
@@ -85,19 +90,25 @@ class JobCollector(BackgroundLoop):
         for topic in self.topics:
             self.store.save_cursor(topic, {tp.partition: off for tp, off in positions.items() if tp.topic == topic})
 
-    def _handle(self, topic: str, record) -> bool:
+    def _handle(self, record) -> bool:
         """Store a job's tile or failure; True when the record belonged to a job."""
+        if record.topic in slot_names(self.settings.dead_letter_topic):
+            # Only the headers: a dead letter may come without the original's bytes.
+            headers = dict(record.headers or [])
+            job = headers.get("job")
+            if job is None:
+                return False
+            job_id = job.decode(errors="replace")
+            reason = headers.get("error", b"unknown error").decode(errors="replace")
+            log.warning("job=%s failed in the processor: %s", job_id, reason)
+            self.store.fail(job_id, f"processor: {reason}")
+            return True
         try:
             frame = decode_record(record)
         except WireError:
             return False
         if frame.job is None:
             return False
-        if topic == self.settings.dead_letter_topic:
-            reason = dict(record.headers or []).get("error", b"unknown error").decode(errors="replace")
-            log.warning("job=%s failed in the processor: %s", frame.job, reason)
-            self.store.fail(frame.job, f"processor: {reason}")
-            return True
         index = 0
         if frame.tile is not None:
             try:
@@ -123,7 +134,7 @@ class JobCollector(BackgroundLoop):
             elif len(tiles) == 1 and tiles[0][0] is None:
                 result = off_hub(_transcode, tiles[0][1], status.format)
             else:
-                image = self._reassemble(tiles, status.out_height, status.out_width)
+                image = self._reassemble(tiles, status.out_height, status.out_width, self.settings.max_frame_pixels)
                 result = off_hub(encode_image, image, status.format, RESULT_JPEG_QUALITY)
         except (CodecError, ValueError, RuntimeError) as exc:
             log.warning("job=%s cannot be assembled: %s", job_id, exc)
@@ -134,13 +145,13 @@ class JobCollector(BackgroundLoop):
                  status.out_width, status.out_height, len(result), time.monotonic() - started)
 
     @staticmethod
-    def _reassemble(tiles: list[tuple[str | None, bytes]], height: int, width: int) -> np.ndarray:
+    def _reassemble(tiles: list[tuple[str | None, bytes]], height: int, width: int, max_pixels: int) -> np.ndarray:
         """Every processed tile is in output coordinates, so reassembly is identity geometry.
         Decoding and placing go to a native thread one tile at a time (see viewer.stills.offload)."""
         infos = [TileInfo.from_header(header) for header, _ in tiles]
         assembler = Assembler(height, width, infos[0].rows, infos[0].cols)
         for info, (_, data) in zip(infos, tiles, strict=True):
-            off_hub(lambda info=info, data=data: assembler.add(info, decode_image(data)))
+            off_hub(lambda info=info, data=data: assembler.add(info, decode_image(data, max_pixels)))
         return assembler.image()
 
 
