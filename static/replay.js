@@ -11,14 +11,15 @@
   const WINDOW_EVERY_MS = 1000;
   const STEP_MS = 10000;
 
+  // Per tab (sessionStorage, which a reload keeps): each tab has a position of its own.
   function viewerId() {
-    let id = localStorage.getItem("viewer-id");
+    let id = sessionStorage.getItem("viewer-id");
     if (!id) {
       // The id is the only key to this tab's resume point: 192 random bits, base64url (32
       // characters). getRandomValues works on plain http too, where randomUUID does not.
       const bytes = crypto.getRandomValues(new Uint8Array(24));
       id = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-      localStorage.setItem("viewer-id", id);
+      sessionStorage.setItem("viewer-id", id);
     }
     return id;
   }
