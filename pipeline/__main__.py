@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"embedded broker only: recreate the topics whenever its memory passes MB (default {DEFAULT_BUDGET_MB}; 0: never)",
     )
 
+    up.add_argument(
+        "--exit-on-failure", action="store_true",
+        help="stop everything when any service or the embedded broker dies (default: restart it, with backoff)",
+    )
+
     broker = sub.add_parser("broker", help="run the embedded Tansu broker alone")
     broker.add_argument("--port", type=int, default=9092, help="listen port (default 9092)")
 
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"no such video file: {args.video}")
     opts = UpOptions(
         args.video, args.fps, args.transform, args.processors, args.port, args.host, args.broker_port, args.loop,
-        args.embedded_retention_mb,
+        args.embedded_retention_mb, args.exit_on_failure,
     )
     try:
         return run(opts, stop)
