@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
-from pipeline.kafka import broker_reachable
+from pipeline.kafka import broker_cluster_id
 from viewer.errors import json_error
 from viewer.hub import LiveHub
 from viewer.metrics import CONTENT_TYPE
@@ -127,9 +127,11 @@ def workers():
 
 @bp.get("/healthz")
 def healthz():
-    if broker_reachable(state().settings, timeout_s=1.0):
-        return jsonify({"status": "ok"})
-    return jsonify({"status": "broker unreachable"}), 503
+    st = state()
+    cluster_id = broker_cluster_id(st.settings, timeout_s=1.0)
+    if cluster_id is None:
+        return jsonify({"status": "broker unreachable"}), 503
+    return jsonify({"status": "ok", **st.broker.seen(cluster_id)})
 
 
 @bp.get("/metrics")

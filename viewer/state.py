@@ -8,6 +8,7 @@ import time
 from flask import current_app
 
 from pipeline.settings import Settings
+from viewer.broker_identity import BrokerIdentity
 from viewer.hub import LiveHub
 from viewer.lag import LagSampler
 from viewer.metrics import ViewerMetrics
@@ -22,6 +23,7 @@ class ViewerState:
         self.processed = LiveHub(settings, settings.processed_topic, self.metrics)
         self.raw = LiveHub(settings, settings.raw_topic, self.metrics)
         self.workers = WorkerRegistry(settings)
+        self.broker = BrokerIdentity()
         self.lag = LagSampler(settings, self.metrics, lambda: [name for name, _ in self.processed.stream_slots()])
 
     def hub(self, raw: bool) -> LiveHub:
