@@ -23,8 +23,8 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pipeline.broker import free_port  # noqa: E402
-from pipeline.retention import DEFAULT_BUDGET_MB, process_rss_bytes  # noqa: E402
+from pipeline.local.broker import free_port  # noqa: E402
+from pipeline.local.retention import DEFAULT_BUDGET_MB, process_rss_bytes  # noqa: E402
 
 ROTATION = re.compile(r"\(rotation (\d+)\)")
 SENT = re.compile(r"frames sent (\d+), bytes (\d+)")

@@ -43,13 +43,13 @@ sys.path.insert(0, ROOT)
 from kafka import TopicPartition  # noqa: E402
 from processor_scaling import cpu_seconds  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from pipeline.broker import EmbeddedBroker  # noqa: E402
 from pipeline.codec import decode_image, encode_image  # noqa: E402
 from pipeline.kafka import ensure_topics, make_consumer  # noqa: E402
+from pipeline.local.broker import EmbeddedBroker  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
+from pipeline.transforms import parse_spec  # noqa: E402
 from pipeline.wire import decode_record  # noqa: E402
 from processor.pool import limit_opencv_threads  # noqa: E402
-from processor.transforms import parse_spec  # noqa: E402
 from producer.__main__ import size_arg  # noqa: E402
 from producer.encode import EncodeOptions, resized  # noqa: E402
 from tests.conftest import SAMPLE_VIDEO, settings_env  # noqa: E402

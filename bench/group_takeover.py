@@ -27,8 +27,8 @@ sys.path.insert(0, ROOT)
 
 from kafka.admin import NewTopic  # noqa: E402
 
-from pipeline.broker import EmbeddedBroker  # noqa: E402
 from pipeline.kafka import make_admin, make_consumer  # noqa: E402
+from pipeline.local.broker import EmbeddedBroker  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
 PARTITIONS = 4

@@ -36,14 +36,14 @@ sys.path.insert(0, ROOT)
 
 from kafka import TopicPartition  # noqa: E402
 
-from pipeline.broker import EmbeddedBroker  # noqa: E402
 from pipeline.codec import decode_image, encode_image  # noqa: E402
 from pipeline.heartbeat import decode_heartbeat  # noqa: E402
 from pipeline.kafka import BACKGROUND_FETCH, ensure_topics, make_consumer, make_producer  # noqa: E402
+from pipeline.local.broker import EmbeddedBroker  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
+from pipeline.transforms import parse_spec  # noqa: E402
 from pipeline.wire import Frame, decode_record, spread_partition, to_record  # noqa: E402
 from processor.pool import limit_opencv_threads  # noqa: E402
-from processor.transforms import parse_spec  # noqa: E402
 
 SAMPLE = os.path.join(ROOT, "sample_media", "sample.mp4")
 CONFIGS = {

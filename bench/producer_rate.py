@@ -13,8 +13,8 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.broker import EmbeddedBroker  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
+from pipeline.local.broker import EmbeddedBroker  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from producer.run import run  # noqa: E402
 

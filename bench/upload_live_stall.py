@@ -6,7 +6,7 @@ records when each part arrives. It measures the longest gap between parts over a
 (the baseline, same run), then during PNG uploads of each size, from the POST until the job is
 done. Under gevent every request shares one OS thread, so CPU work in a request (decoding the
 upload, encoding tiles, reassembling the result) holds back every stream unless it is moved to
-native threads (viewer/offload.py).
+native threads (viewer/stills/offload.py).
 
 Run: .venv/bin/python bench/upload_live_stall.py [--sizes 2048 4096] [--repeat 2]
 """
@@ -29,7 +29,7 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pipeline.broker import free_port  # noqa: E402
+from pipeline.local.broker import free_port  # noqa: E402
 from tests.mjpeg_client import iter_parts  # noqa: E402
 from tests.photos import large_photo  # noqa: E402
 

@@ -24,7 +24,7 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pipeline.broker import EmbeddedBroker  # noqa: E402
+from pipeline.local.broker import EmbeddedBroker  # noqa: E402
 from tests.conftest import ServerThread, isolated_settings, settings_env  # noqa: E402
 from tests.photos import large_photo  # noqa: E402
 from viewer import create_app  # noqa: E402

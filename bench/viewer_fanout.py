@@ -24,9 +24,9 @@ import cv2
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.broker import EmbeddedBroker  # noqa: E402
 from pipeline.codec import encode_image  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
+from pipeline.local.broker import EmbeddedBroker  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from tests.conftest import SAMPLE_VIDEO  # noqa: E402
 from tests.frame_feed import FrameFeed  # noqa: E402

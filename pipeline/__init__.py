@@ -1,1 +1,1 @@
-"""Shared core: settings, Kafka clients, wire format, tiling, embedded broker."""
+"""Shared core: settings, Kafka clients, wire format, codecs, tiling, transforms, offsets; the local stack in `local`."""

@@ -7,13 +7,13 @@ import os
 
 from kafka.errors import KafkaError
 
-from pipeline import offsets_cli
-from pipeline.broker import BrokerError, EmbeddedBroker
 from pipeline.kafka import ensure_topics, topic_specs
-from pipeline.retention import DEFAULT_BUDGET_MB, MIN_BUDGET_MB
+from pipeline.local import offsets_cli
+from pipeline.local.broker import BrokerError, EmbeddedBroker
+from pipeline.local.retention import DEFAULT_BUDGET_MB, MIN_BUDGET_MB
+from pipeline.local.up import SAMPLE_VIDEO, UpOptions, run
 from pipeline.service import fail, setup_logging, stop_on_signals
 from pipeline.settings import Settings
-from pipeline.up import SAMPLE_VIDEO, UpOptions, run
 
 
 def build_parser() -> argparse.ArgumentParser:

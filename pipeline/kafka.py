@@ -154,7 +154,7 @@ def ensure_topics(settings: Settings) -> None:
 
 def broker_cluster_id(settings: Settings, timeout_s: float = 2.0) -> str | None:
     """The cluster id the broker reports, or None if no broker answers within ``timeout_s``.
-    A new id means a different cluster: the embedded broker gets one per start (pipeline/broker.py),
+    A new id means a different cluster: the embedded broker gets one per start (pipeline/local/broker.py),
     so a restarted one, which has lost everything it held, is told apart this way."""
     try:
         ms = int(timeout_s * 1000)

@@ -1,7 +1,7 @@
 """A consumer that notices when a topic it reads was deleted and created again, and moves its
 positions into the new topic instead of waiting at offsets the new topic has not reached.
 
-Why: the embedded broker bounds its memory by recreating topics (pipeline/retention.py). Apache
+Why: the embedded broker bounds its memory by recreating topics (pipeline/local/retention.py). Apache
 Kafka answers a fetch past the end with OFFSET_OUT_OF_RANGE and the client resets itself; Tansu
 answers with an empty batch, so a consumer would sit at its old offset until the new topic grew
 that far. A recreated topic has a new topic id in the metadata, which is the signal used here.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
@@ -316,16 +316,25 @@ class Assembler:
 
 
 def apply_tiled(image: np.ndarray, chain: TiledChain, tile_size: int,
-                process: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+                process: Callable[[np.ndarray], np.ndarray] | None = None,
+                map_tiles: Callable[[Callable, list], Iterable[np.ndarray]] = map) -> np.ndarray:
     """Split, process each tile (with ``process`` or the chain itself), crop and reassemble.
 
-    The in-process reference for the distributed path; equal to ``chain(image)`` pixel for
-    pixel when the chain is tileable.
+    The processor's in-process tiled path (``map_tiles`` runs the tiles on its pool) and the
+    reference the tests compare with ``chain(image)``: equal pixel for pixel when the chain is
+    tileable. An image that fits in one tile is processed whole.
     """
     process = process or chain
     tiles = split(image, tile_size, chain.halo, align=chain.align)
-    info0 = tiles[0][0]
-    assembler = Assembler(*image.shape[:2], info0.rows, info0.cols, chain)
-    for info, tile in tiles:
-        assembler.add(info, crop_halo(process(tile), info, chain))
+    if len(tiles) == 1:
+        return process(image)
+
+    def run_tile(item: tuple[TileInfo, np.ndarray]) -> np.ndarray:
+        info, tile = item
+        return crop_halo(process(tile), info, chain)
+
+    first = tiles[0][0]
+    assembler = Assembler(*image.shape[:2], first.rows, first.cols, chain)
+    for (info, _), core in zip(tiles, map_tiles(run_tile, tiles), strict=True):
+        assembler.add(info, core)
     return assembler.image()

@@ -6,8 +6,8 @@ import argparse
 
 from pipeline.service import fail, setup_logging, stop_on_signals
 from pipeline.settings import Settings
+from pipeline.transforms import TransformError, describe, parse_spec
 from processor.run import DEFAULT_GROUP, run
-from processor.transforms import TransformError, describe, parse_spec
 
 
 def _positive(text: str) -> int:

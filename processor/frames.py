@@ -25,10 +25,10 @@ import cv2
 import numpy as np
 
 from pipeline.codec import decode_image, encode_image
-from pipeline.tiling import Assembler, TileInfo, check_context, crop_halo, output_tile, split
+from pipeline.tiling import TileInfo, apply_tiled, check_context, crop_halo, output_tile
+from pipeline.transforms import Chain, TransformError, parse_spec
 from pipeline.wire import Frame
 from processor.pool import OrderedPool
-from processor.transforms import Chain, TransformError, parse_spec
 
 POISON = (ValueError, cv2.error)
 """Errors that mean "this record cannot be processed": wire, codec, transform, tile errors
@@ -154,15 +154,7 @@ class FrameProcessor:
         """The tileable prefix on tiles in parallel, the rest on the reassembled image."""
         prefix, rest = chain.split_tileable()
         if len(prefix):
-            tiles = split(image, self.tile_size, prefix.halo, align=prefix.align)
-            if len(tiles) > 1:
-                def run_tile(item: tuple[TileInfo, np.ndarray]) -> np.ndarray:
-                    info, tile = item
-                    return crop_halo(self._worker_chain(prefix)(tile), info, prefix)
-
-                first = tiles[0][0]
-                assembler = Assembler(*image.shape[:2], first.rows, first.cols, prefix)
-                for (info, _), core in zip(tiles, self.pool.map(run_tile, tiles), strict=True):
-                    assembler.add(info, core)
-                image, prefix = assembler.image(), Chain()
-        return rest(prefix(image))
+            image = apply_tiled(image, prefix, self.tile_size,
+                                process=lambda tile: self._worker_chain(prefix)(tile),
+                                map_tiles=self.pool.map)
+        return rest(image)

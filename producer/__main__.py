@@ -7,12 +7,12 @@ import re
 import sys
 from typing import NoReturn
 
-from pipeline.pacing import LATE_POLICIES
 from pipeline.service import fail, setup_logging, stop_on_signals
 from pipeline.settings import ACKS, Settings
 from pipeline.wire import ENCODINGS
 from producer.delivery import BrokerUnavailable, ConnectPolicy
 from producer.encode import DEFAULT_HALO
+from producer.pacing import LATE_POLICIES
 from producer.run import ProducerOptions, run
 from producer.source import DEFAULT_OPEN_TIMEOUT_S, SourceError, default_stream_name
 

@@ -18,12 +18,12 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.codec import CodecError
-from pipeline.pacing import Pacer
 from pipeline.service import STOP_BUDGET_S
 from pipeline.settings import Settings
 from pipeline.wire import Frame
 from producer.delivery import BrokerUnavailable, ConnectPolicy, Delivery, connect
 from producer.encode import DEFAULT_HALO, EncodeOptions, encode_frame
+from producer.pacing import Pacer
 from producer.source import DEFAULT_OPEN_TIMEOUT_S, open_source
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class ProducerOptions:
     """Everything `run` accepts besides the source and stream; the CLI flags map one to one.
 
     fps: a number, "native" (a file's own rate; live sources such as cameras pace
-    themselves, stills go unthrottled) or "max"/None (unthrottled). on_late: see pipeline.pacing.Pacer.
+    themselves, stills go unthrottled) or "max"/None (unthrottled). on_late: see producer.pacing.Pacer.
     window: records awaiting broker acknowledgement at most. encoders: encoding threads.
     """
 

@@ -10,8 +10,8 @@ import uuid
 import pytest
 from werkzeug.serving import make_server
 
-from pipeline.broker import EmbeddedBroker
 from pipeline.kafka import ensure_topics
+from pipeline.local.broker import EmbeddedBroker
 from pipeline.settings import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

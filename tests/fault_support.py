@@ -18,8 +18,8 @@ from pathlib import Path
 import requests
 from kafka import TopicPartition
 
-from pipeline.broker import free_port
 from pipeline.kafka import make_consumer
+from pipeline.local.broker import free_port
 from pipeline.settings import Settings
 from pipeline.wire import decode_record
 from tests.conftest import ROOT, SAMPLE_VIDEO

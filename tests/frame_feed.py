@@ -11,10 +11,10 @@ import numpy as np
 
 from pipeline.codec import encode_image
 from pipeline.kafka import make_producer
-from pipeline.pacing import Pacer
 from pipeline.settings import Settings
 from pipeline.tiling import IDENTITY, Geometry, crop_halo, output_tile, split
 from pipeline.wire import Frame, to_record
+from producer.pacing import Pacer
 
 SMALL = (120, 160)
 BIG = (360, 640)

@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from pipeline.broker import free_port
+from pipeline.local.broker import free_port
 from pipeline.settings import Settings
 from tests.conftest import ROOT, settings_env
 

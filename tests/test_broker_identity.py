@@ -1,6 +1,6 @@
 """The viewer tells a restarted (new, empty) embedded broker by its new cluster id."""
 
-from viewer.broker_identity import BrokerIdentity
+from viewer.status.broker_identity import BrokerIdentity
 
 
 def test_a_new_cluster_id_is_a_restart_with_its_time_and_the_same_id_is_not():

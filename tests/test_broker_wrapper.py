@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from pipeline.broker import free_port
+from pipeline.local.broker import free_port
 from tests.conftest import ROOT
 from tests.fault_support import alive, children_of, wait_until
 

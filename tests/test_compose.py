@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import re
 
+from pipeline.local.up import UpOptions, service_commands
 from pipeline.settings import Settings
-from pipeline.up import UpOptions, service_commands
 from tests.compose_file import APP_SERVICES, ROOT, load_compose, service_env
 
 IMAGE = "kafka-live-video"

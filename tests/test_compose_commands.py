@@ -15,8 +15,8 @@ import uuid
 import pytest
 import requests
 
-from pipeline.broker import free_port
 from pipeline.kafka import make_admin, topic_specs
+from pipeline.local.broker import free_port
 from pipeline.settings import Settings
 from tests.compose_file import ROOT, load_compose, service_env
 from tests.conftest import settings_env

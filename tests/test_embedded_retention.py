@@ -14,8 +14,8 @@ import time
 import pytest
 import requests
 
-from pipeline.broker import free_port
-from pipeline.retention import MIN_BUDGET_MB, process_rss_bytes
+from pipeline.local.broker import free_port
+from pipeline.local.retention import MIN_BUDGET_MB, process_rss_bytes
 from tests.compose_file import ROOT
 from tests.mjpeg_client import read_parts
 

@@ -22,8 +22,8 @@ import time
 import pytest
 import requests
 
-from pipeline.broker import free_port
 from pipeline.kafka import ensure_topics
+from pipeline.local.broker import free_port
 from pipeline.settings import Settings
 from tests.conftest import ROOT, isolated_settings, settings_env
 from tests.fault_support import (

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from viewer.jobs import JobStore
+from viewer.stills.store import JobStore
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""viewer.offload: CPU-heavy work leaves the gevent hub free (checked in a monkey-patched
+"""viewer.stills.offload: CPU-heavy work leaves the gevent hub free (checked in a monkey-patched
 child process, as under gunicorn's gevent worker) and runs in place without gevent."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import threading
 import pytest
 
 from tests.conftest import ROOT
-from viewer.offload import gevent_patched, off_hub
+from viewer.stills.offload import gevent_patched, off_hub
 
 UNDER_GEVENT = textwrap.dedent("""
     from gevent import monkey
     monkey.patch_all()
     import threading, gevent
     from gevent._threading import Lock  # native, whatever the patching
-    from viewer.offload import gevent_patched, off_hub
+    from viewer.stills.offload import gevent_patched, off_hub
 
     assert gevent_patched()
     hub_thread = threading.get_native_id()
@@ -55,7 +55,7 @@ JOB_STORE_UNDER_GEVENT = textwrap.dedent("""
     import os, sqlite3, sys, tempfile
     from gevent import monkey
     native_ident = monkey.get_original("threading", "get_ident")
-    from viewer import jobs
+    from viewer.stills import store as jobs
 
     hub = native_ident()
     opened_on = []
@@ -89,7 +89,7 @@ CONCURRENT_WRITES_UNDER_GEVENT = textwrap.dedent("""
     from gevent import monkey
     monkey.patch_all()
     import os, tempfile, gevent
-    from viewer import jobs
+    from viewer.stills import store as jobs
 
     store = jobs.JobStore(os.path.join(tempfile.mkdtemp(), "jobs.db"))
     store.create("j", "png", "grayscale", 4, 4, 400)

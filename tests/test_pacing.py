@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from pipeline.pacing import Pacer
+from producer.pacing import Pacer
 
 
 class FakeClock:

@@ -8,9 +8,9 @@ import pytest
 
 from pipeline.codec import decode_image, encode_image
 from pipeline.tiling import Assembler, TileInfo, split
+from pipeline.transforms import TransformError, parse_spec
 from pipeline.wire import Frame
 from processor.frames import process_frame
-from processor.transforms import TransformError, parse_spec
 from tests.conftest import ROOT
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.transforms import REGISTRY
 from processor.__main__ import main
-from processor.transforms import REGISTRY
 
 
 def test_list_prints_every_transform_and_its_parameters(capsys):

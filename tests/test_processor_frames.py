@@ -8,10 +8,10 @@ import pytest
 
 from pipeline.codec import CodecError, decode_image, encode_image
 from pipeline.tiling import Assembler, TileInfo, check_context, split
+from pipeline.transforms import REGISTRY, TransformError, parse_spec
 from pipeline.wire import Frame
 from processor.frames import FrameProcessor
 from processor.pool import OrderedPool
-from processor.transforms import REGISTRY, TransformError, parse_spec
 
 HEIGHT, WIDTH = 150, 210
 

@@ -22,10 +22,10 @@ from pipeline.heartbeat import decode_heartbeat
 from pipeline.kafka import make_admin, make_consumer, make_producer
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo, split
+from pipeline.transforms import parse_spec
 from pipeline.wire import Frame, decode_record, spread_partition, to_record
 from processor.heartbeat import ProcessorStats
 from processor.run import OffsetKeeper, run
-from processor.transforms import parse_spec
 from tests.conftest import ROOT, SAMPLE_VIDEO, settings_env
 
 pytestmark = pytest.mark.integration

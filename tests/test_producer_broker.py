@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from kafka import TopicPartition
 
-from pipeline.broker import EmbeddedBroker
 from pipeline.codec import decode_image
 from pipeline.kafka import make_consumer
+from pipeline.local.broker import EmbeddedBroker
 from pipeline.tiling import Assembler, TileInfo, crop_halo
 from pipeline.wire import Frame, decode_record
 from producer.run import run

@@ -18,7 +18,7 @@ from pipeline.tiling import (
     crop_halo,
     split,
 )
-from processor.transforms import REGISTRY, parse_spec
+from pipeline.transforms import REGISTRY, parse_spec
 
 HEIGHT, WIDTH = 157, 203  # deliberately not multiples of any tile size used here
 

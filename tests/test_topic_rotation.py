@@ -1,4 +1,4 @@
-"""Topic rotation (pipeline/retention.py) on the real embedded broker: topics come back with
+"""Topic rotation (pipeline/local/retention.py) on the real embedded broker: topics come back with
 their own partition count, consumers follow the recreated topic (on Tansu they would otherwise
 wait at their old offset), groups' committed offsets go with the old topics; the budget check rotates only when
 rotating can free memory."""
@@ -14,7 +14,7 @@ import pytest
 from kafka import TopicPartition
 
 from pipeline.kafka import make_admin, make_consumer, make_producer
-from pipeline.retention import EmbeddedRetention, TopicRotator
+from pipeline.local.retention import EmbeddedRetention, TopicRotator
 from pipeline.settings import Settings
 from pipeline.wire import decode_record
 from tests.broker_helpers import send_frames

@@ -262,7 +262,7 @@ class FakeCascade:
 
 def test_faces_detect_on_downscaled_copy_and_draw_in_full_size(monkeypatch, noisy):
     fake = FakeCascade()
-    monkeypatch.setattr(transforms, "load_face_cascade", lambda: fake)
+    monkeypatch.setattr(transforms.faces, "load_face_cascade", lambda: fake)
     frame = np.zeros((120, 160, 3), np.uint8)
     out = run("faces:detect_width=80:color=ff0000:thickness=1", frame)
     assert fake.seen == [(60, 80)]

@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from pipeline.broker import free_port
+from pipeline.local.broker import free_port
 from tests.conftest import ROOT
 
 STARTED = re.compile(r"(?:started \S+|embedded broker listening on \S+) \(pid (\d+)\)")

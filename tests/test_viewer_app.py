@@ -12,10 +12,10 @@ import pytest
 import requests
 from kafka import OffsetAndMetadata, TopicPartition
 
-from pipeline.broker import free_port
 from pipeline.codec import encode_image
 from pipeline.heartbeat import Heartbeat, encode_heartbeat
 from pipeline.kafka import make_consumer, make_producer
+from pipeline.local.broker import free_port
 from pipeline.offsets import partition_for_key
 from pipeline.settings import Settings
 from pipeline.wire import Frame, spread_partition, to_record

@@ -206,7 +206,7 @@ def test_concurrent_uploads_on_two_gevent_workers_all_finish_pixel_exact(module_
 
 def test_tiled_upload_under_gevent_is_pixel_exact_while_the_live_stream_goes_on(module_settings, server):
     """Upload decoding, tile encoding and reassembly run on gevent's native threads here
-    (viewer.offload): the result must be the same pixels, and live clients keep getting frames."""
+    (viewer.stills.offload): the result must be the same pixels, and live clients keep getting frames."""
     spec = "blur:ksize=5,sharpen"
     with open(SAMPLE_PNG, "rb") as f:
         png = f.read()

@@ -12,12 +12,12 @@ from pipeline.heartbeat import Heartbeat, encode_heartbeat
 from pipeline.tiling import Geometry
 from pipeline.wire import Frame
 from tests.frame_feed import split_frames
-from viewer.mjpeg import mjpeg, part
-from viewer.ordering import StreamOrder
-from viewer.resume import VIEWER_ID
-from viewer.served import ServedFrame, served_or_tile
-from viewer.tiles import TileError, TileReassembler
-from viewer.workers import WorkerRegistry
+from viewer.live.mjpeg import mjpeg, part
+from viewer.live.ordering import StreamOrder
+from viewer.live.resume import VIEWER_ID
+from viewer.live.served import ServedFrame, served_or_tile
+from viewer.live.tiles import TileError, TileReassembler
+from viewer.status.heartbeats import WorkerRegistry
 
 
 def picture(h: int = 90, w: int = 130) -> np.ndarray:

@@ -12,14 +12,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES = os.path.join(ROOT, "templates")
 STATIC = os.path.join(ROOT, "static")
 
-# Seconds of silence on a stream before its last part is sent again (see viewer/mjpeg.py).
+# Seconds of silence on a stream before its last part is sent again (see viewer/live/mjpeg.py).
 DEFAULT_KEEPALIVE_S = 2.0
 
 
 def blueprints() -> list:
     """Every blueprint of the viewer, registered in this order: the one place to add routes."""
-    from viewer.replay import bp as replay
-    from viewer.routes import bp as viewer
+    from viewer.routes.live import bp as viewer
+    from viewer.routes.replay import bp as replay
 
     return [viewer, replay]
 
@@ -29,8 +29,8 @@ def create_app(config: dict | None = None) -> Flask:
 
     config may hold SETTINGS (else read from the environment) and KEEPALIVE_S.
     """
-    from viewer import upload
     from viewer.state import ViewerState
+    from viewer.stills import upload
 
     app = Flask(__name__, template_folder=TEMPLATES, static_folder=STATIC)
     app.config.update(config or {})

@@ -8,11 +8,11 @@ import time
 from flask import current_app
 
 from pipeline.settings import Settings
-from viewer.broker_identity import BrokerIdentity
-from viewer.hub import LiveHub
-from viewer.lag import LagSampler
+from viewer.live.hub import LiveHub
 from viewer.metrics import ViewerMetrics
-from viewer.workers import WorkerRegistry
+from viewer.status.broker_identity import BrokerIdentity
+from viewer.status.heartbeats import WorkerRegistry
+from viewer.status.lag import LagSampler
 
 
 class ViewerState:

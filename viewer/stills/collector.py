@@ -21,8 +21,8 @@ from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
 from pipeline.wire import WireError, decode_record
 from viewer.background import BackgroundLoop
-from viewer.jobs import JobStore
-from viewer.offload import off_hub
+from viewer.stills.offload import off_hub
+from viewer.stills.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class JobCollector(BackgroundLoop):
     @staticmethod
     def _reassemble(tiles: list[tuple[str | None, bytes]], height: int, width: int) -> np.ndarray:
         """Every processed tile is in output coordinates, so reassembly is identity geometry.
-        Decoding goes to a native thread one tile at a time (see viewer.offload)."""
+        Decoding goes to a native thread one tile at a time (see viewer.stills.offload)."""
         infos = [TileInfo.from_header(header) for header, _ in tiles]
         assembler = Assembler(height, width, infos[0].rows, infos[0].cols)
         for info, (_, data) in zip(infos, tiles, strict=True):

@@ -15,8 +15,8 @@ from kafka.errors import KafkaError
 
 from pipeline.offsets import GroupActiveError, OffsetsError, OffsetTool, parse_target
 from viewer.errors import json_error
-from viewer.readers import announce, resetting
-from viewer.resume import VIEWER_ID, VIEWER_ID_RULE
+from viewer.live.resets import announce, resetting
+from viewer.live.resume import VIEWER_ID, VIEWER_ID_RULE
 from viewer.state import state
 
 bp = Blueprint("replay", __name__)

@@ -9,11 +9,11 @@ from flask import Blueprint, Response, jsonify, render_template, request
 
 from pipeline.kafka import broker_cluster_id
 from viewer.errors import json_error
-from viewer.hub import LiveHub
+from viewer.live.hub import LiveHub
+from viewer.live.mjpeg import MIMETYPE, FrameTicks, mjpeg
+from viewer.live.resume import VIEWER_ID, VIEWER_ID_RULE, resumed_frames
+from viewer.live.served import ServedFrame
 from viewer.metrics import CONTENT_TYPE
-from viewer.mjpeg import MIMETYPE, FrameTicks, mjpeg
-from viewer.resume import VIEWER_ID, VIEWER_ID_RULE, resumed_frames
-from viewer.served import ServedFrame
 from viewer.state import ViewerState, state
 
 bp = Blueprint("viewer", __name__)

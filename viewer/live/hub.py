@@ -1,7 +1,7 @@
 """Live fan-out: one background reader per topic keeps the newest frame of every stream, and
 any number of HTTP clients wait on it (latest frame wins, so slow clients skip, never queue).
 
-Per record: decode -> reassemble tiles (viewer/tiles.py) -> order (viewer/ordering.py:
+Per record: decode -> reassemble tiles (viewer/live/tiles.py) -> order (viewer/live/ordering.py:
 pass-through for a stream in one partition, bounded reordering for one spread over
 partitions) -> publish.
 """
@@ -20,10 +20,10 @@ from pipeline.kafka import make_consumer
 from pipeline.settings import Settings
 from pipeline.wire import WireError, decode_record
 from viewer.background import BackgroundLoop
+from viewer.live.ordering import StreamOrder
+from viewer.live.served import ServedFrame, served_or_tile
+from viewer.live.tiles import TileReassembler
 from viewer.metrics import ViewerMetrics
-from viewer.ordering import StreamOrder
-from viewer.served import ServedFrame, served_or_tile
-from viewer.tiles import TileReassembler
 
 log = logging.getLogger(__name__)
 

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 
 from kafka.errors import KafkaError
 
-from pipeline.broker import BrokerError, EmbeddedBroker
 from pipeline.kafka import ensure_topics
-from pipeline.retention import DEFAULT_BUDGET_MB, EmbeddedRetention
+from pipeline.local.broker import BrokerError, EmbeddedBroker
+from pipeline.local.retention import DEFAULT_BUDGET_MB, EmbeddedRetention
 from pipeline.service import die_with_parent
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo: pipeline/local/up.py
 SAMPLE_VIDEO = os.path.join(ROOT, "sample_media", "sample.mp4")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline.codec import decode_image, encode_image
 from pipeline.wire import Frame
-from viewer.tiles import TileError, TileReassembler
+from viewer.live.tiles import TileError, TileReassembler
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from viewer.offload import native_lock, off_hub_method
+from viewer.stills.offload import native_lock, off_hub_method
 
 ACTIVE = ("queued", "running")
 # Assembling a 50 MP image takes seconds: a claim this old belongs to a viewer that died.
@@ -99,7 +99,7 @@ _STATUS_COLUMNS = ", ".join(JobStatus.__dataclass_fields__)
 
 class JobStore:
     """Every method opens its own short connection, so any thread (or worker) may call it.
-    Under gevent each runs on a native thread (viewer.offload): commits of megabyte tiles and
+    Under gevent each runs on a native thread (viewer.stills.offload): commits of megabyte tiles and
     results, and the WAL checkpoints they trigger, never block the live streams."""
 
     def __init__(self, path: str = DEFAULT_DB, keep: int = 50, max_result_bytes: int = 1 << 30) -> None:

@@ -2,7 +2,7 @@
 job for the processor group, and serve the job's progress and result.
 
 Tiles go through the same processor code path as video frames (``pipeline.tiling`` contract);
-the job collector (``viewer.collector``) reassembles them and ``viewer.jobs`` keeps the state.
+the job collector (``viewer.stills.collector``) reassembles them and ``viewer.stills.store`` keeps the state.
 """
 from __future__ import annotations
 
@@ -21,15 +21,15 @@ from kafka.errors import KafkaError
 from werkzeug.exceptions import HTTPException
 
 from pipeline.codec import CodecError, decode_image, encode_image
-from pipeline.imageheader import CorruptImage, ImageHeader, UnsupportedImage, read_header
 from pipeline.kafka import make_producer
 from pipeline.settings import Settings
 from pipeline.tiling import split
 from pipeline.transforms import REGISTRY, Chain, TransformError, parse_spec
 from pipeline.wire import Frame, to_record
-from viewer.collector import JobCollector
-from viewer.jobs import DEFAULT_DB, JobStatus, JobStore
-from viewer.offload import off_hub
+from viewer.stills.collector import JobCollector
+from viewer.stills.imageheader import CorruptImage, ImageHeader, UnsupportedImage, read_header
+from viewer.stills.offload import off_hub
+from viewer.stills.store import DEFAULT_DB, JobStatus, JobStore
 
 bp = Blueprint("upload", __name__)
 

@@ -12,12 +12,12 @@ from pipeline.kafka import make_consumer
 from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
 from pipeline.wire import WireError, decode_record
+from viewer.live.mjpeg import FrameTicks
+from viewer.live.ordering import StreamOrder
+from viewer.live.resets import watch_resets
+from viewer.live.served import ServedFrame, served_or_tile
+from viewer.live.tiles import TileReassembler
 from viewer.metrics import ViewerMetrics
-from viewer.mjpeg import FrameTicks
-from viewer.ordering import StreamOrder
-from viewer.readers import watch_resets
-from viewer.served import ServedFrame, served_or_tile
-from viewer.tiles import TileReassembler
 
 log = logging.getLogger(__name__)
 

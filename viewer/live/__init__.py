@@ -1,0 +1,1 @@
+"""Live video: Kafka records to ordered frames, fanned out to MJPEG clients live or resumed."""

@@ -1,0 +1,1 @@
+"""Status: live processors from their heartbeats, and consumer lag per stream."""

@@ -1,0 +1,1 @@
+"""Still-image jobs: uploads split into tiles, sent through the processors, collected back."""
