@@ -28,7 +28,7 @@ def setup_logging(quiet: bool = False) -> None:
     # Its connection and coordinator layers log each retry (several lines a second while the
     # broker is away, one per 100 ms commit retry after it restarts): the stages log the state
     # changes instead (commits failing / working again, deliveries stalled).
-    for noisy in ("kafka.net", "kafka.conn", "kafka.coordinator"):
+    for noisy in ("kafka.net", "kafka.conn", "kafka.cluster", "kafka.coordinator"):
         logging.getLogger(noisy).setLevel(max(level, logging.CRITICAL))
 
 

@@ -210,9 +210,11 @@ def _stop(who: Identity, stats: ProcessorStats, heartbeat: HeartbeatPublisher, i
     if not close_producer(producer, patience.left()):
         unacked = max(unacked, 1)
     summary = f"processor {who.id} stopped: {stats.frames} frames, {stats.dead_letters} dead letters, {stats.commits} commits"
-    if unacked or uncommitted:
-        log.warning("%s; at exit %d output(s) not delivered and partition(s) %s not committed (broker unreachable): "
-                    "their next owner redoes those frames", summary, unacked, sorted(tp.partition for tp in uncommitted))
+    if uncommitted:
+        log.warning("%s; at exit the broker was unreachable: %d output(s) not delivered, partition(s) %s not committed "
+                    "(their next owner redoes those frames)", summary, unacked, sorted(tp.partition for tp in uncommitted))
+    elif unacked:
+        log.warning("%s; at exit the broker was unreachable: heartbeats not delivered, every frame committed", summary)
     else:
         log.info(summary)
 
