@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from kafka.errors import KafkaError
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop everything when any service or the embedded broker dies (default: restart it, with backoff)",
     )
 
-    broker = sub.add_parser("broker", help="run the embedded Tansu broker alone")
+    broker = sub.add_parser("broker", help="run the embedded Tansu broker alone, with the pipeline's topics")
     broker.add_argument("--port", type=int, default=9092, help="listen port (default 9092)")
 
     offsets_cli.add_parser(sub)
@@ -76,10 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "broker":
         try:
             with EmbeddedBroker(args.port) as broker:
+                # The pipeline's topics at their partition counts (TOPIC_* variables), at once: it
+                # keeps them in memory only, so a restarted broker would otherwise get them from
+                # the first client that asks, with its default of 4 partitions, and that
+                # client's first records fail (the topic is not there yet).
+                ensure_topics(dataclasses.replace(Settings.from_env(), bootstrap_servers=broker.bootstrap))
                 print(f"broker: {broker.bootstrap}  (Ctrl-C to stop)", flush=True)
                 stop.wait()
         except BrokerError as exc:
             fail(str(exc))
+        except (KafkaError, ValueError) as exc:
+            fail(f"could not create the topics: {exc}")
         return 0
     if args.processors < 1:
         fail("--processors must be at least 1")
