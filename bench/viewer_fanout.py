@@ -1,11 +1,14 @@
-"""MJPEG fan-out under `gunicorn -k gevent -w 1`: delivered fps per client and viewer CPU for
-N clients of one 25 fps stream (the sample video, 640x360 JPEG), as ratios against the
-1-client baseline measured in the same run.
+"""MJPEG fan-out under `gunicorn -k gevent -w 1`: frames per second that each of N live clients
+of one 25 fps stream receives, against the frames the viewer's hub received in the same run
+(what a client could have been sent).
 
-    .venv/bin/python bench/viewer_fanout.py [--clients 1,10,50,200] [--seconds 8]
+    .venv/bin/python bench/viewer_fanout.py [--clients 100,500,1000] [--size 1280x720] [--seconds 8]
 
-The clients run in this process (threads counting part boundaries on raw sockets, no
-parsing), so on 2 cores they compete with the server: read absolute numbers as a floor.
+The stream is the sample video scaled to --size, grayscale (as `--transform grayscale` serves
+it), JPEG q80. The clients are HTTP/1.1 GETs driven by one epoll loop in a process of their
+own (bench/mjpeg_load.py); on 2 cores they compete with the server, so absolute figures are
+a floor. `--profile FILE` records the viewer worker with py-spy (GIL samples) during the
+largest client count.
 """
 
 from __future__ import annotations
@@ -13,61 +16,42 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import socket
+import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
 
 import cv2
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
+from bench.mjpeg_load import measure_clients, percentile  # noqa: E402
 from pipeline.codec import encode_image  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
 from pipeline.local.broker import EmbeddedBroker  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
+from producer.__main__ import size_arg  # noqa: E402
 from tests.conftest import SAMPLE_VIDEO  # noqa: E402
 from tests.frame_feed import FrameFeed  # noqa: E402
 from tests.gunicorn_server import Gunicorn  # noqa: E402
 
-DELIMITER = b"\r\n--frame\r\n"
 FPS = 25
+STREAM = "bench"
 
 
-def sample_frames(count: int = 50) -> tuple[tuple[int, int], list[bytes]]:
+def sample_frames(size: tuple[int, int], count: int = 50) -> list[bytes]:
+    """`count` frames of the sample video at `size` (width, height), grayscale JPEG q80."""
     video = cv2.VideoCapture(SAMPLE_VIDEO)
     frames = []
     while len(frames) < count:
         ok, image = video.read()
         if not ok:
             break
-        frames.append(encode_image(image, "jpeg", 80))
-    return image.shape[:2], frames
-
-
-class Client(threading.Thread):
-    """Counts parts of one MJPEG response (each ends with the delimiter) until told to stop."""
-
-    def __init__(self, port: int, stop: threading.Event) -> None:
-        super().__init__(daemon=True)
-        self.port, self.stop = port, stop
-        self.parts = 0
-        self.counting = False
-
-    def run(self) -> None:
-        with socket.create_connection(("127.0.0.1", self.port)) as sock:
-            sock.sendall(b"GET /stream/bench.mjpg HTTP/1.0\r\nHost: bench\r\n\r\n")
-            tail = b""
-            while not self.stop.is_set():
-                chunk = sock.recv(1 << 18)
-                if not chunk:
-                    return
-                data = tail + chunk
-                if self.counting:
-                    self.parts += data.count(DELIMITER) - tail.count(DELIMITER)
-                tail = data[-(len(DELIMITER) - 1):]
+        gray = cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_CUBIC), cv2.COLOR_BGR2GRAY)
+        frames.append(encode_image(gray, "jpeg", 80))
+    return frames
 
 
 def cpu_seconds(pid: int) -> float:
@@ -77,68 +61,95 @@ def cpu_seconds(pid: int) -> float:
 
 
 def frames_received(server: Gunicorn) -> float:
-    """Frames the viewer's hub took from Kafka so far: what a client could have been sent."""
-    for line in urllib.request.urlopen(f"{server.url}/metrics", timeout=10).read().decode().splitlines():
-        if line.startswith("viewer_frames_received_total{") and 'stream="bench"' in line:
+    """Frames the viewer's hub took from Kafka so far."""
+    for line in urllib.request.urlopen(f"{server.url}/metrics", timeout=30).read().decode().splitlines():
+        if line.startswith("viewer_frames_received_total{") and f'stream="{STREAM}"' in line:
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
-def measure(server: Gunicorn, n: int, seconds: float) -> tuple[float, float, float, float]:
-    """(fps the hub received, mean fps per client, lowest fps of any client, viewer CPU in cores)."""
-    stop = threading.Event()
-    clients = [Client(server.port, stop) for _ in range(n)]
-    for c in clients:
-        c.start()
-    time.sleep(2.0)  # every client connected and past its first frame
+@dataclasses.dataclass
+class Row:
+    clients: int
+    hub_fps: float
+    p5_fps: float
+    median_fps: float
+    min_fps: float
+    cpu_cores: float
+
+    mean_fps: float = 0.0
+
+    @property
+    def p5_of_hub(self) -> float:
+        return self.p5_fps / max(self.hub_fps, 1e-9)
+
+    @property
+    def us_per_part(self) -> float:
+        """Worker CPU per part delivered: what a client costs, whatever share of the CPU the
+        worker got on a loaded machine."""
+        return self.cpu_cores / max(self.mean_fps * self.clients, 1e-9) * 1e6
+
+
+def measure(server: Gunicorn, clients: int, seconds: float, profile: str | None = None, http: str = "1.1") -> Row:
     worker = server.worker_pid()
-    for c in clients:
-        c.counting = True
+    warmup = 2.0 + clients / 500  # connecting 1,000 sockets takes a moment
+    spy = None
     received0, cpu0, t0 = frames_received(server), cpu_seconds(worker), time.monotonic()
-    time.sleep(seconds)
-    counts = [c.parts for c in clients]
+    if profile:
+        # Started now, it records from warm-up on; --duration covers the measured window.
+        spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--gil",
+                                "--format", "raw", "--rate", "200", "--duration", str(int(warmup + seconds)),
+                                "-p", str(worker), "-o", profile], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fps = measure_clients(server.port, f"/stream/{STREAM}.mjpg", clients, warmup, seconds, http)
     cpu1, t1 = cpu_seconds(worker), time.monotonic()
     received = frames_received(server) - received0
-    stop.set()
-    for c in clients:
-        c.join(5)
+    if spy is not None:
+        spy.wait(60)
     wall = t1 - t0
-    return received / wall, sum(counts) / n / wall, min(counts) / wall, (cpu1 - cpu0) / wall
+    return Row(clients, received / wall, percentile(fps, 0.05), percentile(fps, 0.5), fps[0], (cpu1 - cpu0) / wall,
+               sum(fps) / len(fps))
+
+
+def run(clients: list[int], size: tuple[int, int], seconds: float, profile: str | None = None,
+        http: str = "1.1") -> list[Row]:
+    frames = sample_frames(size)
+    with EmbeddedBroker() as broker:
+        tag = uuid.uuid4().hex[:8]
+        settings = dataclasses.replace(Settings(bootstrap_servers=broker.bootstrap), processed_topic=f"bench-{tag}",
+                                       raw_topic=f"bench-raw-{tag}", heartbeat_topic=f"bench-hb-{tag}")
+        ensure_topics(settings)
+        with FrameFeed(settings, settings.processed_topic, {STREAM: ((size[1], size[0]), frames)}, fps=FPS):
+            # Every live client holds a connection: allow the largest count plus a few requests.
+            env = {"GUNICORN_CMD_ARGS": f"--worker-connections {max(clients) + 100}"}
+            server = Gunicorn(settings, env=env)
+            try:
+                return [measure(server, n, seconds, profile if n == max(clients) else None, http) for n in clients]
+            finally:
+                server.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", default="1,10,50,200", help="comma-separated client counts; the first is the baseline")
+    parser.add_argument("--clients", default="100,500,1000", help="comma-separated client counts")
+    parser.add_argument("--size", type=size_arg, default=(1280, 720), help="frame size WxH (default 1280x720)")
     parser.add_argument("--seconds", type=float, default=8.0, help="measuring time per client count")
+    parser.add_argument("--http", choices=("1.0", "1.1"), default="1.1", help="the clients' HTTP version")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy raw profile of the worker at the largest count")
     args = parser.parse_args()
     try:
         counts = [int(n) for n in args.clients.split(",")]
         if not counts or min(counts) < 1:
             raise ValueError
     except ValueError:
-        parser.exit(2, "viewer_fanout: --clients must be positive integers like 1,10,50\n")
-    size, frames = sample_frames()
-    print(f"stream: {size[1]}x{size[0]} JPEG, mean {sum(map(len, frames)) // len(frames) // 1000} KB, {FPS} fps; "
-          f"gunicorn -k gevent -w 1; {args.seconds:.0f} s per row")
-    with EmbeddedBroker() as broker:
-        tag = uuid.uuid4().hex[:8]
-        settings = dataclasses.replace(Settings(bootstrap_servers=broker.bootstrap), processed_topic=f"bench-{tag}",
-                                       raw_topic=f"bench-raw-{tag}", heartbeat_topic=f"bench-hb-{tag}")
-        ensure_topics(settings)
-        with FrameFeed(settings, settings.processed_topic, {"bench": (size, frames)}, fps=FPS):
-            server = Gunicorn(settings)
-            try:
-                rows = [(n, *measure(server, n, args.seconds)) for n in counts]
-            finally:
-                server.stop()
-    base_fps, base_cpu = rows[0][2], rows[0][4]
-    # "of hub": share of the frames the viewer received that reached the average client.
-    heads = ("clients", "hub fps", "fps/client", "of hub", "min fps", "vs base", "CPU cores", "CPU vs base", "CPU/client-frame")
-    print(" ".join(f"{h:>{w}}" for h, w in zip(heads, (8, 8, 11, 7, 8, 8, 10, 12, 17), strict=True)))
-    for n, hub, fps, low, cpu in rows:
-        per_frame_us = cpu / max(fps * n, 1e-9) * 1e6
-        print(f"{n:>8} {hub:>8.1f} {fps:>11.1f} {fps / max(hub, 1e-9):>6.0%} {low:>8.1f} {fps / base_fps:>7.2f}x "
-              f"{cpu:>10.2f} {cpu / max(base_cpu, 1e-9):>11.1f}x {per_frame_us:>14.0f} µs")
+        parser.exit(2, "viewer_fanout: --clients must be positive integers like 100,500,1000\n")
+    print(f"load {os.getloadavg()[0]:.2f}; stream {args.size[0]}x{args.size[1]} gray JPEG q80, {FPS} fps; "
+          f"gunicorn -k gevent -w 1; {args.seconds:.0f} s per row", flush=True)
+    rows = run(counts, args.size, args.seconds, args.profile, args.http)
+    print(f"{'clients':>8} {'hub fps':>8} {'p5 fps':>7} {'p5/hub':>7} {'median':>7} {'min':>6} {'CPU cores':>10} {'µs/part':>8}")
+    for r in rows:
+        print(f"{r.clients:>8} {r.hub_fps:>8.1f} {r.p5_fps:>7.1f} {r.p5_of_hub:>6.2f}x {r.median_fps:>7.1f} "
+              f"{r.min_fps:>6.1f} {r.cpu_cores:>10.2f} {r.us_per_part:>8.1f}")
+    print(f"load {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":

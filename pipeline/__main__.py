@@ -1,4 +1,4 @@
-"""CLI: python -m pipeline up | broker | topics create | offsets show|reset"""
+"""CLI: python -m pipeline up | broker | topics create | offsets show|reset | transform show|set"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 from kafka.errors import KafkaError
 
 from pipeline.kafka import ensure_topics, topic_specs
-from pipeline.local import offsets_cli
+from pipeline.local import offsets_cli, transform_cli
 from pipeline.local.broker import BrokerError, EmbeddedBroker
 from pipeline.local.retention import DEFAULT_BUDGET_MB, MIN_BUDGET_MB
 from pipeline.local.up import SAMPLE_VIDEO, UpOptions, run
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--port", type=int, default=9092, help="listen port (default 9092)")
 
     offsets_cli.add_parser(sub)
+    transform_cli.add_parser(sub)
 
     topics = sub.add_parser("topics", help="manage the pipeline's topics")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True)
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "offsets":
         setup_logging(quiet=True)
         return offsets_cli.run(args)
+    if args.command == "transform":
+        setup_logging(quiet=True)
+        return transform_cli.run(args)
     setup_logging()
     if args.command == "topics":
         return create_topics()

@@ -134,6 +134,10 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     names = (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic)
     topics = [NewTopic(n, settings.partitions, settings.replication_factor, topic_configs=configs) for n in names]
     topics.append(NewTopic(settings.heartbeat_topic, 1, settings.replication_factor, topic_configs=configs))
+    # Compacted: the newest chain per stream is all that matters; one partition keeps every
+    # change in one order.
+    topics.append(NewTopic(settings.control_topic, 1, settings.replication_factor,
+                           topic_configs={"cleanup.policy": "compact"}))
     return topics
 
 

@@ -35,6 +35,11 @@ _DURATION = re.compile(
 )
 
 
+# A time lookup scans at most this many records past the broker's answer (a pipeline's delay
+# is a few dozen frames).
+SCAN_LIMIT = 2000
+
+
 class OffsetsError(ValueError):
     """Bad input or a state the request cannot apply to (unknown topic, no committed offsets)."""
 
@@ -61,12 +66,23 @@ class PartitionOffsets:
     committed: int | None
     earliest: int
     end: int
-    # CreateTime (ms) of the last record the group consumed, i.e. the one at committed - 1.
+    # Time (ms, `record_time`) of the last record the group consumed, i.e. the one at committed - 1.
     committed_ts: int | None = None
 
     @property
     def lag(self) -> int | None:
         return None if self.committed is None else max(self.end - self.committed, 0)
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a partition retains: offsets [earliest, end) and the times of the first and last record."""
+
+    tp: TopicPartition
+    earliest: int
+    end: int
+    first_ms: int | None
+    last_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -151,6 +167,20 @@ def plan(states: list[PartitionOffsets], target: Target, found: dict[TopicPartit
     return moves
 
 
+def record_time(record) -> int:
+    """A record's time in ms: a frame's own timestamp (its `ts` header, when it was read from
+    the source), else the record's timestamp. Kafka's time index knows only the latter, which
+    is later (the send, or on Tansu the broker's append), so times are looked up there first
+    and then refined with this."""
+    for name, value in record.headers or ():
+        if name == "ts":
+            try:
+                return int(value)
+            except ValueError:
+                break
+    return record.timestamp
+
+
 def partition_for_key(key: str, partitions: int) -> int:
     """The partition the producer's default partitioner (murmur2, as in the Java client) picks."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
@@ -229,11 +259,31 @@ class OffsetTool:
         the last batch + 1, short by (records in that batch - 1). Reading the partition from the
         reported end - 1 returns that whole batch, whose last offset + 1 is the true end. On
         Apache Kafka the same read returns just the last record, so this is right on both."""
+        earliest, ends, _ = self._tails(tps)
+        return earliest, ends
+
+    def _tails(self, tps: list[TopicPartition]) -> tuple[dict, dict, dict[TopicPartition, object]]:
+        """ends(), plus each non-empty partition's last record."""
         earliest = self.consumer.beginning_offsets(tps)
         reported = self.consumer.end_offsets(tps)
         tails = self._records_from({tp: reported[tp] - 1 for tp in tps if reported[tp] > earliest[tp]})
         ends = {tp: max(reported[tp], tails[tp][-1].offset + 1) if tails.get(tp) else reported[tp] for tp in tps}
-        return earliest, ends
+        return earliest, ends, {tp: records[-1] for tp, records in tails.items() if records}
+
+    def window(self, tp: TopicPartition) -> Window:
+        """What the partition retains: its first and last offsets and their `record_time`s."""
+        earliest, ends, last = self._tails([tp])
+        first = self._records_from({tp: earliest[tp]}).get(tp) if ends[tp] > earliest[tp] else None
+        return Window(
+            tp, earliest[tp], ends[tp],
+            record_time(first[0]) if first else None,
+            record_time(last[tp]) if tp in last else None,
+        )
+
+    def time_at(self, tp: TopicPartition, offset: int) -> int | None:
+        """`record_time` of the record at `offset`, None when there is none."""
+        records = self._records_from({tp: offset}).get(tp) or []
+        return next((record_time(r) for r in records if r.offset == offset), None)
 
     def _records_from(self, positions: dict[TopicPartition, int], timeout_s: float = 5.0) -> dict[TopicPartition, list]:
         """The first fetched records of each partition at/after the given offsets."""
@@ -257,16 +307,39 @@ class OffsetTool:
         earliest, ends = self.ends(tps)
         consumed = {tp: committed[tp] - 1 for tp in tps if tp in committed and committed[tp] > earliest[tp]}
         last = self._records_from(consumed)
-        stamps = {tp: recs[0].timestamp for tp, recs in last.items() if recs and recs[0].offset == consumed[tp]}
+        stamps = {tp: record_time(recs[0]) for tp, recs in last.items() if recs and recs[0].offset == consumed[tp]}
         return [PartitionOffsets(tp, committed.get(tp), earliest[tp], ends[tp], stamps.get(tp)) for tp in tps]
 
     def find_offsets(self, times: dict[TopicPartition, int]) -> dict[TopicPartition, int | None]:
-        """offsets_for_times, with None for "no record at/after that time". Tansu answers
-        OffsetAndTimestamp(offset=0, timestamp=-1) there instead of None, as Apache Kafka does."""
+        """The first offset whose `record_time` is at/after each time, None when there is none.
+
+        offsets_for_times finds the first record *stamped* at/after the time; every record
+        before it was stamped earlier, so its frame time was earlier too, and the answer is at
+        most a pipeline's delay of records further on. Tansu answers
+        OffsetAndTimestamp(offset=0, timestamp=-1) past the end instead of None, as Apache Kafka does."""
         if not times:
             return {}
         answers = self.consumer.offsets_for_times({tp: max(ms, 0) for tp, ms in times.items()})
-        return {tp: (None if a is None or a.timestamp < 0 else a.offset) for tp, a in answers.items()}
+        found = {tp: (None if a is None or a.timestamp < 0 else a.offset) for tp, a in answers.items()}
+        return {tp: None if start is None else self._first_at(tp, start, times[tp]) for tp, start in found.items()}
+
+    def _first_at(self, tp: TopicPartition, start: int, ms: int) -> int | None:
+        """From `start` on, the first offset whose `record_time` is at/after `ms` (None: none
+        before the end). Gives up after SCAN_LIMIT records, answering where it stopped."""
+        self.consumer.assign([tp])
+        self.consumer.seek(tp, start)
+        scanned, idle_until = 0, time.monotonic() + 2.0
+        while scanned < SCAN_LIMIT and time.monotonic() < idle_until:
+            records = self.consumer.poll(timeout_ms=200, max_records=500).get(tp, [])
+            for record in records:
+                if record_time(record) >= ms or scanned >= SCAN_LIMIT:
+                    self.consumer.assign([])
+                    return record.offset
+                scanned += 1
+            if records:
+                idle_until = time.monotonic() + 2.0
+        self.consumer.assign([])
+        return None if scanned < SCAN_LIMIT else start + scanned
 
     def plan_reset(self, group: str, tps: list[TopicPartition], target: Target) -> list[Move]:
         states = self.describe(group, tps)

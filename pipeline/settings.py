@@ -39,6 +39,8 @@ class Settings:
     processed_topic: str = "frames.processed"
     heartbeat_topic: str = "processors.heartbeat"
     dead_letter_topic: str = "frames.dlq"
+    # Compacted, keyed by stream: each stream's live transform chain (pipeline/control.py).
+    control_topic: str = "streams.control"
     partitions: int = 4
     replication_factor: int = 1
     # Loss-free on Apache Kafka takes all three: replication 3, min.insync.replicas 2 and
@@ -73,6 +75,7 @@ class Settings:
             processed_topic=get("PROCESSED_TOPIC") or "frames.processed",
             heartbeat_topic=get("HEARTBEAT_TOPIC") or "processors.heartbeat",
             dead_letter_topic=get("DEAD_LETTER_TOPIC") or "frames.dlq",
+            control_topic=get("CONTROL_TOPIC") or "streams.control",
             partitions=_int_env(env, "TOPIC_PARTITIONS", 4),
             replication_factor=_int_env(env, "TOPIC_REPLICATION_FACTOR", 1),
             min_insync_replicas=_int_env(env, "TOPIC_MIN_INSYNC_REPLICAS", 0) or None,
@@ -94,4 +97,5 @@ class Settings:
             "PROCESSED_TOPIC": self.processed_topic,
             "HEARTBEAT_TOPIC": self.heartbeat_topic,
             "DEAD_LETTER_TOPIC": self.dead_letter_topic,
+            "CONTROL_TOPIC": self.control_topic,
         }

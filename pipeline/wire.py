@@ -47,6 +47,9 @@ class Frame:
     tile: str | None = None
     job: str | None = None
     transform: str | None = None
+    # Processed frames: source time (ms) of the input still queued behind this frame when it
+    # was processed. Live viewers skip frames that far behind; the log keeps them.
+    behind_ms: int | None = None
 
     def with_image(self, data: bytes, width: int, height: int, encoding: str | None = None) -> Frame:
         return replace(self, data=data, width=width, height=height, encoding=encoding or self.encoding)
@@ -68,7 +71,8 @@ def to_record(frame: Frame) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         ("w", str(frame.width)),
         ("h", str(frame.height)),
     ]
-    for name, value in (("tile", frame.tile), ("job", frame.job), ("transform", frame.transform)):
+    for name, value in (("tile", frame.tile), ("job", frame.job), ("transform", frame.transform),
+                        ("behind", None if frame.behind_ms is None else str(frame.behind_ms))):
         if value is not None:
             headers.append((name, value))
     return frame.stream.encode(), frame.data, [(k, v.encode()) for k, v in headers]
@@ -101,9 +105,10 @@ def from_record(headers: list[tuple[str, bytes]] | None, value: bytes | None) ->
             tile=fields.get("tile"),
             job=fields.get("job"),
             transform=fields.get("transform"),
+            behind_ms=int(fields["behind"]) if "behind" in fields else None,
         )
     except ValueError:
-        raise WireError("record has a non-integer seq/ts/w/h header") from None
+        raise WireError("record has a non-integer seq/ts/w/h/behind header") from None
 
 
 def decode_record(record) -> Frame:

@@ -9,6 +9,11 @@ Three kinds of input frame:
 - a poison record: anything that cannot become output raises a :data:`POISON` error, which
   the caller sends to the dead-letter topic.
 
+Which chain: a frame's own ``transform`` header (still-image jobs) wins; else the stream's
+live chain (the control topic, looked up through ``live_spec``); else the processor's default.
+The chain is decided once per frame, before any work starts, and every tile of a frame gets
+the chain its first tile got, even when the live chain changes in between.
+
 Concurrency: frames of a batch run on the pool in parallel when their chain is tileable
 (stateless, so each worker thread builds its own chain instance); a non-tileable chain may
 hold state (MOG2 background model, cascades), so one stream's frames for it run in order
@@ -17,8 +22,10 @@ on one chain.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 
 import cv2
@@ -30,11 +37,14 @@ from pipeline.transforms import Chain, TransformError, parse_spec
 from pipeline.wire import Frame
 from processor.pool import OrderedPool
 
+log = logging.getLogger(__name__)
+
 POISON = (ValueError, cv2.error)
 """Errors that mean "this record cannot be processed": wire, codec, transform, tile errors
 (all ValueError) and OpenCV rejecting an image. The processor dead-letters them and goes on."""
 
 _MAX_CHAINS = 64  # bounds memory when uploads carry many distinct specs
+_MAX_PINS = 256  # tiled frames whose chain is remembered: far more than are ever in flight
 
 
 def process_frame(frame: Frame, chain: Chain) -> Frame:
@@ -82,24 +92,33 @@ class ChainCache:
 
 
 class FrameProcessor:
-    """Turns input frames into output frames with ``default_spec`` or each frame's own spec."""
+    """Turns input frames into output frames with each frame's own spec, the stream's live
+    spec (``live_spec(stream)``, None when it has none) or ``default_spec``."""
 
-    def __init__(self, default_spec: str, tile_size: int | None = None, pool: OrderedPool | None = None) -> None:
+    def __init__(self, default_spec: str, tile_size: int | None = None, pool: OrderedPool | None = None,
+                 live_spec: Callable[[str], str | None] = lambda stream: None) -> None:
         if tile_size is not None and tile_size < 1:
             raise ValueError(f"tile size must be >= 1, got {tile_size}")
         self.default_spec = parse_spec(default_spec).spec  # fails fast on a bad spec
         self.tile_size = tile_size
         self.pool = pool or OrderedPool(1)
-        self._per_stream = ChainCache()  # touched only by the batch's calling thread
+        self.live_spec = live_spec
+        # Touched only by the batch's calling thread:
+        self._per_stream = ChainCache()
+        self._applied: dict[str, str] = {}  # stream -> the live or default spec it last got
+        # (stream, seq) -> spec of the newest tiled frames: a frame's tiles may span batches,
+        # and a stream spread over partitions interleaves its frames' tiles.
+        self._tile_pins: OrderedDict[tuple[str, int], str] = OrderedDict()
         self._local = threading.local()
 
     def process_batch(self, frames: list[Frame]) -> list[Frame | Exception]:
         """Output frame (or the POISON error) for each input frame, in input order."""
         results: list[Frame | Exception | None] = [None] * len(frames)
         lanes: dict[object, list[int]] = {}
+        chains: dict[int, Chain] = {}
         for i, frame in enumerate(frames):
             try:
-                chain = self._stream_chain(frame)
+                chains[i] = chain = self._stream_chain(frame)
             except TransformError as exc:
                 results[i] = exc
                 continue
@@ -108,7 +127,7 @@ class FrameProcessor:
             lanes.setdefault(lane, []).append(i)
 
         def run_lane(indices: list[int]) -> list[Frame | Exception]:
-            return [self._guarded(frames[i]) for i in indices]
+            return [self._guarded(frames[i], chains[i]) for i in indices]
 
         lane_list = list(lanes.values())
         if self.tile_size is None:
@@ -121,22 +140,35 @@ class FrameProcessor:
                 results[i] = out
         return results  # type: ignore[return-value]
 
-    def process(self, frame: Frame) -> Frame:
-        """One frame; raises a POISON error if it cannot be processed."""
-        chain = self._stream_chain(frame)
+    def process(self, frame: Frame, chain: Chain | None = None) -> Frame:
+        """One frame, with ``chain`` if decided already; raises a POISON error if it cannot be processed."""
+        chain = chain or self._stream_chain(frame)
         if frame.tile is None and self.tile_size is not None:
             output = self._apply_split(chain, decode_image(frame.data))
             return _output(frame, chain, output, output.shape[1], output.shape[0])
         return process_frame(frame, self._worker_chain(chain) if chain.tileable else chain)
 
-    def _guarded(self, frame: Frame) -> Frame | Exception:
+    def _guarded(self, frame: Frame, chain: Chain) -> Frame | Exception:
         try:
-            return self.process(frame)
+            return self.process(frame, chain)
         except POISON as exc:
             return exc
 
     def _spec(self, frame: Frame) -> str:
-        return frame.transform or self.default_spec
+        if frame.transform:
+            return frame.transform
+        pinned = self._tile_pins.get((frame.stream, frame.seq)) if frame.tile is not None else None
+        if pinned is not None:
+            return pinned
+        spec = self.live_spec(frame.stream) or self.default_spec
+        if frame.tile is not None:
+            self._tile_pins[(frame.stream, frame.seq)] = spec
+            while len(self._tile_pins) > _MAX_PINS:
+                self._tile_pins.popitem(last=False)
+        if self._applied.get(frame.stream, spec) != spec:
+            log.info("stream=%s seq=%d chain now %r (was %r)", frame.stream, frame.seq, spec, self._applied[frame.stream])
+        self._applied[frame.stream] = spec
+        return spec
 
     def _stream_chain(self, frame: Frame) -> Chain:
         """The stream's own chain instance: the one stateful chains must use."""

@@ -15,6 +15,11 @@ topic's partitioning: a stream keyed to one partition stays in order end to end;
 spread over partitions (for more parallelism) is put back in seq order by the reader with
 ``pipeline.reorder.Reorderer``. See README "Ordering".
 
+Chains: a stream's live chain comes from the control topic (``pipeline.control``), read in
+full before joining and caught up again before each batch is processed, so a change applies
+from the first batch polled after it, with no restart and no rebalance; streams without an
+entry get ``--transform``.
+
 Shutdown: when ``stop`` is set the current batch finishes (in-flight frames are not dropped),
 its outputs are flushed and its offsets committed, then the consumer closes, which leaves
 the group so the partitions move to the other members at once.
@@ -29,17 +34,26 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError, RebalanceInProgressError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RebalanceInProgressError,
+)
 from kafka.producer.future import FutureRecordMetadata
 
+from pipeline.control import ChainControl
 from pipeline.kafka import TAKEOVER_TIMEOUTS, close_producer, make_consumer, make_producer
 from pipeline.service import StopDeadline
 from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, to_record
+from processor.backlog import InputBacklog
+from processor.dead_letters import dead_letter, short_reason
 from processor.frames import POISON, FrameProcessor
 from processor.heartbeat import HeartbeatPublisher, Identity, ProcessorStats
 from processor.pool import OrderedPool, limit_opencv_threads
@@ -62,6 +76,8 @@ COMMIT_BACKOFF_S = 0.5
 COMMIT_BACKOFF_MAX_S = 8.0
 # Waits for acknowledgements are cut in slices this long, so a stop is noticed in time.
 SETTLE_SLICE_S = 0.25
+# Seconds past the producer's own delivery timeout before an unanswered send counts as failed.
+ACK_WAIT_MARGIN_S = 10.0
 
 
 class OffsetKeeper(AsyncConsumerRebalanceListener):
@@ -149,6 +165,9 @@ def run(
     limit_opencv_threads()
     pool = OrderedPool(concurrency)
     frames = FrameProcessor(transform, tile, pool)  # a bad spec fails before joining the group
+    # Every stream's live chain, read before joining, so the first frame already gets it.
+    control = ChainControl(settings, "processor-control")
+    frames.live_spec = _live_spec(control)
     stats = ProcessorStats()
     # host-pid says where it runs; the suffix keeps ids unique for members sharing a process.
     default_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
@@ -166,11 +185,16 @@ def run(
     # and N is committed only then. Waiting for the acks right after sending left the processor
     # idle ~22% of the time (py-spy, grayscale at full speed).
     in_flight: _Batch | None = None
+    backlog = InputBacklog()
     patience = StopDeadline(stop)
     try:
         while not stop.is_set():
             batch = consumer.poll(timeout_ms=0 if in_flight else 200, max_records=RECORDS_PER_WORKER * concurrency)
-            current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions)) if batch else None
+            if batch:
+                # Every chain change acknowledged before these frames were produced applies to them.
+                control.sync()
+            current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions,
+                                                   _behind(batch, consumer, backlog))) if batch else None
             if in_flight is None and current is None:
                 offsets.commit()  # retry a commit deferred by a rebalance or a failure
                 continue
@@ -187,6 +211,7 @@ def run(
     finally:
         _stop(who, stats, heartbeat, in_flight, consumer, offsets, producer, settings, patience)
         pool.close()
+        control.close()
     return stats
 
 
@@ -217,6 +242,13 @@ def _stop(who: Identity, stats: ProcessorStats, heartbeat: HeartbeatPublisher, i
         log.warning("%s; at exit the broker was unreachable: heartbeats not delivered, every frame committed", summary)
     else:
         log.info(summary)
+
+
+def _live_spec(control: ChainControl) -> Callable[[str], str | None]:
+    def live_spec(stream: str) -> str | None:
+        entry = control.get(stream)
+        return entry.spec if entry is not None else None
+    return live_spec
 
 
 @dataclass
@@ -257,8 +289,13 @@ def _redo(consumer: KafkaConsumer, *newest_first: _Batch) -> None:
                 consumer.seek(tp, records[0].offset)
 
 
+def _behind(batch: dict, consumer: KafkaConsumer, backlog: InputBacklog) -> list[int | None]:
+    """Per record of the batch (in its order): input queued behind it, in ms (processor/backlog.py)."""
+    return [behind for tp, records in batch.items() for behind in backlog.behind_ms(tp, records, consumer.highwater(tp))]
+
+
 def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer, settings: Settings,
-                   stats: ProcessorStats, out_partitions: int) -> list[_Send]:
+                   stats: ProcessorStats, out_partitions: int, behind: list[int | None]) -> list[_Send]:
     """Process and send one polled batch; returns the sends, to settle once acknowledged."""
     records = [record for tp_records in batch.values() for record in tp_records]
     decoded: list[Frame | Exception] = []
@@ -271,9 +308,9 @@ def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer,
     for i, out in zip(good, frames.process_batch([decoded[i] for i in good]), strict=True):
         decoded[i] = out
     sends = []
-    for record, out in zip(records, decoded, strict=True):
+    for record, out, behind_ms in zip(records, decoded, behind, strict=True):
         if isinstance(out, Frame):
-            key, value, headers = to_record(out)
+            key, value, headers = to_record(replace(out, behind_ms=behind_ms))
             try:
                 # Same partition number as the input: the processed topic mirrors the raw one's order.
                 future = producer.send(settings.processed_topic, key=key, value=value, headers=headers,
@@ -299,7 +336,7 @@ def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, sta
     """
     patience = patience or StopDeadline(threading.Event())
     # The producer fails a record after delivery_timeout_ms at the latest; a margin over that.
-    give_up = time.monotonic() + producer.config["delivery_timeout_ms"] / 1000 + 10
+    give_up = time.monotonic() + producer.config["delivery_timeout_ms"] / 1000 + ACK_WAIT_MARGIN_S
     for send in sends:
         while not send.future.is_done:
             wait_s = min(patience.left(), give_up - time.monotonic(), SETTLE_SLICE_S)
@@ -311,9 +348,10 @@ def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, sta
                 pass  # looked at below
     retry = []
     for send in sends:
-        if not send.future.failed():
+        if send.future.succeeded():
             continue
-        error = send.future.exception
+        # Still pending after the wait counts as not delivered, never as delivered.
+        error = send.future.exception or KafkaTimeoutError(f"no acknowledgement within {wait_s:.0f} s")
         if send.is_output and not getattr(error, "retriable", False):
             refused = ValueError(f"the broker refused the processed frame: {error}")
             retry.append(_Send(send.record, _dead_letter(producer, settings, send.record, refused), False))
@@ -325,9 +363,7 @@ def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, sta
 
 
 def _dead_letter(producer: KafkaProducer, settings: Settings, record, error: Exception) -> FutureRecordMetadata:
-    log.warning("partition=%d offset=%d to dead-letter topic: %s", record.partition, record.offset, error)
-    headers = list(record.headers or []) + [
-        ("error", str(error).encode()),
-        ("source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
-    ]
-    return producer.send(settings.dead_letter_topic, key=record.key, value=record.value, headers=headers)
+    reason = short_reason(error)
+    log.warning("partition=%d offset=%d to dead-letter topic: %s", record.partition, record.offset, reason)
+    key, value, headers = dead_letter(record, reason, settings.max_message_bytes)
+    return producer.send(settings.dead_letter_topic, key=key, value=value, headers=headers)

@@ -7,31 +7,16 @@
   function viewerId() {
     let id = localStorage.getItem("viewer-id");
     if (!id) {
-      const random = crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2);
-      id = random.replace(/[^A-Za-z0-9_.-]/g, "").slice(0, 64);
+      // The id is the only key to this tab's resume point: 192 random bits, base64url (32
+      // characters). getRandomValues works on plain http too, where randomUUID does not.
+      const bytes = crypto.getRandomValues(new Uint8Array(24));
+      id = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
       localStorage.setItem("viewer-id", id);
     }
     return id;
   }
 
-  async function postReplay(body) {
-    const headers = { "Content-Type": "application/json" };
-    const token = sessionStorage.getItem("admin-token");
-    if (token) headers.Authorization = `Bearer ${token}`;
-    const response = await fetch("/api/replay", { method: "POST", headers, body: JSON.stringify(body) });
-    // 401: a token is configured and none was sent; 403 after sending one: it was wrong.
-    if (response.status === 401 || (response.status === 403 && token)) {
-      sessionStorage.removeItem("admin-token");
-      const entered = window.prompt("Admin token (VIEWER_ADMIN_TOKEN) for replay:");
-      if (entered) {
-        sessionStorage.setItem("admin-token", entered.trim());
-        return postReplay(body);
-      }
-    }
-    const result = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
-    if (!response.ok) throw new Error(result.error || `HTTP ${response.status}`);
-    return result;
-  }
+  const postReplay = (body) => window.adminRequest("POST", "/api/replay", body);
 
   function describe(result) {
     const moved = result.partitions.filter((p) => p.new !== null);

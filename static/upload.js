@@ -29,6 +29,15 @@
   });
   input.addEventListener("change", busy);
 
+  // The chain: the same editor as the live panel's, writing the form's `transform` field.
+  const transform = $("upload-transform");
+  if (window.ChainEditor) {
+    window.ChainEditor.mount($("upload-chain-editor"), {
+      spec: transform.value,
+      onChange: (spec) => { transform.value = spec; },
+    }).catch((error) => say(`The transform list could not be read (${error.message}).`, true));
+  }
+
   const show = (job) => {
     bar.max = Math.max(job.tiles_total, 1);
     bar.value = job.tiles_done;

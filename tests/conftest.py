@@ -34,6 +34,7 @@ def isolated_settings(broker: EmbeddedBroker) -> Settings:
         processed_topic=f"processed-{tag}",
         heartbeat_topic=f"heartbeat-{tag}",
         dead_letter_topic=f"dlq-{tag}",
+        control_topic=f"control-{tag}",
     )
     ensure_topics(s)
     return s

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
+
+_NEXT = b"\r\n--frame\r\n"
 
 
 @dataclass
@@ -56,3 +60,75 @@ def distinct_seqs(parts: list[Part]) -> list[int]:
         if not seqs or part.seq != seqs[-1]:
             seqs.append(part.seq)
     return seqs
+
+
+def read_then_leave(url: str, count: int, timeout: float = 30.0) -> list[Part]:
+    """Read an MJPEG stream as a browser does: parse every complete part as soon as its bytes
+    arrive; once `count` parts are in, close the connection at once. The parts parsed (all
+    complete ones received, so possibly a few more than `count`). Over a plain socket, so no
+    client library holds bytes back."""
+    address = urlsplit(url)
+    sock = socket.create_connection((address.hostname, address.port), timeout=timeout)
+    try:
+        target = address.path + (f"?{address.query}" if address.query else "")
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {address.netloc}\r\nConnection: close\r\n\r\n".encode())
+        wire, body, parts, chunked = b"", b"", [], None
+        while len(parts) < count:
+            data = sock.recv(65536)
+            if not data:
+                break
+            wire += data
+            if chunked is None:
+                head, sep, wire = wire.partition(b"\r\n\r\n")
+                if not sep:
+                    wire = head
+                    continue
+                assert b" 200 " in head.split(b"\r\n")[0], head[:200]
+                chunked = b"transfer-encoding: chunked" in head.lower()
+            if chunked:
+                wire, more = _dechunk(wire)
+                body += more
+            else:
+                body, wire = body + wire, b""
+            parsed, body = _parse_parts(body)
+            parts += parsed
+        return parts
+    finally:
+        sock.close()
+
+
+def _dechunk(wire: bytes) -> tuple[bytes, bytes]:
+    """(bytes left over, body bytes) of the complete chunks at the start of `wire`."""
+    body = b""
+    while True:
+        size_line, sep, rest = wire.partition(b"\r\n")
+        if not sep:
+            return wire, body
+        size = int(size_line.split(b";")[0], 16)
+        if len(rest) < size + 2:
+            return wire, body
+        body += rest[:size]
+        wire = rest[size + 2:]
+
+
+def _parse_parts(body: bytes) -> tuple[list[Part], bytes]:
+    """The complete parts at the start of a multipart body (which opens with its first
+    boundary), and what is left; the leftover keeps the opening boundary's place."""
+    parts = []
+    first = b"--frame\r\n"
+    if body.startswith(first):
+        body = body[len(first):]
+    while True:
+        head, sep, rest = body.partition(b"\r\n\r\n")
+        if not sep:
+            return parts, body
+        headers = {}
+        for line in head.split(b"\r\n"):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        end = int(headers["content-length"])
+        if len(rest) < end + len(_NEXT):
+            return parts, body
+        assert rest[end:end + len(_NEXT)] == _NEXT
+        parts.append(Part(headers, rest[:end]))
+        body = rest[end + len(_NEXT):]

@@ -1,6 +1,7 @@
 """The page in headless Chromium against a real running stack: it loads cleanly, the video moves,
 the raw/processed toggle and the stream picker work, narrow screens get one column, a dead broker
-or a lost server is said plainly, replay-from-start goes back, and an upload completes."""
+or a lost server is said plainly, replay-from-start goes back, an upload completes, and the
+transform chain editor changes the live picture and an upload's chain."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 import cv2
 import numpy as np
 import pytest
+import requests
 from playwright.sync_api import Page, expect, sync_playwright
 
 from pipeline.offsets import OffsetTool
@@ -128,7 +130,11 @@ def open_page(page: Page, url: str) -> None:
 
 
 def test_page_loads_live_without_console_errors(stack, page, problems, screenshots):
+    # The page runs under its Content-Security-Policy: anything inline or foreign would be refused.
+    page.add_init_script("window.cspViolations = []; document.addEventListener('securitypolicyviolation',"
+                         " (e) => window.cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));")
     open_page(page, stack)
+    assert "script-src 'self'" in page.evaluate("fetch(location.href).then(r => r.headers.get('content-security-policy'))")
     expect(page.locator("#health")).to_have_text("broker connected", timeout=WAIT_MS)
     expect(page.locator("#stream-picker")).to_have_value("sample")
     expect(page.locator("#view-processed img")).to_have_attribute("src", "/stream/sample.mjpg")
@@ -136,7 +142,9 @@ def test_page_loads_live_without_console_errors(stack, page, problems, screensho
     expect(page.locator("#stat-seq")).to_have_text(re.compile(r"^#\d+$"))
     expect(page.locator("#processed-caption")).to_have_text("Processed · live")
     # The chart has drawn at least a segment of each series.
-    page.wait_for_function("document.querySelector('#chart-fps').points.numberOfItems >= 2", timeout=WAIT_MS)
+    # Predicates as functions, not expression strings: polling an expression needs eval, which
+    # the page's Content-Security-Policy refuses.
+    page.wait_for_function("() => document.querySelector('#chart-fps').points.numberOfItems >= 2", timeout=WAIT_MS)
     assert page.locator("#chart-delay").evaluate("el => el.points.numberOfItems") >= 2
     # The stack's one processor, from its heartbeats; its transform names the stream's.
     worker = page.locator("#workers-table tbody tr")
@@ -146,6 +154,7 @@ def test_page_loads_live_without_console_errors(stack, page, problems, screensho
     expect(page.locator("#banner")).to_be_hidden()
     page.screenshot(path=screenshots / "desktop.png", full_page=True)
     assert problems.errors == []
+    assert page.evaluate("window.cspViolations") == []
 
 
 def test_stream_image_updates(stack, page, screenshots):
@@ -280,7 +289,8 @@ def shown_seq(page: Page) -> int:
 
 def test_replay_from_start_moves_the_stream_back(stack, settings, page, screenshots):
     open_page(page, stack)
-    page.wait_for_function("Number(document.querySelector('#stat-seq').textContent.slice(1)) >= 50", timeout=WAIT_MS)
+    page.wait_for_function("() => Number(document.querySelector('#stat-seq').textContent.slice(1)) >= 50",
+                           timeout=WAIT_MS)
     live_seq = shown_seq(page)
 
     page.locator("#view-processed").get_by_role("button", name="Replay from start").click()
@@ -352,7 +362,6 @@ def test_stream_picker_switches_video_stats_and_replay_target(stack, second_stre
 def test_upload_shows_before_after_and_download(stack, page, screenshots):
     open_page(page, stack)
     page.locator("#upload-file").set_input_files(SAMPLE_PNG)
-    page.locator("#upload-transform").fill("grayscale")
     page.locator("#upload-form").get_by_role("button", name="Upload").click()
     expect(page.locator("#upload-compare")).to_be_visible(timeout=60_000)
     wait_until_painted(page, "#upload-after")
@@ -381,3 +390,97 @@ def test_upload_too_big_is_said_plainly(stack, page):
     expect(page.locator("#upload-status")).to_contain_text("larger than", timeout=WAIT_MS)
     expect(page.locator("#upload-status")).to_have_class(re.compile("error"))
     expect(page.locator("#upload-compare")).to_be_hidden()
+
+
+def press(page: Page, locator, key: str, times: int = 1) -> None:
+    locator.focus()
+    for _ in range(times):
+        page.keyboard.press(key)
+
+
+@pytest.fixture
+def sample_chain_restored(stack) -> Iterator[None]:
+    """Puts stream `sample` back on grayscale afterwards, as the other tests expect it."""
+    yield
+    answer = requests.put(f"{stack}/api/streams/sample/transform", json={"spec": "grayscale"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        streams = requests.get(f"{stack}/streams", timeout=10).json()["streams"]
+        if any(s["stream"] == "sample" and s["transform"] == "grayscale" for s in streams):
+            return
+        time.sleep(0.2)
+    raise AssertionError("stream sample never went back to grayscale")
+
+
+def test_the_editor_changes_the_live_picture_and_the_stats_show_the_applied_chain(
+        stack, page, problems, screenshots, sample_chain_restored):
+    open_page(page, stack)
+    panel = page.locator("#chain")
+    img = page.locator("#view-processed img")
+    expect(page.locator("#stat-transform")).to_have_text("grayscale")
+    expect(panel.get_by_label("Step 1 transform")).to_have_value("grayscale", timeout=WAIT_MS)
+    assert is_grayscale(decode_png(img.screenshot()))
+
+    # Everything by keyboard: choose blur, raise its kernel 9 -> 15 with the arrow keys, add a
+    # sepia step and move it first.
+    panel.get_by_label("Step 1 transform").select_option("blur")
+    ksize = panel.locator(".chain-step").nth(0).get_by_label("ksize")
+    press(page, ksize, "ArrowRight", 3)
+    expect(panel.locator(".chain-step").nth(0).locator("output").first).to_have_text("15")
+    press(page, panel.get_by_role("button", name="Add step"), "Enter")
+    expect(panel.get_by_label("Step 2 transform")).to_be_focused()
+    panel.get_by_label("Step 2 transform").select_option("sepia")
+    press(page, panel.get_by_role("button", name="Move up step 2"), "Enter")
+    expect(panel.get_by_label("Step 1 transform")).to_be_focused()
+    expect(panel.locator(".chain-spec")).to_have_text("sepia,blur:ksize=15")
+    press(page, panel.get_by_role("button", name="Apply"), "Enter")
+
+    # The stats read the chain from the frames; the picture is in colour now.
+    expect(page.locator("#stat-transform")).to_have_text("sepia,blur:ksize=15", timeout=WAIT_MS)
+    expect(page.locator("#chain-status")).to_contain_text("Applied", timeout=WAIT_MS)
+    page.wait_for_timeout(500)  # the <img> paints the frames the stats have already seen
+    coloured = decode_png(img.screenshot())
+    assert not is_grayscale(coloured), "the picture should be in sepia colours now"
+    page.locator("#player").screenshot(path=screenshots / "chain-sepia-blur.png")
+    page.locator("#chain").screenshot(path=screenshots / "chain-editor.png")
+
+    # Remove both steps and choose edges: a mostly black edge map.
+    press(page, panel.get_by_role("button", name="Remove step 2"), "Enter")
+    panel.get_by_label("Step 1 transform").select_option("edges")
+    panel.get_by_role("button", name="Apply").click()
+    expect(page.locator("#stat-transform")).to_have_text("edges", timeout=WAIT_MS)
+    page.wait_for_timeout(500)
+    edges = decode_png(img.screenshot())
+    assert (edges.max(axis=2) < 60).mean() > 0.8, "an edge map is mostly black"
+    assert problems.errors == []
+
+
+def test_the_editor_fits_a_phone(stack, page, screenshots):
+    page.set_viewport_size({"width": 390, "height": 844})
+    open_page(page, stack)
+    panel = page.locator("#chain")
+    panel.get_by_role("button", name="Add step").click()
+    panel.get_by_label("Step 2 transform").select_option("faceblur")  # the most parameters
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page scrolls sideways by {overflow}px on a phone"
+    assert panel.bounding_box()["y"] > page.locator("#view-processed img").bounding_box()["y"]
+    panel.screenshot(path=screenshots / "chain-editor-narrow.png")
+
+
+def test_an_upload_uses_the_editor_chain(stack, page):
+    open_page(page, stack)
+    form = page.locator("#upload-form")
+    form.get_by_label("Step 1 transform").select_option("invert")
+    form.get_by_role("button", name="Add step").click()
+    form.get_by_label("Step 2 transform").select_option("flip")
+    form.locator(".chain-step").nth(1).get_by_label("axis").select_option("v")
+    expect(form.locator(".chain-spec")).to_have_text("invert,flip:axis=v")
+    page.locator("#upload-file").set_input_files(SAMPLE_PNG)
+    form.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-compare")).to_be_visible(timeout=60_000)
+    expect(page.locator("#upload-status")).to_contain_text("invert,flip:axis=v")
+    result_url = page.locator("#upload-after").get_attribute("src")
+    result = cv2.imdecode(np.frombuffer(requests.get(f"{stack}{result_url}", timeout=30).content, np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(result, cv2.flip(cv2.bitwise_not(cv2.imread(SAMPLE_PNG)), 0)), "the result is not invert,flip:axis=v"
+    assert re.search(r"done", page.locator("#upload-status").text_content())

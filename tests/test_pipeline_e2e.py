@@ -64,15 +64,16 @@ def test_viewer_resumes_after_last_committed_frame(stack, settings):
     seqs = [p.seq for p in first_visit]
     assert seqs == sorted(set(seqs)), seqs
 
-    # Each frame written to the tab is committed; once the viewer has noticed the tab is gone
-    # and closed its consumer, the committed offset is final (however slow the machine).
+    # Each frame the tab's machine acknowledged is committed; once the viewer has noticed the
+    # tab is gone and closed its consumer, the committed offset is final (however slow the machine).
     wait_for_resume_consumers_closed(stack)
     offsets = committed_offsets(settings, "viewer-a")
     assert len(offsets) == 1, "one stream lives in one partition"
     ((tp, committed),) = offsets.items()
     assert committed > 0
     expected_seq = first_seq(settings, tp, offset=committed)
-    assert expected_seq >= first_visit[-1].seq + 1
+    # Within a frame of the last part read: that one again if its acknowledgement was not in yet.
+    assert first_visit[-1].seq <= expected_seq <= first_visit[-1].seq + 1
 
     second_visit = read_parts(f"{stack}/stream/sample.mjpg?viewer=a", count=3)
     assert second_visit[0].seq == expected_seq

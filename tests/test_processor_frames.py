@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -167,3 +169,22 @@ def test_pool_runs_in_parallel_and_keeps_order():
         assert p.map(work, [3, 1, 2]) == [9, 1, 4]
     with pytest.raises(ValueError):
         OrderedPool(0)
+
+
+def test_live_chain_changes_apply_per_frame_and_never_split_a_tiled_frame(image, pool):
+    live = {"cam": "invert"}
+    frames = FrameProcessor("grayscale", pool=pool, live_spec=live.get)
+
+    def video_tiles(seq: int) -> list[Frame]:
+        return [replace(tile, stream="cam", seq=seq, job=None, transform=None)
+                for tile in tile_frames(image, "blur", 64, halo=8)]
+
+    first, second = video_tiles(1), video_tiles(2)
+    outputs = frames.process_batch(first[:2])
+    live["cam"] = "blur:ksize=5"  # the chain changes between two batches holding one frame's tiles
+    outputs += frames.process_batch(first[2:] + second)
+    assert [out.transform for out in outputs] == ["invert"] * len(first) + ["blur:ksize=5"] * len(second)
+    assert np.array_equal(assemble(outputs[:len(first)]), parse_spec("invert")(image))
+    # A whole frame of another stream gets the default, and a frame's own header wins.
+    other, own = frames.process_batch([png_frame(image, stream="door"), png_frame(image, stream="cam", transform="sepia")])
+    assert (other.transform, own.transform) == ("grayscale", "sepia")

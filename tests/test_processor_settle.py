@@ -7,10 +7,13 @@ import logging
 from kafka import OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.future import Future
+from kafka.producer.future import FutureProduceResult, FutureRecordMetadata
 
 from pipeline.settings import Settings
+from processor import run
+from processor.dead_letters import MAX_REASON_CHARS
 from processor.heartbeat import ProcessorStats
-from processor.run import OffsetKeeper, _Batch, _complete, _redo, _Send, _settle
+from processor.run import OffsetKeeper, _Batch, _complete, _dead_letter, _redo, _Send, _settle
 
 
 class Record:
@@ -22,14 +25,15 @@ class Record:
 class Broker:
     """Stands in for KafkaProducer: answers every send with ``verdicts`` in turn (None = ack)."""
 
-    config = {"delivery_timeout_ms": 120_000}
-
-    def __init__(self, *verdicts) -> None:
+    def __init__(self, *verdicts, delivery_timeout_ms: int = 120_000) -> None:
+        self.config = {"delivery_timeout_ms": delivery_timeout_ms}
         self.verdicts = list(verdicts)
         self.sent: list[tuple[str, list]] = []
+        self.values: list[bytes | None] = []
 
     def send(self, topic, key=None, value=None, headers=None, partition=None) -> Future:
         self.sent.append((topic, headers))
+        self.values.append(value)
         return settled(self.verdicts.pop(0) if self.verdicts else None)
 
     def flush(self) -> None:
@@ -63,6 +67,29 @@ def test_retriable_failure_or_lost_dead_letter_means_redo():
     # The dead letter for a refused output is itself not delivered: redo as well.
     refused = [_Send(Record(0), settled(MessageSizeTooLargeError("big")), True)]
     assert not _settle(refused, Broker(KafkaTimeoutError("away")), Settings(), ProcessorStats())
+
+
+def test_a_send_never_answered_is_not_delivered(monkeypatch):
+    monkeypatch.setattr(run, "ACK_WAIT_MARGIN_S", 0.05)
+    pending = FutureRecordMetadata(FutureProduceResult(TopicPartition("processed", 0)), 0, 0, None, 3, 10, 0)
+    assert not _settle([_Send(Record(0), pending, True)], Broker(delivery_timeout_ms=0), Settings(), ProcessorStats())
+
+
+def test_a_dead_letter_that_cannot_fit_describes_the_original_instead_of_copying_it():
+    big = Record(7)
+    big.value = b"x" * 5000
+    big.headers = [("stream", b"cam"), ("transform", b"t" * 100_000)]
+    broker = Broker()
+    _dead_letter(broker, Settings(max_message_bytes=4096), big, ValueError("cannot decode " + "y" * 10_000))
+    (_, headers), = broker.sent
+    fields = dict(headers)
+    assert broker.values == [None]
+    assert fields["source"] == b"raw/0/7" and fields["size"] == b"5000" and b"5000 bytes" in fields["omitted"]
+    assert fields["stream"] == b"cam" and "transform" not in fields  # a header too long to be a frame's is left out
+    assert len(fields["error"]) <= MAX_REASON_CHARS
+    small = Record(8)
+    _dead_letter(broker, Settings(), small, ValueError("bad"))
+    assert broker.values[-1] == b"jpeg bytes" and "omitted" not in dict(broker.sent[-1][1])
 
 
 class Consumer:

@@ -208,20 +208,24 @@ def test_bgremove_keeps_moving_object_replaces_background():
     assert not np.array_equal(fresh, out)
 
 
-def test_bgreplace_otsu_colour_and_image(tmp_path):
+def test_bgreplace_otsu_colour_and_backdrop():
     frame = np.full((60, 80, 3), 220, np.uint8)
     cv2.rectangle(frame, (25, 15), (55, 45), (40, 30, 20), -1)
     out = run("bgreplace:method=otsu:color=ff0000", frame)
     assert (out[20:40, 30:50] == (40, 30, 20)).all()
     assert (out[:10] == (0, 0, 255)).all()  # red in BGR
-    backdrop = np.zeros((30, 40, 3), np.uint8)
-    backdrop[:] = (10, 200, 10)
-    path = tmp_path / "back drop.png"
-    cv2.imwrite(str(path), backdrop)
-    out = run(f"bgreplace:method=otsu:image={str(path).replace(' ', '%20')}", frame)
-    assert (out[:10] == (10, 200, 10)).all() and (out[20:40, 30:50] == (40, 30, 20)).all()
-    with pytest.raises(TransformError, match="cannot read"):
-        parse_spec(f"bgreplace:image={tmp_path}/missing.png")
+    out = run("bgreplace:method=otsu:backdrop=checker", frame)
+    assert (out[20:40, 30:50] == (40, 30, 20)).all()
+    assert set(np.unique(out[:10])) == {150, 205}  # the two grays of the checkerboard
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "sample_media/sample.png", "/no/such/file.png"])
+def test_bgreplace_names_no_file(path):
+    # Specs come from uploads: a background is one of the built-in names, never a path.
+    with pytest.raises(TransformError, match="unknown parameter 'image'"):
+        parse_spec(f"bgreplace:image={path}")
+    with pytest.raises(TransformError, match="backdrop must be one of none, gradient, checker, stripes"):
+        parse_spec(f"bgreplace:backdrop={path}")
 
 
 def test_bgreplace_grabcut_separates_object_from_textured_background():

@@ -264,10 +264,12 @@ def test_a_restarted_viewer_assembles_jobs_whose_tiles_were_all_stored(broker, t
 
 @pytest.fixture(scope="module")
 def strict(module_settings, tmp_path_factory):
-    """A viewer with small limits: 300 kB, 200 kP, 100 kB messages (no processors needed: all refused)."""
+    """A viewer with small limits: 300 kB, 200 kP, 100 kB messages, 50 ms of work (no processors
+    needed: all refused)."""
     settings = dataclasses.replace(module_settings, max_upload_bytes=300_000, max_upload_pixels=200_000,
                                    max_message_bytes=100_000)
-    app = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path_factory.mktemp("strict") / "jobs.db")})
+    app = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path_factory.mktemp("strict") / "jobs.db"),
+                      "MAX_JOB_WORK_S": 0.05})
     yield app.test_client()
     app.extensions["uploads"].close()
 
@@ -294,16 +296,32 @@ BAD_INPUTS = {
     "unknown transform": ({"image": small_png, "transform": "grayscale,sparkle"}, 400, "unknown transform"),
     "bad parameter": ({"image": small_png, "transform": "blur:ksize=4"}, 400, "must be odd"),
     "bad tile": ({"image": small_png, "tile": "big"}, 400, "tile must be an integer"),
+    # A readable image on the server's disk and a missing one get the same answer.
+    "background from a server path": ({"image": small_png, "transform": "bgreplace:image=sample_media/sample.png"},
+                                      400, "unknown parameter 'image'"),
+    "background from a missing path": ({"image": small_png, "transform": "bgreplace:image=/no/such.png"},
+                                       400, "unknown parameter 'image'"),
+    "superscript tile": ({"image": small_png, "tile": "\u00b9\u00b2\u2078"}, 400, "tile must be an integer"),
+    "arabic-indic tile": ({"image": small_png, "tile": "\u0661\u0662\u0668"}, 400, "tile must be an integer"),
     "text file": ({"image": b"just some words\n"}, 415, "not an image"),
     "gif": ({"image": stored("no_time_for_that_tiny.gif")}, 415, "unsupported image type gif"),
     "tiff": ({"image": stored("multipage_rgb.tif")}, 415, "unsupported image type tiff"),
     "truncated png": ({"image": lambda: photo_bytes("chelsea.png")[:100_000]}, 400, "truncated PNG"),
     "truncated jpeg": ({"image": lambda: photo_bytes("rocket.jpg")[:60_000]}, 400, "truncated JPEG"),
-    "corrupt png": ({"image": corrupt_png}, 400, "corrupt png"),
+    # Tiled, so the whole-image message limit (checked before decoding) does not answer first.
+    "corrupt png": ({"image": corrupt_png, "tile": "128"}, 400, "corrupt png"),
     "empty file": ({"image": b""}, 400, "is empty"),
     "too many bytes": ({"image": stored("coffee.png")}, 413, "MAX_UPLOAD_BYTES=300000"),
     "too many pixels": ({"image": stored("rocket.jpg")}, 413, "MAX_UPLOAD_PIXELS=200000"),
     "whole image over a message": ({"image": stored("chelsea.png"), "transform": "edges"}, 413, "needs the whole image"),
+    "output over the pixel limit": ({"image": small_png, "transform": "upscale:factor=8,upscale:factor=8"}, 413,
+                                    "makes a 4096x4096 image"),
+    "intermediate over the pixel limit": ({"image": small_png, "transform": "upscale:factor=8,resize:factor=0.125"},
+                                          413, "intermediate image"),
+    "chain too long": ({"image": small_png, "transform": ",".join(["blur:ksize=99"] * 60)}, 400, "at most 16 steps"),
+    "spec too long": ({"image": small_png, "transform": "grayscale," * 500}, 400, "at most 4096 characters"),
+    "work over the limit": ({"image": stored("chelsea.png"), "transform": ",".join(["blur:ksize=99"] * 16),
+                             "tile": "128"}, 422, "MAX_JOB_WORK_S=0.05"),
     "png bomb": ({"image": lambda: with_png_size(small_png(), 30_000, 30_000)}, 413, "30000x30000"),
     "jpeg bomb": ({"image": lambda: with_jpeg_size(photo_bytes("rocket.jpg"), 20_000, 20_000)}, 413, "20000x20000"),
 }

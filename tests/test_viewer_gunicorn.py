@@ -144,7 +144,7 @@ def test_viewer_resumes_across_a_server_restart(module_settings, feed, server):
 
     ((tp, committed),) = settled_offsets(module_settings, "viewer-restart").items()
     expected = first_seq(module_settings, tp, offset=committed, stream="cam")
-    assert expected > seqs[-1]
+    assert seqs[-1] <= expected <= seqs[-1] + 1
 
     second = Gunicorn(module_settings)
     try:
@@ -182,7 +182,8 @@ def test_concurrent_uploads_on_two_gevent_workers_all_finish_pixel_exact(module_
     with open(SAMPLE_PNG, "rb") as f:
         png = f.read()
     expected = parse_spec(spec)(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR))
-    g = Gunicorn(module_settings, {"JOBS_DB": str(tmp_path / "jobs.sqlite3")}, workers=2)
+    # One client with four jobs at once: above the default per-client limit.
+    g = Gunicorn(module_settings, {"JOBS_DB": str(tmp_path / "jobs.sqlite3"), "MAX_JOBS_PER_CLIENT": "4"}, workers=2)
     processors = Processors(module_settings, 1)
 
     def one_job(_) -> np.ndarray:

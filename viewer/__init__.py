@@ -18,10 +18,12 @@ DEFAULT_KEEPALIVE_S = 2.0
 
 def blueprints() -> list:
     """Every blueprint of the viewer, registered in this order: the one place to add routes."""
+    from viewer.routes.chains import bp as chains
     from viewer.routes.live import bp as viewer
     from viewer.routes.replay import bp as replay
+    from viewer.routes.window import bp as window
 
-    return [viewer, replay]
+    return [viewer, replay, window, chains]
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -29,6 +31,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     config may hold SETTINGS (else read from the environment) and KEEPALIVE_S.
     """
+    from viewer import headers
     from viewer.state import ViewerState
     from viewer.stills import upload
 
@@ -39,4 +42,5 @@ def create_app(config: dict | None = None) -> Flask:
     for bp in blueprints():
         app.register_blueprint(bp)
     upload.init_app(app, settings)
+    headers.init_app(app)
     return app

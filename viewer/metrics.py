@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -17,6 +19,11 @@ class ViewerMetrics:
         self.frames_received = Counter(
             "viewer_frames_received", "Frames published by a live hub", ["topic", "stream"], registry=r
         )
+        self.frames_behind = Counter(
+            "viewer_frames_behind_skipped",
+            "Frames a live hub did not show: newer input was already queued behind them (a processor catching up)",
+            ["topic"], registry=r,
+        )
         self.clients = Gauge("viewer_clients", "Open MJPEG responses", ["mode"], registry=r)
         self.resume_consumers = Gauge("viewer_resume_consumers", "Open Kafka consumers of resuming viewers", registry=r)
         self.consumer_lag = Gauge(
@@ -24,9 +31,39 @@ class ViewerMetrics:
             ["stream", "topic", "group"], registry=r,
         )
         self.latency = Histogram(
-            "viewer_frame_latency_seconds", "Producer read time to the part being written to a client",
+            "viewer_frame_latency_seconds",
+            "Producer read time to the part being written to a client (one sample per client per second)",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r,
         )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class ClientTally:
+    """One MJPEG client's parts, added to the shared metrics about once a second and at
+    close(): updating shared counters per client per frame cost ~3 % of a worker serving
+    1,000 clients. The latency histogram gets one sample (the newest part) per flush."""
+
+    def __init__(self, metrics: ViewerMetrics, stream: str, mode: str, every_s: float = 1.0) -> None:
+        self.served = metrics.frames_served.labels(stream, mode)
+        self.latency = metrics.latency
+        self.every_s = every_s
+        self.count = 0
+        self.newest_ts_ms: int | None = None
+        self.due = time.monotonic() + every_s
+
+    def __call__(self, frame) -> None:
+        self.count += 1
+        self.newest_ts_ms = frame.ts_ms
+        if time.monotonic() >= self.due:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.count:
+            self.served.inc(self.count)
+            self.count = 0
+        if self.newest_ts_ms is not None:
+            self.latency.observe(max(0.0, time.time() - self.newest_ts_ms / 1000))
+            self.newest_ts_ms = None
+        self.due = time.monotonic() + self.every_s

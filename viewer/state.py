@@ -1,12 +1,14 @@
 """Per-process viewer state: settings, metrics, the live hubs (one per topic), the heartbeat
-reader and the lag sampler. Every background reader starts on first use."""
+reader, the lag sampler and the control topic's reader. Every one starts on first use."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from flask import current_app
 
+from pipeline.control import ChainControl
 from pipeline.settings import Settings
 from viewer.live.hub import LiveHub
 from viewer.metrics import ViewerMetrics
@@ -19,15 +21,26 @@ class ViewerState:
     def __init__(self, settings: Settings, keepalive_s: float) -> None:
         self.settings = settings
         self.keepalive_s = keepalive_s
+        # How often a response waiting on an idle stream wakes to check its keep-alive.
+        self.tick_s = min(1.0, max(0.05, keepalive_s))
         self.metrics = ViewerMetrics()
-        self.processed = LiveHub(settings, settings.processed_topic, self.metrics)
-        self.raw = LiveHub(settings, settings.raw_topic, self.metrics)
+        self.processed = LiveHub(settings, settings.processed_topic, self.metrics, self.tick_s)
+        self.raw = LiveHub(settings, settings.raw_topic, self.metrics, self.tick_s)
         self.workers = WorkerRegistry(settings)
         self.broker = BrokerIdentity()
         self.lag = LagSampler(settings, self.metrics, lambda: [name for name, _ in self.processed.stream_slots()])
+        self._chains: ChainControl | None = None
+        self._chains_lock = threading.Lock()
 
     def hub(self, raw: bool) -> LiveHub:
         return self.raw if raw else self.processed
+
+    def chains(self) -> ChainControl:
+        """The streams' live chains (the control topic), connected on first use."""
+        with self._chains_lock:
+            if self._chains is None:
+                self._chains = ChainControl(self.settings, "viewer-control")
+            return self._chains
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop every reader within one shared deadline: readers stuck connecting to a dead
@@ -38,6 +51,8 @@ class ViewerState:
         deadline = time.monotonic() + timeout_s
         for loop in loops:
             loop.stop(max(0.0, deadline - time.monotonic()))
+        if self._chains is not None:
+            self._chains.close()
 
 
 def state() -> ViewerState:

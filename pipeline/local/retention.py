@@ -63,7 +63,9 @@ class TopicRotator:
     """Deletes and recreates the pipeline's topics with their configured partition counts."""
 
     def __init__(self, settings: Settings) -> None:
-        self.specs = topic_specs(settings)
+        # The control topic is kept: it is tiny, and recreating it would silently send every
+        # stream back to the processors' default chain.
+        self.specs = [spec for spec in topic_specs(settings) if spec.name != settings.control_topic]
         self.admin = make_admin(settings)
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from pipeline.transforms.registry import (
     Transform,
     TransformError,
     as_bgr,
+    catalog,
     describe,
     format_value,
     lookup,
@@ -26,7 +27,7 @@ from pipeline.transforms.registry import (
 
 __all__ = [
     "FACE_CASCADE", "IDENTITY_NAMES", "INTERPOLATIONS", "REGISTRY", "SEPIA_BGR", "Chain", "Param",
-    "Transform", "TransformError", "as_bgr", "background", "describe", "draw_text", "faces",
+    "Transform", "TransformError", "as_bgr", "background", "catalog", "describe", "draw_text", "faces",
     "format_value", "geometry", "load_face_cascade", "lookup", "neighbourhood", "overlays",
     "parse_color", "parse_spec", "pixelate_blocks", "pointwise", "register", "scale_boxes",
 ]

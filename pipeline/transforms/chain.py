@@ -14,9 +14,13 @@ from typing import Any
 import numpy as np
 
 from pipeline.tiling import IDENTITY, Geometry
-from pipeline.transforms.registry import Kwargs, Transform, TransformError, as_bgr, format_value, lookup
+from pipeline.transforms.registry import Kwargs, Size, Transform, TransformError, as_bgr, format_value, lookup, pixels
 
 IDENTITY_NAMES = ("", "none", "identity")
+# Specs arrive with uploads and records: a chain's length (and its text's) is bounded before
+# anything is built, so a long spec can neither take the parser's time nor a processor's.
+MAX_STEPS = 16
+MAX_SPEC_CHARS = 4096
 
 
 class Chain:
@@ -29,6 +33,9 @@ class Chain:
     """
 
     def __init__(self, steps: Iterable[tuple[str | Transform, Kwargs]] = ()) -> None:
+        steps = list(steps)
+        if len(steps) > MAX_STEPS:
+            raise TransformError(f"a chain has at most {MAX_STEPS} steps, got {len(steps)}")
         resolved = []
         for step, kwargs in steps:
             transform = step if isinstance(step, Transform) else lookup(step)
@@ -72,6 +79,23 @@ class Chain:
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return self.geometry.out_size((height, width))
+
+    def sizes(self, height: int, width: int) -> list[Size]:
+        """The image size before the first step and after each step."""
+        out = [(height, width)]
+        for transform, kwargs in self.steps:
+            out.append(transform.geometry_of(kwargs).out_size(out[-1]))
+        return out
+
+    def peak_pixels(self, height: int, width: int) -> int:
+        """The largest image any step makes from a ``height`` x ``width`` input."""
+        return max(pixels(size) for size in self.sizes(height, width))
+
+    def work_s(self, height: int, width: int) -> float:
+        """Estimated seconds of one core to run the chain on a ``height`` x ``width`` image."""
+        sizes = self.sizes(height, width)
+        return sum(transform.work_of(kwargs, size_in, size_out)
+                   for (transform, kwargs), size_in, size_out in zip(self.steps, sizes[:-1], sizes[1:], strict=True)) / 1e9
 
     @property
     def halo(self) -> int:
@@ -142,6 +166,8 @@ def parse_spec(spec: str) -> Chain:
     Empty, ``none`` and ``identity`` steps are skipped (so ``""`` is the identity chain). Raises TransformError on any
     unknown name, unknown or duplicate parameter, bad value or missing ``=``.
     """
+    if len(spec) > MAX_SPEC_CHARS:
+        raise TransformError(f"a spec has at most {MAX_SPEC_CHARS} characters, got {len(spec)}")
     steps = []
     for raw_step in spec.replace("|", ",").split(","):
         if raw_step.strip().lower() in IDENTITY_NAMES:
@@ -158,4 +184,6 @@ def parse_spec(spec: str) -> Chain:
                 raise TransformError(f"{transform.name}: parameter {key!r} given twice")
             kwargs[key] = urllib.parse.unquote(value)
         steps.append((transform, kwargs))
+        if len(steps) > MAX_STEPS:
+            raise TransformError(f"a chain has at most {MAX_STEPS} steps")
     return Chain(steps)

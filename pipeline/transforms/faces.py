@@ -7,7 +7,17 @@ import cv2
 import numpy as np
 
 from pipeline.tiling import scaled_length
-from pipeline.transforms.registry import ImageFn, Param, TransformError, parse_color, register, to_gray
+from pipeline.transforms.registry import (
+    ImageFn,
+    Kwargs,
+    Param,
+    Size,
+    TransformError,
+    parse_color,
+    pixels,
+    register,
+    to_gray,
+)
 
 FACE_CASCADE = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
 
@@ -42,6 +52,25 @@ _FACE_PARAMS = (
 )
 
 
+MAX_BLUR_KSIZE = 255  # also bounds "half the face size": a larger kernel costs more, looks the same
+
+
+def _detect_work(kwargs: Kwargs, size_in: Size, size_out: Size) -> float:
+    """Haar detection: ~800 ns per pixel of the detection copy per pyramid level's worth of
+    pixels (measured: 2.6 us/px at scale 1.2 on 1 MP, 33 us/px at scale 1.01), plus a copy."""
+    height, width = size_in
+    detect_width = kwargs["detect_width"]
+    ratio = detect_width / width if 0 < detect_width < width else 1.0
+    pyramid = 1 / (1 - 1 / kwargs["scale"] ** 2)  # every level's pixels over the first level's
+    return pixels(size_in) * (ratio * ratio * 800 * pyramid + 3)
+
+
+def _faceblur_work(kwargs: Kwargs, size_in: Size, size_out: Size) -> float:
+    # At worst the faces cover the whole image once, blurred with the largest kernel.
+    ksize = kwargs["ksize"] or MAX_BLUR_KSIZE
+    return _detect_work(kwargs, size_in, size_out) + pixels(size_in) * (2 + 1.8 * ksize)
+
+
 def _face_detector(scale: float, neighbors: int, min_size: int, detect_width: int
                    ) -> Callable[[np.ndarray], list[tuple[int, int, int, int]]]:
     cascade = load_face_cascade()  # per chain: detectMultiScale is not shared across threads
@@ -65,7 +94,7 @@ def _face_detector(scale: float, neighbors: int, min_size: int, detect_width: in
           *_FACE_PARAMS,
           Param("color", str, "00ff00", "box colour, RRGGBB hex"),
           Param("thickness", int, 2, "box line width", min=1, max=50),
-          tileable=False)  # a face can straddle tiles
+          tileable=False, work=_detect_work)  # a face can straddle tiles
 def _faces(scale: float, neighbors: int, min_size: int, detect_width: int, color: str,
            thickness: int) -> ImageFn:
     detect = _face_detector(scale, neighbors, min_size, detect_width)
@@ -81,8 +110,8 @@ def _faces(scale: float, neighbors: int, min_size: int, detect_width: int, color
 
 @register("faceblur", "Blur detected faces (Haar cascade on a downscaled copy).",
           *_FACE_PARAMS,
-          Param("ksize", int, 0, "blur kernel; 0 = half the face size", min=0, max=255),
-          tileable=False)
+          Param("ksize", int, 0, "blur kernel; 0 = half the face size", min=0, max=MAX_BLUR_KSIZE),
+          tileable=False, work=_faceblur_work)
 def _faceblur(scale: float, neighbors: int, min_size: int, detect_width: int, ksize: int
               ) -> ImageFn:
     detect = _face_detector(scale, neighbors, min_size, detect_width)
@@ -90,7 +119,7 @@ def _faceblur(scale: float, neighbors: int, min_size: int, detect_width: int, ks
     def faceblur(image: np.ndarray) -> np.ndarray:
         out = image.copy()
         for x, y, w, h in detect(image):
-            k = ksize or max(w, h) // 2
+            k = ksize or min(max(w, h) // 2, MAX_BLUR_KSIZE)
             k += 1 - k % 2  # GaussianBlur needs an odd kernel
             roi = out[y:y + h, x:x + w]
             roi[...] = cv2.GaussianBlur(roi, (k, k), 0)

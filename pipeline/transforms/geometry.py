@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 
 from pipeline.tiling import Geometry, scaled_length
-from pipeline.transforms.registry import ImageFn, Param, register
+from pipeline.transforms.registry import ImageFn, Param, per_pixel, register
 
 
 @register("rotate90", "Rotate 90 degrees clockwise.", geometry=lambda kwargs: Geometry((("rotate", 1),)))
@@ -61,9 +61,13 @@ def _resize_params(factor: float, interpolation: str, low: float) -> tuple[Param
                   choices=tuple(INTERPOLATIONS)))
 
 
+# ns per pixel of the larger of input and output (measured single-threaded, rounded up).
+_INTERPOLATION_WORK = {"nearest": 2, "linear": 3, "cubic": 5, "lanczos": 25, "area": 4}
+
 _RESIZE_TILING = {
     "halo": lambda kwargs: _INTERPOLATION_HALO[kwargs["interpolation"]],
     "geometry": lambda kwargs: Geometry((("scale", kwargs["factor"]),)),
+    "work": per_pixel(lambda kwargs: _INTERPOLATION_WORK[kwargs["interpolation"]]),
 }
 
 

@@ -18,6 +18,9 @@ from pipeline.tiling import IDENTITY, Geometry
 
 ImageFn = Callable[[np.ndarray], np.ndarray]
 Kwargs = Mapping[str, Any]
+Size = tuple[int, int]  # (height, width)
+# Estimated nanoseconds of one core to run a step on an image: (parameters, input size, output size).
+WorkFn = Callable[[Kwargs, Size, Size], float]
 
 
 class TransformError(ValueError):
@@ -89,6 +92,13 @@ class Param:
         return f"{self.name}: {self.type.__name__} = {default}{rule}  {self.help}"
 
 
+    def to_json(self) -> dict[str, Any]:
+        """What a client needs to build a control for this parameter and to stay in range."""
+        return {"name": self.name, "type": self.type.__name__, "default": self.default, "help": self.help,
+                "min": self.min, "max": self.max, "choices": None if self.choices is None else list(self.choices),
+                "odd": self.odd}
+
+
 def format_value(value: Any) -> str:
     """Spec text for a parameter value; round-trips through :meth:`Param.convert`."""
     if isinstance(value, bool):
@@ -110,6 +120,22 @@ def _same(kwargs: Kwargs) -> Geometry:
     return IDENTITY
 
 
+def pixels(size: Size) -> int:
+    return size[0] * size[1]
+
+
+def per_pixel(ns: float | Callable[[Kwargs], float]) -> WorkFn:
+    """Work of ``ns`` nanoseconds (a number, or one computed from the parameters) per pixel of
+    the larger of input and output; measured single-threaded on 1 MP, rounded up."""
+    def work(kwargs: Kwargs, size_in: Size, size_out: Size) -> float:
+        rate = ns(kwargs) if callable(ns) else ns
+        return rate * max(pixels(size_in), pixels(size_out))
+    return work
+
+
+_CHEAP = per_pixel(3.0)  # a lookup table, a colour conversion, a copy
+
+
 @dataclass(frozen=True)
 class Transform:
     """A registered transform: its parameters, a factory, and what tiling needs to know.
@@ -118,7 +144,8 @@ class Transform:
     (MOG2) keep their state per chain. ``halo_of`` gives the context pixels a tile needs on
     each side (input pixels); ``align_of`` the block grid a tile origin must sit on;
     ``geometry_of`` how output pixels map from input. ``tileable`` is False for stateful and
-    global transforms, whose tiled output could not equal whole-image output.
+    global transforms, whose tiled output could not equal whole-image output. ``work_of``
+    estimates the CPU time of one run, so a server can refuse a chain before running it.
     """
 
     name: str
@@ -129,6 +156,7 @@ class Transform:
     halo_of: Callable[[Kwargs], int] = _zero
     geometry_of: Callable[[Kwargs], Geometry] = _same
     align_of: Callable[[Kwargs], int] = _one
+    work_of: WorkFn = _CHEAP
 
     def resolve(self, kwargs: Kwargs) -> dict[str, Any]:
         """All parameters, defaults filled in, converted and validated."""
@@ -165,10 +193,11 @@ REGISTRY: dict[str, Transform] = {}
 def register(name: str, help: str, *params: Param, tileable: bool = True,
              halo: Callable[[Kwargs], int] = _zero,
              geometry: Callable[[Kwargs], Geometry] = _same,
-             align: Callable[[Kwargs], int] = _one) -> Callable:
+             align: Callable[[Kwargs], int] = _one,
+             work: WorkFn = _CHEAP) -> Callable:
     """Decorator: register ``factory`` under ``name`` in :data:`REGISTRY`."""
     def decorate(factory: Callable[..., ImageFn]) -> Callable[..., ImageFn]:
-        REGISTRY[name] = Transform(name, help, params, factory, tileable, halo, geometry, align)
+        REGISTRY[name] = Transform(name, help, params, factory, tileable, halo, geometry, align, work)
         return factory
     return decorate
 
@@ -223,3 +252,14 @@ def describe() -> str:
         lines.append(f"{name}  [{tiling}]  {transform.help}")
         lines.extend(f"    {param.describe()}" for param in transform.params)
     return "\n".join(lines)
+
+
+def catalog() -> list[dict[str, Any]]:
+    """Every transform as JSON, by name: enough for a client to build forms (``GET /transforms``)."""
+    out = []
+    for name in sorted(REGISTRY):
+        transform = REGISTRY[name]
+        defaults = transform.resolve({})
+        out.append({"name": name, "description": transform.help, "tileable": transform.tileable,
+                    "halo": transform.halo_of(defaults), "params": [param.to_json() for param in transform.params]})
+    return out

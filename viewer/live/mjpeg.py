@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Iterator
+from typing import TYPE_CHECKING
 
-from viewer.live.served import ServedFrame
+if TYPE_CHECKING:
+    from viewer.live.served import ServedFrame
 
 BOUNDARY = "frame"
 MIMETYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 _DELIMITER = f"\r\n--{BOUNDARY}\r\n".encode()
 
 # A frame source yields a frame, or None when it waited and nothing came (an idle tick).
-FrameTicks = Generator[ServedFrame | None, None, None]
+FrameTicks = Generator["ServedFrame | None", None, None]
 
 
 def part(frame: ServedFrame) -> bytes:
+    """`frame` as one part; ServedFrame.part keeps it, so it is built once per frame, not per client."""
+    chain = f"X-Frame-Transform: {frame.transform}\r\n" if frame.transform else ""
     head = (
         "Content-Type: image/jpeg\r\n"
         f"Content-Length: {len(frame.jpeg)}\r\n"
         f"X-Frame-Seq: {frame.seq}\r\n"
-        f"X-Frame-Ts: {frame.ts_ms}\r\n\r\n"
+        f"X-Frame-Ts: {frame.ts_ms}\r\n{chain}\r\n"
     ).encode()
     # The delimiter goes out with the part: a browser paints a part only once it sees the next
-    # boundary, so sending it later would show every frame one frame late.
-    return head + frame.jpeg + _DELIMITER
+    # boundary, so sending it later would show every frame one frame late. One bytes object:
+    # one socket write per client per frame.
+    return b"".join((head, frame.jpeg, _DELIMITER))
 
 
 def mjpeg(
@@ -45,11 +50,11 @@ def mjpeg(
             if frame is not None:
                 on_frame(frame)
                 last, last_write = frame, now
-                yield part(frame)
+                yield frame.part
             elif now - last_write >= keepalive_s:
                 repeat = last or fallback()
                 last_write = now
                 if repeat is not None:
-                    yield part(repeat)
+                    yield repeat.part
     finally:
         ticks.close()

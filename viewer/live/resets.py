@@ -26,6 +26,8 @@ class GroupResets:
     generation: int = 0
     positions: dict[TopicPartition, int] = field(default_factory=dict)
     readers: int = 0
+    # What the group's readers last committed: tp -> (offset, time of the frame before it).
+    delivered: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
 
 
 class ResetWatch:
@@ -42,10 +44,16 @@ class ResetWatch:
                 self._open = False
                 self.group.readers -= 1
 
-    def commit_or_follow(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata]) -> set[TopicPartition]:
-        """Commit `offsets`, unless a reset came in since this reader last looked: then seek
-        `consumer` to the reset's positions instead (committing only the partitions it did not
-        move) and return the partitions it moved."""
+    def commit_or_follow(
+        self,
+        consumer: KafkaConsumer,
+        offsets: dict[TopicPartition, OffsetAndMetadata],
+        times: dict[TopicPartition, int] | None = None,
+    ) -> set[TopicPartition]:
+        """Commit `offsets` (`times`: the time of each one's last delivered frame), unless a
+        reset came in since this reader last looked: then seek `consumer` to the reset's
+        positions instead (committing only the partitions it did not move) and return the
+        partitions it moved."""
         with self.group.lock:
             moved: dict[TopicPartition, int] = {}
             if self.group.generation != self.seen:
@@ -55,6 +63,9 @@ class ResetWatch:
             keep = {tp: om for tp, om in offsets.items() if tp not in moved}
             if keep:
                 consumer.commit(keep)
+                for tp, om in keep.items():
+                    if times and tp in times:
+                        self.group.delivered[tp] = (om.offset, times[tp])
             for tp, position in moved.items():
                 consumer.seek(tp, position)
         return set(moved)
@@ -89,4 +100,18 @@ def announce(slot: GroupResets, positions: dict[TopicPartition, int]) -> int:
     """Tell the open readers (call inside `resetting`) to seek to `positions`; returns how many."""
     slot.positions = dict(positions)
     slot.generation += 1
+    for tp in positions:
+        slot.delivered.pop(tp, None)
     return slot.readers
+
+
+def delivered(group: str, tp: TopicPartition) -> tuple[int, int] | None:
+    """(committed offset, time of the frame before it) as this process's open readers of
+    `group` last committed them on `tp`; None when none is open or none committed since the
+    last reset (then Kafka knows best)."""
+    with _registry_lock:
+        slot = _groups.get(group)
+    if slot is None:
+        return None
+    with slot.lock:
+        return slot.delivered.get(tp) if slot.readers else None

@@ -1,20 +1,25 @@
-"""Resumable stream reads: one consumer group per viewer id, committing what was delivered."""
+"""Resumable stream reads: one consumer group per viewer id, played at the recorded pace,
+committing what the client has received."""
 
 from __future__ import annotations
 
 import logging
 import re
 import time
+from collections import deque
 
-from kafka import OffsetAndMetadata, TopicPartition
+from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
 
 from pipeline.kafka import make_consumer
 from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
 from pipeline.wire import WireError, decode_record
+from viewer.live.delivery import SentBytes
 from viewer.live.mjpeg import FrameTicks
 from viewer.live.ordering import StreamOrder
-from viewer.live.resets import watch_resets
+from viewer.live.pacing import Pacer
+from viewer.live.resets import ResetWatch, watch_resets
 from viewer.live.served import ServedFrame, served_or_tile
 from viewer.live.tiles import TileReassembler
 from viewer.metrics import ViewerMetrics
@@ -24,27 +29,88 @@ log = logging.getLogger(__name__)
 VIEWER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 VIEWER_ID_RULE = "viewer id must be 1-64 characters of A-Z a-z 0-9 _ . -"
 
+# Frames read ahead of the one being paced: bounds a paced reader's memory.
+READ_AHEAD = 8
+# Commits to Kafka at most this often (and once more when the stream closes).
+COMMIT_EVERY_S = 0.04
+
 
 def viewer_group(viewer_id: str) -> str:
     return f"viewer-{viewer_id}"
 
 
+class Receipts:
+    """Frames written to the client, committed once the client has acknowledged them.
+
+    A frame is committed (as its record's offset + 1) once the client's TCP stack has
+    acknowledged every byte of its part (`SentBytes.acked`), never merely when written.
+    """
+
+    def __init__(self, consumer: KafkaConsumer, resets: ResetWatch, sent: SentBytes) -> None:
+        self.consumer, self.resets, self.sent = consumer, resets, sent
+        self._written: deque[tuple[TopicPartition, int, int, int]] = deque()  # (tp, offset, ts, end byte)
+        self._received: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._times: dict[TopicPartition, int] = {}
+        self._committed_at = 0.0
+
+    def written(self, tp: TopicPartition, offset: int, ts_ms: int) -> None:
+        """The part of the record at `offset` (a frame recorded at `ts_ms`) has just been written
+        (and counted by `sent`)."""
+        self._written.append((tp, offset, ts_ms, self.sent.written))
+
+    def settle(self, final: bool = False) -> set[TopicPartition]:
+        """Commit what the client received (throttled unless `final`); follow an offset reset
+        that came in meanwhile. Returns the partitions a reset moved."""
+        acked = self.sent.acked()
+        while self._written and self._written[0][3] <= acked:
+            tp, offset, ts_ms, _ = self._written.popleft()
+            self._received[tp] = OffsetAndMetadata(offset + 1, "", -1)
+            self._times[tp] = ts_ms
+        now = time.monotonic()
+        due = final or now - self._committed_at >= COMMIT_EVERY_S
+        offsets = self._received if due else {}
+        moved = self.resets.commit_or_follow(self.consumer, offsets, self._times)
+        if offsets:
+            self._received, self._committed_at = {}, now
+        if moved:
+            self._written = deque(w for w in self._written if w[0] not in moved)
+            self._received = {tp: om for tp, om in self._received.items() if tp not in moved}
+        return moved
+
+
+def _at_end(consumer: KafkaConsumer, tp: TopicPartition) -> bool:
+    """Has the reader caught up with the log on `tp`, as far as its last fetch knows?"""
+    high = consumer.highwater(tp)
+    return high is not None and consumer.position(tp) >= high
+
+
 def resumed_frames(
-    settings: Settings, topic: str, stream: str, viewer_id: str, metrics: ViewerMetrics, idle_s: float = 0.25
+    settings: Settings,
+    topic: str,
+    stream: str,
+    viewer_id: str,
+    metrics: ViewerMetrics,
+    sent: SentBytes,
+    speed: float | None = 1.0,
+    idle_s: float = 0.25,
 ) -> FrameTicks:
     """Frames of `stream` from the viewer's committed offsets (a new viewer starts at the newest
-    frame), or None after each idle poll. A frame's offset is committed when the caller asks
-    for the next item, that is once the part has been handed to the client's socket: a closed
-    tab or a restarted server resumes right after the last frame written.
+    frame), or None after each idle wait. Behind the live end frames are sent `speed` times as
+    fast as they were recorded (None: as fast as the client reads); at the live end, as they come.
 
-    Tiled frames are reassembled and a stream spread over partitions is put back in order,
-    per viewer. Each frame commits its own record's offset, so a resume can lose a frame held
-    back at that moment (early tiles of the next frame, or a frame waiting for a gap).
+    `sent` counts the response's bytes: a frame's offset is committed once the client has
+    acknowledged its part, so a closed tab or a restarted server resumes right after the last
+    frame that reached the client. Tiled frames are reassembled and a stream spread over
+    partitions is put back in order, per viewer; each frame commits its own record's offset, so
+    a resume can lose a frame held back at that moment (early tiles of the next frame, or a
+    frame waiting for a gap).
     """
     group = viewer_group(viewer_id)
     consumer = make_consumer(settings, "viewer", group_id=group, auto_offset_reset="latest")
     resets = watch_resets(group)  # before reading committed offsets, so no reset slips in between
+    receipts = Receipts(consumer, resets, sent)
     tiles = TileReassembler()
+    pacer = Pacer(speed)
     metrics.resume_consumers.inc()
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
@@ -57,11 +123,12 @@ def resumed_frames(
         consumer.assign(tps)
         for tp, offset in starts.items():
             consumer.seek(tp, offset)
-        log.info("viewer group=%s stream=%s resuming on %d partition(s), %d new", group, stream, len(tps), len(fresh))
+        log.info("viewer group=%s stream=%s resuming on %d partition(s), %d new, speed=%s",
+                 group, stream, len(tps), len(fresh), speed or "max")
         order: StreamOrder[tuple[ServedFrame, TopicPartition, int]] = StreamOrder()
         while True:
             # A spread stream may hold frames for a gap: come back soon to release them.
-            batch = consumer.poll(timeout_ms=50 if order.any_spread else int(idle_s * 1000))
+            batch = consumer.poll(timeout_ms=50 if order.any_spread else int(idle_s * 1000), max_records=READ_AHEAD)
             arrivals = []
             for tp, records in batch.items():
                 for record in records:
@@ -79,18 +146,34 @@ def resumed_frames(
             ready += order.poll(time.monotonic())
             delivered = False
             stale: set[TopicPartition] = set()  # partitions an offset reset moved meanwhile
-            for served, tp, offset in ready:
+            for i, (served, tp, offset) in enumerate(ready):
+                if tp in stale:
+                    continue
+                live = i == len(ready) - 1 and _at_end(consumer, tp)
+                due = pacer.due(served.ts_ms, time.monotonic(), live)
+                while tp not in stale and (wait := due - time.monotonic()) > 0:
+                    # Waiting out the recorded pace: keep-alives go on, a reset cuts the wait short.
+                    time.sleep(min(wait, idle_s))
+                    if wait > idle_s:
+                        yield None
+                    stale |= receipts.settle()
                 if tp in stale:
                     continue
                 yield served
                 delivered = True
-                stale |= resets.commit_or_follow(consumer, {tp: OffsetAndMetadata(offset + 1, "", -1)})
-            stale |= resets.commit_or_follow(consumer, {})  # a reset while no frame of the stream arrives
+                receipts.written(tp, offset, served.ts_ms)
+                stale |= receipts.settle()
+            stale |= receipts.settle()  # also a reset while no frame of the stream arrives
             if stale:
                 order = StreamOrder()  # the stream goes on from the reset position: start over
+                pacer.restart()
             if not delivered:
                 yield None
     finally:
+        try:
+            receipts.settle(final=True)
+        except KafkaError as exc:
+            log.warning("viewer group=%s stream=%s last commit failed: %s", group, stream, exc)
         resets.close()
         consumer.close()
         metrics.resume_consumers.dec()

@@ -2,9 +2,11 @@
 
 The wire contract (``pipeline.tiling.output_tile``): all tiles of a frame share stream and
 seq; ``Frame.tile`` is a ``TileInfo`` header and the frame's width/height are those of the
-whole image the tile belongs in. A processed tile is the core, already placed in *output*
-coordinates (no halo), so no knowledge of the chain is needed. A raw tile (``?raw=1``) still
-carries its halo, which is cropped here: the same code serves both.
+whole image the tile belongs in. Tiles are collected per chain (their ``transform`` header),
+so tiles of one frame that two processors made with two chains (a live chain change around
+a rebalance) are never mixed into one picture. A processed tile is the core, already placed
+in *output* coordinates (no halo), so no knowledge of the chain is needed. A raw tile
+(``?raw=1``) still carries its halo, which is cropped here: the same code serves both.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class AssembledFrame:
     seq: int
     ts_ms: int
     image: np.ndarray = field(repr=False)
+    transform: str | None = None
 
 
 class TileReassembler:
@@ -49,7 +52,7 @@ class TileReassembler:
 
     def __init__(self, max_in_progress: int = MAX_IN_PROGRESS) -> None:
         self.max_in_progress = max_in_progress
-        self._pending: OrderedDict[tuple[str, int], _Pending] = OrderedDict()
+        self._pending: OrderedDict[tuple[str, int, str | None], _Pending] = OrderedDict()
         self.dropped = 0
 
     @property
@@ -63,7 +66,7 @@ class TileReassembler:
             core = crop_halo(decode_image(frame.data), info)
         except (ValueError, CodecError) as exc:
             raise TileError(str(exc)) from None
-        key = (frame.stream, frame.seq)
+        key = (frame.stream, frame.seq, frame.transform)
         pending = self._pending.get(key)
         if pending is None:
             pending = _Pending(Assembler(frame.height, frame.width, info.rows, info.cols), frame.ts_ms)
@@ -76,10 +79,10 @@ class TileReassembler:
         if not complete:
             return None
         del self._pending[key]
-        return AssembledFrame(frame.stream, frame.seq, pending.ts_ms, pending.assembler.image())
+        return AssembledFrame(frame.stream, frame.seq, pending.ts_ms, pending.assembler.image(), frame.transform)
 
     def _evict(self) -> None:
         while len(self._pending) > self.max_in_progress:
-            (stream, seq), pending = self._pending.popitem(last=False)
+            (stream, seq, _), pending = self._pending.popitem(last=False)
             self.dropped += 1
             log.warning("stream=%s seq=%d dropped with %d/%d tiles", stream, seq, pending.assembler.done, pending.assembler.total)

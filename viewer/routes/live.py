@@ -9,11 +9,12 @@ from flask import Blueprint, Response, jsonify, render_template, request
 
 from pipeline.kafka import broker_cluster_id
 from viewer.errors import json_error
+from viewer.live.delivery import SentBytes, response_socket
 from viewer.live.hub import LiveHub
 from viewer.live.mjpeg import MIMETYPE, FrameTicks, mjpeg
+from viewer.live.pacing import parse_speed
 from viewer.live.resume import VIEWER_ID, VIEWER_ID_RULE, resumed_frames
-from viewer.live.served import ServedFrame
-from viewer.metrics import CONTENT_TYPE
+from viewer.metrics import CONTENT_TYPE, ClientTally
 from viewer.state import ViewerState, state
 
 bp = Blueprint("viewer", __name__)
@@ -22,12 +23,12 @@ bp = Blueprint("viewer", __name__)
 FIRST_FRAME_WAIT_S = 3.0
 
 
-def live_frames(hub: LiveHub, stream: str, tick_s: float) -> FrameTicks:
+def live_frames(hub: LiveHub, stream: str) -> FrameTicks:
     """The stream's newest frames as they arrive (skipping any this client was too slow for),
-    None after each `tick_s` without one."""
+    None on each of the hub's idle ticks."""
     version = 0
     while True:
-        got = hub.next_frame(stream, version, timeout_s=tick_s)
+        got = hub.next_frame(stream, version)
         if got is None:
             yield None
         else:
@@ -35,8 +36,9 @@ def live_frames(hub: LiveHub, stream: str, tick_s: float) -> FrameTicks:
             yield frame
 
 
-def tracked(body: Iterator[bytes], st: ViewerState, mode: str, viewer_id: str | None) -> Iterator[bytes]:
-    """Counts the open response in the metrics (and its viewer id for lag) while it is iterated."""
+def tracked(body: Iterator[bytes], st: ViewerState, mode: str, viewer_id: str | None, tally: ClientTally) -> Iterator[bytes]:
+    """Counts the open response in the metrics (and its viewer id for lag) while it is iterated;
+    the client's tally is flushed when it ends."""
     st.metrics.clients.labels(mode).inc()
     if viewer_id is not None:
         st.lag.viewer_connected(viewer_id, +1)
@@ -44,6 +46,7 @@ def tracked(body: Iterator[bytes], st: ViewerState, mode: str, viewer_id: str | 
         yield from body
     finally:
         body.close()
+        tally.flush()
         st.metrics.clients.labels(mode).dec()
         if viewer_id is not None:
             st.lag.viewer_connected(viewer_id, -1)
@@ -62,23 +65,26 @@ def stream_mjpeg(stream: str):
     viewer_id = request.args.get("viewer")
     if viewer_id is not None and not VIEWER_ID.match(viewer_id):
         return json_error(400, VIEWER_ID_RULE)
+    try:
+        speed = parse_speed(request.args.get("speed"))
+    except ValueError as exc:
+        return json_error(400, str(exc))
     st = state()
     hub = st.hub(raw)
     if not hub.wait_for_stream(stream, FIRST_FRAME_WAIT_S):
         return json_error(404, f"unknown stream {stream!r}")
-    tick_s = min(1.0, st.keepalive_s)
+    # A resuming stream commits what the client acknowledged, so it watches its socket.
+    sent = SentBytes(response_socket(request.environ) if viewer_id is not None else None)
     if viewer_id is None:
-        mode, ticks = "live", live_frames(hub, stream, tick_s)
+        mode, ticks = "live", live_frames(hub, stream)
     else:
-        mode, ticks = "resume", resumed_frames(st.settings, hub.topic, stream, viewer_id, st.metrics, idle_s=tick_s)
-    served = st.metrics.frames_served.labels(stream, mode)
-
-    def on_frame(frame: ServedFrame) -> None:
-        served.inc()
-        st.metrics.latency.observe(max(0.0, time.time() - frame.ts_ms / 1000))
-
-    body = mjpeg(ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=on_frame)
-    response = Response(tracked(body, st, mode, viewer_id), mimetype=MIMETYPE)
+        mode = "resume"
+        ticks = resumed_frames(st.settings, hub.topic, stream, viewer_id, st.metrics, sent, speed, idle_s=st.tick_s)
+    tally = ClientTally(st.metrics, stream, mode)
+    body = sent.count(mjpeg(ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=tally))
+    # direct_passthrough: gunicorn iterates the body itself, without werkzeug's re-encoding
+    # and closing wrappers around every part.
+    response = Response(tracked(body, st, mode, viewer_id, tally), mimetype=MIMETYPE, direct_passthrough=True)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -90,6 +96,8 @@ def snapshot(stream: str):
         return json_error(404, f"unknown stream {stream!r}")
     frame = hub.latest(stream)
     headers = {"X-Frame-Seq": str(frame.seq), "X-Frame-Ts": str(frame.ts_ms), "Cache-Control": "no-store"}
+    if frame.transform:
+        headers["X-Frame-Transform"] = frame.transform
     return Response(frame.jpeg, mimetype="image/jpeg", headers=headers)
 
 
@@ -110,6 +118,8 @@ def streams():
                 "height": frame.height if frame else None,
                 "last_seq": frame.seq if frame else None,
                 "last_frame_ts": frame.ts_ms if frame else None,
+                # The chain the newest frame was processed with: what is applied, not what was asked.
+                "transform": frame.transform if frame else None,
                 "age_ms": round(now_ms - frame.ts_ms) if frame else None,
                 "partition": slot.partition,
                 "lag": st.lag.lag.get(name, {}),
@@ -128,6 +138,9 @@ def workers():
 @bp.get("/healthz")
 def healthz():
     st = state()
+    # Whoever waits for health (pipeline up, an orchestrator) is about to send viewers: start
+    # reading the processed topic now, so the first viewer does not wait for the reader's connect.
+    st.processed.ensure_started()
     cluster_id = broker_cluster_id(st.settings, timeout_s=1.0)
     if cluster_id is None:
         return jsonify({"status": "broker unreachable"}), 503

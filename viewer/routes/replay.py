@@ -2,7 +2,8 @@
 
 Auth: with VIEWER_ADMIN_TOKEN set, `Authorization: Bearer <token>` is required (none: 401,
 wrong: 403). Unset, the route refuses with 403, except for loopback clients when the viewer
-runs under `pipeline up` (VIEWER_LOOPBACK_ADMIN=1). A JSON body is required, which also keeps
+runs under `pipeline up` (VIEWER_LOOPBACK_ADMIN=1) and the request carries no forwarding header
+(a reverse proxy on the same host would make anyone's request loopback). A JSON body is required, which also keeps
 cross-site form posts out.
 """
 
@@ -22,6 +23,7 @@ from viewer.state import state
 bp = Blueprint("replay", __name__)
 
 LOOPBACK = ("127.0.0.1", "::1")
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Host", "X-Forwarded-Proto")
 VIEWER_GROUP_PREFIX = "viewer-"
 
 
@@ -39,6 +41,10 @@ def refusal() -> tuple[Response, int] | None:
             return json_error(403, "wrong admin token")
         return None
     if state().settings.loopback_admin and request.remote_addr in LOOPBACK:
+        # A proxy on this host relays anyone's request from loopback; it says so in one of these.
+        relayed = [name for name in FORWARDING_HEADERS if name in request.headers]
+        if relayed:
+            return json_error(403, f"admin route: a relayed request ({relayed[0]} header) needs VIEWER_ADMIN_TOKEN")
         return None
     return json_error(403, "admin routes are off: set VIEWER_ADMIN_TOKEN")
 

@@ -59,14 +59,21 @@ def off_hub(fn: Callable[..., T], *args, **kwargs) -> T:
         return fn(*args, **kwargs)
     import gevent
 
-    def call() -> T:
+    def call() -> tuple[bool, T | BaseException]:
         _native_local().off_hub = True
         try:
-            return fn(*args, **kwargs)
+            return True, fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller, raised there
+            # Returned, not raised: gevent's pool prints a full traceback for every exception
+            # raised in it, although the caller handles it (a corrupt upload is a plain 400).
+            return False, exc
         finally:
             _native_local().off_hub = False
 
-    return gevent.get_hub().threadpool.apply(call)
+    ok, result = gevent.get_hub().threadpool.apply(call)
+    if not ok:
+        raise result
+    return result
 
 
 def off_hub_method(method: Callable[..., T]) -> Callable[..., T]:

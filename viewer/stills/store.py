@@ -26,7 +26,7 @@ DEFAULT_DB = os.path.join(tempfile.gettempdir(), "kafka-live-video", "jobs.sqlit
 
 # Bump when _SCHEMA changes. Job state is short-lived (results are downloaded within minutes),
 # so a store written by another schema version is dropped and recreated, not migrated.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     out_height INTEGER,
     claimed REAL,
     result BLOB,
-    result_bytes INTEGER NOT NULL DEFAULT 0
+    result_bytes INTEGER NOT NULL DEFAULT 0,
+    client TEXT
 );
 CREATE TABLE IF NOT EXISTS tiles (
     job TEXT NOT NULL,
@@ -95,6 +96,14 @@ class JobStatus:
 
 
 _STATUS_COLUMNS = ", ".join(JobStatus.__dataclass_fields__)
+
+
+class JobLimit(Exception):
+    """A job refused because too many are in progress (``per_client``: from its client)."""
+
+    def __init__(self, message: str, per_client: bool) -> None:
+        super().__init__(message)
+        self.per_client = per_client
 
 
 class JobStore:
@@ -152,13 +161,39 @@ class JobStore:
                 db.close()
 
     @off_hub_method
-    def create(self, job_id: str, fmt: str, transform: str, width: int, height: int, tiles_total: int) -> None:
+    def create(self, job_id: str, fmt: str, transform: str, width: int, height: int, tiles_total: int,
+               client: str | None = None, max_active: int | None = None, max_per_client: int | None = None) -> None:
+        """Store a queued job; JobLimit when ``max_active`` jobs (or ``max_per_client`` of
+        ``client``'s) are in progress. Count and insert are one transaction, so concurrent
+        uploads, in any viewer worker sharing the file, never get past a limit together."""
         with self._write() as db:
+            if max_active is not None:
+                active = db.execute("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()[0]
+                if active >= max_active:
+                    raise JobLimit(f"{max_active} jobs already in progress (MAX_ACTIVE_JOBS)", per_client=False)
+            if max_per_client is not None:
+                mine = db.execute("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') AND client = ?",
+                                  (client,)).fetchone()[0]
+                if mine >= max_per_client:
+                    raise JobLimit(f"{max_per_client} of your jobs already in progress (MAX_JOBS_PER_CLIENT)",
+                                   per_client=True)
             db.execute(
-                "INSERT INTO jobs (id, state, format, transform, width, height, tiles_total, created)"
-                " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
-                (job_id, fmt, transform, width, height, tiles_total, time.time()),
+                "INSERT INTO jobs (id, state, format, transform, width, height, tiles_total, created, client)"
+                " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, fmt, transform, width, height, tiles_total, time.time(), client),
             )
+
+    @off_hub_method
+    def set_total(self, job_id: str, tiles_total: int) -> None:
+        """The job's record count, known once the image is split (after it was admitted)."""
+        with self._write() as db:
+            db.execute("UPDATE jobs SET tiles_total = ? WHERE id = ?", (tiles_total, job_id))
+
+    @off_hub_method
+    def discard(self, job_id: str) -> None:
+        """Forget a job that never started (its upload was refused after admission)."""
+        with self._write() as db:
+            db.execute("DELETE FROM jobs WHERE id = ? AND state = 'queued' AND tiles_done = 0", (job_id,))
 
     @off_hub_method
     def get(self, job_id: str) -> JobStatus | None:

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -26,10 +27,11 @@ from pipeline.settings import Settings
 from pipeline.tiling import split
 from pipeline.transforms import REGISTRY, Chain, TransformError, parse_spec
 from pipeline.wire import Frame, to_record
+from viewer.stills.budget import Busy, MemoryBudget, Reservation
 from viewer.stills.collector import JobCollector
 from viewer.stills.imageheader import CorruptImage, ImageHeader, UnsupportedImage, read_header
 from viewer.stills.offload import off_hub
-from viewer.stills.store import DEFAULT_DB, JobStatus, JobStore
+from viewer.stills.store import DEFAULT_DB, JobLimit, JobStatus, JobStore
 
 bp = Blueprint("upload", __name__)
 
@@ -43,29 +45,44 @@ TILE_JPEG_QUALITY = 95  # tiles are re-encoded once more by the processor (PNG i
 RECORD_OVERHEAD_BYTES = 4096  # headers and framing of one Kafka record, generously
 READY_WAIT_S = 15.0
 EVENTS_POLL_S = 0.25
+MEMORY_WAIT_S = 2.0  # how long an upload waits for others' memory before a 503
+RETRY_AFTER_S = 5  # what a refused upload is told to wait
 EVENTS_MAX_S = 15 * 60
 MIMETYPES = {"png": "image/png", "jpeg": "image/jpeg"}
 EXTENSIONS = {"png": "png", "jpeg": "jpg"}
 
 
-def _config(app: Flask, name: str, default: str | int) -> str | int:
+def _config(app: Flask, name: str, default: str | int | float) -> str | int | float:
     """App config, else the environment, else ``default``; converted to the default's type."""
     value = app.config.get(name) or os.environ.get(name) or default
     try:
         return type(default)(value)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+        raise ValueError(f"{name} must be {'a number' if isinstance(default, float) else 'an integer'},"
+                         f" got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """What one upload may ask for, and how many may be in progress."""
+
+    max_active: int = 8  # MAX_ACTIVE_JOBS: jobs in progress, all clients
+    max_per_client: int = 2  # MAX_JOBS_PER_CLIENT: jobs in progress from one client address
+    max_work_s: float = 20.0  # MAX_JOB_WORK_S: estimated seconds of one core per job
+    timeout_s: int = 600  # JOB_TIMEOUT_S: a job not done by then has failed
+    memory_bytes: int = 512 * 1024 * 1024  # UPLOAD_MEMORY_BYTES: upload bytes + pixels in flight, per process
 
 
 class Uploads:
-    """Per-app upload machinery: the job store, the collector and one shared producer."""
+    """Per-app upload machinery: the job store, the collector, one shared producer, the limits
+    and the process's upload memory budget."""
 
-    def __init__(self, settings: Settings, store: JobStore, max_active: int, timeout_s: int) -> None:
+    def __init__(self, settings: Settings, store: JobStore, limits: JobLimits) -> None:
         self.settings = settings
         self.store = store
         self.collector = JobCollector(settings, store)
-        self.max_active = max_active
-        self.timeout_s = timeout_s
+        self.limits = limits
+        self.memory = MemoryBudget(limits.memory_bytes)
         self._producer = None
         self._producer_lock = threading.Lock()
 
@@ -78,12 +95,8 @@ class Uploads:
     def status(self, job_id: str) -> JobStatus | None:
         # A restarted viewer finishes its predecessor's jobs once anyone asks about a job.
         self.collector.ensure_started()
-        self.store.expire(self.timeout_s)
+        self.store.expire(self.limits.timeout_s)
         return self.store.get(job_id)
-
-    def active_count(self) -> int:
-        self.store.expire(self.timeout_s)
-        return self.store.active_count()
 
     def publish(self, frames: Iterable[Frame]) -> None:
         """Send every tile, spread round-robin over the raw topic's partitions, so the whole
@@ -109,10 +122,17 @@ class Uploads:
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Register the upload routes and their state on ``app`` (config or env: JOBS_DB, JOBS_KEEP,
-    MAX_ACTIVE_JOBS, JOB_TIMEOUT_S)."""
+    MAX_ACTIVE_JOBS, MAX_JOBS_PER_CLIENT, MAX_JOB_WORK_S, JOB_TIMEOUT_S, UPLOAD_MEMORY_BYTES)."""
     store = JobStore(_config(app, "JOBS_DB", DEFAULT_DB), keep=_config(app, "JOBS_KEEP", 50))
-    app.extensions["uploads"] = Uploads(settings, store, _config(app, "MAX_ACTIVE_JOBS", 8),
-                                        _config(app, "JOB_TIMEOUT_S", 600))
+    default = JobLimits()
+    limits = JobLimits(
+        max_active=_config(app, "MAX_ACTIVE_JOBS", default.max_active),
+        max_per_client=_config(app, "MAX_JOBS_PER_CLIENT", default.max_per_client),
+        max_work_s=_config(app, "MAX_JOB_WORK_S", default.max_work_s),
+        timeout_s=_config(app, "JOB_TIMEOUT_S", default.timeout_s),
+        memory_bytes=_config(app, "UPLOAD_MEMORY_BYTES", default.memory_bytes),
+    )
+    app.extensions["uploads"] = Uploads(settings, store, limits)
     app.register_blueprint(bp)
 
 
@@ -121,14 +141,15 @@ def uploads() -> Uploads:
 
 
 class BadUpload(Exception):
-    def __init__(self, status: int, message: str, **extra) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None, **extra) -> None:
         super().__init__(message)
-        self.status, self.message, self.extra = status, message, extra
+        self.status, self.message, self.retry_after, self.extra = status, message, retry_after, extra
 
 
 @bp.errorhandler(BadUpload)
 def bad_upload(exc: BadUpload):
-    return jsonify({"error": exc.message, **exc.extra}), exc.status
+    headers = {} if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+    return jsonify({"error": exc.message, **exc.extra}), exc.status, headers
 
 
 @bp.errorhandler(HTTPException)
@@ -137,9 +158,18 @@ def http_error(exc: HTTPException):
     return jsonify({"error": exc.description}), exc.code
 
 
-def _read_image_field(max_bytes: int) -> bytes:
+def _reserve(memory: Reservation, nbytes: int) -> None:
+    try:
+        memory.grow(nbytes, MEMORY_WAIT_S)
+    except Busy as exc:
+        raise BadUpload(503, f"busy with other uploads: {exc} (UPLOAD_MEMORY_BYTES); try again shortly",
+                        retry_after=RETRY_AFTER_S) from None
+
+
+def _read_image_field(max_bytes: int, memory: Reservation) -> bytes:
     if request.content_length is not None and request.content_length > max_bytes + FORM_OVERHEAD_BYTES:
         raise BadUpload(413, f"upload larger than MAX_UPLOAD_BYTES={max_bytes}")
+    _reserve(memory, request.content_length or max_bytes)  # the image's bytes, held until published
     file = request.files.get("image")
     if file is None:
         hint = " (it must be a file part)" if "image" in request.form else ""
@@ -163,7 +193,8 @@ def _chain() -> Chain:
 def _tile_size() -> int:
     raw = request.form.get("tile") or str(DEFAULT_TILE)
     low, high = TILE_RANGE
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # isdecimal() alone accepts other scripts' digits, isdigit() superscripts: ASCII only.
+    if not (raw.isascii() and raw.isdecimal()) or not low <= int(raw) <= high:
         raise BadUpload(400, f"tile must be an integer from {low} to {high}, got {raw!r}")
     return int(raw)
 
@@ -179,6 +210,24 @@ def _header(data: bytes, max_pixels: int) -> ImageHeader:
         raise BadUpload(413, f"image is {header.width}x{header.height} = {header.pixels} pixels,"
                              f" more than MAX_UPLOAD_PIXELS={max_pixels}")
     return header
+
+
+def _check_work(chain: Chain, header: ImageHeader, max_pixels: int, max_work_s: float) -> None:
+    """Refuse, before anything runs, a chain whose output or intermediate images exceed the
+    pixel limit, or whose estimated work exceeds the job limit."""
+    height, width = header.height, header.width
+    out_h, out_w = chain.output_size(height, width)
+    if out_h * out_w > max_pixels:
+        raise BadUpload(413, f"transform {chain.spec!r} makes a {out_w}x{out_h} image from this one, more than"
+                             f" MAX_UPLOAD_PIXELS={max_pixels}")
+    if chain.peak_pixels(height, width) > max_pixels:
+        raise BadUpload(413, f"transform {chain.spec!r} makes an intermediate image of {chain.peak_pixels(height, width)}"
+                             f" pixels from this one, more than MAX_UPLOAD_PIXELS={max_pixels}")
+    work_s = chain.work_s(height, width)
+    if work_s > max_work_s:
+        raise BadUpload(422, f"transform {chain.spec!r} on {width}x{height} is estimated at {work_s:.0f} s of"
+                             f" processing, more than MAX_JOB_WORK_S={max_work_s:g}; use a smaller image or"
+                             " a lighter chain")
 
 
 def _decode(data: bytes, header: ImageHeader) -> np.ndarray:
@@ -229,30 +278,44 @@ def _job_urls(job_id: str) -> dict:
 @bp.post("/upload")
 def upload():
     up = uploads()
-    settings = up.settings
-    data = _read_image_field(settings.max_upload_bytes)
-    chain = _chain()
-    tile = _tile_size()
-    header = _header(data, settings.max_upload_pixels)
-    # Decoding proves the file is whole (a valid header can front corrupt pixel data); only
-    # now, with the size checked, is the allocation bounded.
-    image = _decode(data, header)
-    if up.active_count() >= up.max_active:
-        raise BadUpload(429, f"{up.max_active} jobs already in progress (MAX_ACTIVE_JOBS); try again shortly")
-    job_id = uuid.uuid4().hex
-    total, frames = job_frames(job_id, data, image, header, chain, tile)
-    # A whole-image record must fit one Kafka message; tiles always do.
-    if total == 1 and len(data) > settings.max_message_bytes - RECORD_OVERHEAD_BYTES:
-        raise BadUpload(413, f"transform {chain.spec!r} needs the whole image in one message, and this one is"
-                             f" larger than MAX_MESSAGE_BYTES={settings.max_message_bytes}")
-    if not up.collector.wait_ready(READY_WAIT_S):
-        return jsonify({"error": f"broker unreachable: {up.collector.error or 'job collector not ready'}"}), 503
-    up.store.create(job_id, header.format, chain.spec, header.width, header.height, total)
-    try:
-        up.publish(frames)
-    except KafkaError as exc:
-        up.store.fail(job_id, f"publishing failed: {exc}")
-        return jsonify({"error": f"broker unreachable: {exc}", "job": job_id}), 503
+    settings, limits = up.settings, up.limits
+    with up.memory.reservation() as memory:
+        data = _read_image_field(settings.max_upload_bytes, memory)
+        chain = _chain()
+        tile = _tile_size()
+        header = _header(data, settings.max_upload_pixels)
+        _check_work(chain, header, settings.max_upload_pixels, limits.max_work_s)
+        whole = not chain.tileable or (header.width <= tile and header.height <= tile)
+        # A whole-image record must fit one Kafka message; tiles always do.
+        if whole and len(data) > settings.max_message_bytes - RECORD_OVERHEAD_BYTES:
+            raise BadUpload(413, f"transform {chain.spec!r} needs the whole image in one message, and this one is"
+                                 f" larger than MAX_MESSAGE_BYTES={settings.max_message_bytes}")
+        if not up.collector.wait_ready(READY_WAIT_S):
+            return jsonify({"error": f"broker unreachable: {up.collector.error or 'job collector not ready'}"}), 503
+        job_id = uuid.uuid4().hex
+        # Admitted before the decode, in one transaction with the count: the limits hold
+        # however many uploads arrive together.
+        up.store.expire(limits.timeout_s)  # jobs no processor finished no longer count
+        try:
+            up.store.create(job_id, header.format, chain.spec, header.width, header.height, 0,
+                            client=request.remote_addr, max_active=limits.max_active,
+                            max_per_client=limits.max_per_client)
+        except JobLimit as exc:
+            raise BadUpload(429, f"{exc}; try again shortly", retry_after=RETRY_AFTER_S) from None
+        try:
+            _reserve(memory, header.pixels * 3)  # the decoded BGR image
+            # Decoding proves the file is whole (a valid header can front corrupt pixel data);
+            # only now, with the size checked and the memory reserved, is the allocation bounded.
+            image = _decode(data, header)
+            total, frames = job_frames(job_id, data, image, header, chain, tile)
+            up.store.set_total(job_id, total)
+            up.publish(frames)
+        except KafkaError as exc:
+            up.store.fail(job_id, f"publishing failed: {exc}")
+            return jsonify({"error": f"broker unreachable: {exc}", "job": job_id}), 503
+        except BaseException:
+            up.store.discard(job_id)
+            raise
     body = {"job": job_id, "state": "queued", "tiles_total": total, "transform": chain.spec, **_job_urls(job_id)}
     return jsonify(body), 202, {"Location": body["status_url"]}
 

@@ -1,0 +1,207 @@
+"""The control topic: each stream's live transform chain, written by the viewer's API and the
+CLI, followed by every processor.
+
+Records: key = stream name; value = JSON ``{"stream", "spec", "version", "changed_ms"}`` (the
+canonical spec, a version counting the stream's changes, and the writer's wall-clock time of
+the change); a null value (tombstone) sends the stream back to the processors' default. The
+topic is compacted and has one partition, so the newest record per stream is the state and
+every change is seen in one order.
+
+Readers keep no group and no committed offsets: a :class:`ChainControl` reads the topic from
+the start when it is created and catches up again on each :meth:`ChainControl.sync`, which
+costs one ListOffsets round trip when nothing changed. A processor syncs before each batch,
+so a change acknowledged before a frame was produced applies to that frame.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+from kafka import KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from pipeline.kafka import make_admin, make_consumer, make_producer, topic_specs
+from pipeline.settings import Settings
+from pipeline.transforms import Chain, TransformError, parse_spec
+
+log = logging.getLogger(__name__)
+
+# Longest stream name accepted as a key (the wire format puts no other limit on it).
+MAX_STREAM_NAME = 255
+
+# How long a sync or a write may wait for the broker before giving up.
+TIMEOUT_S = 5.0
+
+
+class ControlError(ValueError):
+    """A bad stream name or chain spec; the message is one line a user can act on."""
+
+
+@dataclass(frozen=True)
+class ChainEntry:
+    stream: str
+    spec: str
+    version: int
+    changed_ms: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def check_stream(stream: object) -> str:
+    """The stream name, if it can be a control key; ControlError otherwise."""
+    if not isinstance(stream, str) or not stream or len(stream) > MAX_STREAM_NAME:
+        raise ControlError(f"a stream name is 1 to {MAX_STREAM_NAME} characters")
+    if not stream.isprintable():
+        raise ControlError("a stream name has no control characters")
+    return stream
+
+
+def live_chain(spec: object) -> Chain:
+    """The chain a PUT or the CLI may set: registered transforms with validated parameters."""
+    if not isinstance(spec, str):
+        raise ControlError('"spec" must be a transform chain such as "blur:ksize=15,edges"')
+    try:
+        return parse_spec(spec)
+    except TransformError as exc:
+        raise ControlError(str(exc)) from None
+
+
+def decode_entry(key: bytes | None, value: bytes | None) -> ChainEntry | None:
+    """The entry a control record holds (None for a tombstone); ControlError if malformed."""
+    try:
+        stream = check_stream(key.decode() if key is not None else None)
+    except UnicodeDecodeError:
+        raise ControlError("control record key is not UTF-8") from None
+    if value is None:
+        return None
+    try:
+        body = json.loads(value)
+    except ValueError:
+        raise ControlError(f"stream {stream!r}: control record is not JSON") from None
+    if not isinstance(body, dict):
+        raise ControlError(f"stream {stream!r}: control record is not a JSON object")
+    version, changed_ms = body.get("version"), body.get("changed_ms")
+    if type(version) is not int or type(changed_ms) is not int:
+        raise ControlError(f"stream {stream!r}: control record needs integer version and changed_ms")
+    return ChainEntry(stream, live_chain(body.get("spec")).spec, version, changed_ms)
+
+
+def ensure_control_topic(settings: Settings) -> None:
+    """Create the control topic (compacted, one partition) unless it exists: producing to a
+    missing topic would auto-create it with the broker's defaults."""
+    spec = next(t for t in topic_specs(settings) if t.name == settings.control_topic)
+    admin = make_admin(settings)
+    try:
+        admin.create_topics([spec])
+        log.info("created topic %s", spec.name)
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+
+
+class ChainControl:
+    """Every stream's entry in the control topic, kept current by :meth:`sync`; :meth:`set`
+    writes a new one. One lock serialises callers (the viewer's requests share one)."""
+
+    def __init__(self, settings: Settings, role: str) -> None:
+        self.settings = settings
+        self.topic = settings.control_topic
+        # Group-less and never creating topics: a reader must not make the topic with the
+        # broker's default partition count before `topics create` does.
+        self._consumer = make_consumer(settings, role, group_id=None, allow_auto_create_topics=False)
+        self._producer: KafkaProducer | None = None
+        self._entries: dict[str, ChainEntry] = {}
+        self._lock = threading.Lock()
+        self.synced = False
+        self.sync()
+
+    def close(self) -> None:
+        with self._lock:
+            self._consumer.close()
+            if self._producer is not None:
+                self._producer.close(timeout=5)
+
+    def get(self, stream: str) -> ChainEntry | None:
+        return self._entries.get(stream)
+
+    def entries(self) -> list[ChainEntry]:
+        return sorted(self._entries.values(), key=lambda entry: entry.stream)
+
+    def sync(self, timeout_s: float = TIMEOUT_S) -> bool:
+        """Read every control record written so far; False (state kept) when the broker does
+        not answer in time or the topic does not exist yet."""
+        with self._lock:
+            try:
+                self.synced = self._catch_up(time.monotonic() + timeout_s)
+            except KafkaError as exc:
+                log.warning("control topic %s not read: %s", self.topic, exc)
+                self.synced = False
+            return self.synced
+
+    def _catch_up(self, deadline: float) -> bool:
+        consumer = self._consumer
+        if not consumer.assignment():
+            partitions = consumer.partitions_for_topic(self.topic)
+            if not partitions:
+                return False
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+        tps = sorted(consumer.assignment())
+        timeout_ms = max(1, int((deadline - time.monotonic()) * 1000))
+        ends = consumer.end_offsets(tps, timeout_ms=timeout_ms)
+        # "Unread records exist" is position < reported end on both brokers: Tansu reports the
+        # end as (base offset of the last batch + 1), and a fetch returns that whole batch.
+        if any(ends[tp] < consumer.position(tp) for tp in tps):
+            # The topic is younger than our position: the broker lost it (the embedded one
+            # keeps records in memory only) and it was created again. Start over: streams
+            # whose entry is gone are back on the processors' default.
+            log.warning("control topic %s was recreated: %d stream chain(s) forgotten", self.topic, len(self._entries))
+            self._entries.clear()
+            consumer.seek_to_beginning(*tps)
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                return False
+            for records in consumer.poll(timeout_ms=100).values():
+                for record in records:
+                    self._apply(record)
+        return True
+
+    def _apply(self, record) -> None:
+        try:
+            entry = decode_entry(record.key, record.value)
+        except ControlError as exc:
+            log.warning("control offset=%d ignored: %s", record.offset, exc)
+            return
+        stream = record.key.decode()
+        if entry is None:
+            self._entries.pop(stream, None)
+        else:
+            self._entries[stream] = entry
+
+    def set(self, stream: str, spec: str) -> ChainEntry:
+        """Validate and write the stream's new chain; returns the entry once the broker has it.
+
+        ControlError on a bad name or spec; KafkaError when the broker does not take it. Two
+        writers racing may write the same version: the later record wins, as everywhere here.
+        """
+        check_stream(stream)
+        chain = live_chain(spec)
+        self.sync()
+        with self._lock:
+            current = self._entries.get(stream)
+            entry = ChainEntry(stream, chain.spec, (current.version if current else 0) + 1, int(time.time() * 1000))
+            if self._producer is None:
+                ensure_control_topic(self.settings)
+                self._producer = make_producer(self.settings, "control")
+            value = json.dumps(entry.to_json()).encode()
+            self._producer.send(self.topic, key=stream.encode(), value=value).get(timeout=TIMEOUT_S)
+            self._entries[stream] = entry
+        log.info("stream=%s chain set to %r (version %d)", stream, entry.spec, entry.version)
+        return entry

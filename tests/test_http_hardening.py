@@ -1,0 +1,40 @@
+"""The viewer's HTTP edge without a broker: security headers, admin refusal behind a proxy."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.local.broker import free_port
+from pipeline.settings import Settings
+from viewer import create_app
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}", loopback_admin=True)
+    app = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path_factory.mktemp("jobs") / "jobs.db")})
+    yield app.test_client()
+    app.extensions["uploads"].close()
+    app.extensions["viewer"].stop()
+
+
+@pytest.mark.parametrize("path", ["/", "/static/app.js", "/no-such-route"])
+def test_every_answer_carries_the_security_headers(client, path):
+    response = client.get(path)
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+
+
+def test_loopback_admin_answers_a_direct_request(client):
+    # Past the admin check: the body is what is wrong.
+    assert client.post("/api/replay", data="x").status_code == 415
+
+
+@pytest.mark.parametrize("header", ["Forwarded", "X-Forwarded-For", "X-Real-IP"])
+def test_loopback_admin_refuses_a_request_a_proxy_relayed(client, header):
+    response = client.post("/api/replay", json={"group": "viewer-a", "stream": "s", "to": "earliest"},
+                           headers={header: "203.0.113.9"})
+    assert response.status_code == 403
+    assert "relayed" in response.get_json()["error"]

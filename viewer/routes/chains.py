@@ -1,0 +1,80 @@
+"""Live transform chains over HTTP: the transform registry, and each stream's chain read from
+and written to the control topic (processors follow it; see pipeline/control.py).
+
+GET /transforms                        every transform with typed parameters, for building forms
+GET /api/streams/<stream>/transform    the stream's chain: its control entry, and what is applied
+PUT /api/streams/<stream>/transform    {"spec": SPEC}, an admin route (auth as for replay)
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+from kafka.errors import KafkaError
+
+from pipeline.control import ChainEntry, ControlError, check_stream
+from pipeline.transforms import REGISTRY, catalog
+from viewer.errors import json_error
+from viewer.routes.live import FIRST_FRAME_WAIT_S
+from viewer.routes.replay import refusal
+from viewer.state import state
+
+bp = Blueprint("chains", __name__)
+
+
+@bp.get("/transforms")
+def transforms():
+    return jsonify({"transforms": catalog()})
+
+
+def _known(stream: str) -> bool:
+    """A stream the viewer has frames of: processed, or raw only (its chain may be the reason
+    nothing comes out, and must stay fixable)."""
+    st = state()
+    return st.processed.wait_for_stream(stream, FIRST_FRAME_WAIT_S) or st.raw.wait_for_stream(stream, 0.5)
+
+
+def _answer(stream: str, entry: ChainEntry | None):
+    latest = state().processed.latest(stream)
+    body = {
+        "stream": stream,
+        # The control entry; null when the stream has none and its processors use their default.
+        "spec": entry.spec if entry else None,
+        "version": entry.version if entry else 0,
+        "changed_ms": entry.changed_ms if entry else None,
+        # What the newest processed frame says it was made with.
+        "applied": latest.transform if latest else None,
+    }
+    return jsonify(body)
+
+
+@bp.get("/api/streams/<stream>/transform")
+def get_chain(stream: str):
+    if not _known(stream):
+        return json_error(404, f"unknown stream {stream!r}")
+    chains = state().chains()
+    if not chains.sync():
+        return json_error(503, f"control topic {chains.topic} could not be read")
+    return _answer(stream, chains.get(stream))
+
+
+@bp.put("/api/streams/<stream>/transform")
+def put_chain(stream: str):
+    refused = refusal()
+    if refused is not None:
+        return refused
+    body = request.get_json(silent=True) if request.is_json else None
+    if not isinstance(body, dict):
+        return json_error(415 if not request.is_json else 400, 'send a JSON object: {"spec": "blur:ksize=15,edges"}')
+    try:
+        check_stream(stream)
+    except ControlError as exc:
+        return json_error(400, str(exc))
+    if not _known(stream):
+        return json_error(404, f"unknown stream {stream!r}")
+    try:
+        entry = state().chains().set(stream, body.get("spec"))
+    except ControlError as exc:
+        return jsonify({"error": str(exc), "valid": sorted(REGISTRY)}), 400
+    except KafkaError as exc:
+        return json_error(503, f"broker: {exc}")
+    return _answer(stream, entry)
