@@ -8,6 +8,9 @@ fast takeover and tolerance of a member that cannot heartbeat for a while (a GC 
 starved CPU). Apache Kafka needs the broker's group.min.session.timeout.ms at or below the
 chosen session timeout (its default is 6000).
 
+The first setting is the baseline the others' takeover is compared with (the "2nd join" column
+includes starting the second member's Python process).
+
 Run: .venv/bin/python bench/group_takeover.py [--rounds N] [--settings 6000/1000,2000/500,...]
 """
 
@@ -116,12 +119,16 @@ def main() -> int:
     pairs = [tuple(int(x) for x in pair.split("/")) for pair in args.settings.split(",")]
     with EmbeddedBroker() as broker:
         settings = Settings(bootstrap_servers=broker.bootstrap)
-        print(f"{'session/heartbeat':>18}  {'join s':>7}  {'2nd join s':>10}  {'takeover s (median, worst)':>27}")
+        print(f"{'session/heartbeat':>18}  {'join s':>7}  {'2nd join s':>10}  {'takeover s (median, worst)':>27}  "
+              f"vs {pairs[0][0]}/{pairs[0][1]}")
+        baseline = None
         for session, heartbeat in pairs:
             rounds = [one_round(settings, session, heartbeat) for _ in range(args.rounds)]
             joins, rejoins, takeovers = zip(*rounds, strict=True)
+            median = statistics.median(takeovers)
+            baseline = baseline or median
             print(f"{f'{session}/{heartbeat}':>18}  {statistics.median(joins):7.2f}  {statistics.median(rejoins):10.2f}  "
-                  f"{statistics.median(takeovers):16.2f} {max(takeovers):9.2f}", flush=True)
+                  f"{median:16.2f} {max(takeovers):9.2f}  {median / baseline:.2f}x", flush=True)
     return 0
 
 

@@ -231,6 +231,7 @@ def _stop(who: Identity, stats: ProcessorStats, heartbeat: HeartbeatPublisher, i
         uncommitted = set()
     if not offsets.commit(patience.left(), last=True):
         uncommitted |= set(offsets.pending)
+        offsets.pending.clear()  # said below, once: the revoke on close need not try (and say) it again
     consumer.close(timeout_ms=int(patience.left() * 1000))  # leaves the group: partitions move at once
     if not close_producer(producer, patience.left()):
         unacked = max(unacked, 1)

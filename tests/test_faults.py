@@ -399,3 +399,30 @@ def test_r7_soak_at_max_fps_with_clients_coming_and_going(tmp_path, record_prope
            + ", ".join(f"{n} {slopes[n]:+.1f} (peak {peaks[n]:.0f} MB)" for n in pids)
            + "; fds " + ", ".join(f"{n} {fds_before[n]}->{fds_after[n]}" for n in pids))
     assert visits > 50 and not restarts
+
+
+def test_pipeline_up_restarts_a_killed_processor_and_exit_on_failure_stops_instead(tmp_path):
+    supervised = UpStack(tmp_path)
+    try:
+        wait_until(supervised.probe.newest_seq, "frames at the viewer")
+        first = int(re.search(r"started processor-1 \(pid (\d+)\)", supervised.up.log())[1])
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: len(re.findall(r"started processor-1 \(pid \d+\)", supervised.up.log())) == 2,
+                   "pipeline up to start the processor again")
+        before = wait_until(supervised.probe.newest_seq, "a frame")
+        wait_until(lambda: (supervised.probe.newest_seq() or -1) > before, "frames after the restart")
+        log = supervised.up.log()
+        assert supervised.up.proc.poll() is None
+    finally:
+        supervised.close()
+    assert re.search(r"processor-1 exited with code -9; restarting it in 1 s", log), log[-3000:]
+
+    strict = UpStack(tmp_path, "--exit-on-failure")
+    try:
+        wait_until(strict.probe.newest_seq, "frames at the viewer")
+        os.kill(strict.broker_pid(), signal.SIGKILL)
+        code = strict.up.proc.wait(60)
+        log = strict.up.log()
+    finally:
+        strict.close()
+    assert code == 1 and "embedded broker exited with code -9; stopping the stack" in log, log[-3000:]
