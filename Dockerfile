@@ -24,6 +24,7 @@ COPY viewer/ viewer/
 COPY templates/ templates/
 COPY static/ static/
 COPY sample_media/ sample_media/
+COPY gunicorn.conf.py .
 
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
 USER app

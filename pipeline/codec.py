@@ -1,9 +1,13 @@
-"""Image codecs shared by every stage: encode to JPEG/PNG bytes and decode back to numpy."""
+"""Image codecs shared by every stage: encode to JPEG/PNG (the edges) or lz4 pixels (hops inside
+the pipeline, see pipeline/pixels.py) and decode any of them back to numpy."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from pipeline.imageheader import ImageHeader, ImageHeaderError, check_pixels, read_header
+from pipeline.pixels import PixelsError, decode_pixels, encode_pixels, is_pixels, pixels_shape
 
 
 class CodecError(ValueError):
@@ -13,17 +17,48 @@ class CodecError(ValueError):
 def encode_image(image: np.ndarray, fmt: str, quality: int = 80) -> bytes:
     if fmt == "jpeg":
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    elif fmt == "lz4":
+        try:
+            return encode_pixels(image)
+        except PixelsError as exc:
+            raise CodecError(str(exc)) from None
     elif fmt == "png":
         # Level 1: PNG is lossless at every level; higher levels only cost time (see PERF-NOTES).
         ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     else:
-        raise CodecError(f"unknown format {fmt!r}; expected jpeg or png")
+        raise CodecError(f"unknown format {fmt!r}; expected jpeg, png or lz4")
     if not ok:
         raise CodecError(f"OpenCV could not encode a {image.shape} image as {fmt}")
     return buf.tobytes()
 
 
-def decode_image(data: bytes) -> np.ndarray:
+def image_header(data: bytes) -> ImageHeader:
+    """Format and size from the bytes, without decoding; CodecError unless a complete PNG/JPEG
+    or lz4 pixels with a stated shape."""
+    try:
+        if is_pixels(data):
+            height, width, _ = pixels_shape(data)
+            return ImageHeader("lz4", width, height)
+        return read_header(data)
+    except (ImageHeaderError, PixelsError) as exc:
+        raise CodecError(f"cannot decode image ({len(data)} bytes): {exc}") from None
+
+
+def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
+    """BGR, 3 channels, whatever the encoding (as OpenCV's IMREAD_COLOR gives PNG/JPEG). With
+    ``max_pixels`` the image header is checked first, so an image over the limit (TooManyPixels)
+    or not a complete PNG/JPEG/lz4 image (CodecError) is never decoded."""
+    if max_pixels is not None:
+        header = image_header(data)
+        check_pixels(header.width, header.height, max_pixels)
+    if is_pixels(data):
+        try:
+            image = decode_pixels(data)
+        except PixelsError as exc:
+            raise CodecError(str(exc)) from None
+        if image.ndim == 2:
+            return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise CodecError(f"cannot decode image ({len(data)} bytes)")

@@ -157,8 +157,10 @@
 
   // The replay panel switches the processed view to this tab's own consumer group (?viewer=):
   // say so under the picture, since the stats above describe the live end of the stream.
+  // While it replays (data-replay set), the replay panel writes the caption: the time watched.
   const processedImg = figures.processed.querySelector("img");
   function captionProcessed() {
+    if (figures.processed.dataset.replay) return;
     const replaying = new URL(processedImg.src || location.href, location.href).searchParams.has("viewer");
     setText("#processed-caption", replaying ? "Processed · replay, at this tab's own position" : "Processed · live");
   }

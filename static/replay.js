@@ -1,8 +1,15 @@
-// Replay controls (templates/_replay.html): reset this tab's viewer group through POST /api/replay.
-// The first use switches the stream to ?viewer=<id> (a consumer group of its own, viewer-<id>);
-// after that a reset reaches the open stream, which goes on from the new position without a reload.
+// Replay controls and timeline (templates/_replay.html). This tab watches a stream through a
+// consumer group of its own (?viewer=<id>, group viewer-<id>): POST /api/replay moves it,
+// GET /api/streams/<s>/window says what the log retains and where the tab is. The first use
+// switches the image from the live stream to ?viewer=; a reset reaches the open stream, which
+// goes on from the new position without a reload. Pause closes the stream (the server keeps
+// the position of the last frame the tab received) and shows the frame it stopped on; play
+// opens it again from there.
 (() => {
   "use strict";
+
+  const WINDOW_EVERY_MS = 1000;
+  const STEP_MS = 10000;
 
   function viewerId() {
     let id = localStorage.getItem("viewer-id");
@@ -24,28 +31,236 @@
     return moved.map((p) => `offset ${p.old ?? "-"} → ${p.new}`).join(", ");
   }
 
+  function clock(ms) {
+    const d = new Date(ms);
+    const pad = (n) => String(n).padStart(2, "0");
+    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${Math.floor(d.getMilliseconds() / 100)}`;
+  }
+
+  function span(ms) {
+    const s = Math.max(0, Math.round(ms / 1000));
+    return s >= 3600
+      ? `${Math.floor(s / 3600)}:${String(Math.floor(s / 60) % 60).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`
+      : `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  }
+
   for (const box of document.querySelectorAll(".replay")) {
-    const img = box.closest("figure").querySelector("img");
+    const figure = box.closest("figure");
+    const img = figure.querySelector("img");
+    const caption = figure.querySelector("figcaption");
     const status = box.querySelector(".replay-status");
-    box.addEventListener("click", async (event) => {
-      const button = event.target.closest("button[data-to]");
-      if (!button) return;
-      // Read at click time: the page's stream picker keeps data-stream current.
-      const stream = box.dataset.stream;
-      const resumed = new URL(img.src, location.href).searchParams.has("viewer");
-      let to = button.dataset.to;
-      if (to === "back") {
-        // A resumed stream goes back from where it is; a live one from now.
-        to = resumed ? "-PT10S" : new Date(Date.now() - 10000).toISOString();
+    const bar = box.querySelector(".timeline");
+    const track = box.querySelector(".timeline-track");
+    const played = box.querySelector(".timeline-played");
+    const head = box.querySelector(".timeline-head");
+    const hover = box.querySelector(".timeline-hover");
+    const playButton = box.querySelector(".replay-play");
+    const speedPicker = box.querySelector(".replay-speed select");
+    // mode: "live" (the shared live stream), "playing" (this tab's group), "paused".
+    const view = { mode: "live", window: null, dragging: false, snapshot: null };
+
+    const stream = () => box.dataset.stream;
+    const speed = () => speedPicker.value;
+
+    function streamUrl() {
+      const params = new URLSearchParams({ viewer: viewerId() });
+      if (speed() !== "1") params.set("speed", speed());
+      return `/stream/${encodeURIComponent(stream())}.mjpg?${params}`;
+    }
+
+    function setMode(mode) {
+      view.mode = mode;
+      figure.dataset.replay = mode === "live" ? "" : mode;
+      playButton.textContent = mode === "paused" ? "Play" : "Pause";
+      playButton.dataset.action = mode === "paused" ? "play" : "pause";
+      render();
+    }
+
+    function play() {
+      releaseSnapshot();
+      img.src = streamUrl();
+      setMode("playing");
+    }
+
+    // The frame on screen, kept as a still: changing src closes the MJPEG request.
+    async function pause() {
+      let still = null;
+      if (img.naturalWidth > 0) {
+        const canvas = document.createElement("canvas");
+        canvas.width = img.naturalWidth;
+        canvas.height = img.naturalHeight;
+        canvas.getContext("2d").drawImage(img, 0, 0);
+        still = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
       }
+      releaseSnapshot();
+      view.snapshot = still ? URL.createObjectURL(still) : null;
+      if (view.snapshot) img.src = view.snapshot;
+      else img.removeAttribute("src");
+      setMode("paused");
+    }
+
+    function releaseSnapshot() {
+      if (view.snapshot) URL.revokeObjectURL(view.snapshot);
+      view.snapshot = null;
+    }
+
+    async function seek(to, label) {
       status.textContent = "…";
       try {
-        const result = await postReplay({ group: `viewer-${viewerId()}`, stream, to });
-        if (!resumed) img.src = `/stream/${encodeURIComponent(stream)}.mjpg?viewer=${encodeURIComponent(viewerId())}`;
-        status.textContent = describe(result);
+        const result = await postReplay({ group: `viewer-${viewerId()}`, stream: stream(), to });
+        status.textContent = label || describe(result);
+        // An open stream follows the reset by itself; otherwise open it at the new position.
+        if (view.mode !== "playing") play();
+        refresh();
       } catch (error) {
         status.textContent = error.message;
       }
+    }
+
+    // ---- the timeline ----
+    function position() {
+      const w = view.window;
+      if (!w) return null;
+      if (view.mode === "live") return w.newest.ts_ms;
+      return w.viewer && w.viewer.ts_ms !== null ? w.viewer.ts_ms : null;
+    }
+
+    function fraction(ms) {
+      const w = view.window;
+      const range = w.newest.ts_ms - w.oldest.ts_ms;
+      return range > 0 ? Math.min(1, Math.max(0, (ms - w.oldest.ts_ms) / range)) : 1;
+    }
+
+    function render() {
+      const w = view.window;
+      const at = position();
+      const ready = w && w.oldest.ts_ms !== null && w.newest.ts_ms !== null;
+      bar.classList.toggle("timeline-empty", !ready);
+      if (!ready) {
+        captionText(view.mode === "live" ? "Processed · live" : "Processed · replay");
+        return;
+      }
+      box.querySelector(".timeline-oldest").textContent = clock(w.oldest.ts_ms);
+      box.querySelector(".timeline-newest").textContent = `${clock(w.newest.ts_ms)} · ${span(w.newest.ts_ms - w.oldest.ts_ms)} kept`;
+      const f = at === null ? 1 : fraction(at);
+      played.style.width = `${(f * 100).toFixed(2)}%`;
+      head.style.left = `${(f * 100).toFixed(2)}%`;
+      bar.setAttribute("aria-valuenow", String(Math.round(f * 100)));
+      const behind = at === null ? 0 : w.newest.ts_ms - at;
+      const where = view.mode === "live" ? "live" : at === null ? "start of this tab's replay" : clock(at);
+      bar.setAttribute("aria-valuetext", where);
+      box.querySelector(".timeline-at").textContent = view.mode === "live" ? "live" : behind > 1500 ? `−${span(behind)} from live` : "at live";
+      const rate = speed() === "max" ? "max speed" : `${speed()}×`;
+      if (view.mode === "live") captionText("Processed · live");
+      else captionText(`Processed · ${view.mode === "paused" ? "paused at" : "replay"} ${where}${view.mode === "playing" ? ` · ${rate}` : ""}`);
+    }
+
+    function captionText(text) {
+      if (caption.textContent !== text) caption.textContent = text;
+    }
+
+    async function refresh() {
+      if (!stream()) return;
+      const params = view.mode === "live" ? "" : `?viewer=${encodeURIComponent(viewerId())}`;
+      try {
+        const response = await fetch(`/api/streams/${encodeURIComponent(stream())}/window${params}`, { cache: "no-store" });
+        view.window = response.ok ? await response.json() : null;
+      } catch (error) {
+        view.window = null;
+      }
+      render();
+    }
+
+    function every(ms, task) {
+      const tick = async () => {
+        if (!document.hidden && !view.dragging) await task();
+        setTimeout(tick, ms);
+      };
+      tick();
+    }
+
+    function timeAt(clientX) {
+      const rect = track.getBoundingClientRect();
+      const f = Math.min(1, Math.max(0, (clientX - rect.left) / rect.width));
+      const w = view.window;
+      return { f, ms: w.oldest.ts_ms + f * (w.newest.ts_ms - w.oldest.ts_ms) };
+    }
+
+    function showHover(clientX) {
+      const { f, ms } = timeAt(clientX);
+      hover.hidden = false;
+      hover.style.left = `${(f * 100).toFixed(2)}%`;
+      hover.textContent = clock(ms);
+    }
+
+    bar.addEventListener("pointerdown", (event) => {
+      if (!view.window || event.button !== 0) return;
+      view.dragging = true;
+      bar.setPointerCapture(event.pointerId);
+      showHover(event.clientX);
     });
+    bar.addEventListener("pointermove", (event) => {
+      if (view.window) showHover(event.clientX);
+    });
+    bar.addEventListener("pointerleave", () => {
+      if (!view.dragging) hover.hidden = true;
+    });
+    bar.addEventListener("pointerup", (event) => {
+      if (!view.dragging) return;
+      view.dragging = false;
+      hover.hidden = true;
+      const { f, ms } = timeAt(event.clientX);
+      // The right end is "live"; anywhere else, the first frame at or after that moment.
+      if (f >= 0.999) seek("latest", "live");
+      else seek(new Date(ms).toISOString(), `from ${clock(ms)}`);
+    });
+    bar.addEventListener("keydown", (event) => {
+      const at = position();
+      if (!view.window || at === null || !["ArrowLeft", "ArrowRight"].includes(event.key)) return;
+      event.preventDefault();
+      const ms = at + (event.key === "ArrowLeft" ? -STEP_MS : STEP_MS);
+      if (ms >= view.window.newest.ts_ms) seek("latest", "live");
+      else seek(new Date(Math.max(ms, view.window.oldest.ts_ms)).toISOString(), `from ${clock(ms)}`);
+    });
+
+    // ---- buttons ----
+    box.addEventListener("click", (event) => {
+      const button = event.target.closest("button");
+      if (!button) return;
+      if (button === playButton) {
+        if (button.dataset.action === "play") play();
+        else if (view.mode === "playing") pause();
+        else seek("latest", "paused at live").then(pause); // from live: keep this moment
+        return;
+      }
+      let to = button.dataset.to;
+      if (!to) return;
+      if (to === "back") {
+        // A resumed stream goes back from where it is; a live one from now.
+        to = view.mode === "live" ? new Date(Date.now() - STEP_MS).toISOString() : "-PT10S";
+      }
+      seek(to);
+    });
+    speedPicker.addEventListener("change", () => {
+      if (view.mode === "playing") play(); // reopen at the same frame, at the new pace
+      else render();
+    });
+
+    // The page's stream picker (or hiding the view) points the image at a live view or at
+    // nothing: this tab is live again.
+    new MutationObserver(() => {
+      const src = img.getAttribute("src") || "";
+      if (view.mode !== "live" && !src.includes("viewer=") && src !== view.snapshot) {
+        releaseSnapshot();
+        setMode("live");
+      }
+    }).observe(img, { attributes: true, attributeFilter: ["src"] });
+    window.pipelinePage.onStreamChange(() => {
+      view.window = null;
+      refresh();
+    });
+
+    setMode("live");
+    every(WINDOW_EVERY_MS, refresh);
   }
 })();

@@ -313,6 +313,66 @@ def test_replay_from_start_moves_the_stream_back(stack, settings, page, screensh
     assert first_seq(settings, tp, group=group) > 0, f"{group} never moved past the replayed start"
 
 
+def viewer_window(url: str, page: Page) -> dict:
+    """The window API's answer for this page's viewer id on the sample stream."""
+    viewer = page.evaluate("localStorage.getItem('viewer-id')")
+    return requests.get(f"{url}/api/streams/sample/window?viewer={viewer}", timeout=10).json()
+
+
+def test_timeline_seeks_pauses_plays_and_changes_speed(stack, page, problems, screenshots):
+    open_page(page, stack)
+    page.wait_for_function("Number(document.querySelector('#stat-seq').textContent.slice(1)) >= 75", timeout=WAIT_MS)
+    timeline = page.locator("#view-processed .timeline")
+    expect(timeline).not_to_have_class(re.compile("timeline-empty"), timeout=WAIT_MS)
+    expect(timeline).to_have_attribute("aria-valuetext", "live")
+    caption = page.locator("#processed-caption")
+
+    # Click a quarter of the way along: this tab replays from that moment.
+    box = page.locator("#view-processed .timeline-track").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] / 2)
+    img = page.locator("#view-processed img")
+    expect(img).to_have_attribute("src", re.compile(r"\?viewer="), timeout=WAIT_MS)
+    expect(caption).to_have_text(re.compile(r"^Processed · replay \d\d:\d\d:\d\d\.\d · 1×$"), timeout=WAIT_MS)
+    head = page.locator("#view-processed .timeline-head")
+    left = float(head.evaluate("node => parseFloat(node.style.left)"))
+    assert left < 80, f"the head should be well behind live, at {left}%"
+    page.locator("#player").screenshot(path=screenshots / "timeline-replaying.png")
+
+    # Pause keeps the position: it does not move while paused, and play goes on from it.
+    page.locator("#view-processed .replay-play").click()
+    expect(page.locator("#view-processed .replay-play")).to_have_text("Play")
+    expect(caption).to_contain_text("paused at")
+    expect(img).to_have_attribute("src", re.compile(r"^blob:"))
+    time.sleep(1.0)  # the server notices the closed stream and commits the last frame sent
+    paused = viewer_window(stack, page)
+    time.sleep(1.5)
+    still = viewer_window(stack, page)
+    assert still["viewer"] == paused["viewer"], "the position moved while paused"
+    page.locator("#player").screenshot(path=screenshots / "timeline-paused.png")
+    page.locator("#view-processed .replay-play").click()
+    expect(caption).to_contain_text("replay", timeout=WAIT_MS)
+    deadline = time.monotonic() + 20
+    while viewer_window(stack, page)["viewer"]["offset"] == paused["viewer"]["offset"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    resumed = viewer_window(stack, page)["viewer"]
+    assert paused["viewer"]["offset"] < resumed["offset"] < paused["viewer"]["offset"] + 100, (paused, resumed)
+
+    # The speed picker reopens the stream at the new pace; "Go live" brings the head to the end.
+    page.locator("#view-processed .replay-speed select").select_option("4")
+    expect(img).to_have_attribute("src", re.compile(r"speed=4"))
+    expect(caption).to_contain_text("4×", timeout=WAIT_MS)
+    page.locator("#view-processed").get_by_role("button", name="Go live").click()
+    expect(page.locator("#view-processed .timeline-at")).to_have_text("at live", timeout=WAIT_MS)
+
+    # Narrow screens: the timeline spans the picture and its controls wrap below it.
+    page.set_viewport_size({"width": 390, "height": 844})
+    narrow = page.locator("#view-processed .timeline-track").bounding_box()
+    picture = page.locator("#view-processed img").bounding_box()
+    assert narrow["width"] > 0.8 * picture["width"]
+    page.locator("#player").screenshot(path=screenshots / "timeline-narrow.png")
+    assert problems.errors == []
+
+
 def test_page_recovers_after_losing_the_network(stack, browser, page):
     open_page(page, stack)
     img = page.locator("#view-processed img")

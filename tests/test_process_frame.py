@@ -19,16 +19,21 @@ def still() -> np.ndarray:
     return image[:700, :900]
 
 
+@pytest.mark.parametrize("encoding", ["png", "lz4"])
 @pytest.mark.parametrize("spec", ["blur:ksize=9,sharpen", "grayscale,rotate90", "upscale:factor=2,median:ksize=5"])
-def test_tiles_processed_and_reassembled_equal_whole_image(spec):
+def test_tiles_processed_and_reassembled_equal_whole_image(spec, encoding):
+    """Old (PNG) and new (lz4 pixels) tile records give the same pixels; the output keeps the
+    input's encoding."""
     image = still()
     chain = parse_spec(spec)
     expected = chain(image)
     tiles = split(image, 256, chain.halo, align=chain.align)
     assembler = None
     for info, tile in tiles:
-        frame = Frame("s", 7, 1, "png", image.shape[1], image.shape[0], encode_image(tile, "png"), tile=info.to_header(), job="j")
+        frame = Frame("s", 7, 1, encoding, image.shape[1], image.shape[0], encode_image(tile, encoding),
+                      tile=info.to_header(), job="j")
         out = process_frame(frame, parse_spec(spec))
+        assert out.encoding == encoding
         out_info = TileInfo.from_header(out.tile)
         assert (out_info.top, out_info.left, out_info.bottom, out_info.right) == (0, 0, 0, 0)
         assert (out.height, out.width) == expected.shape[:2]

@@ -4,6 +4,7 @@ Retry-After past its own limit, and a full memory budget answers 503 before deco
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 from collections import Counter
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def make_client(settings, tmp_path, **config):
+    settings = dataclasses.replace(settings, max_bodies_in_progress=100)  # all 50 bodies at once
     app = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path / "jobs.db"), **config})
     assert app.extensions["uploads"].collector.wait_ready(30)
     return app

@@ -32,6 +32,7 @@ def create_app(config: dict | None = None) -> Flask:
     config may hold SETTINGS (else read from the environment) and KEEPALIVE_S.
     """
     from viewer import headers
+    from viewer.bodies import BodyGuard
     from viewer.state import ViewerState
     from viewer.stills import upload
 
@@ -43,4 +44,5 @@ def create_app(config: dict | None = None) -> Flask:
         app.register_blueprint(bp)
     upload.init_app(app, settings)
     headers.init_app(app)
+    app.wsgi_app = BodyGuard(app.wsgi_app, settings.max_bodies_in_progress, settings.body_idle_timeout_s)
     return app

@@ -148,7 +148,8 @@ class Stack:
         if self.broker is not None and self.opts.embedded_retention_mb > 0:
             budget = self.opts.embedded_retention_mb << 20
             self.retention = EmbeddedRetention(self.settings, self.broker.process.pid, budget,
-                                               lambda: _writers_paused(self.children)).start()
+                                               producers_paused=lambda: _paused(self.children, "producer"),
+                                               processors_paused=lambda: _paused(self.children, "processor")).start()
 
     def stop_retention(self) -> None:
         if self.retention is not None:
@@ -188,7 +189,7 @@ class Stack:
         writer can ask for them (a client asking first would auto-create them with 4)."""
         self.stop_retention()
         try:
-            with _writers_paused(self.children):
+            with _paused(self.children, "producer"), _paused(self.children, "processor"):
                 self.broker.start()
                 ensure_topics(self.settings)
         except (BrokerError, KafkaError) as exc:
@@ -201,19 +202,20 @@ class Stack:
 
 
 @contextmanager
-def _writers_paused(children: dict[str, subprocess.Popen]) -> Iterator[None]:
-    """Freeze the producer and processors (SIGSTOP) while the embedded broker's topics are
-    recreated: a record sent into the gap would fail, or auto-create the topic with the wrong
-    partition count. Group sessions (6 s) easily outlast the few milliseconds this takes."""
-    writers = [child for name, child in children.items() if name != "viewer" and child.poll() is None]
-    for child in writers:
+def _paused(children: dict[str, subprocess.Popen], role: str) -> Iterator[None]:
+    """Freeze the children whose name starts with `role` (SIGSTOP) while the embedded broker's
+    topics are rotated: a record sent into the gap between delete and create would fail, or
+    auto-create the topic with the wrong partition count. Producers stay frozen while the
+    processors catch up; group sessions (6 s) easily outlast the milliseconds processors are."""
+    paused = [child for name, child in children.items() if name.startswith(role) and child.poll() is None]
+    for child in paused:
         child.send_signal(signal.SIGSTOP)
     try:
         # Requests already on the wire land in the old topics before they are deleted.
         time.sleep(0.05)
         yield
     finally:
-        for child in writers:
+        for child in paused:
             child.send_signal(signal.SIGCONT)
 
 

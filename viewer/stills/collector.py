@@ -17,6 +17,7 @@ from kafka import TopicPartition
 
 from pipeline.codec import CodecError, decode_image, encode_image
 from pipeline.kafka import BACKGROUND_FETCH, make_consumer
+from pipeline.pixels import is_pixels
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
 from pipeline.wire import WireError, decode_record
@@ -81,7 +82,7 @@ class JobCollector(BackgroundLoop):
                 job_seen = False
                 for tp, records in batch.items():
                     for record in records:
-                        job_seen |= self._handle(tp.topic, record)
+                        job_seen |= bool(self.skip_bad_record(self._handle, record))
                     positions[tp] = records[-1].offset + 1
                 if batch and (job_seen or time.monotonic() - saved_at > CURSOR_SAVE_INTERVAL_S):
                     self._save(positions)
@@ -93,19 +94,25 @@ class JobCollector(BackgroundLoop):
         for topic in self.topics:
             self.store.save_cursor(topic, {tp.partition: off for tp, off in positions.items() if tp.topic == topic})
 
-    def _handle(self, topic: str, record) -> bool:
+    def _handle(self, record) -> bool:
         """Store a job's tile or failure; True when the record belonged to a job."""
+        if record.topic == self.settings.dead_letter_topic:
+            # Only the headers: a dead letter may come without the original's bytes.
+            headers = dict(record.headers or [])
+            job = headers.get("job")
+            if job is None:
+                return False
+            job_id = job.decode(errors="replace")
+            reason = headers.get("error", b"unknown error").decode(errors="replace")
+            log.warning("job=%s failed in the processor: %s", job_id, reason)
+            self.store.fail(job_id, f"processor: {reason}")
+            return True
         try:
             frame = decode_record(record)
         except WireError:
             return False
         if frame.job is None:
             return False
-        if topic == self.settings.dead_letter_topic:
-            reason = dict(record.headers or []).get("error", b"unknown error").decode(errors="replace")
-            log.warning("job=%s failed in the processor: %s", frame.job, reason)
-            self.store.fail(frame.job, f"processor: {reason}")
-            return True
         index = 0
         if frame.tile is not None:
             try:
@@ -126,10 +133,12 @@ class JobCollector(BackgroundLoop):
         started = time.monotonic()
         try:
             tiles = self.store.tiles(job_id)
-            if len(tiles) == 1 and tiles[0][0] is None:
-                result = tiles[0][1]  # a whole image: the processor encoded it in the upload's format
+            if len(tiles) == 1 and tiles[0][0] is None and not is_pixels(tiles[0][1]):
+                result = tiles[0][1]  # a whole upload sent as is: the processor answered in its format
+            elif len(tiles) == 1 and tiles[0][0] is None:
+                result = off_hub(_transcode, tiles[0][1], status.format)
             else:
-                image = self._reassemble(tiles, status.out_height, status.out_width)
+                image = self._reassemble(tiles, status.out_height, status.out_width, self.settings.max_frame_pixels)
                 result = off_hub(encode_image, image, status.format, RESULT_JPEG_QUALITY)
         except (CodecError, ValueError, RuntimeError) as exc:
             log.warning("job=%s cannot be assembled: %s", job_id, exc)
@@ -140,11 +149,16 @@ class JobCollector(BackgroundLoop):
                  status.out_width, status.out_height, len(result), time.monotonic() - started)
 
     @staticmethod
-    def _reassemble(tiles: list[tuple[str | None, bytes]], height: int, width: int) -> np.ndarray:
+    def _reassemble(tiles: list[tuple[str | None, bytes]], height: int, width: int, max_pixels: int) -> np.ndarray:
         """Every processed tile is in output coordinates, so reassembly is identity geometry.
-        Decoding goes to a native thread one tile at a time (see viewer.stills.offload)."""
+        Decoding and placing go to a native thread one tile at a time (see viewer.stills.offload)."""
         infos = [TileInfo.from_header(header) for header, _ in tiles]
         assembler = Assembler(height, width, infos[0].rows, infos[0].cols)
         for info, (_, data) in zip(infos, tiles, strict=True):
-            assembler.add(info, off_hub(decode_image, data))
+            off_hub(lambda info=info, data=data: assembler.add(info, decode_image(data, max_pixels)))
         return assembler.image()
+
+
+def _transcode(data: bytes, fmt: str) -> bytes:
+    """An internal (lz4) result in the upload's format."""
+    return encode_image(decode_image(data), fmt, RESULT_JPEG_QUALITY)

@@ -22,6 +22,7 @@ from kafka.errors import KafkaError
 from werkzeug.exceptions import HTTPException
 
 from pipeline.codec import CodecError, decode_image, encode_image
+from pipeline.imageheader import CorruptImage, ImageHeader, UnsupportedImage, read_header
 from pipeline.kafka import make_producer
 from pipeline.settings import Settings
 from pipeline.tiling import split
@@ -29,7 +30,6 @@ from pipeline.transforms import REGISTRY, Chain, TransformError, parse_spec
 from pipeline.wire import Frame, to_record
 from viewer.stills.budget import Busy, MemoryBudget, Reservation
 from viewer.stills.collector import JobCollector
-from viewer.stills.imageheader import CorruptImage, ImageHeader, UnsupportedImage, read_header
 from viewer.stills.offload import off_hub
 from viewer.stills.store import DEFAULT_DB, JobLimit, JobStatus, JobStore
 
@@ -41,7 +41,9 @@ DEFAULT_TILE = 512
 TILE_RANGE = (64, 8192)
 # Multipart boundaries and the small form fields around the file.
 FORM_OVERHEAD_BYTES = 64 * 1024
-TILE_JPEG_QUALITY = 95  # tiles are re-encoded once more by the processor (PNG ignores it)
+# Inside the pipeline, images travel as lz4 pixels (pipeline/pixels.py): lossless, and ~100x
+# faster to encode than PNG. The upload's own format is used again only for the result.
+INTERNAL_ENCODING = "lz4"
 RECORD_OVERHEAD_BYTES = 4096  # headers and framing of one Kafka record, generously
 READY_WAIT_S = 15.0
 EVENTS_POLL_S = 0.25
@@ -241,27 +243,32 @@ def _decode(data: bytes, header: ImageHeader) -> np.ndarray:
     return image
 
 
-def _encode_tile(pixels: np.ndarray, fmt: str) -> bytes:
-    return encode_image(np.ascontiguousarray(pixels), fmt, TILE_JPEG_QUALITY)
+def _encode_pixels(pixels: np.ndarray) -> bytes:
+    return encode_image(pixels, INTERNAL_ENCODING)
 
 
-def job_frames(job_id: str, data: bytes, image: np.ndarray, header: ImageHeader, chain: Chain, tile: int
-               ) -> tuple[int, Iterator[Frame]]:
+def job_frames(job_id: str, data: bytes, image: np.ndarray, header: ImageHeader, chain: Chain, tile: int,
+               max_record_bytes: int) -> tuple[int, Iterator[Frame]]:
     """(record count, the job's records): halo'd tiles when the chain can be tiled and the
-    image is larger than a tile, else the untouched upload as one whole frame (no tile header).
+    image is larger than a tile, else one whole frame (no tile header).
 
+    Records carry the decoded pixels (lz4), so no stage decodes the upload again; only a whole
+    image whose pixels exceed one record goes as the untouched upload.
     Tiles are encoded lazily, so the first ones are being processed while later ones encode.
     """
-    base = Frame(stream=UPLOAD_STREAM, seq=0, ts_ms=int(time.time() * 1000), encoding=header.format,
-                 width=header.width, height=header.height, data=data, job=job_id, transform=chain.spec)
+    base = Frame(stream=UPLOAD_STREAM, seq=0, ts_ms=int(time.time() * 1000), encoding=INTERNAL_ENCODING,
+                 width=header.width, height=header.height, data=b"", job=job_id, transform=chain.spec)
     if not chain.tileable or (header.width <= tile and header.height <= tile):
-        return 1, iter([base])
+        # Pixels that would have to compress better than 2:1 to fit are not worth trying.
+        pixels = off_hub(_encode_pixels, image) if image.nbytes <= 2 * max_record_bytes else None
+        if pixels is not None and len(pixels) <= max_record_bytes:
+            return 1, iter([dataclasses.replace(base, data=pixels)])
+        return 1, iter([dataclasses.replace(base, data=data, encoding=header.format)])
     tiles = split(image, tile, chain.halo, align=chain.align)  # views: nothing copied yet
     # One tile per hop to the native thread: between tiles the hub gets the GIL back at once
     # (one long call over every tile starves it: measured 0.5-1 s stalls of the live streams).
     frames = (
-        dataclasses.replace(base, seq=info.index, tile=info.to_header(),
-                            data=off_hub(_encode_tile, pixels, header.format))
+        dataclasses.replace(base, seq=info.index, tile=info.to_header(), data=off_hub(_encode_pixels, pixels))
         for info, pixels in tiles
     )
     return len(tiles), frames
@@ -303,11 +310,13 @@ def upload():
         except JobLimit as exc:
             raise BadUpload(429, f"{exc}; try again shortly", retry_after=RETRY_AFTER_S) from None
         try:
-            _reserve(memory, header.pixels * 3)  # the decoded BGR image
+            # The decoded BGR image (and, for a whole-image job, its lz4 copy).
+            _reserve(memory, header.pixels * 3 * (2 if whole else 1))
             # Decoding proves the file is whole (a valid header can front corrupt pixel data);
             # only now, with the size checked and the memory reserved, is the allocation bounded.
             image = _decode(data, header)
-            total, frames = job_frames(job_id, data, image, header, chain, tile)
+            total, frames = job_frames(job_id, data, image, header, chain, tile,
+                                       settings.max_message_bytes - RECORD_OVERHEAD_BYTES)
             up.store.set_total(job_id, total)
             up.publish(frames)
         except KafkaError as exc:
