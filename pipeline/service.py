@@ -17,7 +17,7 @@ from typing import NoReturn
 # How long a service's stop may take in all (finish the current work, flush, commit, leave):
 # `docker stop` kills after 10 s and `pipeline up` after 15 s. With the broker up a stop takes
 # well under a second; with the broker gone this is what a stop costs.
-STOP_BUDGET_S = 6.0
+STOP_BUDGET_S = 5.0
 
 
 def setup_logging(quiet: bool = False) -> None:

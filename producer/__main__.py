@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="each try's timeout (default 5)")
     out.add_argument("--flush-timeout", type=_bounded(float, 0, "--flush-timeout"), default=30.0, metavar="SECONDS",
                      help="at the end of the source, wait this long for acknowledgements; the rest count as errors "
-                          "(default 30; a stop by SIGTERM/Ctrl-C waits at most 6)")
+                          "(default 30; a stop by SIGTERM/Ctrl-C waits at most 5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar; log warnings only (for services)")
     return p
 

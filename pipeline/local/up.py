@@ -206,7 +206,7 @@ def _paused(children: dict[str, subprocess.Popen], role: str) -> Iterator[None]:
     """Freeze the children whose name starts with `role` (SIGSTOP) while the embedded broker's
     topics are rotated: a record sent into the gap between delete and create would fail, or
     auto-create the topic with the wrong partition count. Producers stay frozen while the
-    processors catch up; group sessions (6 s) easily outlast the milliseconds processors are."""
+    processors catch up; the processors' group session (1 s) easily outlasts the milliseconds they are."""
     paused = [child for name, child in children.items() if name.startswith(role) and child.poll() is None]
     for child in paused:
         child.send_signal(signal.SIGSTOP)
