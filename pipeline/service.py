@@ -32,9 +32,9 @@ def setup_logging(quiet: bool = False) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.CRITICAL))
 
 
-def stop_on_signals() -> threading.Event:
+def stop_on_signals() -> StopEvent:
     """An event set by SIGTERM or SIGINT, so loops finish their current frame and clean up."""
-    stop = threading.Event()
+    stop = StopEvent()
 
     def handler(signum, _frame) -> None:
         logging.getLogger(__name__).info("received %s, stopping", signal.Signals(signum).name)
@@ -45,9 +45,21 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+class StopEvent(threading.Event):
+    """A stop event that remembers when it was first set: a stop's budget counts from the
+    signal, not from whenever the loop gets round to noticing it."""
+
+    set_at: float | None = None
+
+    def set(self) -> None:
+        if self.set_at is None:
+            self.set_at = time.monotonic()
+        super().set()
+
+
 class StopDeadline:
     """Time left for work that must end soon after a stop: unlimited while `stop` is clear,
-    then `budget_s` counted from when it was first seen set."""
+    then `budget_s` counted from when it was set (a StopEvent) or first seen set."""
 
     def __init__(self, stop: threading.Event, budget_s: float = STOP_BUDGET_S) -> None:
         self.stop, self.budget_s = stop, budget_s
@@ -57,7 +69,7 @@ class StopDeadline:
         if not self.stop.is_set():
             return math.inf
         if self._at is None:
-            self._at = time.monotonic() + self.budget_s
+            self._at = (getattr(self.stop, "set_at", None) or time.monotonic()) + self.budget_s
         return max(0.0, self._at - time.monotonic())
 
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.codec import CodecError
-from pipeline.service import STOP_BUDGET_S
+from pipeline.service import StopDeadline
 from pipeline.settings import Settings
 from pipeline.wire import Frame, check_stream_name
 from producer.delivery import BrokerUnavailable, ConnectPolicy, Delivery, connect
@@ -179,7 +179,7 @@ def _publish(frames, stream: str, encoding: EncodeOptions, opts: ProducerOptions
             sender.join()
             seconds = opts.clock() - started
             # A stop (SIGTERM, Ctrl-C) must end within the service's stop budget, broker or not.
-            delivery.close(min(opts.flush_timeout_s, STOP_BUDGET_S) if stop.is_set() else opts.flush_timeout_s)
+            delivery.close(min(opts.flush_timeout_s, StopDeadline(stop).left()))
     return ProducerStats(
         frames_sent=delivery.frames_sent,
         records_sent=delivery.records_sent,
