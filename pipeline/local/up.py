@@ -18,7 +18,7 @@ from kafka.errors import KafkaError
 
 from pipeline.kafka import ensure_topics
 from pipeline.local.broker import BrokerError, EmbeddedBroker
-from pipeline.local.retention import DEFAULT_BUDGET_MB, EmbeddedRetention
+from pipeline.local.retention import DEFAULT_BUDGET_MB, DEFAULT_WINDOW_S, EmbeddedRetention, generation_specs
 from pipeline.service import die_with_parent
 from pipeline.settings import Settings
 
@@ -40,6 +40,8 @@ class UpOptions:
     loop: bool = True
     # Embedded broker only: recreate the topics when Tansu's memory passes this (0: never).
     embedded_retention_mb: int = DEFAULT_BUDGET_MB
+    # Embedded broker only: the replay window kept, in seconds (capped by the memory budget).
+    retention_s: float = DEFAULT_WINDOW_S
     # Stop the whole stack when any part of it dies (CI), instead of restarting that part.
     exit_on_failure: bool = False
 
@@ -80,7 +82,7 @@ def run(opts: UpOptions, stop: threading.Event) -> int:
     stack = Stack(opts, env, broker)
     try:
         stack.settings = Settings.from_env(env)
-        ensure_topics(stack.settings)
+        stack.ensure_topics()
         for name in service_commands(opts):
             stack.start(name)
         stack.start_retention()
@@ -144,12 +146,21 @@ class Stack:
         self.backoff.setdefault(name, Backoff())
         log.info("started %s (pid %d)", name, self.children[name].pid)
 
+    @property
+    def generational(self) -> bool:
+        """Topics in two slots, for the embedded broker's sliding replay window (pipeline/generations.py)."""
+        return self.broker is not None and self.opts.embedded_retention_mb > 0
+
+    def ensure_topics(self) -> None:
+        ensure_topics(self.settings, generation_specs(self.settings) if self.generational else None)
+
     def start_retention(self) -> None:
-        if self.broker is not None and self.opts.embedded_retention_mb > 0:
+        if self.generational:
             budget = self.opts.embedded_retention_mb << 20
             self.retention = EmbeddedRetention(self.settings, self.broker.process.pid, budget,
                                                producers_paused=lambda: _paused(self.children, "producer"),
-                                               processors_paused=lambda: _paused(self.children, "processor")).start()
+                                               processors_paused=lambda: _paused(self.children, "processor"),
+                                               window_s=self.opts.retention_s).start()
 
     def stop_retention(self) -> None:
         if self.retention is not None:
@@ -191,7 +202,7 @@ class Stack:
         try:
             with _paused(self.children, "producer"), _paused(self.children, "processor"):
                 self.broker.start()
-                ensure_topics(self.settings)
+                self.ensure_topics()
         except (BrokerError, KafkaError) as exc:
             log.error("embedded broker restart failed (%s); retrying in %.0f s", exc, backoff.died())
             return

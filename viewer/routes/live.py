@@ -81,7 +81,9 @@ def stream_mjpeg(stream: str):
         mode = "resume"
         ticks = resumed_frames(st.settings, hub.topic, stream, viewer_id, st.metrics, sent, speed, idle_s=st.tick_s)
     tally = ClientTally(st.metrics, stream, mode)
-    body = sent.count(mjpeg(ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=tally))
+    body = sent.count(mjpeg(
+        ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=tally, no_signal=lambda: hub.no_signal(stream)
+    ))
     # direct_passthrough: gunicorn iterates the body itself, without werkzeug's re-encoding
     # and closing wrappers around every part.
     response = Response(tracked(body, st, mode, viewer_id, tally), mimetype=MIMETYPE, direct_passthrough=True)
@@ -107,6 +109,7 @@ def streams():
     st.processed.ensure_started()
     st.lag.ensure_started()
     now_ms = time.time() * 1000
+    now = time.monotonic()
     out = []
     for name, slot in st.processed.stream_slots():
         frame = slot.latest
@@ -121,6 +124,8 @@ def streams():
                 # The chain the newest frame was processed with: what is applied, not what was asked.
                 "transform": frame.transform if frame else None,
                 "age_ms": round(now_ms - frame.ts_ms) if frame else None,
+                # No new frame for a while: clients are shown the no-signal card.
+                "stalled": slot.stalled(now),
                 "partition": slot.partition,
                 "lag": st.lag.lag.get(name, {}),
             }
