@@ -79,18 +79,21 @@ def children(pid: int) -> list[int]:
 class LiveClient:
     """One MJPEG client on /stream/sample.mjpg, recording each part's arrival time."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, stream: str = "sample") -> None:
         self.arrivals: list[float] = []
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._read, args=(url,), daemon=True)
+        self.thread = threading.Thread(target=self._read, args=(url, stream), daemon=True)
         self.thread.start()
 
-    def _read(self, url: str) -> None:
-        with requests.get(f"{url}/stream/sample.mjpg", stream=True, timeout=60) as response:
-            for _ in iter_parts(response.raw):
-                self.arrivals.append(time.monotonic())
-                if self.stopping.is_set():
-                    return
+    def _read(self, url: str, stream: str) -> None:
+        try:
+            with requests.get(f"{url}/stream/{stream}.mjpg", stream=True, timeout=60) as response:
+                for _ in iter_parts(response.raw):
+                    self.arrivals.append(time.monotonic())
+                    if self.stopping.is_set():
+                        return
+        except (requests.RequestException, ValueError):
+            pass  # a stream the viewer refuses or ends: its arrivals stop
 
     def fps(self, start: float, end: float) -> float:
         return sum(start <= t <= end for t in self.arrivals) / (end - start)
@@ -174,12 +177,15 @@ def main() -> int:
         quiet_fps = client.fps(quiet, time.monotonic())
         before = {name: peak_rss_mb(pids[name]) for name in ("processor-1", "viewer")}
         hostile = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, max_request_size=40 << 20, acks=1)
-        abuse, rounds, sent = time.monotonic(), 0, 0
+        abuse, rounds, sent, watchers = time.monotonic(), 0, 0, []
         while time.monotonic() - abuse < args.abuse_s:
             for topic, key, value, headers in hostile_records(settings, png, args.cases):
                 hostile.send(topic, key=key, value=value, headers=headers)
                 sent += 1
             hostile.flush()
+            if rounds == 0 and "png" in args.cases:
+                # Someone watching the bomb's stream: the viewer transcodes what it serves.
+                watchers = [LiveClient(url, "bomb")]
             rounds += 1
             time.sleep(max(0.0, abuse + rounds * args.every - time.monotonic()))
         hostile.close()
@@ -188,6 +194,8 @@ def main() -> int:
         time.sleep(3)
         after = {name: peak_rss_mb(pids[name]) for name in ("processor-1", "viewer")}
         client.stopping.set()
+        for watcher in watchers:
+            watcher.stopping.set()
         alive = {name: os.path.exists(f"/proc/{pid}") for name, pid in pids.items()}
         metrics = requests.get(f"{url}/metrics", timeout=10).text
         drops = sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("viewer_frames_dropped_total"))
