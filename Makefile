@@ -37,7 +37,7 @@ lint: $(DEV)
 	$(PY) -m ruff check .
 
 bench: $(DEV)
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
