@@ -6,7 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.pixels import PixelsError, decode_pixels, encode_pixels, is_pixels
+from pipeline.imageheader import ImageHeader, ImageHeaderError, check_pixels, read_header
+from pipeline.pixels import PixelsError, decode_pixels, encode_pixels, is_pixels, pixels_shape
 
 
 class CodecError(ValueError):
@@ -31,8 +32,25 @@ def encode_image(image: np.ndarray, fmt: str, quality: int = 80) -> bytes:
     return buf.tobytes()
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """BGR, 3 channels, whatever the encoding (as OpenCV's IMREAD_COLOR gives PNG/JPEG)."""
+def image_header(data: bytes) -> ImageHeader:
+    """Format and size from the bytes, without decoding; CodecError unless a complete PNG/JPEG
+    or lz4 pixels with a stated shape."""
+    try:
+        if is_pixels(data):
+            height, width, _ = pixels_shape(data)
+            return ImageHeader("lz4", width, height)
+        return read_header(data)
+    except (ImageHeaderError, PixelsError) as exc:
+        raise CodecError(f"cannot decode image ({len(data)} bytes): {exc}") from None
+
+
+def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
+    """BGR, 3 channels, whatever the encoding (as OpenCV's IMREAD_COLOR gives PNG/JPEG). With
+    ``max_pixels`` the image header is checked first, so an image over the limit (TooManyPixels)
+    or not a complete PNG/JPEG/lz4 image (CodecError) is never decoded."""
+    if max_pixels is not None:
+        header = image_header(data)
+        check_pixels(header.width, header.height, max_pixels)
     if is_pixels(data):
         try:
             image = decode_pixels(data)

@@ -36,6 +36,13 @@ MAX_STREAM_NAME = 255
 # How long a sync or a write may wait for the broker before giving up.
 TIMEOUT_S = 5.0
 
+# Estimated seconds of one core per frame above which a live chain is refused (Chain.work_s):
+# such a chain would hold a processor, and every stream on its partitions, for a dozen frame
+# periods per frame. Every transform's defaults fit at 640x360.
+MAX_LIVE_WORK_S = 0.5
+# The frame size a chain is costed at when the stream's own is not known (the CLI).
+REFERENCE_SIZE = (720, 1280)
+
 
 class ControlError(ValueError):
     """A bad stream name or chain spec; the message is one line a user can act on."""
@@ -61,14 +68,22 @@ def check_stream(stream: object) -> str:
     return stream
 
 
-def live_chain(spec: object) -> Chain:
-    """The chain a PUT or the CLI may set: registered transforms with validated parameters."""
+def live_chain(spec: object, size: tuple[int, int] | None = None) -> Chain:
+    """The chain ``spec`` names: registered transforms with validated parameters, at most
+    ``MAX_STEPS`` of them. With ``size`` (height, width of the stream's frames) its estimated
+    work per frame must also stay within :data:`MAX_LIVE_WORK_S`."""
     if not isinstance(spec, str):
         raise ControlError('"spec" must be a transform chain such as "blur:ksize=15,edges"')
     try:
-        return parse_spec(spec)
+        chain = parse_spec(spec)
     except TransformError as exc:
         raise ControlError(str(exc)) from None
+    if size is not None and chain.work_s(*size) > MAX_LIVE_WORK_S:
+        height, width = size
+        raise ControlError(f"{chain.spec!r} is estimated at {chain.work_s(*size) * 1000:.0f} ms per {width}x{height} "
+                           f"frame, more than the {MAX_LIVE_WORK_S * 1000:.0f} ms a live chain may take: "
+                           "choose smaller kernels or fewer steps")
+    return chain
 
 
 def decode_entry(key: bytes | None, value: bytes | None) -> ChainEntry | None:
@@ -185,14 +200,15 @@ class ChainControl:
         else:
             self._entries[stream] = entry
 
-    def set(self, stream: str, spec: str) -> ChainEntry:
-        """Validate and write the stream's new chain; returns the entry once the broker has it.
+    def set(self, stream: str, spec: str, size: tuple[int, int] = REFERENCE_SIZE) -> ChainEntry:
+        """Validate ``spec`` (its work costed at ``size``, the stream's frame height and width) and
+        write it as the stream's new chain; returns the entry once the broker has it.
 
         ControlError on a bad name or spec; KafkaError when the broker does not take it. Two
         writers racing may write the same version: the later record wins, as everywhere here.
         """
         check_stream(stream)
-        chain = live_chain(spec)
+        chain = live_chain(spec, size)
         self.sync()
         with self._lock:
             current = self._entries.get(stream)

@@ -42,11 +42,16 @@ def encode_pixels(image: np.ndarray) -> bytes:
     return MAGIC + _SHAPE.pack(height, width, channels) + body
 
 
-def decode_pixels(data: bytes) -> np.ndarray:
-    """The array `encode_pixels` was given (H x W for one channel); PixelsError if malformed."""
+def pixels_shape(data: bytes) -> tuple[int, int, int]:
+    """(height, width, channels) as stated, without decompressing; PixelsError if not lz4 pixels."""
     if not is_pixels(data) or len(data) < _HEAD:
         raise PixelsError("not lz4 pixels")
-    height, width, channels = _SHAPE.unpack_from(data, len(MAGIC))
+    return _SHAPE.unpack_from(data, len(MAGIC))
+
+
+def decode_pixels(data: bytes) -> np.ndarray:
+    """The array `encode_pixels` was given (H x W for one channel); PixelsError if malformed."""
+    height, width, channels = pixels_shape(data)
     size = height * width * channels
     if channels not in (1, 3, 4) or not 0 < size <= MAX_BYTES:
         raise PixelsError(f"lz4 pixels of impossible shape {height}x{width}x{channels}")

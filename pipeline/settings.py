@@ -45,6 +45,9 @@ class Settings:
     loopback_admin: bool = False
     max_upload_bytes: int = 25 * 1000 * 1000
     max_upload_pixels: int = 50 * 1000 * 1000
+    # Video frames (and the whole images tiles belong to) are checked against this from their
+    # headers before decoding; uploads travel as frames too, so it is not below the upload limit.
+    max_frame_pixels: int = 50 * 1000 * 1000
     # Request bodies (uploads) being received at once per viewer process, and the longest a
     # client may go without sending a byte of one: slow clients cannot hold every connection.
     max_bodies_in_progress: int = 32
@@ -79,6 +82,7 @@ class Settings:
             loopback_admin=(get("VIEWER_LOOPBACK_ADMIN") or "").lower() in ("1", "true", "yes"),
             max_upload_bytes=_int_env(env, "MAX_UPLOAD_BYTES", 25 * 1000 * 1000),
             max_upload_pixels=_int_env(env, "MAX_UPLOAD_PIXELS", 50 * 1000 * 1000),
+            max_frame_pixels=_int_env(env, "MAX_FRAME_PIXELS", 50 * 1000 * 1000),
             max_bodies_in_progress=_int_env(env, "MAX_BODIES_IN_PROGRESS", 32),
             body_idle_timeout_s=_int_env(env, "BODY_IDLE_TIMEOUT_S", 10),
             max_resume_viewers=_int_env(env, "MAX_RESUME_VIEWERS", 64),

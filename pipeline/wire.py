@@ -1,6 +1,8 @@
 """The frame wire format: how a Frame becomes a Kafka record (key, value, headers) and back.
 
-key = stream name (so one stream's frames share a partition and stay in order);
+key = stream name (so one stream's frames share a partition and stay in order); a stream name
+follows ``STREAM_NAME`` (it is a URL path segment in the viewer): a record with any other
+name is not a frame, whoever wrote it;
 value = the encoded image bytes, untouched; headers carry everything else as ASCII text.
 
 Partitioning: by default the partition follows the key, so a stream lives in one partition
@@ -25,11 +27,16 @@ Tiles (``tile`` header set, see ``pipeline.tiling.TileInfo``):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 # The `enc` header: jpeg/png as users send and get them, lz4 pixels for lossless hops inside the
 # pipeline (pipeline/pixels.py). Every reader decodes all three, so old and new records mix.
 ENCODINGS = ("jpeg", "png", "lz4")
+
+# Stream names appear in URLs (/stream/<name>.mjpg): one path segment, no dot first.
+STREAM_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+STREAM_NAME_RULE = "1-128 characters from A-Z a-z 0-9 . _ -, not starting with a dot"
 
 _REQUIRED = ("stream", "seq", "ts", "enc", "w", "h")
 
@@ -58,12 +65,20 @@ class Frame:
         return replace(self, data=data, width=width, height=height, encoding=encoding or self.encoding)
 
 
+def check_stream_name(name: str) -> str:
+    """``name`` if it is a valid stream name, else WireError saying the rule."""
+    if not STREAM_NAME.fullmatch(name):
+        raise WireError(f"invalid stream name {name[:140]!r}: use {STREAM_NAME_RULE}")
+    return name
+
+
 def spread_partition(seq: int, partitions: int) -> int:
     """The partition for frame ``seq`` when a stream is spread over all ``partitions``."""
     return seq % partitions
 
 
 def to_record(frame: Frame) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    check_stream_name(frame.stream)
     if frame.encoding not in ENCODINGS:
         raise WireError(f"unknown encoding {frame.encoding!r}; expected one of {', '.join(ENCODINGS)}")
     headers = [
@@ -95,7 +110,8 @@ def from_record(headers: list[tuple[str, bytes]] | None, value: bytes | None) ->
     if value is None:
         raise WireError("record has no image bytes")
     if fields["enc"] not in ENCODINGS:
-        raise WireError(f"unknown encoding {fields['enc']!r}")
+        raise WireError(f"unknown encoding {fields['enc'][:40]!r}")
+    check_stream_name(fields["stream"])
     try:
         return Frame(
             stream=fields["stream"],

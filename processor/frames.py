@@ -31,7 +31,9 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from pipeline.codec import decode_image, encode_image
+from pipeline.codec import decode_image, encode_image, image_header
+from pipeline.imageheader import check_pixels
+from pipeline.settings import Settings
 from pipeline.tiling import TileInfo, apply_tiled, check_context, crop_halo, output_tile
 from pipeline.transforms import Chain, TransformError, parse_spec
 from pipeline.wire import Frame
@@ -47,27 +49,43 @@ _MAX_CHAINS = 64  # bounds memory when uploads carry many distinct specs
 _MAX_PINS = 256  # tiled frames whose chain is remembered: far more than are ever in flight
 
 
-def process_frame(frame: Frame, chain: Chain) -> Frame:
+def process_frame(frame: Frame, chain: Chain, max_pixels: int = Settings.max_frame_pixels) -> Frame:
     """Apply ``chain`` to a whole frame, or to one halo'd tile (contract: ``pipeline.wire``).
 
     A tile is refused (TransformError) when the chain needs the whole image, and (ValueError)
-    when its halo or block grid is short of what the chain needs: never wrong pixels.
+    when its halo or block grid is short of what the chain needs: never wrong pixels. A frame
+    (for a tile: the whole image) or its output over ``max_pixels`` is refused before decoding.
     """
     if frame.tile is None:
-        image = chain(decode_image(frame.data))
+        image = chain(decode_frame(frame.data, chain, max_pixels))
         return _output(frame, chain, image, image.shape[1], image.shape[0])
     if not chain.tileable:
         raise TransformError(f"transform {chain.spec!r} is not tileable: it needs the whole image "
                              "and cannot run on a tile")
     info = TileInfo.from_header(frame.tile)
     size = (frame.height, frame.width)
+    check_sizes(frame.width, frame.height, chain, max_pixels)
     check_context(info, size, chain.halo, chain.align)
-    image = decode_image(frame.data)
+    image = decode_image(frame.data, max_pixels)
     if image.shape[:2] != info.padded[2:]:
         raise ValueError(f"tile image is {image.shape[:2]}, header {frame.tile} says {info.padded[2:]}")
     core = crop_halo(chain(image), info, chain)
     out_info, (out_h, out_w) = output_tile(info, size, chain)
     return replace(_output(frame, chain, core, out_w, out_h), tile=out_info.to_header())
+
+
+def check_sizes(width: int, height: int, chain: Chain, max_pixels: int) -> None:
+    """TooManyPixels when an image of this size, or what ``chain`` makes of it, is over the limit."""
+    check_pixels(width, height, max_pixels, "frame")
+    out_height, out_width = chain.output_size(height, width)
+    check_pixels(out_width, out_height, max_pixels, f"output of {chain.spec!r}")
+
+
+def decode_frame(data: bytes, chain: Chain, max_pixels: int) -> np.ndarray:
+    """A whole frame's pixels, once its image header shows it and its output within the limit."""
+    header = image_header(data)
+    check_sizes(header.width, header.height, chain, max_pixels)
+    return decode_image(data)
 
 
 def _output(frame: Frame, chain: Chain, image: np.ndarray, width: int, height: int) -> Frame:
@@ -96,11 +114,13 @@ class FrameProcessor:
     spec (``live_spec(stream)``, None when it has none) or ``default_spec``."""
 
     def __init__(self, default_spec: str, tile_size: int | None = None, pool: OrderedPool | None = None,
-                 live_spec: Callable[[str], str | None] = lambda stream: None) -> None:
+                 live_spec: Callable[[str], str | None] = lambda stream: None,
+                 max_pixels: int = Settings.max_frame_pixels) -> None:
         if tile_size is not None and tile_size < 1:
             raise ValueError(f"tile size must be >= 1, got {tile_size}")
         self.default_spec = parse_spec(default_spec).spec  # fails fast on a bad spec
         self.tile_size = tile_size
+        self.max_pixels = max_pixels
         self.pool = pool or OrderedPool(1)
         self.live_spec = live_spec
         # Touched only by the batch's calling thread:
@@ -144,9 +164,9 @@ class FrameProcessor:
         """One frame, with ``chain`` if decided already; raises a POISON error if it cannot be processed."""
         chain = chain or self._stream_chain(frame)
         if frame.tile is None and self.tile_size is not None:
-            output = self._apply_split(chain, decode_image(frame.data))
+            output = self._apply_split(chain, decode_frame(frame.data, chain, self.max_pixels))
             return _output(frame, chain, output, output.shape[1], output.shape[0])
-        return process_frame(frame, self._worker_chain(chain) if chain.tileable else chain)
+        return process_frame(frame, self._worker_chain(chain) if chain.tileable else chain, self.max_pixels)
 
     def _guarded(self, frame: Frame, chain: Chain) -> Frame | Exception:
         try:

@@ -2,7 +2,8 @@
 chain and produces processed frames.
 
 Delivery: at-least-once. Offsets are committed manually, only after every output record of
-the polled batch (and every dead letter) is acknowledged by the broker; the acks are checked
+the polled batch (and every dead letter) is acknowledged by the broker, and never inside a
+tiled frame (``processor/frame_commits.py``); the acks are checked
 (and the batch committed) once the next batch is processed and sent, or at once when no next
 batch is waiting. A commit that fails
 because the group is rebalancing is kept and retried in the rebalance listener's revoke
@@ -52,6 +53,7 @@ from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, to_record
 from processor.backlog import InputBacklog
 from processor.dead_letters import dead_letter, short_reason
+from processor.frame_commits import FrameCommits
 from processor.frames import POISON, FrameProcessor
 from processor.heartbeat import HeartbeatPublisher, Identity, ProcessorStats
 from processor.pool import OrderedPool, limit_opencv_threads
@@ -81,6 +83,8 @@ class OffsetKeeper(AsyncConsumerRebalanceListener):
     def __init__(self, consumer: KafkaConsumer, stats: ProcessorStats) -> None:
         self.consumer, self.stats = consumer, stats
         self.pending: dict[TopicPartition, OffsetAndMetadata] = {}
+        # Where each partition's commit may go: never inside a tiled frame (poll thread only).
+        self.frames = FrameCommits()
 
     def commit(self) -> bool:
         """Commit what is pending (from the poll thread); False if a rebalance deferred it."""
@@ -133,7 +137,8 @@ def run(
     stop = stop or threading.Event()
     limit_opencv_threads()
     pool = OrderedPool(concurrency)
-    frames = FrameProcessor(transform, tile, pool)  # a bad spec fails before joining the group
+    # A bad spec fails before joining the group.
+    frames = FrameProcessor(transform, tile, pool, max_pixels=settings.max_frame_pixels)
     # Every stream's live chain, read before joining, so the first frame already gets it.
     control = ChainControl(settings, "processor-control")
     frames.live_spec = _live_spec(control)
@@ -221,7 +226,9 @@ def _complete(batch: _Batch, consumer: KafkaConsumer, offsets: OffsetKeeper, pro
     for tp, records in batch.records.items():
         # A rebalance while the batch was in flight moved tp: its new owner redoes those frames.
         if tp in owned:
-            offsets.pending[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+            offsets.pending[tp] = OffsetAndMetadata(offsets.frames.commit_offset(tp, records), "", -1)
+        else:
+            offsets.frames.forget(tp)
     offsets.commit()
     return True
 

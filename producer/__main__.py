@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from pipeline.service import fail, setup_logging, stop_on_signals
 from pipeline.settings import Settings
-from pipeline.wire import ENCODINGS
+from pipeline.wire import ENCODINGS, STREAM_NAME_RULE
 from producer.delivery import ACKS, BrokerUnavailable, ConnectPolicy
 from producer.encode import DEFAULT_HALO
 from producer.pacing import LATE_POLICIES
@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src = p.add_argument_group("source")
     src.add_argument("--source", required=True, help="video file, http(s)/rtsp URL, camera index, image directory or glob")
-    src.add_argument("--stream", help="stream name (default: the file's stem, the directory's name, or camera<N>)")
+    src.add_argument("--stream", help=f"stream name, {STREAM_NAME_RULE} "
+                                      "(default: the file's stem, the directory's name, or camera<N>)")
     src.add_argument("--loop", action="store_true", help="restart files and image sets at their end")
     src.add_argument("--start", type=_bounded(float, 0, "--start"), default=0.0, metavar="SECONDS",
                      help="skip this far into a video (for stills: SECONDS x --fps images)")

@@ -19,7 +19,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.codec import CodecError
 from pipeline.settings import Settings
-from pipeline.wire import Frame
+from pipeline.wire import Frame, check_stream_name
 from producer.delivery import BrokerUnavailable, ConnectPolicy, Delivery, connect
 from producer.encode import DEFAULT_HALO, EncodeOptions, encode_frame
 from producer.pacing import Pacer
@@ -97,6 +97,7 @@ def run(settings: Settings, source: str, stream: str, stop: threading.Event | No
     """
     opts = dataclasses.replace(options or ProducerOptions(), **overrides)
     stop = stop or threading.Event()
+    check_stream_name(stream)
     if opts.max_frames is not None and opts.max_frames < 1:
         raise ValueError("max_frames must be at least 1")
     encoding = EncodeOptions(opts.fmt, opts.quality, opts.resize, opts.max_width, opts.tile, opts.halo)

@@ -121,7 +121,8 @@ def default_stream_name(spec: str) -> str:
         path, is_dir = os.path.dirname(_GLOB_CHARS.split(path)[0]) or os.getcwd(), True
     base = os.path.basename(os.path.abspath(path) if path in (".", "..") else path)
     stem = base if is_dir else os.path.splitext(base)[0]
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in stem) or "stream"
+    # Within pipeline.wire.STREAM_NAME: ASCII letters and digits, '-' for the rest.
+    return "".join(c if c.isascii() and c.isalnum() or c in "-_" else "-" for c in stem)[:128] or "stream"
 
 
 def is_url(spec: str) -> bool:

@@ -17,7 +17,7 @@ window.ChainEditor = (() => {
           if (!response.ok) throw new Error(`HTTP ${response.status}`);
           return response.json();
         })
-        .then((body) => new Map(body.transforms.map((t) => [t.name, t])))
+        .then((body) => ({ transforms: new Map(body.transforms.map((t) => [t.name, t])), maxSteps: body.max_steps }))
         .catch((error) => {
           catalog = null;  // try again next time
           throw error;
@@ -136,7 +136,7 @@ window.ChainEditor = (() => {
   }
 
   async function mount(root, options = {}) {
-    const transforms = await loadCatalog();
+    const { transforms, maxSteps } = await loadCatalog();
     const names = [...transforms.keys()];
     let steps = parseSpec(options.spec ?? "grayscale", transforms);
     const list = element("ol", { class: "chain-steps" });
@@ -155,7 +155,7 @@ window.ChainEditor = (() => {
     // Re-render everything (chains are short), then put the keyboard focus back where it was.
     function render(focus) {
       list.replaceChildren(...steps.map((step, index) => stepItem(step, index)));
-      addButton.hidden = Boolean(options.maxSteps) && steps.length >= options.maxSteps;
+      addButton.hidden = Boolean(maxSteps) && steps.length >= maxSteps;
       if (focus) {
         const target = list.querySelector(`[data-focus="${focus}"]`) || addButton;
         target.focus();

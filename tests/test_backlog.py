@@ -8,10 +8,12 @@ import time
 import uuid
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from pipeline.codec import encode_image
 from pipeline.kafka import make_producer
 from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, from_record, to_record
@@ -53,11 +55,12 @@ def record(frame: Frame, offset: int = 0) -> ConsumerRecord:
 def test_the_live_hub_skips_frames_a_newer_input_has_overtaken():
     metrics = ViewerMetrics()
     hub = LiveHub(Settings(), "processed", metrics)
-    late = Frame("s", 1, 2, "jpeg", 4, 3, b"x", behind_ms=LIVE_WINDOW_MS + 1)
+    jpeg = encode_image(np.zeros((3, 4, 3), np.uint8), "jpeg")  # the hub serves real images only
+    late = Frame("s", 1, 2, "jpeg", 4, 3, jpeg, behind_ms=LIVE_WINDOW_MS + 1)
     assert hub.accept(record(late)) is None
     assert metrics.registry.get_sample_value("viewer_frames_behind_skipped_total", {"topic": "processed"}) == 1
     for behind in (None, 0, LIVE_WINDOW_MS):
-        assert hub.accept(record(Frame("s", 1, 2, "jpeg", 4, 3, b"x", behind_ms=behind))) is not None
+        assert hub.accept(record(Frame("s", 1, 2, "jpeg", 4, 3, jpeg, behind_ms=behind))) is not None
 
 
 @pytest.mark.integration

@@ -70,6 +70,7 @@ def test_transforms_lists_the_registry_with_typed_parameters(stack):
     answer = requests.get(f"{stack}/transforms", timeout=10)
     assert answer.status_code == 200
     transforms = {t["name"]: t for t in answer.json()["transforms"]}
+    assert answer.json()["max_steps"] == 16
     assert {"grayscale", "blur", "edges", "flip"} <= set(transforms)
     blur = transforms["blur"]
     assert blur["tileable"] is True and blur["halo"] == 4 and blur["description"]
@@ -105,6 +106,7 @@ def test_put_changes_what_the_stream_shows(stack):
     ({"spec": "blur:ksize=4"}, "blur: ksize must be odd"),
     ({"spec": "flip:axis=diagonal"}, "flip: axis must be one of h, v, both"),
     ({"spec": "__import__('os').system('true')"}, "unknown transform"),
+    ({"spec": ",".join(["invert"] * 17)}, "a chain has at most 16 steps"),
     ({"spec": 15}, '"spec" must be a transform chain'),
     ({}, '"spec" must be a transform chain'),
     (["edges"], "send a JSON object"),
@@ -128,3 +130,9 @@ def test_unknown_streams_auth_and_content_type(stack):
     assert put(stack, STREAM, {"spec": "sepia"}, token="wrong").status_code == 403
     # None of the refused requests changed the chain.
     assert requests.get(f"{stack}/api/streams/{STREAM}/transform", timeout=30).json()["spec"] != "edges"
+
+
+def test_work_is_costed_at_the_stream_s_own_frame_size(stack):
+    """cartoon:d=31 would take ~2 s per 1280x720 frame (the CLI refuses it there); on this
+    stream's 8x8 frames it is cheap, and accepted."""
+    assert put(stack, STREAM, {"spec": "cartoon:d=31"}).status_code == 200

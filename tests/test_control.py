@@ -113,6 +113,14 @@ def test_bad_specs_are_refused_with_a_reason(spec):
     assert "\n" not in str(info.value)
 
 
+def test_live_chains_that_could_stall_a_processor_are_refused_at_the_stream_s_size():
+    assert live_chain("blur:ksize=99", (720, 1280)).spec == "blur:ksize=99"
+    assert live_chain("cartoon:d=31", (90, 160)).spec == "cartoon:d=31"
+    for spec in ("cartoon:d=31", "faces:detect_width=0", ",".join(["blur:ksize=99"] * 8)):
+        with pytest.raises(ControlError, match="per 1280x720 frame, more than the 500 ms"):
+            live_chain(spec, (720, 1280))
+
+
 def test_decode_entry_canonicalises_and_reads_tombstones():
     value = json.dumps({"stream": "cam", "spec": "Blur:ksize=9", "version": 4, "changed_ms": 5}).encode()
     entry = decode_entry(b"cam", value)
@@ -158,6 +166,7 @@ def test_cli_set_then_show(cli, settings):
     (("set", "cam", "nosuch"), "unknown transform 'nosuch'; valid: "),
     (("set", "cam", "blur:ksize=1001"), "blur: ksize must be in "),
     (("set", "", "edges"), "a stream name is 1 to 255 characters"),
+    (("set", "cam", "cartoon:d=31"), "'cartoon:d=31' is estimated at "),
 ])
 def test_cli_bad_input_exits_2_with_one_line(cli, args, message):
     code, out, err = cli(*args)

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.imageheader import CorruptImage, UnsupportedImage, read_header
 from tests.photos import photo_bytes
-from viewer.stills.imageheader import CorruptImage, UnsupportedImage, read_header
 
 
 def with_png_size(png: bytes, width: int, height: int) -> bytes:

@@ -190,3 +190,45 @@ def test_a_processor_joining_later_and_a_restarted_one_apply_the_current_chain(s
         heartbeats.close()
         processed.close()
 
+
+
+def test_a_frame_cut_by_a_handover_and_a_chain_change_is_redone_whole_with_one_chain(settings):
+    """A processor stops after the first two tiles of a frame (all it was sent so far), the
+    chain changes, the rest of the frame arrives and another processor takes the partition: it
+    redoes the whole frame with the new chain, so the viewer can assemble it from one chain."""
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    tiles = [Frame(STREAM, 0, int(time.time() * 1000), "png", 64, 48, encode_image(tile, "png"), tile=info.to_header())
+             for info, tile in split(picture(0), 32, HALO)]
+    producer = make_producer(settings)
+    processed = Topic(settings, settings.processed_topic)
+    control = ChainControl(settings, "test-control")
+    first = second = None
+    try:
+        def send(frames: list[Frame]) -> None:
+            for frame in frames:
+                key, value, headers = to_record(frame)
+                producer.send(settings.raw_topic, key=key, value=value, headers=headers, partition=0)
+            producer.flush()
+
+        send(tiles[:2])
+        first = Member(settings, group, "first", transform=OLD)
+        first.start()
+        processed.wait_for(lambda r: len(r) >= 2, "the first two tiles")
+        first.finish()
+        control.set(STREAM, NEW)
+        send(tiles[2:])
+        second = Member(settings, group, "second", transform=OLD)
+        second.start()
+        out = processed.wait_for(lambda r: len(r) >= 6, "the whole frame again")
+    finally:
+        for member in (first, second):
+            if member is not None and member.is_alive():
+                member.finish()
+        control.close()
+        processed.close()
+        producer.close()
+    frames = [decode_record(r) for r in out]
+    assert [f.transform for f in frames[:2]] == [OLD, OLD]
+    redone = [f for f in frames if f.transform == NEW]
+    assert len(redone) == 4, "the second processor redoes the frame from its first tile"
+    assert chain_of(0, redone) == NEW

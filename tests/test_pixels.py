@@ -64,9 +64,9 @@ def test_only_8_bit_images_of_1_3_or_4_channels_are_encoded():
 
 
 def test_upload_records_carry_pixels_not_the_upload_format():
+    from pipeline.imageheader import read_header
     from pipeline.transforms import parse_spec
     from tests.photos import photo_bytes
-    from viewer.stills.imageheader import read_header
     from viewer.stills.upload import job_frames
 
     data = photo_bytes("astronaut.png")

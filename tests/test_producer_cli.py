@@ -22,6 +22,8 @@ BAD_INPUTS = {
     "bad URL": (["--source", "http://127.0.0.1:1/x.mp4", "--open-timeout", "2"], "cannot open URL"),
     "camera absent": (["--source", "99"], "camera 99 is not available"),
     "start past end": (["--source", "{tmp}/clip.avi", "--start", "99"], "no frame at --start"),
+    # One URL path segment in the viewer: 'a/b' would be listed but never served.
+    "stream name with a slash": (["--source", "{tmp}/clip.avi", "--stream", "a/b"], "invalid stream name 'a/b'"),
 }
 
 # Option cases fail in argument parsing, before any I/O: checked in-process.

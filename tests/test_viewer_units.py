@@ -91,7 +91,8 @@ def test_bad_tiles_are_refused_and_skipped():
         reassembler.add(Frame("s", 1, 0, "png", good.width, good.height, wrong_shape, tile=good.tile))
     with pytest.raises(TileError):  # a tile that does not fit inside its frame's size
         reassembler.add(Frame("s", 2, 0, "png", 10, 10, good.data, tile=good.tile))
-    assert served_or_tile(Frame("s", 1, 0, "png", 1, 1, b"x", tile="nonsense"), reassembler) is None
+    with pytest.raises(TileError):
+        served_or_tile(Frame("s", 1, 0, "png", 1, 1, b"x", tile="nonsense"), reassembler)
 
 
 def test_served_tiles_become_one_jpeg_frame():

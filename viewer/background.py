@@ -1,17 +1,26 @@
-"""BackgroundLoop: a daemon reader that starts lazily and retries on Kafka errors.
+"""BackgroundLoop: a daemon reader that starts lazily and survives any error.
 
 Lazily, because a pre-forking server (gunicorn) must start readers in each worker, after the
 fork; under gunicorn's gevent worker the threads are greenlets (threading is monkey-patched).
+
+Records come from anyone who can write to a topic, so no error may end a reader: an error
+from one record skips that record (retrying it would fail the same way forever), any other
+error restarts the loop after `retry_s`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class BackgroundLoop:
@@ -23,6 +32,7 @@ class BackgroundLoop:
     def __init__(self) -> None:
         self.stopping = threading.Event()
         self.error: str | None = None
+        self.skipped = 0  # records whose handling raised
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
@@ -46,6 +56,20 @@ class BackgroundLoop:
                 self.error = str(exc) or type(exc).__name__
                 log.warning("%s error, retrying in %.0f s: %s", self.name, self.retry_s, self.error)
                 self.stopping.wait(self.retry_s)
+            except Exception as exc:  # a bug or hostile input: the reader must outlive it
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.error("%s failed, restarting in %.0f s: %s", self.name, self.retry_s, self.error[:500])
+                self.stopping.wait(self.retry_s)
+
+    def skip_bad_record(self, handle: Callable[[ConsumerRecord], T], record: ConsumerRecord) -> T | None:
+        """``handle(record)``; if it raises, the record is logged, counted and skipped (None)."""
+        try:
+            return handle(record)
+        except Exception as exc:
+            self.skipped += 1
+            log.error("%s: topic=%s partition=%d offset=%d skipped: %s: %s", self.name, record.topic,
+                      record.partition, record.offset, type(exc).__name__, str(exc)[:500])
+            return None
 
     def run_once(self) -> None:
         raise NotImplementedError

@@ -19,6 +19,10 @@ class ViewerMetrics:
         self.frames_received = Counter(
             "viewer_frames_received", "Frames published by a live hub", ["topic", "stream"], registry=r
         )
+        self.frames_dropped = Counter(
+            "viewer_frames_dropped", "Records a live reader could not serve (not a frame, over the pixel limit, bad tile...)",
+            ["topic", "reason"], registry=r,
+        )
         self.frames_behind = Counter(
             "viewer_frames_behind_skipped",
             "Frames a live hub did not show: newer input was already queued behind them (a processor catching up)",

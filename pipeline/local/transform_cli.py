@@ -7,7 +7,7 @@ from datetime import datetime
 
 from kafka.errors import KafkaError
 
-from pipeline.control import ChainControl, ChainEntry, ControlError, check_stream, live_chain
+from pipeline.control import REFERENCE_SIZE, ChainControl, ChainEntry, ControlError, check_stream, live_chain
 from pipeline.service import fail
 from pipeline.settings import Settings
 
@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     show.add_argument("stream", nargs="?", help="stream name (default: every stream with an entry)")
     put = actions.add_parser("set", help="set STREAM's chain, e.g. set sample 'blur:ksize=15,edges'")
     put.add_argument("stream", help="stream name")
-    put.add_argument("spec", help="transform chain (python -m processor --list shows every transform)")
+    put.add_argument("spec", help="transform chain (python -m processor --list shows every transform); its "
+                     "estimated work is checked at 1280x720, as the stream's own size is not known here")
 
 
 def _line(entry: ChainEntry) -> str:
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         # Bad input is refused before connecting.
         check_stream(args.stream) if args.stream is not None else None
         if args.action == "set":
-            live_chain(args.spec)
+            live_chain(args.spec, REFERENCE_SIZE)
     except ControlError as exc:
         fail(str(exc))
     try:

@@ -85,7 +85,9 @@ def run(opts: UpOptions, stop: threading.Event) -> int:
             log.info("started %s (pid %d)", name, children[name].pid)
         if broker is not None and opts.embedded_retention_mb > 0:
             budget = opts.embedded_retention_mb << 20
-            retention = EmbeddedRetention(settings, broker.process.pid, budget, lambda: _writers_paused(children)).start()
+            retention = EmbeddedRetention(settings, broker.process.pid, budget,
+                                          producers_paused=lambda: _paused(children, "producer"),
+                                          processors_paused=lambda: _paused(children, "processor")).start()
         print(f"viewer: http://{opts.host}:{opts.port}/  (Ctrl-C to stop)", flush=True)
         return _supervise(children, stop)
     finally:
@@ -99,19 +101,20 @@ def run(opts: UpOptions, stop: threading.Event) -> int:
 
 
 @contextmanager
-def _writers_paused(children: dict[str, subprocess.Popen]) -> Iterator[None]:
-    """Freeze the producer and processors (SIGSTOP) while the embedded broker's topics are
-    recreated: a record sent into the gap would fail, or auto-create the topic with the wrong
-    partition count. Group sessions (6 s) easily outlast the few milliseconds this takes."""
-    writers = [child for name, child in children.items() if name != "viewer" and child.poll() is None]
-    for child in writers:
+def _paused(children: dict[str, subprocess.Popen], role: str) -> Iterator[None]:
+    """Freeze the children whose name starts with `role` (SIGSTOP) while the embedded broker's
+    topics are rotated: a record sent into the gap between delete and create would fail, or
+    auto-create the topic with the wrong partition count. Producers stay frozen while the
+    processors catch up; group sessions (6 s) easily outlast the milliseconds processors are."""
+    paused = [child for name, child in children.items() if name.startswith(role) and child.poll() is None]
+    for child in paused:
         child.send_signal(signal.SIGSTOP)
     try:
         # Requests already on the wire land in the old topics before they are deleted.
         time.sleep(0.05)
         yield
     finally:
-        for child in writers:
+        for child in paused:
             child.send_signal(signal.SIGCONT)
 
 

@@ -18,10 +18,9 @@ from kafka import TopicPartition
 
 from pipeline.kafka import make_consumer
 from pipeline.settings import Settings
-from pipeline.wire import WireError, decode_record
 from viewer.background import BackgroundLoop
 from viewer.live.ordering import StreamOrder
-from viewer.live.served import ServedFrame, served_or_tile
+from viewer.live.served import ServedFrame, accept_record
 from viewer.live.tiles import TileReassembler
 from viewer.metrics import ViewerMetrics
 
@@ -110,7 +109,7 @@ class LiveHub(BackgroundLoop):
         # Set (then replaced) whenever any stream gets a frame: what a request for a stream
         # not seen yet waits on.
         self.published = threading.Event()
-        self.tiles = TileReassembler()
+        self.tiles = TileReassembler(max_pixels=settings.max_frame_pixels)
         self.ticker = IdleTicker(self, tick_s)
 
     def ensure_started(self) -> None:
@@ -139,7 +138,8 @@ class LiveHub(BackgroundLoop):
             while not self.stopping.is_set():
                 # Spread streams may hold frames for a gap: come back soon to release them.
                 batch = consumer.poll(timeout_ms=50 if self.order.any_spread else 200)
-                arrivals = [(frame, r.partition) for rs in batch.values() for r in rs if (frame := self.accept(r))]
+                arrivals = [(frame, r.partition) for rs in batch.values() for r in rs
+                            if (frame := self.skip_bad_record(self.accept, r))]
                 for frame, partition in arrivals:
                     self.order.seen(frame.stream, partition)
                 for frame, partition in arrivals:
@@ -152,19 +152,10 @@ class LiveHub(BackgroundLoop):
             consumer.close()
 
     def accept(self, record) -> ServedFrame | None:
-        """One consumed record as a frame to serve; tiles wait for their siblings (None)."""
-        try:
-            frame = decode_record(record)
-        except WireError as exc:
-            log.warning("topic=%s partition=%d offset=%d skipped: %s", self.topic, record.partition, record.offset, exc)
-            return None
-        if frame.job is not None:
-            return None  # still-image jobs are not live video
-        if frame.behind_ms is not None and frame.behind_ms > LIVE_WINDOW_MS:
-            if self.metrics is not None:
-                self.metrics.frames_behind.labels(self.topic).inc()
-            return None
-        return served_or_tile(frame, self.tiles)
+        """One consumed record as a frame to serve (see `accept_record`); frames more than
+        LIVE_WINDOW_MS behind are not live any more."""
+        return accept_record(record, self.tiles, self.settings.max_frame_pixels, self.metrics,
+                             max_behind_ms=LIVE_WINDOW_MS)
 
     def publish(self, frames: list[ServedFrame], partition: int | None = None) -> None:
         """Make `frames` (in order) each stream's newest and wake the clients waiting for it."""

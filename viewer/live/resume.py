@@ -15,13 +15,12 @@ from kafka.errors import KafkaError
 from pipeline.kafka import make_consumer
 from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
-from pipeline.wire import WireError, decode_record
 from viewer.live.delivery import SentBytes
 from viewer.live.mjpeg import FrameTicks
 from viewer.live.ordering import StreamOrder
 from viewer.live.pacing import Pacer
 from viewer.live.resets import ResetWatch, watch_resets
-from viewer.live.served import ServedFrame, served_or_tile
+from viewer.live.served import ServedFrame, accept_record
 from viewer.live.tiles import TileReassembler
 from viewer.live.viewer_ids import Lease, viewer_group
 from viewer.metrics import ViewerMetrics
@@ -109,7 +108,7 @@ def resumed_frames(
     consumer = make_consumer(settings, "viewer", group_id=group, auto_offset_reset="latest")
     resets = watch_resets(group)  # before reading committed offsets, so no reset slips in between
     receipts = Receipts(consumer, resets, sent)
-    tiles = TileReassembler()
+    tiles = TileReassembler(max_pixels=settings.max_frame_pixels)
     pacer = Pacer(speed)
     metrics.resume_consumers.inc()
     try:
@@ -133,13 +132,7 @@ def resumed_frames(
             arrivals = []
             for tp, records in batch.items():
                 for record in records:
-                    try:
-                        frame = decode_record(record)
-                    except WireError:
-                        continue
-                    if frame.stream != stream or frame.job is not None:
-                        continue
-                    served = served_or_tile(frame, tiles)
+                    served = accept_record(record, tiles, settings.max_frame_pixels, metrics, stream)
                     if served is not None:
                         order.seen(stream, tp.partition)
                         arrivals.append((served, tp, record.offset))

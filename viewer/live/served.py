@@ -6,11 +6,15 @@ import logging
 from functools import cached_property
 
 import numpy as np
+from kafka.consumer.fetcher import ConsumerRecord
 
-from pipeline.codec import decode_image, encode_image
-from pipeline.wire import Frame
+from pipeline.codec import decode_image, encode_image, image_header
+from pipeline.imageheader import TooManyPixels, check_pixels
+from pipeline.settings import Settings
+from pipeline.wire import Frame, WireError, decode_record
 from viewer.live.mjpeg import part as mjpeg_part
 from viewer.live.tiles import TileError, TileReassembler
+from viewer.metrics import ViewerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +61,44 @@ class ServedFrame:
         return f"ServedFrame({self.stream!r}, seq={self.seq}, {self.width}x{self.height})"
 
 
-def served_or_tile(frame: Frame, tiles: TileReassembler) -> ServedFrame | None:
+def served_or_tile(frame: Frame, tiles: TileReassembler, max_pixels: int = Settings.max_frame_pixels
+                   ) -> ServedFrame | None:
     """A whole frame as served; a tile goes to `tiles` and yields the frame it completes, if any.
-    A bad tile is logged and dropped (one bad record must not end a stream)."""
+    ValueError for a frame that cannot be served: not a complete PNG/JPEG (CodecError), over
+    `max_pixels` by its image header (TooManyPixels), or a bad tile (TileError)."""
     if frame.tile is None:
+        # Checked here, not when the JPEG is first asked for: a bomb must not reach a client's request.
+        header = image_header(frame.data)
+        check_pixels(header.width, header.height, max_pixels)
         return ServedFrame.of(frame)
-    try:
-        assembled = tiles.add(frame)
-    except TileError as exc:
-        log.warning("stream=%s seq=%d tile skipped: %s", frame.stream, frame.seq, exc)
-        return None
+    assembled = tiles.add(frame)
     if assembled is None:
         return None
     return ServedFrame.from_image(assembled.stream, assembled.seq, assembled.ts_ms, assembled.image, assembled.transform)
+
+
+def accept_record(record: ConsumerRecord, tiles: TileReassembler, max_pixels: int, metrics: ViewerMetrics | None,
+                  stream: str | None = None, max_behind_ms: int | None = None) -> ServedFrame | None:
+    """One consumed record as a live frame to serve (of `stream`, if given), or None: tiles wait
+    for their siblings, still-image job records are not live video, a frame more than
+    `max_behind_ms` behind its input is skipped, and a record that is not a servable frame is
+    logged, counted and dropped (one bad record must not end a stream)."""
+    try:
+        frame = decode_record(record)
+        if frame.job is not None or (stream is not None and frame.stream != stream):
+            return None
+        if max_behind_ms is not None and frame.behind_ms is not None and frame.behind_ms > max_behind_ms:
+            if metrics is not None:
+                metrics.frames_behind.labels(record.topic).inc()
+            return None
+        return served_or_tile(frame, tiles, max_pixels)
+    except ValueError as exc:
+        reason = _DROP_REASONS.get(type(exc), "image")
+        if metrics is not None:
+            metrics.frames_dropped.labels(record.topic, reason).inc()
+        log.warning("topic=%s partition=%d offset=%d dropped (%s): %s", record.topic, record.partition,
+                    record.offset, reason, str(exc)[:500])
+        return None
+
+
+_DROP_REASONS = {WireError: "not a frame", TooManyPixels: "too many pixels", TileError: "bad tile"}

@@ -7,6 +7,9 @@ so tiles of one frame that two processors made with two chains (a live chain cha
 a rebalance) are never mixed into one picture. A processed tile is the core, already placed
 in *output* coordinates (no halo), so no knowledge of the chain is needed. A raw tile
 (``?raw=1``) still carries its halo, which is cropped here: the same code serves both.
+
+Headers are input like the pixels: a frame size over the pixel limit is refused before
+anything is allocated for it, and the frames in progress are bounded in count and in pixels.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.codec import CodecError, decode_image
+from pipeline.codec import decode_image
+from pipeline.imageheader import check_pixels
+from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo, crop_halo
 from pipeline.wire import Frame
 
@@ -26,6 +31,8 @@ log = logging.getLogger(__name__)
 # Frames whose tiles are still arriving; beyond this the oldest is dropped (a lost tile must
 # not grow memory forever).
 MAX_IN_PROGRESS = 8
+# Pixels of all frames in progress, in whole frames at the pixel limit.
+MAX_IN_PROGRESS_FRAMES_AT_LIMIT = 2
 
 
 class TileError(ValueError):
@@ -50,8 +57,9 @@ class AssembledFrame:
 class TileReassembler:
     """Collects tiles of each (stream, seq); returns the whole image once the last one arrives."""
 
-    def __init__(self, max_in_progress: int = MAX_IN_PROGRESS) -> None:
+    def __init__(self, max_in_progress: int = MAX_IN_PROGRESS, max_pixels: int = Settings.max_frame_pixels) -> None:
         self.max_in_progress = max_in_progress
+        self.max_pixels = max_pixels
         self._pending: OrderedDict[tuple[str, int, str | None], _Pending] = OrderedDict()
         self.dropped = 0
 
@@ -63,8 +71,9 @@ class TileReassembler:
         """Take one tile; the reassembled frame when it completed one, else None. TileError on a bad tile."""
         try:
             info = TileInfo.from_header(frame.tile or "")
-            core = crop_halo(decode_image(frame.data), info)
-        except (ValueError, CodecError) as exc:
+            check_pixels(frame.width, frame.height, self.max_pixels, "tiled frame")
+            core = crop_halo(decode_image(frame.data, self.max_pixels), info)
+        except ValueError as exc:  # CodecError and TooManyPixels included
             raise TileError(str(exc)) from None
         key = (frame.stream, frame.seq, frame.transform)
         pending = self._pending.get(key)
@@ -81,8 +90,13 @@ class TileReassembler:
         del self._pending[key]
         return AssembledFrame(frame.stream, frame.seq, pending.ts_ms, pending.assembler.image(), frame.transform)
 
+    def _pixels_in_progress(self) -> int:
+        return sum(h * w for h, w in (p.assembler.out_size for p in self._pending.values()))
+
     def _evict(self) -> None:
-        while len(self._pending) > self.max_in_progress:
+        while len(self._pending) > self.max_in_progress or (
+                len(self._pending) > 1
+                and self._pixels_in_progress() > MAX_IN_PROGRESS_FRAMES_AT_LIMIT * self.max_pixels):
             (stream, seq, _), pending = self._pending.popitem(last=False)
             self.dropped += 1
             log.warning("stream=%s seq=%d dropped with %d/%d tiles", stream, seq, pending.assembler.done, pending.assembler.total)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 from kafka.errors import KafkaError
 
-from pipeline.control import ChainEntry, ControlError, check_stream
+from pipeline.control import REFERENCE_SIZE, ChainEntry, ControlError, check_stream
 from pipeline.transforms import REGISTRY, catalog
+from pipeline.transforms.chain import MAX_STEPS
 from viewer.errors import json_error
 from viewer.routes.live import FIRST_FRAME_WAIT_S
 from viewer.routes.replay import refusal
@@ -23,7 +24,7 @@ bp = Blueprint("chains", __name__)
 
 @bp.get("/transforms")
 def transforms():
-    return jsonify({"transforms": catalog()})
+    return jsonify({"transforms": catalog(), "max_steps": MAX_STEPS})
 
 
 def _known(stream: str) -> bool:
@@ -31,6 +32,16 @@ def _known(stream: str) -> bool:
     nothing comes out, and must stay fixable)."""
     st = state()
     return st.processed.wait_for_stream(stream, FIRST_FRAME_WAIT_S) or st.raw.wait_for_stream(stream, 0.5)
+
+
+def _frame_size(stream: str) -> tuple[int, int]:
+    """(height, width) the chain will run on: the stream's raw frames, else its processed ones."""
+    st = state()
+    for hub in (st.raw, st.processed):
+        if hub.wait_for_stream(stream, 0.5):
+            frame = hub.latest(stream)
+            return frame.height, frame.width
+    return REFERENCE_SIZE
 
 
 def _answer(stream: str, entry: ChainEntry | None):
@@ -72,7 +83,7 @@ def put_chain(stream: str):
     if not _known(stream):
         return json_error(404, f"unknown stream {stream!r}")
     try:
-        entry = state().chains().set(stream, body.get("spec"))
+        entry = state().chains().set(stream, body.get("spec"), _frame_size(stream))
     except ControlError as exc:
         return jsonify({"error": str(exc), "valid": sorted(REGISTRY)}), 400
     except KafkaError as exc:

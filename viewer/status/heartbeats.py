@@ -47,7 +47,7 @@ class WorkerRegistry(BackgroundLoop):
             while not self.stopping.is_set():
                 for records in consumer.poll(timeout_ms=500).values():
                     for record in records:
-                        self.accept(record.value)
+                        self.skip_bad_record(lambda r: self.accept(r.value), record)
         finally:
             consumer.close()
 

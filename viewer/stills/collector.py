@@ -82,7 +82,7 @@ class JobCollector(BackgroundLoop):
                 job_seen = False
                 for tp, records in batch.items():
                     for record in records:
-                        job_seen |= self._handle(tp.topic, record)
+                        job_seen |= bool(self.skip_bad_record(self._handle, record))
                     positions[tp] = records[-1].offset + 1
                 if batch and (job_seen or time.monotonic() - saved_at > CURSOR_SAVE_INTERVAL_S):
                     self._save(positions)
@@ -94,19 +94,25 @@ class JobCollector(BackgroundLoop):
         for topic in self.topics:
             self.store.save_cursor(topic, {tp.partition: off for tp, off in positions.items() if tp.topic == topic})
 
-    def _handle(self, topic: str, record) -> bool:
+    def _handle(self, record) -> bool:
         """Store a job's tile or failure; True when the record belonged to a job."""
+        if record.topic == self.settings.dead_letter_topic:
+            # Only the headers: a dead letter may come without the original's bytes.
+            headers = dict(record.headers or [])
+            job = headers.get("job")
+            if job is None:
+                return False
+            job_id = job.decode(errors="replace")
+            reason = headers.get("error", b"unknown error").decode(errors="replace")
+            log.warning("job=%s failed in the processor: %s", job_id, reason)
+            self.store.fail(job_id, f"processor: {reason}")
+            return True
         try:
             frame = decode_record(record)
         except WireError:
             return False
         if frame.job is None:
             return False
-        if topic == self.settings.dead_letter_topic:
-            reason = dict(record.headers or []).get("error", b"unknown error").decode(errors="replace")
-            log.warning("job=%s failed in the processor: %s", frame.job, reason)
-            self.store.fail(frame.job, f"processor: {reason}")
-            return True
         index = 0
         if frame.tile is not None:
             try:
@@ -132,7 +138,7 @@ class JobCollector(BackgroundLoop):
             elif len(tiles) == 1 and tiles[0][0] is None:
                 result = off_hub(_transcode, tiles[0][1], status.format)
             else:
-                image = self._reassemble(tiles, status.out_height, status.out_width)
+                image = self._reassemble(tiles, status.out_height, status.out_width, self.settings.max_frame_pixels)
                 result = off_hub(encode_image, image, status.format, RESULT_JPEG_QUALITY)
         except (CodecError, ValueError, RuntimeError) as exc:
             log.warning("job=%s cannot be assembled: %s", job_id, exc)
@@ -143,13 +149,13 @@ class JobCollector(BackgroundLoop):
                  status.out_width, status.out_height, len(result), time.monotonic() - started)
 
     @staticmethod
-    def _reassemble(tiles: list[tuple[str | None, bytes]], height: int, width: int) -> np.ndarray:
+    def _reassemble(tiles: list[tuple[str | None, bytes]], height: int, width: int, max_pixels: int) -> np.ndarray:
         """Every processed tile is in output coordinates, so reassembly is identity geometry.
         Decoding and placing go to a native thread one tile at a time (see viewer.stills.offload)."""
         infos = [TileInfo.from_header(header) for header, _ in tiles]
         assembler = Assembler(height, width, infos[0].rows, infos[0].cols)
         for info, (_, data) in zip(infos, tiles, strict=True):
-            off_hub(lambda info=info, data=data: assembler.add(info, decode_image(data)))
+            off_hub(lambda info=info, data=data: assembler.add(info, decode_image(data, max_pixels)))
         return assembler.image()
 
 

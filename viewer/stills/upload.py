@@ -22,6 +22,7 @@ from kafka.errors import KafkaError
 from werkzeug.exceptions import HTTPException
 
 from pipeline.codec import CodecError, decode_image, encode_image
+from pipeline.imageheader import CorruptImage, ImageHeader, UnsupportedImage, read_header
 from pipeline.kafka import make_producer
 from pipeline.settings import Settings
 from pipeline.tiling import split
@@ -29,7 +30,6 @@ from pipeline.transforms import REGISTRY, Chain, TransformError, parse_spec
 from pipeline.wire import Frame, to_record
 from viewer.stills.budget import Busy, MemoryBudget, Reservation
 from viewer.stills.collector import JobCollector
-from viewer.stills.imageheader import CorruptImage, ImageHeader, UnsupportedImage, read_header
 from viewer.stills.offload import off_hub
 from viewer.stills.store import DEFAULT_DB, JobLimit, JobStatus, JobStore
 

@@ -1,7 +1,7 @@
 """Image headers: the format and pixel size of an encoded PNG or JPEG, read without decoding.
 
-A server checks an upload here before ``cv2.imdecode`` allocates anything: a few kilobytes can
-decode to gigapixels (a decompression bomb), and OpenCV has no header-only API. It also tells
+Uploads and video frames are checked here before ``cv2.imdecode`` allocates anything: a few
+kilobytes can decode to gigapixels (a decompression bomb), and OpenCV has no header-only API. It also tells
 a truncated file from a complete one, which ``cv2.imdecode`` does not always do for JPEG (it
 returns the decoded part with a warning).
 """
@@ -38,6 +38,18 @@ class UnsupportedImage(ImageHeaderError):
 
 class CorruptImage(ImageHeaderError):
     """Starts like a PNG or JPEG but is truncated or malformed."""
+
+
+class TooManyPixels(ImageHeaderError):
+    """A complete image (or a header's size) over the pixel limit."""
+
+
+def check_pixels(width: int, height: int, max_pixels: int, what: str = "image") -> None:
+    """TooManyPixels unless ``width`` x ``height`` is a real size within ``max_pixels``."""
+    if width < 1 or height < 1:
+        raise TooManyPixels(f"{what} size {width}x{height} is not a positive size")
+    if width * height > max_pixels:
+        raise TooManyPixels(f"{what} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}")
 
 
 @dataclass(frozen=True)
