@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
-.PHONY: demo test lint venv bench clean
+.PHONY: demo test faults lint venv bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(RUNTIME)
 test: $(DEV)
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fault and fuzz suites with many more inputs (hypothesis profile "long", tests/fuzz_profiles.py).
+faults: $(DEV)
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -m faults $(PYTEST_ARGS)
 
 lint: $(DEV)
 	$(PY) -m ruff check .
