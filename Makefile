@@ -29,7 +29,7 @@ test: $(DEV)
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The fault and fuzz suites with many more inputs (hypothesis profile "long", tests/fuzz_profiles.py).
+# The fault and fuzz suites alone, with many more generated inputs than `make test` tries.
 faults: $(DEV)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -m faults $(PYTEST_ARGS)
 
@@ -37,7 +37,7 @@ lint: $(DEV)
 	$(PY) -m ruff check .
 
 bench: $(DEV)
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 from kafka.errors import KafkaError
 
 from pipeline.kafka import ensure_topics, topic_specs
 from pipeline.local import offsets_cli, transform_cli
 from pipeline.local.broker import BrokerError, EmbeddedBroker
-from pipeline.local.retention import DEFAULT_BUDGET_MB, MIN_BUDGET_MB
+from pipeline.local.retention import DEFAULT_BUDGET_MB, DEFAULT_WINDOW_S, MIN_BUDGET_MB
 from pipeline.local.up import SAMPLE_VIDEO, UpOptions, run
+from pipeline.offsets import OffsetsError, parse_duration
 from pipeline.service import fail, setup_logging, stop_on_signals
 from pipeline.settings import Settings
 
@@ -31,7 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--loop", action=argparse.BooleanOptionalAction, default=True, help="loop the video (default on)")
     up.add_argument(
         "--embedded-retention-mb", type=int, default=DEFAULT_BUDGET_MB, metavar="MB",
-        help=f"embedded broker only: recreate the topics whenever its memory passes MB (default {DEFAULT_BUDGET_MB}; 0: never)",
+        help=f"embedded broker only: its memory budget; past it the oldest replay history is dropped early "
+             f"(default {DEFAULT_BUDGET_MB}; 0: no bound, keep everything)",
+    )
+    up.add_argument(
+        "--retention", type=window_arg, default=DEFAULT_WINDOW_S, metavar="DURATION",
+        help=f"embedded broker only: keep at least this much replayable history, e.g. 90s, 5m, PT2M "
+             f"(default {DEFAULT_WINDOW_S:.0f}s), as far as the memory budget allows",
     )
 
     broker = sub.add_parser("broker", help="run the embedded Tansu broker alone")
@@ -47,6 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="create the pipeline's topics per TOPIC_PARTITIONS, TOPIC_REPLICATION_FACTOR, MAX_MESSAGE_BYTES",
     )
     return p
+
+
+def window_arg(text: str) -> float:
+    """--retention: 90s, 5m, 1h, a number of seconds, or an ISO 8601 duration (PT5M)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text.lower())
+    try:
+        seconds = float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]] if match else parse_duration(text) / 1000
+    except OffsetsError:
+        raise argparse.ArgumentTypeError(f"--retention takes a duration such as 90s, 5m or PT5M, not {text!r}") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("--retention must be positive")
+    return seconds
 
 
 def create_topics() -> int:
@@ -88,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"no such video file: {args.video}")
     opts = UpOptions(
         args.video, args.fps, args.transform, args.processors, args.port, args.host, args.broker_port, args.loop,
-        args.embedded_retention_mb,
+        args.embedded_retention_mb, args.retention,
     )
     try:
         return run(opts, stop)

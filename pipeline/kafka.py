@@ -99,12 +99,12 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     return topics
 
 
-def ensure_topics(settings: Settings) -> None:
-    """Create the pipeline's topics explicitly: auto-creation would pick the broker's default
-    partition count (4 on Tansu), not ours."""
+def ensure_topics(settings: Settings, specs: list[NewTopic] | None = None) -> None:
+    """Create the pipeline's topics (or `specs`) explicitly: auto-creation would pick the
+    broker's default partition count (4 on Tansu), not ours."""
     admin = make_admin(settings)
     try:
-        for topic in topic_specs(settings):
+        for topic in specs or topic_specs(settings):
             try:
                 admin.create_topics([topic])
                 log.info("created topic %s partitions=%d", topic.name, topic.num_partitions)

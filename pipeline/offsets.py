@@ -181,6 +181,12 @@ def record_time(record) -> int:
     return record.timestamp
 
 
+def found_offset(answer) -> int | None:
+    """An offsets_for_times answer as an offset, None for "no record at/after that time". Tansu
+    answers OffsetAndTimestamp(offset=0, timestamp=-1) there instead of None, as Apache Kafka does."""
+    return None if answer is None or answer.timestamp < 0 else answer.offset
+
+
 def partition_for_key(key: str, partitions: int) -> int:
     """The partition the producer's default partitioner (murmur2, as in the Java client) picks."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
@@ -315,12 +321,11 @@ class OffsetTool:
 
         offsets_for_times finds the first record *stamped* at/after the time; every record
         before it was stamped earlier, so its frame time was earlier too, and the answer is at
-        most a pipeline's delay of records further on. Tansu answers
-        OffsetAndTimestamp(offset=0, timestamp=-1) past the end instead of None, as Apache Kafka does."""
+        most a pipeline's delay of records further on."""
         if not times:
             return {}
         answers = self.consumer.offsets_for_times({tp: max(ms, 0) for tp, ms in times.items()})
-        found = {tp: (None if a is None or a.timestamp < 0 else a.offset) for tp, a in answers.items()}
+        found = {tp: found_offset(a) for tp, a in answers.items()}
         return {tp: None if start is None else self._first_at(tp, start, times[tp]) for tp, start in found.items()}
 
     def _first_at(self, tp: TopicPartition, start: int, ms: int) -> int | None:

@@ -45,6 +45,10 @@ class Settings:
     loopback_admin: bool = False
     max_upload_bytes: int = 25 * 1000 * 1000
     max_upload_pixels: int = 50 * 1000 * 1000
+    # GET /clip limits: longest range, largest MP4, most frames (a range at --fps max).
+    clip_max_seconds: int = 300
+    clip_max_bytes: int = 200 * 1000 * 1000
+    clip_max_frames: int = 15000
     # Video frames (and the whole images tiles belong to) are checked against this from their
     # headers before decoding; uploads travel as frames too, so it is not below the upload limit.
     max_frame_pixels: int = 50 * 1000 * 1000
@@ -82,6 +86,9 @@ class Settings:
             loopback_admin=(get("VIEWER_LOOPBACK_ADMIN") or "").lower() in ("1", "true", "yes"),
             max_upload_bytes=_int_env(env, "MAX_UPLOAD_BYTES", 25 * 1000 * 1000),
             max_upload_pixels=_int_env(env, "MAX_UPLOAD_PIXELS", 50 * 1000 * 1000),
+            clip_max_seconds=_int_env(env, "CLIP_MAX_SECONDS", 300),
+            clip_max_bytes=_int_env(env, "CLIP_MAX_BYTES", 200 * 1000 * 1000),
+            clip_max_frames=_int_env(env, "CLIP_MAX_FRAMES", 15000),
             max_frame_pixels=_int_env(env, "MAX_FRAME_PIXELS", 50 * 1000 * 1000),
             max_bodies_in_progress=_int_env(env, "MAX_BODIES_IN_PROGRESS", 32),
             body_idle_timeout_s=_int_env(env, "BODY_IDLE_TIMEOUT_S", 10),

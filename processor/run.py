@@ -48,6 +48,7 @@ from kafka.errors import (
 from kafka.producer.future import FutureRecordMetadata
 
 from pipeline.control import ChainControl
+from pipeline.generations import mirrored, slots
 from pipeline.kafka import make_consumer, make_producer
 from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, to_record
@@ -150,7 +151,8 @@ def run(
     producer = make_producer(settings, "processor")
     consumer = make_consumer(settings, "processor", group_id=group)
     offsets = OffsetKeeper(consumer, stats)
-    consumer.subscribe([settings.raw_topic], listener=offsets)
+    # Both generations of the raw topic on the embedded broker (pipeline/generations.py).
+    consumer.subscribe(slots(settings.raw_topic, consumer.topics()), listener=offsets)
     heartbeat = HeartbeatPublisher(producer, settings.heartbeat_topic, who, stats).start()
     out_partitions = len(producer.partitions_for(settings.processed_topic) or ()) or 1
     log.info("processor %s joining group %s: transform=%s concurrency=%d tile=%s",
@@ -265,8 +267,10 @@ def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer,
         if isinstance(out, Frame):
             key, value, headers = to_record(replace(out, behind_ms=behind_ms))
             try:
-                # Same partition number as the input: the processed topic mirrors the raw one's order.
-                future = producer.send(settings.processed_topic, key=key, value=value, headers=headers,
+                # Same partition number (and generation) as the input: the processed topic mirrors
+                # the raw one's order.
+                topic = mirrored(record.topic, settings.raw_topic, settings.processed_topic)
+                future = producer.send(topic, key=key, value=value, headers=headers,
                                        partition=record.partition % out_partitions)
                 sends.append(_Send(record, future, True))
                 continue
@@ -313,4 +317,5 @@ def _dead_letter(producer: KafkaProducer, settings: Settings, record, error: Exc
     reason = short_reason(error)
     log.warning("partition=%d offset=%d to dead-letter topic: %s", record.partition, record.offset, reason)
     key, value, headers = dead_letter(record, reason, settings.max_message_bytes)
-    return producer.send(settings.dead_letter_topic, key=key, value=value, headers=headers)
+    topic = mirrored(record.topic, settings.raw_topic, settings.dead_letter_topic)
+    return producer.send(topic, key=key, value=value, headers=headers)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from pipeline.generations import CurrentSlot
 from pipeline.kafka import make_producer
 from pipeline.settings import Settings
 from pipeline.wire import Frame, to_record
@@ -80,11 +81,11 @@ class Delivery:
     never-acknowledged record is an error, logged and counted, never silently dropped.
     """
 
-    def __init__(self, producer: KafkaProducer, topic: str, window: int, stop: threading.Event) -> None:
+    def __init__(self, producer: KafkaProducer, topic: str | CurrentSlot, window: int, stop: threading.Event) -> None:
         if window < 1:
             raise ValueError("in-flight window must be at least 1")
         self.producer = producer
-        self.topic = topic
+        self._topic = topic
         self.stop = stop
         self._window = threading.BoundedSemaphore(window)
         self._lock = threading.Lock()
@@ -97,9 +98,15 @@ class Delivery:
         self.errors = 0
         self._closed = False
 
+    @property
+    def topic(self) -> str:
+        """Where frames go now: a writer that follows generations changes slot at a rotation."""
+        return self._topic if isinstance(self._topic, str) else self._topic.topic
+
     def send(self, records: list[Frame]) -> bool:
         """Queue one frame's records in order; False if stopped while waiting for the window."""
         seq = records[0].seq
+        topic = self.topic  # all of a frame's records (tiles) go to one slot
         with self._lock:
             self._remaining[seq] = self._remaining.get(seq, 0) + len(records)
         for i, frame in enumerate(records):
@@ -110,7 +117,7 @@ class Delivery:
             with self._lock:
                 self.in_flight += 1
             try:
-                future = self.producer.send(self.topic, key=key, value=value, headers=headers)
+                future = self.producer.send(topic, key=key, value=value, headers=headers)
             except KafkaError as exc:
                 self._settle(seq, len(value), exc, frame.stream)
                 continue

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.codec import CodecError
+from pipeline.generations import CurrentSlot
 from pipeline.settings import Settings
 from pipeline.wire import Frame, check_stream_name
 from producer.delivery import BrokerUnavailable, ConnectPolicy, Delivery, connect
@@ -103,12 +104,16 @@ def run(settings: Settings, source: str, stream: str, stop: threading.Event | No
     encoding = EncodeOptions(opts.fmt, opts.quality, opts.resize, opts.max_width, opts.tile, opts.halo)
     explicit_fps = None if opts.fps in ("native", "max", None) else float(opts.fps)
     video = open_source(source, opts.start, explicit_fps, opts.open_timeout_s)
+    slot = None
     try:
         # A live source delivers at its own rate; pacing it again at its nominal fps would
         # only drop frames whenever its clock runs a little slower than ours.
         rate = opts.rate(video.native_fps if video.frame_count else None)
         pacer = Pacer(rate, clock=opts.clock, sleep=opts.sleep or stop.wait, on_late=opts.on_late)
-        delivery = Delivery(_connected(settings, opts, stop), settings.raw_topic, opts.window, stop)
+        producer = _connected(settings, opts, stop)
+        # On the embedded broker the raw topic has two generations; frames go to the current one.
+        slot = CurrentSlot(settings, settings.raw_topic)
+        delivery = Delivery(producer, slot, opts.window, stop)
         log.info("stream=%s source=%s topic=%s fps=%s format=%s tile=%s", stream, source, settings.raw_topic,
                  f"{rate:g}" if rate else "unthrottled", opts.fmt, opts.tile)
         total = None if opts.loop else video.frame_count
@@ -121,6 +126,8 @@ def run(settings: Settings, source: str, stream: str, stop: threading.Event | No
             stats = _publish(video.frames(loop=opts.loop), stream, encoding, opts, pacer, delivery, stop, bar)
     finally:
         video.close()
+        if slot is not None:
+            slot.close()
     return stats
 
 

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.skipif(not os.path.isdir("/pr
 
 BUDGET_MB = MIN_BUDGET_MB
 ROTATIONS = 3
-ROTATION_LINE = re.compile(r"embedded broker at (\d+) MB > budget \d+ MB: .* now (\d+) MB \(rotation (\d+)\)")
+ROTATION_LINE = re.compile(r"embedded broker at (\d+) MB \(budget \d+ MB\), .* now (\d+) MB \(rotation (\d+)\)")
 
 
 def child_pids(pid: int) -> list[int]:
@@ -110,9 +110,11 @@ def test_broker_memory_stays_under_budget_through_rotations(tmp_path):
         wait_for(lambda: len(rotations(log_path)) >= ROTATIONS, 120, f"{ROTATIONS} topic rotations", up)
         peak_bytes = peak.stop()
 
-        # Every rotation freed the topics: the broker fell back to a small fraction of the budget.
+        # Every rotation after the first freed the previous generation: the broker fell back under
+        # the budget (holding the current one). The first only starts a second generation: all
+        # the data is in the current one then, kept for replay.
         done = rotations(log_path)
-        assert all(after_mb < BUDGET_MB // 2 for _, after_mb, _ in done), done
+        assert all(after_mb < BUDGET_MB for _, after_mb, _ in done[1:]), done
         # The broker never held much more than the budget: without rotation it grows without end
         # (it passed the budget ROTATIONS times); the slack covers growth between 1 s checks.
         assert peak_bytes < 2 * (BUDGET_MB << 20), f"peak {peak_bytes >> 20} MB"

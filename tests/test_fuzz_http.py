@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 import pytest
 import requests
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from pipeline.transforms import REGISTRY
-from tests import fuzz_profiles
 from tests.frame_feed import SMALL, FrameFeed, images
 from tests.gunicorn_server import Gunicorn
 from tests.mjpeg_client import iter_parts
@@ -33,6 +33,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 TOKEN = "fuzz-token"
 TIMEOUT_S = 10  # a request not answered by then is a hang
 STREAMING = ("multipart/x-mixed-replace", "text/event-stream")
+
+
+def examples(short: int) -> hypothesis_settings:
+    """`short` examples in the normal run, up to 10x that in a longer profile (make faults).
+    Each request has its own 10 s timeout, so no per-example deadline; module fixtures are
+    meant to be shared by examples."""
+    scale = hypothesis_settings().max_examples / hypothesis_settings.get_profile("default").max_examples
+    return hypothesis_settings(max_examples=max(1, round(short * min(scale, 10))), deadline=None,
+                               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 class Tally:
@@ -145,7 +154,7 @@ def image_bytes(draw) -> bytes:
 
 # ------------------------------------------------------------------------------ properties
 
-@settings(max_examples=fuzz_profiles.examples(60))
+@examples(60)
 @given(image=image_bytes(), spec=st.one_of(st.none(), specs), tile=st.one_of(st.none(), tiles),
        extra=st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=3),
        filename=st.text(max_size=30), mimetype=st.sampled_from(["image/png", "image/jpeg", "text/plain", "", "x/\u00e9"]),
@@ -164,7 +173,7 @@ def test_upload_answers_every_form_with_a_4xx_or_a_job(server, image, spec, tile
     call("POST", f"{server.url}/upload", data=form, files=files)
 
 
-@settings(max_examples=fuzz_profiles.examples(30))
+@examples(30)
 @given(body=st.binary(max_size=2048),
        content_type=st.one_of(st.sampled_from(["multipart/form-data", "multipart/form-data; boundary=",
                                                "multipart/form-data; boundary=x", "application/json",
@@ -174,7 +183,7 @@ def test_upload_answers_any_body_and_content_type(server, body, content_type):
     call("POST", f"{server.url}/upload", data=body, headers={"Content-Type": content_type.strip()})
 
 
-@settings(max_examples=fuzz_profiles.examples(4))
+@examples(4)
 @given(stream_names=st.lists(names, min_size=1, max_size=6))
 def test_stream_names_on_every_stream_route(server, stream_names):
     """An unknown name waits up to 3 s for a first frame: names and routes go in parallel."""
@@ -192,7 +201,7 @@ def test_stream_names_on_every_stream_route(server, stream_names):
         list(pool.map(one, requests_))
 
 
-@settings(max_examples=fuzz_profiles.examples(40))
+@examples(40)
 @given(job=st.one_of(st.text(max_size=60), st.sampled_from(["0" * 32, "..", "%2e%2e", "nope"])),
        suffix=st.sampled_from(["", "/result", "/events", "/result?download=1"]))
 def test_job_ids(server, job, suffix):
@@ -205,7 +214,7 @@ query_keys = st.one_of(st.sampled_from(["viewer", "raw", "speed", "retry", "from
                        st.text(max_size=10))
 
 
-@settings(max_examples=fuzz_profiles.examples(60))
+@examples(60)
 @given(route=st.sampled_from(ROUTES), query=st.dictionaries(query_keys, st.one_of(values, viewer_ids), max_size=4))
 def test_query_parameters_on_every_route(server, route, query):
     call("GET", f"{server.url}{route}", params=query)
@@ -216,7 +225,7 @@ json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st
                            max_leaves=8)
 
 
-@settings(max_examples=fuzz_profiles.examples(25))
+@examples(25)
 @given(body=st.one_of(
            st.fixed_dictionaries({}, optional={"group": st.one_of(st.sampled_from(["processors", "viewer-a", "viewer-"]),
                                                                    viewer_ids.map("viewer-".__add__), json_values),

@@ -201,7 +201,10 @@ def test_window_gives_the_retained_span_and_the_viewer_position(stack):
     assert window["newest"]["ts_ms"] == recorded_ts(last, start_ms)
     assert window["newest"]["offset"] - window["oldest"]["offset"] == last
     # Committed 100: the next frame it gets is 100, the last it was sent is frame 99.
-    assert window["viewer"] == {"id": "win", "offset": window["oldest"]["offset"] + 100, "ts_ms": recorded_ts(99, start_ms)}
+    assert window["viewer"] == {
+        "id": "win", "topic": window["oldest"]["topic"], "offset": window["oldest"]["offset"] + 100,
+        "ts_ms": recorded_ts(99, start_ms),
+    }
     # While it plays, the position follows what the client received.
     last_parsed = read_then_leave(url, "viewer=win", 20)
     wait_for_resume_consumers_closed(url)
@@ -209,7 +212,7 @@ def test_window_gives_the_retained_span_and_the_viewer_position(stack):
     assert window["viewer"]["ts_ms"] in (recorded_ts(last_parsed - 1, start_ms), recorded_ts(last_parsed, start_ms))
     assert requests.get(f"{url}/api/streams/{STREAM}/window?viewer=../x", timeout=10).status_code == 400
     fresh = requests.get(f"{url}/api/streams/{STREAM}/window?viewer=never-seen", timeout=10).json()
-    assert fresh["viewer"] == {"id": "never-seen", "offset": None, "ts_ms": None}
+    assert fresh["viewer"] == {"id": "never-seen", "topic": window["newest"]["topic"], "offset": None, "ts_ms": None}
 
 
 def test_pause_and_play_resume_where_they_stopped(stack):

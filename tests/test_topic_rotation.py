@@ -83,12 +83,20 @@ def test_rotation_recreates_topics_and_consumers_follow(broker):
 
 
 class CountingRotator:
-    def __init__(self) -> None:
+    """Stands in for TopicRotator: a current generation `age_s` old."""
+
+    def __init__(self, age_s: float | None = None) -> None:
         self.rotations = 0
+        self.age_s = age_s
 
     def rotate(self) -> None:
         self.rotations += 1
 
+    def current_age_s(self) -> float | None:
+        return self.age_s
+
+    def oldest_kept_s(self) -> float | None:
+        return self.age_s
     def unprocessed(self) -> dict[str, int]:
         return {}
 
@@ -105,11 +113,11 @@ def test_budget_check_rotates_past_the_budget_and_not_again_without_growth():
         return paused
 
     # This test process stands in for the broker: its memory is well above 1 MB.
-    small = EmbeddedRetention(Settings(), os.getpid(), budget_bytes=1 << 20,
+    small = EmbeddedRetention(Settings(), os.getpid(), budget_bytes=1 << 20, window_s=60,
                               producers_paused=pausing("producers"), processors_paused=pausing("processors"))
     rotator = CountingRotator()
     first = small.check(rotator)
-    assert first is not None and first.number == 1 and first.rss_before > 1 << 20
+    assert first is not None and first.number == 1 and first.reason == "memory" and first.rss_before > 1 << 20
     assert rotator.rotations == 1
     assert pauses == ["producers in", "processors in", "processors out", "producers out"]
     # Rotating freed nothing here (the topics were not what held the memory): do not churn.
@@ -117,3 +125,12 @@ def test_budget_check_rotates_past_the_budget_and_not_again_without_growth():
 
     roomy = EmbeddedRetention(Settings(), os.getpid(), budget_bytes=1 << 40)
     assert roomy.check(rotator) is None and rotator.rotations == 1
+
+
+def test_window_check_rotates_once_the_current_generation_covers_the_window():
+    roomy = EmbeddedRetention(Settings(), os.getpid(), budget_bytes=1 << 40, window_s=30)
+    assert roomy.check(CountingRotator(age_s=None)) is None  # nothing written yet
+    assert roomy.check(CountingRotator(age_s=29.5)) is None
+    rotator = CountingRotator(age_s=30.2)
+    rotation = roomy.check(rotator)
+    assert rotation is not None and rotation.reason == "window" and rotator.rotations == 1

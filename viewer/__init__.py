@@ -19,11 +19,12 @@ DEFAULT_KEEPALIVE_S = 2.0
 def blueprints() -> list:
     """Every blueprint of the viewer, registered in this order: the one place to add routes."""
     from viewer.routes.chains import bp as chains
+    from viewer.routes.clip import bp as clip
     from viewer.routes.live import bp as viewer
     from viewer.routes.replay import bp as replay
     from viewer.routes.window import bp as window
 
-    return [viewer, replay, window, chains]
+    return [viewer, replay, window, chains, clip]
 
 
 def create_app(config: dict | None = None) -> Flask:

@@ -22,7 +22,8 @@ class ViewerState:
         self.settings = settings
         self.keepalive_s = keepalive_s
         # How often a response waiting on an idle stream wakes to check its keep-alive.
-        self.tick_s = min(1.0, max(0.05, keepalive_s))
+        # Half a second at most: a stalled stream's no-signal card then shows within 2.5 s.
+        self.tick_s = min(0.5, max(0.05, keepalive_s))
         self.metrics = ViewerMetrics()
         self.processed = LiveHub(settings, settings.processed_topic, self.metrics, self.tick_s)
         self.raw = LiveHub(settings, settings.raw_topic, self.metrics, self.tick_s)

@@ -1,23 +1,25 @@
-"""Retention for the embedded broker: keeps Tansu's memory under a byte budget by recreating
-the pipeline's topics whenever the broker process grows past it.
+"""Retention for the embedded broker: a replay window that slides, within a memory budget.
 
-Why recreate: Tansu's memory engine ignores retention.ms/retention.bytes and drops the
-connection on DeleteRecords; only DeleteTopics frees memory, and at once. So in embedded mode
-(dev, demo) `pipeline up` watches the broker's resident memory and, past the budget, deletes
-and recreates every pipeline topic with its intended partition count. Consumers move into the
-new topics by themselves (pipeline/recreated.py). Tansu drops the groups' committed offsets on
-the deleted topics, so a group that comes back later (a returning ?viewer=<id>, a restarted
-processor) starts by its reset policy instead of at an offset the new topic has not reached.
+Tansu's memory engine ignores retention.ms/retention.bytes and cannot delete records; only
+DeleteTopics frees memory, and at once. So in embedded mode each pipeline topic has two slots
+(pipeline/generations.py): the current generation and the previous one. Every second `pipeline
+up` checks, and rotates when the current generation's first record is `window` old (so the
+previous one, kept for replay, spans at least the window), or earlier when the broker's
+resident memory passes the budget (the window is then shorter, and the log says so). A rotation
+deletes and recreates the previous slot's topics with their partition count, freeing the oldest
+generation, and announces that empty slot as current. Consumers of a recreated topic move into it by
+themselves (pipeline/recreated.py); Tansu drops the groups' committed offsets on it.
 Apache Kafka has real retention: none of this runs there.
 
-At-least-once across a rotation: deleting the raw topic deletes the frames the processors have
-not yet committed. So a rotation first pauses the producers and waits until every processor
-group (every group with offsets on the raw topic) has committed up to the raw topic's end,
-for as long as they keep making progress; only then are the processors paused too and the
-topics recreated. Processors that are stuck (none committed anything for `CATCH_UP_STALL_S`)
-do not hold the memory budget hostage: the rotation goes ahead and says, in a warning, how
-many raw records each group never processed. A single large record used to trigger the very
-rotation that deleted it before any processor had read it: lost without a trace.
+At-least-once across a rotation: recycling a raw slot deletes the frames the processors have
+not yet committed there. So a rotation first pauses the producers and waits until every
+processor group (every group with offsets on the raw topic) has committed up to the end of the
+slot about to be recycled, for as long as they keep making progress; only then are the
+processors paused too and the slot recycled. Processors that are stuck (none committed anything
+for `CATCH_UP_STALL_S`) do not hold the memory budget hostage: the rotation goes ahead and says,
+in a warning, how many raw records each group never processed. (A single large record used to
+trigger the very rotation that deleted it before any processor had read it.) The previous
+generation has normally been processed long before it is recycled, so this rarely waits.
 """
 
 from __future__ import annotations
@@ -31,22 +33,28 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
-from pipeline.kafka import topic_specs
+from pipeline.generations import SECOND_SLOT, announce, first_records, generations, mirrored, slot_names, slot_topic
+from pipeline.kafka import make_consumer, make_producer, topic_specs
 from pipeline.offsets import OffsetsError, OffsetTool
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_MB = 256
+# The replay window: the demo (the sample at 25 fps, grayscale) grows the broker by ~1.8 MB/s
+# (measured), so two generations of 45 s peak at ~175 MB with the idle broker, under the
+# default budget with room for bigger frames (a minute peaked at ~235 MB).
+DEFAULT_WINDOW_S = 45.0
 # Tansu idles at ~35-50 MB resident; a budget below this would rotate without freeing anything.
 MIN_BUDGET_MB = 64
 # After a rotation, rotate again only once the broker has grown by this much: if something
 # other than the topics holds the memory, recreating them again would not free it.
 MIN_GROWTH_BYTES = 16 << 20
-# A rotation waits for the processors to finish the raw topic while they make progress (their
-# commits move at least every CATCH_UP_STALL_S), but never longer than CATCH_UP_MAX_S.
+# A rotation waits for the processors to finish the slot it recycles while they make progress
+# (their commits move at least every CATCH_UP_STALL_S), but never longer than CATCH_UP_MAX_S.
 CATCH_UP_STALL_S = 10.0
 CATCH_UP_MAX_S = 60.0
 CATCH_UP_POLL_S = 0.2
@@ -70,52 +78,104 @@ def process_rss_bytes(pid: int) -> int:
 @dataclass
 class Rotation:
     number: int
+    reason: str  # "window" or "memory"
     rss_before: int
     rss_after: int
+    # How far back the previous generation, now the oldest kept, reaches (s).
+    kept_s: float | None
+
+
+def generation_specs(settings: Settings) -> list[NewTopic]:
+    """Every topic, a second slot for the generational ones (raw, processed, dead letters), and
+    the topic that names the current slot."""
+    specs = topic_specs(settings)
+    generational = (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic)
+    return specs + [
+        NewTopic(spec.name + SECOND_SLOT, spec.num_partitions, spec.replication_factor, topic_configs=spec.topic_configs)
+        for spec in specs if spec.name in generational
+    ] + [NewTopic(slot_topic(settings), 1, settings.replication_factor)]
 
 
 class TopicRotator:
-    """Deletes and recreates the pipeline's topics with their configured partition counts."""
+    """Finds the generations and recycles the previous one: deletes and recreates its topics
+    (and the heartbeat topic, which has no history worth keeping) with their partition counts."""
 
     def __init__(self, settings: Settings) -> None:
-        # The control topic is kept: it is tiny, and recreating it would silently send every
-        # stream back to the processors' default chain.
-        self.specs = [spec for spec in topic_specs(settings) if spec.name != settings.control_topic]
-        self.raw_topic = settings.raw_topic
+        self.settings = settings
+        self.specs = {spec.name: spec for spec in generation_specs(settings)}
+        self.bases = (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic)
+        # Only the generational topics and the heartbeats are ever recycled: the chain control
+        # topic is kept (recreating it would send every stream back to the default chain).
         self.offsets = OffsetTool(settings)
         self.admin = self.offsets.admin
+        self.consumer = make_consumer(settings, "retention", group_id=None)
+        self.producer = make_producer(settings, "retention")
+        # `pipeline up` starts with fresh topics and writers start in the first slot.
+        self.current = settings.raw_topic
 
     def close(self) -> None:
+        self.producer.close(timeout=5)
+        self.consumer.close()
         self.offsets.close()
 
+    def previous(self) -> str:
+        """The raw slot the next rotation recycles (the only one, without generations)."""
+        existing = set(self.consumer.topics())
+        return next((name for name in slot_names(self.settings.raw_topic) if name != self.current and name in existing),
+                    self.current)
+
     def unprocessed(self) -> dict[str, int]:
-        """Raw records each processor group (a group with offsets on the raw topic) has not
-        committed yet, for the groups behind; true ends, right on Tansu too."""
+        """Records of the raw slot about to be recycled that each processor group (a group with
+        offsets on the raw topic) has not committed yet, for the groups behind; true ends,
+        right on Tansu too."""
+        slot = self.previous()
         try:
-            raw = self.offsets.partitions(self.raw_topic)
+            raw = self.offsets.partitions(slot)
         except OffsetsError:
             return {}  # no raw topic (yet): nothing to lose
         earliest, ends = self.offsets.ends(raw)
         behind = {}
         for group in self.offsets.groups():
             committed = self.offsets.committed(group)
-            if not any(tp.topic == self.raw_topic for tp in committed):
+            if not any(tp.topic in slot_names(self.settings.raw_topic) for tp in committed):
                 continue
             records = sum(max(0, ends[tp] - committed.get(tp, earliest[tp])) for tp in raw)
             if records:
                 behind[group] = records
         return behind
 
+    def current_age_s(self) -> float | None:
+        """Age of the current generation: since the newer of its raw and processed slots'
+        first records (None while either is empty)."""
+        topics = [mirrored(self.current, self.settings.raw_topic, base) for base in self.bases[:2]]
+        firsts = [slot.first_ms for slot in first_records(self.consumer, topics)]
+        if None in firsts:
+            return None
+        return time.time() - max(firsts) / 1000
+
+    def oldest_kept_s(self) -> float | None:
+        """How far back the processed topic reaches now (None: empty)."""
+        firsts = [slot.first_ms for slot in generations(self.consumer, self.settings.processed_topic) if slot.first_ms]
+        return time.time() - min(firsts) / 1000 if firsts else None
+
     def rotate(self) -> None:
-        names = [spec.name for spec in self.specs]
+        """Recycle the previous generation's slot and announce it as current. Without a second
+        slot (a rotator for topics made by `ensure_topics` alone) the only slot is recycled."""
+        raw = self.settings.raw_topic
+        previous = self.previous()
+        names = [mirrored(previous, raw, base) for base in self.bases] + [self.settings.heartbeat_topic]
+        specs = [self.specs[name] for name in names]
         # One request each, back to back: a client asking for a missing topic in between would
         # auto-create it with the broker's default partition count (4 on Tansu), not ours.
-        self.admin.delete_topics(names, raise_errors=False)
-        self.admin.create_topics(self.specs, raise_errors=False)
-        self._repair_partition_counts()
+        self.admin.delete_topics([spec.name for spec in specs], raise_errors=False)
+        self.admin.create_topics(specs, raise_errors=False)
+        self._repair_partition_counts(specs)
+        if slot_topic(self.settings) in self.consumer.topics():
+            announce(self.producer, self.settings, previous)
+        self.current = previous
 
-    def _repair_partition_counts(self) -> None:
-        wanted = {spec.name: spec for spec in self.specs}
+    def _repair_partition_counts(self, specs: list[NewTopic]) -> None:
+        wanted = {spec.name: spec for spec in specs}
         for topic in self.admin.describe_topics(list(wanted)):
             spec = wanted[topic["name"]]
             if len(topic["partitions"]) != spec.num_partitions:
@@ -126,10 +186,11 @@ class TopicRotator:
 
 
 class EmbeddedRetention:
-    """Background thread: checks the broker's resident memory every `interval_s` and rotates the
-    topics when it passes `budget_bytes`: inside `producers_paused()` it waits for the
-    processors to catch up, then inside `processors_paused()` as well (so nothing is produced
-    into the gap between delete and create) it recreates the topics."""
+    """Background thread: every `interval_s`, rotates the generations when the current one is
+    `window_s` old or the broker's resident memory passes `budget_bytes`: inside
+    `producers_paused()` it waits for the processors to finish the slot it recycles, then inside
+    `processors_paused()` as well (so nothing is produced into the gap between delete and
+    create) it recycles it."""
 
     def __init__(
         self,
@@ -139,6 +200,7 @@ class EmbeddedRetention:
         producers_paused: Callable[[], AbstractContextManager] = contextlib.nullcontext,
         processors_paused: Callable[[], AbstractContextManager] = contextlib.nullcontext,
         interval_s: float = 1.0,
+        window_s: float = DEFAULT_WINDOW_S,
     ) -> None:
         self.settings = settings
         self.broker_pid = broker_pid
@@ -146,6 +208,7 @@ class EmbeddedRetention:
         self.producers_paused = producers_paused
         self.processors_paused = processors_paused
         self.interval_s = interval_s
+        self.window_s = window_s
         self.rotations: list[Rotation] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="embedded-retention", daemon=True)
@@ -173,23 +236,34 @@ class EmbeddedRetention:
 
     def check(self, rotator: TopicRotator) -> Rotation | None:
         before = process_rss_bytes(self.broker_pid)
-        if before <= self.budget_bytes:
-            return None
-        if self.rotations and before < self.rotations[-1].rss_after + MIN_GROWTH_BYTES:
+        age_s = rotator.current_age_s() if self.window_s > 0 else None
+        by_window = age_s is not None and age_s >= self.window_s
+        # After a rotation, rotate for memory again only once the broker has grown: if something
+        # other than the topics holds the memory, recycling more would not free it.
+        by_memory = before > self.budget_bytes and not (
+            self.rotations and before < self.rotations[-1].rss_after + MIN_GROWTH_BYTES
+        )
+        if not (by_window or by_memory):
             return None
         started = time.monotonic()
         with self.producers_paused():
             self._await_processors(rotator)
             with self.processors_paused():
                 rotator.rotate()
-        rotation = Rotation(len(self.rotations) + 1, before, process_rss_bytes(self.broker_pid))
+        kept_s = rotator.oldest_kept_s()
+        rotation = Rotation(len(self.rotations) + 1, "window" if by_window else "memory", before,
+                            process_rss_bytes(self.broker_pid), kept_s)
         self.rotations.append(rotation)
         log.info(
-            "embedded broker at %d MB > budget %d MB: topics recreated in %.0f ms, now %d MB (rotation %d)",
-            before >> 20, self.budget_bytes >> 20, (time.monotonic() - started) * 1000, rotation.rss_after >> 20, rotation.number,
+            "embedded broker at %d MB (budget %d MB), %s: previous generation recycled in %.0f ms, replay reaches back "
+            "%s s, now %d MB (rotation %d)",
+            before >> 20, self.budget_bytes >> 20,
+            f"generation {age_s:.0f} s old" if by_window else "over budget", (time.monotonic() - started) * 1000,
+            "-" if kept_s is None else f"{kept_s:.0f}", rotation.rss_after >> 20, rotation.number,
         )
-        if rotation.rss_after > self.budget_bytes:
-            log.warning("embedded broker still at %d MB after recreating its topics: raise the budget", rotation.rss_after >> 20)
+        if not by_window and self.window_s > 0:
+            log.warning("replay window capped by memory: %s s kept, %.0f s wanted; raise --embedded-retention-mb or "
+                        "lower --retention", "-" if kept_s is None else f"{kept_s:.0f}", self.window_s)
         return rotation
 
     def _await_processors(self, rotator: TopicRotator) -> None:
@@ -199,7 +273,7 @@ class EmbeddedRetention:
         while behind:
             now = time.monotonic()
             if now - progressed > CATCH_UP_STALL_S or now - started > CATCH_UP_MAX_S or self._stop.is_set():
-                log.warning("recreating the topics although processors have not caught up: raw records never "
+                log.warning("recycling a generation although processors have not caught up: raw records never "
                             "processed, by group: %s", behind)
                 return
             self._stop.wait(CATCH_UP_POLL_S)
@@ -208,4 +282,4 @@ class EmbeddedRetention:
                 progressed = time.monotonic()
             behind = newer
         if time.monotonic() - started > CATCH_UP_POLL_S:
-            log.info("processors caught up with the raw topic in %.1f s: recreating the topics", time.monotonic() - started)
+            log.info("processors caught up with the raw slot in %.1f s: recycling it", time.monotonic() - started)

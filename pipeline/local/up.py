@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from pipeline.kafka import ensure_topics
 from pipeline.local.broker import EmbeddedBroker
-from pipeline.local.retention import DEFAULT_BUDGET_MB, EmbeddedRetention
+from pipeline.local.retention import DEFAULT_BUDGET_MB, DEFAULT_WINDOW_S, EmbeddedRetention, generation_specs
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ class UpOptions:
     loop: bool = True
     # Embedded broker only: recreate the topics when Tansu's memory passes this (0: never).
     embedded_retention_mb: int = DEFAULT_BUDGET_MB
+    # Embedded broker only: the replay window kept, in seconds (capped by the memory budget).
+    retention_s: float = DEFAULT_WINDOW_S
 
 
 def service_commands(opts: UpOptions, python: str = sys.executable) -> dict[str, list[str]]:
@@ -76,18 +78,21 @@ def run(opts: UpOptions, stop: threading.Event) -> int:
     retention = None
     try:
         settings = Settings.from_env(env)
-        ensure_topics(settings)
+        generational = broker is not None and opts.embedded_retention_mb > 0
+        # Two slots per topic: the generations of the sliding replay window (pipeline/generations.py).
+        ensure_topics(settings, generation_specs(settings) if generational else None)
         for name, cmd in service_commands(opts).items():
             # Sessions of their own: a terminal's Ctrl-C reaches only this supervisor, which
             # stops each service once, in order, while the broker is still up (a second signal
             # mid-shutdown makes gunicorn's gevent worker die with a traceback).
             children[name] = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
             log.info("started %s (pid %d)", name, children[name].pid)
-        if broker is not None and opts.embedded_retention_mb > 0:
+        if generational:
             budget = opts.embedded_retention_mb << 20
             retention = EmbeddedRetention(settings, broker.process.pid, budget,
                                           producers_paused=lambda: _paused(children, "producer"),
-                                          processors_paused=lambda: _paused(children, "processor")).start()
+                                          processors_paused=lambda: _paused(children, "processor"),
+                                          window_s=opts.retention_s).start()
         print(f"viewer: http://{opts.host}:{opts.port}/  (Ctrl-C to stop)", flush=True)
         return _supervise(children, stop)
     finally:

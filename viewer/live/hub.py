@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 
 from kafka import TopicPartition
 
+from pipeline.generations import slots
 from pipeline.kafka import make_consumer
 from pipeline.settings import Settings
 from viewer.background import BackgroundLoop
+from viewer.live.nosignal import STALL_AFTER_S, NoSignalCards
 from viewer.live.ordering import StreamOrder
 from viewer.live.served import ServedFrame, accept_record
 from viewer.live.tiles import TileReassembler
@@ -62,6 +64,10 @@ class StreamSlot:
         woken, self.fresh = self.fresh, threading.Event()
         self.woken_at = time.monotonic()
         woken.set()
+
+    def stalled(self, now: float, after_s: float = STALL_AFTER_S) -> bool:
+        """No new frame for `after_s` (monotonic `now`)."""
+        return self.latest is not None and bool(self.arrivals) and now - self.arrivals[-1] >= after_s
 
     def fps(self) -> float:
         if len(self.arrivals) < 2:
@@ -110,6 +116,7 @@ class LiveHub(BackgroundLoop):
         # not seen yet waits on.
         self.published = threading.Event()
         self.tiles = TileReassembler(max_pixels=settings.max_frame_pixels)
+        self.cards = NoSignalCards()
         self.ticker = IdleTicker(self, tick_s)
 
     def ensure_started(self) -> None:
@@ -125,11 +132,16 @@ class LiveHub(BackgroundLoop):
     def run_once(self) -> None:
         consumer = make_consumer(self.settings, "viewer-live", group_id=None, auto_offset_reset="latest")
         try:
-            partitions = consumer.partitions_for_topic(self.topic) or set()
-            if not partitions:
+            # Both generations on the embedded broker (pipeline/generations.py): right after a
+            # rotation, frames still come from the previous one for a moment.
+            tps = [
+                TopicPartition(topic, p)
+                for topic in slots(self.topic, consumer.topics())
+                for p in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            if not tps:
                 self.stopping.wait(0.5)
                 return
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             # From the last record on: an idle stream still shows its newest frame.
             for tp, end in consumer.end_offsets(tps).items():
@@ -193,6 +205,13 @@ class LiveHub(BackgroundLoop):
     def latest(self, stream: str) -> ServedFrame | None:
         slot = self.slots.get(stream)
         return slot.latest if slot is not None else None
+
+    def no_signal(self, stream: str) -> ServedFrame | None:
+        """The no-signal card while `stream` is stalled, else None."""
+        slot = self.slots.get(stream)
+        if slot is None or not slot.stalled(time.monotonic()):
+            return None
+        return self.cards.card(slot.latest)
 
     def next_frame(self, stream: str, after_version: int) -> tuple[int, ServedFrame] | None:
         """The newest frame of `stream` newer than `after_version`; None on an idle tick."""

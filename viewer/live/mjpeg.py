@@ -13,6 +13,10 @@ BOUNDARY = "frame"
 MIMETYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 _DELIMITER = f"\r\n--{BOUNDARY}\r\n".encode()
 
+# A stalled stream's clients get its no-signal card this often: enough to show the response
+# is alive, cheap to send.
+NO_SIGNAL_EVERY_S = 1.0
+
 # A frame source yields a frame, or None when it waited and nothing came (an idle tick).
 FrameTicks = Generator["ServedFrame | None", None, None]
 
@@ -24,7 +28,9 @@ def part(frame: ServedFrame) -> bytes:
         "Content-Type: image/jpeg\r\n"
         f"Content-Length: {len(frame.jpeg)}\r\n"
         f"X-Frame-Seq: {frame.seq}\r\n"
-        f"X-Frame-Ts: {frame.ts_ms}\r\n{chain}\r\n"
+        f"X-Frame-Ts: {frame.ts_ms}\r\n{chain}"
+        + "".join(f"{name}: {value}\r\n" for name, value in frame.extra_headers)
+        + "\r\n"
     ).encode()
     # The delimiter goes out with the part: a browser paints a part only once it sees the next
     # boundary, so sending it later would show every frame one frame late. One bytes object:
@@ -37,10 +43,13 @@ def mjpeg(
     keepalive_s: float,
     fallback: Callable[[], ServedFrame | None] = lambda: None,
     on_frame: Callable[[ServedFrame], None] = lambda frame: None,
+    no_signal: Callable[[], ServedFrame | None] = lambda: None,
 ) -> Iterator[bytes]:
     """The response body. When no frame came for `keepalive_s`, the last part (or `fallback()`
     before any) is sent again: a server only learns that a client left when a write fails,
-    so an idle stream must still write to release its reader. Closing this closes `ticks`."""
+    so an idle stream must still write to release its reader. While `no_signal()` gives a card
+    (the stream stalled), that card goes out instead, every NO_SIGNAL_EVERY_S; a real frame
+    takes over as soon as one comes. Closing this closes `ticks`."""
     last: ServedFrame | None = None
     last_write = time.monotonic()
     try:
@@ -51,6 +60,10 @@ def mjpeg(
                 on_frame(frame)
                 last, last_write = frame, now
                 yield frame.part
+            elif (card := no_signal()) is not None:
+                if now - last_write >= NO_SIGNAL_EVERY_S:
+                    last_write = now
+                    yield card.part
             elif now - last_write >= keepalive_s:
                 repeat = last or fallback()
                 last_write = now

@@ -12,6 +12,7 @@ from collections import deque
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
+from pipeline.generations import OldestFirst, generations
 from pipeline.kafka import make_consumer
 from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
@@ -112,21 +113,30 @@ def resumed_frames(
     pacer = Pacer(speed)
     metrics.resume_consumers.inc()
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        # Every generation of the topic, oldest first (pipeline/generations.py; one on Apache Kafka).
+        topics = [slot.topic for slot in generations(consumer, topic)]
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         starts = {tp: consumer.committed(tp) for tp in tps}
         fresh = [tp for tp, offset in starts.items() if offset is None]
-        if fresh:
-            # Not seek_to_end: on Tansu it lands up to a batch early (OffsetTool.ends reads the true end).
+        # True ends (OffsetTool.ends: seek_to_end lands up to a batch early on Tansu): where a new
+        # viewer starts, and how far an older generation is read before the next one.
+        wanted = tps if len(topics) > 1 else fresh
+        ends: dict[TopicPartition, int] = {}
+        if wanted:
             with OffsetTool(settings) as tool:
-                starts.update(tool.ends(fresh)[1])
+                ends = tool.ends(wanted)[1]
+        starts.update({tp: ends[tp] for tp in fresh})
         consumer.assign(tps)
         for tp, offset in starts.items():
             consumer.seek(tp, offset)
+        generations_in_order = OldestFirst(consumer, tps, ends) if len(topics) > 1 else None
         log.info("viewer group=%s stream=%s resuming on %d partition(s), %d new, speed=%s",
                  group, stream, len(tps), len(fresh), speed or "max")
         order: StreamOrder[tuple[ServedFrame, TopicPartition, int]] = StreamOrder()
         superseded = lease.superseded if lease is not None else threading.Event()
         while not superseded.is_set():
+            if generations_in_order is not None:
+                generations_in_order.apply()
             # A spread stream may hold frames for a gap: come back soon to release them.
             batch = consumer.poll(timeout_ms=50 if order.any_spread else int(idle_s * 1000), max_records=READ_AHEAD)
             arrivals = []

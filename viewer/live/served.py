@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from functools import cached_property
 
 import numpy as np
@@ -25,6 +26,9 @@ SERVE_QUALITY = 90
 class ServedFrame:
     """JPEG bytes are passed through untouched; PNG is transcoded once, on first use, so a
     stream nobody watches costs no decode."""
+
+    # More (name, value) headers for this frame's MJPEG part.
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, stream: str, seq: int, ts_ms: int, width: int, height: int, data: bytes, encoding: str,
                  transform: str | None = None) -> None:
@@ -52,6 +56,10 @@ class ServedFrame:
         # Browsers only paint JPEG inside multipart/x-mixed-replace.
         return encode_image(decode_image(self._data), "jpeg", SERVE_QUALITY)
 
+    def image(self) -> np.ndarray:
+        """The frame decoded (from its own bytes, JPEG or PNG: no transcoding on the way)."""
+        return decode_image(self._data)
+
     @cached_property
     def part(self) -> bytes:
         """This frame as an MJPEG part: built once, written to every client."""
@@ -70,7 +78,9 @@ def served_or_tile(frame: Frame, tiles: TileReassembler, max_pixels: int = Setti
         # Checked here, not when the JPEG is first asked for: a bomb must not reach a client's request.
         header = image_header(frame.data)
         check_pixels(header.width, header.height, max_pixels)
-        return ServedFrame.of(frame)
+        # The bytes' own format, not the `enc` header: a PNG labelled jpeg must still reach
+        # browsers as a JPEG.
+        return ServedFrame.of(replace(frame, encoding=header.format))
     assembled = tiles.add(frame)
     if assembled is None:
         return None

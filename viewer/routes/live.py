@@ -96,7 +96,9 @@ def stream_mjpeg(stream: str):
         # a passthrough body).
         weakref.finalize(ticks, st.viewer_ids.close, lease)
     tally = ClientTally(st.metrics, stream, mode)
-    body = sent.count(mjpeg(ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=tally))
+    body = sent.count(mjpeg(
+        ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=tally, no_signal=lambda: hub.no_signal(stream)
+    ))
     # direct_passthrough: gunicorn iterates the body itself, without werkzeug's re-encoding
     # and closing wrappers around every part.
     response = Response(tracked(body, st, mode, viewer_id, tally), mimetype=MIMETYPE, direct_passthrough=True)
@@ -122,6 +124,7 @@ def streams():
     st.processed.ensure_started()
     st.lag.ensure_started()
     now_ms = time.time() * 1000
+    now = time.monotonic()
     out = []
     for name, slot in st.processed.stream_slots():
         frame = slot.latest
@@ -136,6 +139,8 @@ def streams():
                 # The chain the newest frame was processed with: what is applied, not what was asked.
                 "transform": frame.transform if frame else None,
                 "age_ms": round(now_ms - frame.ts_ms) if frame else None,
+                # No new frame for a while: clients are shown the no-signal card.
+                "stalled": slot.stalled(now),
                 "partition": slot.partition,
                 "lag": st.lag.lag.get(name, {}),
             }

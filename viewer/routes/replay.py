@@ -14,6 +14,7 @@ import hmac
 from flask import Blueprint, Response, jsonify, request
 from kafka.errors import KafkaError
 
+from pipeline.generations import slots
 from pipeline.offsets import GroupActiveError, OffsetsError, OffsetTool, parse_target
 from viewer.errors import json_error
 from viewer.live.resets import announce, resetting
@@ -58,14 +59,23 @@ def _topic_for(group: str, raw: bool) -> str:
     return settings.raw_topic
 
 
-@bp.post("/api/replay")
-def replay():
+def admin_json(example: str) -> tuple[dict, None] | tuple[None, tuple[Response, int]]:
+    """(the request's JSON object, None) for an admin caller; else (None, the refusal). Requiring
+    JSON also keeps cross-site form posts out. `example` shows the expected object."""
     refused = refusal()
     if refused is not None:
-        return refused
+        return None, refused
     body = request.get_json(silent=True) if request.is_json else None
     if not isinstance(body, dict):
-        return json_error(415 if not request.is_json else 400, 'send a JSON object: {"group": G, "stream": S, "to": T}')
+        return None, json_error(415 if not request.is_json else 400, f"send a JSON object: {example}")
+    return body, None
+
+
+@bp.post("/api/replay")
+def replay():
+    body, refused = admin_json('{"group": G, "stream": S, "to": T}')
+    if refused is not None:
+        return refused
     group, stream, raw = body.get("group"), body.get("stream"), body.get("raw", False)
     if not isinstance(group, str) or not group or len(group) > 255:
         return json_error(400, "'group' must be a consumer group id, e.g. viewer-<id> or processors")
@@ -80,11 +90,14 @@ def replay():
         if target.kind == "offset" and target.value < 0:
             raise OffsetsError("an offset must be 0 or more")
         with OffsetTool(state().settings) as tool:
-            tp = tool.stream_partition(_topic_for(group, raw), stream)
+            # The stream's partition in every generation (pipeline/generations.py): the same target
+            # planned on each puts a reader that reads them oldest first at the right frame.
+            base = _topic_for(group, raw)
+            tps = [tool.stream_partition(topic, stream) for topic in slots(base, tool.consumer.topics())]
             # Readers of this group commit nothing while the reset is planned and applied.
             with resetting(group) as readers:
                 tool.ensure_inactive(group)
-                moves = tool.plan_reset(group, [tp], target)
+                moves = tool.plan_reset(group, tps, target)
                 tool.apply(group, moves)
                 signalled = announce(readers, {m.tp: m.new for m in moves if m.new is not None})
     except GroupActiveError as exc:
@@ -97,8 +110,8 @@ def replay():
         {
             "group": group,
             "stream": stream,
-            "topic": tp.topic,
-            "partitions": [{"partition": m.tp.partition, "old": m.old, "new": m.new} for m in moves],
+            "topic": base,
+            "partitions": [{"topic": m.tp.topic, "partition": m.tp.partition, "old": m.old, "new": m.new} for m in moves],
             "readers": signalled,
         }
     )

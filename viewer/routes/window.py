@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify, request
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
+from pipeline.generations import stream_windows
 from pipeline.offsets import OffsetsError, OffsetTool
 from viewer.errors import json_error
 from viewer.live.resets import delivered
@@ -59,25 +60,35 @@ def window(stream: str):
     topic = st.settings.raw_topic if raw else st.settings.processed_topic
     try:
         with OffsetTool(st.settings) as tool:
-            tp = tool.stream_partition(topic, stream)
-            span = tool.window(tp)
-            if span.end <= span.earliest:
+            # Every generation of the topic on the embedded broker, oldest first (pipeline/generations.py).
+            spans = stream_windows(tool, topic, stream)
+            if not spans:
                 return json_error(404, f"stream {stream!r} has no retained frames")
-            oldest_ms = _times.get(tool, tp, span.earliest)
+            first, last = spans[0], spans[-1]
             answer = {
                 "stream": stream,
                 "topic": topic,
-                "partition": tp.partition,
-                "oldest": {"offset": span.earliest, "ts_ms": oldest_ms},
-                "newest": {"offset": span.end - 1, "ts_ms": span.last_ms},
+                "partition": first.tp.partition,
+                "oldest": {"topic": first.tp.topic, "offset": first.earliest, "ts_ms": first.first_ms},
+                "newest": {"topic": last.tp.topic, "offset": last.end - 1, "ts_ms": last.last_ms},
             }
             if viewer_id is not None:
-                answer["viewer"] = {"id": viewer_id, **_position(tool, viewer_group(viewer_id), tp, span.earliest)}
+                answer["viewer"] = {"id": viewer_id, **_generation_position(tool, viewer_group(viewer_id), spans)}
     except OffsetsError as exc:
         return json_error(404, str(exc))
     except KafkaError as exc:
         return json_error(503, f"broker: {exc}")
     return jsonify(answer)
+
+
+def _generation_position(tool: OffsetTool, group: str, spans: list) -> dict:
+    """Where the group is across generations: a reader finishes an older one before the next
+    (pipeline/generations.OldestFirst), so it is in the first one it has not read to the end."""
+    for span in spans[:-1]:
+        position = _position(tool, group, span.tp, span.earliest)
+        if position["offset"] is not None and position["offset"] < span.end:
+            return {"topic": span.tp.topic, **position}
+    return {"topic": spans[-1].tp.topic, **_position(tool, group, spans[-1].tp, spans[-1].earliest)}
 
 
 def _position(tool: OffsetTool, group: str, tp: TopicPartition, earliest: int) -> dict:

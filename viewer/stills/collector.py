@@ -16,6 +16,7 @@ import numpy as np
 from kafka import TopicPartition
 
 from pipeline.codec import CodecError, decode_image, encode_image
+from pipeline.generations import slot_names, slots
 from pipeline.kafka import BACKGROUND_FETCH, make_consumer
 from pipeline.pixels import is_pixels
 from pipeline.settings import Settings
@@ -40,7 +41,7 @@ class JobCollector(BackgroundLoop):
         super().__init__()
         self.settings = settings
         self.store = store
-        self.topics = (settings.processed_topic, settings.dead_letter_topic)
+        self.topics = [settings.processed_topic, settings.dead_letter_topic]
         self.ready = threading.Event()
 
     def wait_ready(self, timeout_s: float) -> bool:
@@ -52,6 +53,10 @@ class JobCollector(BackgroundLoop):
         # Out of range (the embedded broker restarted and forgot everything): start over.
         consumer = make_consumer(self.settings, "viewer-jobs", group_id=None, auto_offset_reset="earliest", **BACKGROUND_FETCH)
         try:
+            # Every generation of both topics on the embedded broker (pipeline/generations.py):
+            # a job's tiles come out in the slot its upload went to.
+            existing = consumer.topics()
+            self.topics = [*slots(self.settings.processed_topic, existing), *slots(self.settings.dead_letter_topic, existing)]
             tps = []
             for topic in self.topics:
                 partitions = consumer.partitions_for_topic(topic)
@@ -96,7 +101,7 @@ class JobCollector(BackgroundLoop):
 
     def _handle(self, record) -> bool:
         """Store a job's tile or failure; True when the record belonged to a job."""
-        if record.topic == self.settings.dead_letter_topic:
+        if record.topic in slot_names(self.settings.dead_letter_topic):
             # Only the headers: a dead letter may come without the original's bytes.
             headers = dict(record.headers or [])
             job = headers.get("job")

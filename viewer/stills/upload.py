@@ -22,6 +22,7 @@ from kafka.errors import KafkaError
 from werkzeug.exceptions import HTTPException
 
 from pipeline.codec import CodecError, decode_image, encode_image
+from pipeline.generations import CurrentSlot
 from pipeline.imageheader import CorruptImage, ImageHeader, UnsupportedImage, read_header
 from pipeline.kafka import make_producer
 from pipeline.settings import Settings
@@ -86,12 +87,15 @@ class Uploads:
         self.limits = limits
         self.memory = MemoryBudget(limits.memory_bytes)
         self._producer = None
+        self._slot: CurrentSlot | None = None
         self._producer_lock = threading.Lock()
 
     def producer(self):
         with self._producer_lock:
             if self._producer is None:
                 self._producer = make_producer(self.settings, "viewer-upload")
+                # The raw topic's current generation on the embedded broker (pipeline/generations.py).
+                self._slot = CurrentSlot(self.settings, self.settings.raw_topic)
             return self._producer
 
     def status(self, job_id: str) -> JobStatus | None:
@@ -104,13 +108,14 @@ class Uploads:
         """Send every tile, spread round-robin over the raw topic's partitions, so the whole
         processor group works on one large image; raises KafkaError if any send fails."""
         producer = self.producer()
-        partitions = sorted(producer.partitions_for(self.settings.raw_topic))
+        topic = self._slot.topic
+        partitions = sorted(producer.partitions_for(topic))
         start = uuid.uuid4().int  # jobs start on different partitions
         futures = []
         for i, frame in enumerate(frames):
             key, value, headers = to_record(frame)
             partition = partitions[(start + i) % len(partitions)]
-            futures.append(producer.send(self.settings.raw_topic, key=key, value=value, headers=headers,
+            futures.append(producer.send(topic, key=key, value=value, headers=headers,
                                          partition=partition))
         producer.flush(timeout=60)
         for future in futures:
@@ -120,6 +125,7 @@ class Uploads:
         self.collector.stop()
         if self._producer is not None:
             self._producer.close(timeout=5)
+            self._slot.close()
 
 
 def init_app(app: Flask, settings: Settings) -> None:

@@ -1,0 +1,1 @@
+"""Clip export: recorded ranges of a stream as MP4 files."""
