@@ -13,6 +13,7 @@ from pipeline.settings import Settings
 from viewer.live.hub import LiveHub
 from viewer.live.viewer_ids import ViewerIds
 from viewer.metrics import ViewerMetrics
+from viewer.status.broker_identity import BrokerIdentity
 from viewer.status.heartbeats import WorkerRegistry
 from viewer.status.lag import LagSampler
 
@@ -28,6 +29,7 @@ class ViewerState:
         self.processed = LiveHub(settings, settings.processed_topic, self.metrics, self.tick_s)
         self.raw = LiveHub(settings, settings.raw_topic, self.metrics, self.tick_s)
         self.workers = WorkerRegistry(settings)
+        self.broker = BrokerIdentity()
         self.lag = LagSampler(settings, self.metrics, lambda: [name for name, _ in self.processed.stream_slots()])
         self.viewer_ids = ViewerIds(settings, settings.max_resume_viewers, settings.max_viewer_groups,
                                     settings.viewer_group_ttl_s)
