@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
-.PHONY: demo test lint venv bench clean
+.PHONY: demo test faults lint venv bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,15 @@ test: $(DEV)
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The fault and fuzz suites alone, with many more generated inputs than `make test` tries.
+faults: $(DEV)
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -m faults $(PYTEST_ARGS)
+
 lint: $(DEV)
 	$(PY) -m ruff check .
 
 bench: $(DEV)
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -43,6 +43,7 @@ sys.path.insert(0, ROOT)
 from kafka import TopicPartition  # noqa: E402
 from processor_scaling import cpu_seconds  # noqa: E402  (bench/ is on sys.path when run as a script)
 
+from bench.report import Row, ratio, write_json  # noqa: E402
 from pipeline.codec import decode_image, encode_image  # noqa: E402
 from pipeline.kafka import ensure_topics, make_consumer  # noqa: E402
 from pipeline.local.broker import EmbeddedBroker  # noqa: E402
@@ -252,6 +253,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=750, help="throughput phase frame count (750)")
     parser.add_argument("--resize", type=size_arg, metavar="WxH",
                         help="producer --resize (and the same in the baseline), e.g. 1280x720 for the 720p goal")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows there (bench/report.py)")
     args = parser.parse_args()
     size = ["--resize", "{}x{}".format(*args.resize)] if args.resize else []
     frame_size = "{}x{}".format(*args.resize) if args.resize else "640x360"
@@ -285,6 +287,16 @@ def main() -> int:
     print(f"  the producer's own summary: {result.producer_summary}")
     print("  cores busy meanwhile: " + ", ".join(f"{name} {cores:.2f}" for name, cores in result.cores_busy.items()))
     print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    frame_ms = 1000 / baseline  # what one frame costs the in-process loop
+    p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+    write_json(args.json, [
+        Row(f"end-to-end fps {frame_size} (--fps max, 1 processor)", round(e2e, 1), "fps", round(baseline, 1),
+            "in-process loop, one thread", ratio(e2e, baseline), "≥ 1.0×"),
+        Row(f"latency p50 at 25 fps {frame_size} (read → MJPEG part)", round(p50, 1), "ms", round(frame_ms, 1),
+            "one frame of the in-process loop", ratio(p50, frame_ms), "p99 ≤ 50 ms"),
+        Row(f"latency p99 at 25 fps {frame_size} (read → MJPEG part)", round(p99, 1), "ms", round(frame_ms, 1),
+            "one frame of the in-process loop", ratio(p99, frame_ms), "≤ 50 ms"),
+    ])
     return 0
 
 

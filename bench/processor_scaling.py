@@ -36,6 +36,7 @@ sys.path.insert(0, ROOT)
 
 from kafka import TopicPartition  # noqa: E402
 
+from bench.report import Row, ratio, write_json  # noqa: E402
 from pipeline.codec import decode_image, encode_image  # noqa: E402
 from pipeline.heartbeat import decode_heartbeat  # noqa: E402
 from pipeline.kafka import BACKGROUND_FETCH, ensure_topics, make_consumer, make_producer  # noqa: E402
@@ -190,6 +191,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=600, help="per run; short runs are dominated by start-up")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--transform", default="cartoon", help="a CPU-bound chain (default cartoon)")
+    parser.add_argument("--json", metavar="FILE", help="also write the summary rows there (bench/report.py)")
     args = parser.parse_args()
     frames = sample_frames(args.frames)
     print(f"chain {args.transform!r}, {args.frames} frames 640x360 JPEG, {os.cpu_count()} CPUs, "
@@ -197,6 +199,7 @@ def main() -> int:
           f"KAFKA_FETCH_MAX_WAIT_MS={Settings.from_env().fetch_max_wait_ms}")
     print(f"in-process, one thread, no Kafka: {in_process_fps(args.transform, frames):.1f} frames/s")
     ratios: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    rates: dict[str, list[float]] = {name: [] for name in CONFIGS}
     ceilings: list[float] = []
     with EmbeddedBroker() as broker:
         for round_no in range(1, args.rounds + 1):
@@ -206,6 +209,7 @@ def main() -> int:
             base = results["1 processor"]
             for name, r in results.items():
                 ratios[name].append(r.fps / base.fps)
+                rates[name].append(r.fps)
                 print(f"round {round_no}  {name:<28} {r.fps:6.1f} frames/s {r.fps / base.fps:5.2f}x   "
                       f"processor CPU {r.cpu_ms_per_frame:5.1f} ms/frame, {r.cores_used:4.2f} cores busy; "
                       f"broker {r.broker_cores:4.2f}, bench {r.bench_cores:4.2f} cores")
@@ -214,6 +218,10 @@ def main() -> int:
         print(f"{name:<29} vs one: median {statistics.median(values):4.2f}x, "
               f"worst {min(values):4.2f}x, best {max(values):4.2f}x over {args.rounds} rounds")
     print(f"load average at end {os.getloadavg()[0]:.2f}")
+    one, two = statistics.median(rates["1 processor"]), statistics.median(rates["2 processors"])
+    write_json(args.json, [Row(f"scale-out: 2 processors vs 1 ({args.transform}, 640x360)", round(two, 1), "fps",
+                               round(one, 1), "1 processor", ratio(two, one),
+                               f"≈ machine ceiling {statistics.median(ceilings):.2f}× (2 loops, no Kafka)")])
     return 0
 
 

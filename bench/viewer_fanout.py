@@ -28,6 +28,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.mjpeg_load import measure_clients, percentile  # noqa: E402
+from bench.report import Row as ReportRow  # noqa: E402
+from bench.report import ratio, write_json  # noqa: E402
 from pipeline.codec import encode_image  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
 from pipeline.local.broker import EmbeddedBroker  # noqa: E402
@@ -119,9 +121,8 @@ def run(clients: list[int], size: tuple[int, int], seconds: float, profile: str 
                                        raw_topic=f"bench-raw-{tag}", heartbeat_topic=f"bench-hb-{tag}")
         ensure_topics(settings)
         with FrameFeed(settings, settings.processed_topic, {STREAM: ((size[1], size[0]), frames)}, fps=FPS):
-            # Every live client holds a connection: allow the largest count plus a few requests.
-            env = {"GUNICORN_CMD_ARGS": f"--worker-connections {max(clients) + 100}"}
-            server = Gunicorn(settings, env=env)
+            # gunicorn.conf.py (read from the repo root) allows the connections, as in production.
+            server = Gunicorn(settings)
             try:
                 return [measure(server, n, seconds, profile if n == max(clients) else None, http) for n in clients]
             finally:
@@ -134,6 +135,7 @@ def main() -> None:
     parser.add_argument("--size", type=size_arg, default=(1280, 720), help="frame size WxH (default 1280x720)")
     parser.add_argument("--seconds", type=float, default=8.0, help="measuring time per client count")
     parser.add_argument("--http", choices=("1.0", "1.1"), default="1.1", help="the clients' HTTP version")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows there (bench/report.py)")
     parser.add_argument("--profile", metavar="FILE", help="py-spy raw profile of the worker at the largest count")
     args = parser.parse_args()
     try:
@@ -150,6 +152,9 @@ def main() -> None:
         print(f"{r.clients:>8} {r.hub_fps:>8.1f} {r.p5_fps:>7.1f} {r.p5_of_hub:>6.2f}x {r.median_fps:>7.1f} "
               f"{r.min_fps:>6.1f} {r.cpu_cores:>10.2f} {r.us_per_part:>8.1f}")
     print(f"load {os.getloadavg()[0]:.2f} at the end")
+    write_json(args.json, [ReportRow(f"fan-out: {r.clients} MJPEG clients, 5th-percentile client ({args.size[0]}x{args.size[1]})",
+                                     round(r.p5_fps, 1), "fps", round(r.hub_fps, 1), "frames the viewer received",
+                                     ratio(r.p5_fps, r.hub_fps), "≥ 0.9×") for r in rows])
 
 
 if __name__ == "__main__":

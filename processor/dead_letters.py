@@ -42,4 +42,5 @@ def dead_letter(record: ConsumerRecord, reason: str, max_message_bytes: int
     if carried + RECORD_OVERHEAD_BYTES > max_message_bytes:
         value = None
         headers.append(("omitted", f"value of {size} bytes over MAX_MESSAGE_BYTES {max_message_bytes}".encode()))
-    return key, value, headers
+    # A record needs a key or a value to be sent at all (kafka-python refuses neither).
+    return key, value if value is not None or key is not None else b"", headers

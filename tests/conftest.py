@@ -8,11 +8,21 @@ import threading
 import uuid
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from werkzeug.serving import make_server
 
 from pipeline.kafka import ensure_topics
 from pipeline.local.broker import EmbeddedBroker
 from pipeline.settings import Settings
+
+# Fuzz suites: a short profile in the normal suite, a long one under `make faults`. No example
+# database: generated inputs are not written into the repository.
+hypothesis_settings.register_profile("default", max_examples=150, deadline=10_000, database=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+hypothesis_settings.register_profile("long", max_examples=3000, deadline=10_000, database=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_VIDEO = os.path.join(ROOT, "sample_media", "sample.mp4")

@@ -14,13 +14,14 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.codec import decode_image, encode_image
+from pipeline.codec import encode_image
 from pipeline.control import ChainControl
 from pipeline.kafka import make_producer
 from pipeline.settings import Settings
-from pipeline.tiling import Assembler, TileInfo, split
+from pipeline.tiling import TileInfo, split
 from pipeline.transforms import parse_spec
 from pipeline.wire import Frame, decode_record, spread_partition, to_record
+from tests.test_processor_frames import assemble
 from tests.test_processor_group import Member, Topic, assigned, split_between
 
 pytestmark = pytest.mark.integration
@@ -84,14 +85,6 @@ def complete(tiles: list[Frame]) -> bool:
     return len({TileInfo.from_header(t.tile).index for t in tiles}) == 4
 
 
-def assembled(tiles: list[Frame]) -> np.ndarray:
-    first = TileInfo.from_header(tiles[0].tile)
-    assembler = Assembler(tiles[0].height, tiles[0].width, first.rows, first.cols)
-    for tile in tiles:
-        assembler.add(TileInfo.from_header(tile.tile), decode_image(tile.data))
-    return assembler.image()
-
-
 def wait_processed(processed: Topic, sent: dict[int, int]) -> dict[int, list[Frame]]:
     processed.wait_for(lambda r: all(complete(t) for t in frames_by_seq(r).values())
                        and set(frames_by_seq(r)) >= set(sent), f"all {len(sent)} frames processed")
@@ -104,7 +97,7 @@ def chain_of(seq: int, tiles: list[Frame]) -> str:
     chains = {t.transform for t in tiles}
     assert len(chains) == 1, f"frame {seq} mixes chains {chains}"
     (spec,) = chains
-    assert np.array_equal(assembled(tiles), parse_spec(spec)(picture(seq))), f"frame {seq} is not {spec}'s output"
+    assert np.array_equal(assemble(tiles), parse_spec(spec)(picture(seq))), f"frame {seq} is not {spec}'s output"
     return spec
 
 

@@ -33,6 +33,7 @@ class BackgroundLoop:
         self.stopping = threading.Event()
         self.error: str | None = None
         self.skipped = 0  # records whose handling raised
+        self.restarts = 0  # runs ended by an error other than a Kafka or OS one
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
@@ -57,6 +58,7 @@ class BackgroundLoop:
                 log.warning("%s error, retrying in %.0f s: %s", self.name, self.retry_s, self.error)
                 self.stopping.wait(self.retry_s)
             except Exception as exc:  # a bug or hostile input: the reader must outlive it
+                self.restarts += 1
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.error("%s failed, restarting in %.0f s: %s", self.name, self.retry_s, self.error[:500])
                 self.stopping.wait(self.retry_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from functools import cached_property
 
 import numpy as np
@@ -77,7 +78,9 @@ def served_or_tile(frame: Frame, tiles: TileReassembler, max_pixels: int = Setti
         # Checked here, not when the JPEG is first asked for: a bomb must not reach a client's request.
         header = image_header(frame.data)
         check_pixels(header.width, header.height, max_pixels)
-        return ServedFrame.of(frame)
+        # The bytes' own format, not the `enc` header: a PNG labelled jpeg must still reach
+        # browsers as a JPEG.
+        return ServedFrame.of(replace(frame, encoding=header.format))
     assembled = tiles.add(frame)
     if assembled is None:
         return None

@@ -8,7 +8,7 @@ PUT /api/streams/<stream>/transform    {"spec": SPEC}, an admin route (auth as f
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 from kafka.errors import KafkaError
 
 from pipeline.control import REFERENCE_SIZE, ChainEntry, ControlError, check_stream
@@ -16,7 +16,7 @@ from pipeline.transforms import REGISTRY, catalog
 from pipeline.transforms.chain import MAX_STEPS
 from viewer.errors import json_error
 from viewer.routes.live import FIRST_FRAME_WAIT_S
-from viewer.routes.replay import refusal
+from viewer.routes.replay import admin_json
 from viewer.state import state
 
 bp = Blueprint("chains", __name__)
@@ -35,11 +35,12 @@ def _known(stream: str) -> bool:
 
 
 def _frame_size(stream: str) -> tuple[int, int]:
-    """(height, width) the chain will run on: the stream's raw frames, else its processed ones."""
+    """(height, width) the chain will run on: the stream's raw frames if this viewer reads them
+    already (no raw reader is started just for this), else its processed ones."""
     st = state()
     for hub in (st.raw, st.processed):
-        if hub.wait_for_stream(stream, 0.5):
-            frame = hub.latest(stream)
+        frame = hub.latest(stream)
+        if frame is not None:
             return frame.height, frame.width
     return REFERENCE_SIZE
 
@@ -70,12 +71,9 @@ def get_chain(stream: str):
 
 @bp.put("/api/streams/<stream>/transform")
 def put_chain(stream: str):
-    refused = refusal()
+    body, refused = admin_json('{"spec": "blur:ksize=15,edges"}')
     if refused is not None:
         return refused
-    body = request.get_json(silent=True) if request.is_json else None
-    if not isinstance(body, dict):
-        return json_error(415 if not request.is_json else 400, 'send a JSON object: {"spec": "blur:ksize=15,edges"}')
     try:
         check_stream(stream)
     except ControlError as exc:

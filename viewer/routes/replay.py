@@ -59,14 +59,23 @@ def _topic_for(group: str, raw: bool) -> str:
     return settings.raw_topic
 
 
-@bp.post("/api/replay")
-def replay():
+def admin_json(example: str) -> tuple[dict, None] | tuple[None, tuple[Response, int]]:
+    """(the request's JSON object, None) for an admin caller; else (None, the refusal). Requiring
+    JSON also keeps cross-site form posts out. `example` shows the expected object."""
     refused = refusal()
     if refused is not None:
-        return refused
+        return None, refused
     body = request.get_json(silent=True) if request.is_json else None
     if not isinstance(body, dict):
-        return json_error(415 if not request.is_json else 400, 'send a JSON object: {"group": G, "stream": S, "to": T}')
+        return None, json_error(415 if not request.is_json else 400, f"send a JSON object: {example}")
+    return body, None
+
+
+@bp.post("/api/replay")
+def replay():
+    body, refused = admin_json('{"group": G, "stream": S, "to": T}')
+    if refused is not None:
+        return refused
     group, stream, raw = body.get("group"), body.get("stream"), body.get("raw", False)
     if not isinstance(group, str) or not group or len(group) > 255:
         return json_error(400, "'group' must be a consumer group id, e.g. viewer-<id> or processors")

@@ -1,0 +1,102 @@
+"""`make bench`: every benchmark in short form (~10 minutes on 2 cores), one markdown table.
+
+Each figure comes with a baseline measured in the same run and their ratio (bench/report.py).
+The table is printed, written with the raw rows to bench/results.json, and put into README.md
+between the `bench-table` markers. Only benchmarks that exist are run (bench/replay_pace.py
+joins when present).
+
+    .venv/bin/python bench/run_all.py [--only NAME,...] [--no-readme]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.report import markdown  # noqa: E402
+
+# name -> (script, arguments for the short form)
+BENCHES = {
+    "e2e-360p": ("e2e_latency.py", ["--seconds", "8", "--frames", "500"]),
+    "e2e-720p": ("e2e_latency.py", ["--seconds", "8", "--frames", "400", "--resize", "1280x720"]),
+    "naive": ("naive_baseline.py", ["--clients", "100", "--seconds", "6"]),
+    "fanout": ("viewer_fanout.py", ["--clients", "100,500,1000", "--seconds", "6"]),
+    "stills": ("stills.py", ["--sizes", "1024,2048,4096", "--processors", "1,2"]),
+    "scale-out": ("processor_scaling.py", ["--frames", "300", "--rounds", "1"]),
+    "startup": ("startup.py", ["--rounds", "2", "--watch", "3"]),
+    "replay-pace": ("replay_pace.py", []),
+}
+RESULTS = os.path.join(ROOT, "bench", "results.json")
+README = os.path.join(ROOT, "README.md")
+BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
+
+
+def run_bench(name: str, script: str, args: list[str]) -> list[dict]:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        started = time.monotonic()
+        print(f"== {name}: {script} {' '.join(args)} (load {os.getloadavg()[0]:.1f})", flush=True)
+        run = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), *args, "--json", out.name], cwd=ROOT)
+        print(f"== {name}: exit {run.returncode} after {time.monotonic() - started:.0f} s", flush=True)
+        if run.returncode != 0:
+            return []
+        out.seek(0)
+        return json.loads(out.read() or b"[]")
+
+
+def put_in_readme(table: str) -> None:
+    with open(README) as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        print(f"README.md has no {BEGIN} ... {END} block: table not copied there")
+        return
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(README, "w") as f:
+        f.write(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHES)}")
+    parser.add_argument("--no-readme", action="store_true", help="do not copy the table into README.md")
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        parser.exit(2, f"run_all: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHES)}\n")
+    started, load = time.monotonic(), os.getloadavg()[0]
+    rows, failed = [], []
+    for name in names:
+        script, bench_args = BENCHES[name]
+        if not os.path.exists(os.path.join(ROOT, "bench", script)):
+            print(f"== {name}: bench/{script} does not exist here; skipped")
+            continue
+        got = run_bench(name, script, bench_args)
+        rows += got
+        if not got:
+            failed.append(name)
+    minutes = (time.monotonic() - started) / 60
+    table = markdown(rows)
+    note = (f"\n\n`make bench`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {minutes:.1f} min on "
+            f"{os.cpu_count()} cores, load average {load:.1f} at the start and {os.getloadavg()[0]:.1f} at the end "
+            "(the load column is each figure's); ratios are figure / baseline.")
+    print("\n" + table + note)
+    with open(RESULTS, "w") as f:
+        json.dump({"minutes": round(minutes, 1), "rows": rows, "failed": failed}, f, indent=1)
+    if not args.no_readme:
+        put_in_readme(table + note)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""Still-image jobs: POST /upload to the downloaded result, against the in-process
+decode -> chain -> encode of the same file measured in the same run.
+
+    .venv/bin/python bench/stills.py [--sizes 1024,2048,4096] [--processors 1,2] [--repeat 1]
+
+The viewer runs as in production (gunicorn -k gevent -w 1) on the embedded broker; each
+processor is `python -m processor`, pinned with taskset to a core of its own (processor i on
+core i mod cores), since 2 processors on 2 shared cores cannot show what a second one buys.
+Two jobs per size: `whole` sends one record (`edges`, not tileable) and `tiled` 512 px tiles
+(`blur:ksize=9`). The image is a photograph (tests/photos.large_photo) as PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import cv2
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.report import Row as ReportRow  # noqa: E402
+from bench.report import ratio, write_json  # noqa: E402
+from pipeline.codec import decode_image, encode_image  # noqa: E402
+from pipeline.local.broker import EmbeddedBroker  # noqa: E402
+from pipeline.transforms import parse_spec  # noqa: E402
+from processor.pool import limit_opencv_threads  # noqa: E402
+from tests.conftest import isolated_settings, settings_env  # noqa: E402
+from tests.gunicorn_server import Gunicorn  # noqa: E402
+from tests.photos import large_photo  # noqa: E402
+
+MODES = {"whole": "edges", "tiled": "blur:ksize=9"}
+TILE = 512
+JOB_TIMEOUT_S = 300
+# A 4096² photograph is ~19 MB as PNG: above the default 16 MiB record limit for a whole image.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+
+def png(side: int) -> bytes:
+    return encode_image(large_photo(side), "png")
+
+
+def in_process_s(data: bytes, spec: str) -> float:
+    """decode -> chain -> encode on one thread, as one processor would without Kafka."""
+    limit_opencv_threads()
+    chain = parse_spec(spec)
+    started = time.perf_counter()
+    encode_image(chain(decode_image(data)), "png")
+    return time.perf_counter() - started
+
+
+def run_job(url: str, data: bytes, spec: str) -> float:
+    """Seconds from the upload request to the last byte of the result."""
+    started = time.perf_counter()
+    response = requests.post(f"{url}/upload", files={"image": ("bench.png", data)},
+                             data={"transform": spec, "tile": str(TILE)}, timeout=JOB_TIMEOUT_S)
+    response.raise_for_status()
+    job = response.json()
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while True:
+        status = requests.get(f"{url}{job['status_url']}", timeout=30).json()
+        if status["state"] == "done":
+            break
+        if status["state"] == "failed" or time.monotonic() > deadline:
+            raise RuntimeError(f"job did not finish: {status}")
+        time.sleep(0.02)
+    requests.get(f"{url}{job['result_url']}", timeout=60).raise_for_status()
+    return time.perf_counter() - started
+
+
+@dataclasses.dataclass
+class Row:
+    side: int
+    mode: str
+    processors: int
+    job_s: float
+    in_process_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.job_s / self.in_process_s
+
+
+def measure(broker: EmbeddedBroker, images: dict[int, bytes], processors: int, repeat: int) -> list[Row]:
+    settings = dataclasses.replace(isolated_settings(broker), max_message_bytes=MAX_MESSAGE_BYTES)
+    env = settings_env(settings) | {"MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES)}
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    taskset = shutil.which("taskset")
+    members = []
+    for i in range(processors):
+        pin = [taskset, "-c", str(i % os.cpu_count())] if taskset else []
+        members.append(subprocess.Popen([*pin, sys.executable, "-m", "processor", "--quiet", "--group", group],
+                                        env=env, cwd=ROOT))
+    jobs_dir = tempfile.mkdtemp(prefix="bench-stills-")
+    server = Gunicorn(settings, env={"JOBS_DB": os.path.join(jobs_dir, "jobs.db"), "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
+                                     "MAX_UPLOAD_BYTES": str(100_000_000), "MAX_JOB_WORK_S": "600"})
+    try:
+        # Warm-up jobs: every member joins the group and takes its partitions.
+        for _ in range(2):
+            run_job(server.url, images[min(images)], MODES["tiled"])
+        rows = []
+        for side, data in images.items():
+            for mode, spec in MODES.items():
+                job = statistics.median(run_job(server.url, data, spec) for _ in range(repeat))
+                base = statistics.median(in_process_s(data, spec) for _ in range(repeat))
+                rows.append(Row(side, mode, processors, job, base))
+                print(f"  {processors} processor(s) {side}² {mode:<5} job {job:6.2f} s, in-process {base:5.2f} s "
+                      f"({job / base:.2f}x); load {os.getloadavg()[0]:.1f}", flush=True)
+        return rows
+    finally:
+        server.stop()
+        for member in members:
+            member.terminate()
+        for member in members:
+            member.wait(30)
+        shutil.rmtree(jobs_dir, ignore_errors=True)
+
+
+def run(sizes: list[int], processors: list[int], repeat: int) -> list[Row]:
+    images = {side: png(side) for side in sizes}
+    with EmbeddedBroker() as broker:
+        return [row for count in processors for row in measure(broker, images, count, repeat)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1024,2048,4096", help="square image sides")
+    parser.add_argument("--processors", default="1,2", help="processor counts to run")
+    parser.add_argument("--repeat", type=int, default=1, help="jobs per figure (median)")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows there (bench/report.py)")
+    args = parser.parse_args()
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        counts = [int(n) for n in args.processors.split(",")]
+        if min(sizes) < 64 or min(counts) < 1 or args.repeat < 1:
+            raise ValueError
+    except ValueError:
+        parser.exit(2, "stills: --sizes, --processors and --repeat take positive integers (sides >= 64)\n")
+    print(f"load {os.getloadavg()[0]:.2f}; PNG photographs, {TILE} px tiles; cv2 {cv2.__version__}", flush=True)
+    rows = run(sizes, counts, args.repeat)
+    print(f"{'size':>6} {'mode':<6} {'procs':>5} {'job s':>7} {'in-process s':>12} {'ratio':>6}")
+    for r in rows:
+        print(f"{r.side:>5}² {r.mode:<6} {r.processors:>5} {r.job_s:>7.2f} {r.in_process_s:>12.2f} {r.ratio:>5.2f}x")
+    print(f"load {os.getloadavg()[0]:.2f} at the end")
+    report = [ReportRow(f"still {r.side}² PNG, {r.mode} ({MODES[r.mode]}), {r.processors} processor(s)", round(r.job_s, 2),
+                        "s", round(r.in_process_s, 2), "in-process decode→chain→encode", ratio(r.job_s, r.in_process_s),
+                        "≤ 2.5×") for r in rows]
+    by = {(r.side, r.mode, r.processors): r for r in rows}
+    report += [ReportRow(f"still {side}² tiled: 2 processors vs 1", round(by[side, "tiled", 2].job_s, 2), "s",
+                         round(by[side, "tiled", 1].job_s, 2), "1 processor",
+                         ratio(by[side, "tiled", 2].job_s, by[side, "tiled", 1].job_s), "< 1×")
+               for side in sizes if (side, "tiled", 1) in by and (side, "tiled", 2) in by]
+    write_json(args.json, report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""make bench's one table: rows from every benchmark, and the README block it replaces."""
+
+from __future__ import annotations
+
+import json
+
+from bench import run_all
+from bench.report import Row, markdown, ratio, write_json
+
+
+def test_rows_become_one_markdown_table(tmp_path):
+    path = tmp_path / "rows.json"
+    write_json(str(path), [Row("fan-out", 24.0, "fps", 25.0, "frames received", ratio(24.0, 25.0), "≥ 0.9×", load=3.0),
+                           Row("oldest frame", 420, "ms", goal="≤ 500 ms", load=3.0)])
+    table = markdown(json.loads(path.read_text()))
+    assert table.splitlines()[2] == "| fan-out | 24 fps | 25 fps (frames received) | 0.96× | ≥ 0.9× | 3.0 |"
+    assert table.splitlines()[3] == "| oldest frame | 420 ms |  | – | ≤ 500 ms | 3.0 |"
+
+
+def test_the_table_replaces_only_the_readme_block(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{run_all.BEGIN}\nold table\n{run_all.END}\nrest\n")
+    monkeypatch.setattr(run_all, "README", str(readme))
+    run_all.put_in_readme("| new |")
+    assert readme.read_text() == f"intro\n{run_all.BEGIN}\n| new |\n{run_all.END}\nrest\n"
