@@ -100,43 +100,6 @@ class CountingRotator:
     def unprocessed(self) -> dict[str, int]:
         return {}
 
-    def recycles_current(self) -> bool:
-        return True
-
-
-class BehindRotator(CountingRotator):
-    """Two slots; the processors are `behind` records short of the previous one, then catch up."""
-
-    def __init__(self, events: list[str], behind: int) -> None:
-        super().__init__()
-        self.events, self.behind = events, behind
-
-    def recycles_current(self) -> bool:
-        return False
-
-    def unprocessed(self) -> dict[str, int]:
-        self.events.append(f"behind {self.behind}")
-        left, self.behind = self.behind, max(0, self.behind - 1)
-        return {"processors": left} if left else {}
-
-    def rotate(self) -> None:
-        self.events.append("rotate")
-        super().rotate()
-
-
-def test_with_two_slots_the_producers_keep_going_while_the_processors_finish_the_previous_one():
-    events: list[str] = []
-
-    @contextmanager
-    def producers_paused():
-        events.append("producers paused")
-        yield
-        events.append("producers resumed")
-
-    retention = EmbeddedRetention(Settings(), os.getpid(), budget_bytes=1 << 20, producers_paused=producers_paused)
-    assert retention.check(BehindRotator(events, behind=2)) is not None
-    assert events == ["behind 2", "behind 1", "behind 0", "producers paused", "behind 0", "rotate", "producers resumed"]
-
 
 def test_budget_check_rotates_past_the_budget_and_not_again_without_growth():
     pauses = []

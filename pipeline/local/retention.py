@@ -124,10 +124,6 @@ class TopicRotator:
         return next((name for name in slot_names(self.settings.raw_topic) if name != self.current and name in existing),
                     self.current)
 
-    def recycles_current(self) -> bool:
-        """True without a second slot: the next rotation recycles the slot producers write to."""
-        return self.previous() == self.current
-
     def unprocessed(self) -> dict[str, int]:
         """Records of the raw slot about to be recycled that each processor group (a group with
         offsets on the raw topic) has not committed yet, for the groups behind; true ends,
@@ -250,12 +246,8 @@ class EmbeddedRetention:
         if not (by_window or by_memory):
             return None
         started = time.monotonic()
-        if not rotator.recycles_current():
-            # Producers write to the current slot, not the one recycled: the live video goes on
-            # while the processors finish it (an abuser's large records made this wait ~10 s).
-            self._await_processors(rotator)
         with self.producers_paused():
-            self._await_processors(rotator)  # at once when caught up above
+            self._await_processors(rotator)
             with self.processors_paused():
                 rotator.rotate()
         kept_s = rotator.oldest_kept_s()
