@@ -35,11 +35,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.report import Row, ratio, write_json  # noqa: E402
+from bench.upload_live_stall import wait_for_live  # noqa: E402
 from pipeline.kafka import make_consumer  # noqa: E402
 from pipeline.local.broker import free_port  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.tiling import TileInfo  # noqa: E402
 from pipeline.wire import Frame, to_record  # noqa: E402
+from tests.fault_support import children_of  # noqa: E402
 from tests.mjpeg_client import iter_parts  # noqa: E402
 
 STARTED = re.compile(r"started (\S+) \(pid (\d+)\)")
@@ -60,21 +62,13 @@ def blank_png(width: int, height: int) -> bytes:
 def peak_rss_mb(pid: int) -> float:
     """Peak resident memory of a process and its children that are still alive (VmHWM)."""
     total = 0
-    for p in [pid, *children(pid)]:
+    for p in [pid, *children_of(pid)]:
         try:
             with open(f"/proc/{p}/status") as status:
                 total = max(total, next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")))
         except (FileNotFoundError, StopIteration):
             pass
     return total / 1024
-
-
-def children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(c) for c in f.read().split()]
-    except FileNotFoundError:
-        return []
 
 
 class LiveClient:
@@ -137,18 +131,6 @@ def count(settings: Settings, topic: str) -> int:
         return seen
     finally:
         consumer.close()
-
-
-def wait_for_live(url: str, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/snapshot/sample.jpg", timeout=5).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("the live stream never started")
 
 
 def main() -> int:
