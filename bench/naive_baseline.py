@@ -127,8 +127,8 @@ def run(clients: int, seconds: float) -> tuple[Side, Side]:
     from pipeline.kafka import ensure_topics
     from pipeline.local.broker import EmbeddedBroker, free_port
     from pipeline.settings import Settings
-    from tests.conftest import settings_env
     from tests.support.gunicorn_server import Gunicorn
+    from tests.support.topics import settings_env
 
     size = (1280, 720)
     with EmbeddedBroker() as broker:

@@ -23,7 +23,7 @@ class EncodeOptions:
 
     resize: exact (width, height); max_width: shrink wider frames to it, keeping aspect.
     tile: cut each frame into tiles of at most tile x tile pixels plus ``halo`` pixels of
-    neighbour context (see README, "Video tiling"); None sends whole frames.
+    neighbour context (see docs/design.md, "Video tiling"); None sends whole frames.
     """
 
     fmt: str = "jpeg"

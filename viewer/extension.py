@@ -11,8 +11,10 @@ from flask import Flask, current_app
 
 from pipeline.control import ChainControl
 from viewer.live.hub import LiveHub
+from viewer.live.viewer_ids import ViewerIds
 from viewer.metrics import ViewerMetrics
 from viewer.settings import ViewerSettings
+from viewer.status.broker_identity import BrokerIdentity
 from viewer.status.heartbeats import ProcessorHeartbeats
 from viewer.status.lag import LagSampler
 from viewer.stills.store import JobStore
@@ -31,6 +33,8 @@ class Viewer:
         self.processed = LiveHub(shared, shared.processed_topic, self.metrics, self.settings.tick_s)
         self.raw = LiveHub(shared, shared.raw_topic, self.metrics, self.settings.tick_s)
         self.heartbeats = ProcessorHeartbeats(shared)
+        self.broker = BrokerIdentity()
+        self.viewer_ids = ViewerIds(shared, shared.max_resume_viewers, shared.max_viewer_groups, shared.viewer_group_ttl_s)
         self.lag = LagSampler(shared, self.metrics, lambda: [name for name, _ in self.processed.stream_slots()])
         own = self.settings
         store = JobStore(own.jobs_db, keep=own.jobs_keep)
@@ -55,7 +59,7 @@ class Viewer:
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Stop every reader within one shared deadline (readers stuck connecting to a dead
         broker would otherwise be waited for one after another), then close the producer."""
-        loops = (self.processed, self.raw, self.heartbeats, self.lag, self.uploads.collector)
+        loops = (self.processed, self.raw, self.heartbeats, self.lag, self.viewer_ids, self.uploads.collector)
         for loop in loops:
             loop.stopping.set()
         deadline = time.monotonic() + timeout_s

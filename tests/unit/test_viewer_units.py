@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.codec import decode_image, encode_image
 from pipeline.heartbeat import Heartbeat, encode_heartbeat
+from pipeline.settings import Settings
 from pipeline.tiling import Geometry
 from pipeline.wire import Frame, to_record
 from tests.support.frame_feed import split_frames
@@ -217,7 +218,7 @@ def test_worker_registry_keeps_newest_per_id_and_forgets_stale_and_stopped():
 def test_frame_reader_reports_dropped_tiles_and_order_events_in_the_metrics():
     """What the tile and order bookkeeping counts reaches /metrics."""
     metrics = ViewerMetrics()
-    reader = FrameReader("t", metrics=metrics)
+    reader = FrameReader("t", Settings().max_frame_pixels, metrics=metrics)
 
     def records(frames: list[Frame], partition: int) -> dict:
         made = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from pipeline.kafka import broker_reachable
+from pipeline.kafka import broker_cluster_id
 from viewer.extension import current_viewer
 from viewer.metrics import CONTENT_TYPE
 
@@ -20,12 +20,14 @@ def workers():
 
 @bp.get("/healthz")
 def healthz():
+    st = current_viewer()
     # Whoever waits for health (pipeline up, an orchestrator) is about to send viewers: start
     # reading the processed topic now, so the first viewer does not wait for the reader's connect.
-    current_viewer().processed.ensure_started()
-    if broker_reachable(current_viewer().settings.shared, timeout_s=1.0):
-        return jsonify({"status": "ok"})
-    return jsonify({"status": "broker unreachable"}), 503
+    st.processed.ensure_started()
+    cluster_id = broker_cluster_id(st.settings.shared, timeout_s=1.0)
+    if cluster_id is None:
+        return jsonify({"status": "broker unreachable"}), 503
+    return jsonify({"status": "ok", **st.broker.seen(cluster_id)})
 
 
 @bp.get("/metrics")
