@@ -13,14 +13,15 @@
   // A shift+drag shorter than this is a click: it clears the mark.
   const MIN_MARK_MS = 500;
 
+  // Per tab (sessionStorage, which a reload keeps): each tab has a position of its own.
   function viewerId() {
-    let id = localStorage.getItem("viewer-id");
+    let id = sessionStorage.getItem("viewer-id");
     if (!id) {
       // The id is the only key to this tab's resume point: 192 random bits, base64url (32
       // characters). getRandomValues works on plain http too, where randomUUID does not.
       const bytes = crypto.getRandomValues(new Uint8Array(24));
       id = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-      localStorage.setItem("viewer-id", id);
+      sessionStorage.setItem("viewer-id", id);
     }
     return id;
   }

@@ -317,7 +317,7 @@ def test_replay_from_start_moves_the_stream_back(stack, settings, page, screensh
 
 def viewer_window(url: str, page: Page) -> dict:
     """The window API's answer for this page's viewer id on the sample stream."""
-    viewer = page.evaluate("localStorage.getItem('viewer-id')")
+    viewer = page.evaluate("sessionStorage.getItem('viewer-id')")
     return requests.get(f"{url}/api/streams/sample/window?viewer={viewer}", timeout=10).json()
 
 
