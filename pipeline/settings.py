@@ -17,6 +17,16 @@ def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+ACKS = ("0", "1", "all")
+
+
+def _acks_env(env: Mapping[str, str]) -> str:
+    raw = env.get("KAFKA_PRODUCER_ACKS") or "1"
+    if raw not in ACKS:
+        raise ValueError(f"KAFKA_PRODUCER_ACKS must be one of {', '.join(ACKS)}, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -33,6 +43,10 @@ class Settings:
     control_topic: str = "streams.control"
     partitions: int = 4
     replication_factor: int = 1
+    # Loss-free on Apache Kafka takes all three: replication 3, min.insync.replicas 2 and
+    # acks "all" for every producer (README "Failure behaviour"). None: the broker's default.
+    min_insync_replicas: int | None = None
+    producer_acks: str = "1"
     # Frames above 1 MiB (PNG, 4K JPEG) need every Kafka size limit raised together.
     max_message_bytes: int = 16 * 1024 * 1024
     # How long a fetch waits for data. Tansu holds a fetch for this long even when records
@@ -56,6 +70,11 @@ class Settings:
     # client may go without sending a byte of one: slow clients cannot hold every connection.
     max_bodies_in_progress: int = 32
     body_idle_timeout_s: int = 10
+    # `?viewer=<id>` streams per viewer process at once, viewer groups it keeps, and how long an
+    # idle one's resume point is kept (viewer/live/viewer_ids.py).
+    max_resume_viewers: int = 64
+    max_viewer_groups: int = 256
+    viewer_group_ttl_s: int = 24 * 3600
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -75,6 +94,8 @@ class Settings:
             control_topic=get("CONTROL_TOPIC") or "streams.control",
             partitions=_int_env(env, "TOPIC_PARTITIONS", 4),
             replication_factor=_int_env(env, "TOPIC_REPLICATION_FACTOR", 1),
+            min_insync_replicas=_int_env(env, "TOPIC_MIN_INSYNC_REPLICAS", 0) or None,
+            producer_acks=_acks_env(env),
             max_message_bytes=_int_env(env, "MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
             fetch_max_wait_ms=_int_env(env, "KAFKA_FETCH_MAX_WAIT_MS", 10),
             admin_token=get("VIEWER_ADMIN_TOKEN") or None,
@@ -87,6 +108,9 @@ class Settings:
             max_frame_pixels=_int_env(env, "MAX_FRAME_PIXELS", 50 * 1000 * 1000),
             max_bodies_in_progress=_int_env(env, "MAX_BODIES_IN_PROGRESS", 32),
             body_idle_timeout_s=_int_env(env, "BODY_IDLE_TIMEOUT_S", 10),
+            max_resume_viewers=_int_env(env, "MAX_RESUME_VIEWERS", 64),
+            max_viewer_groups=_int_env(env, "MAX_VIEWER_GROUPS", 256),
+            viewer_group_ttl_s=_int_env(env, "VIEWER_GROUP_TTL_S", 24 * 3600),
         )
 
     def topic_env(self) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -62,39 +63,79 @@ def distinct_seqs(parts: list[Part]) -> list[int]:
     return seqs
 
 
-def read_then_leave(url: str, count: int, timeout: float = 30.0) -> list[Part]:
+def read_then_leave(url: str, count: int, timeout: float = 30.0, stall_s: float = 0.0, rcvbuf: int | None = None) -> list[Part]:
     """Read an MJPEG stream as a browser does: parse every complete part as soon as its bytes
-    arrive; once `count` parts are in, close the connection at once. The parts parsed (all
-    complete ones received, so possibly a few more than `count`). Over a plain socket, so no
-    client library holds bytes back."""
+    arrive; once `count` parts are in, close the connection as soon as no more bytes are
+    waiting. The parts parsed (all complete ones received, so possibly a few more than
+    `count`). Over a plain socket, so no client library holds bytes back.
+
+    stall_s: after `count` parts, stop reading that long (a stalled client: the server's
+    writes pile up in the socket buffers), then take what the receive buffer (`rcvbuf` bytes,
+    set before connecting) holds, close, and parse it."""
     address = urlsplit(url)
-    sock = socket.create_connection((address.hostname, address.port), timeout=timeout)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect((address.hostname, address.port))
     try:
         target = address.path + (f"?{address.query}" if address.query else "")
         sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {address.netloc}\r\nConnection: close\r\n\r\n".encode())
-        wire, body, parts, chunked = b"", b"", [], None
-        while len(parts) < count:
+        reader = _Reader()
+        while len(reader.parts) < count:
             data = sock.recv(65536)
             if not data:
-                break
-            wire += data
-            if chunked is None:
-                head, sep, wire = wire.partition(b"\r\n\r\n")
-                if not sep:
-                    wire = head
-                    continue
-                assert b" 200 " in head.split(b"\r\n")[0], head[:200]
-                chunked = b"transfer-encoding: chunked" in head.lower()
-            if chunked:
-                wire, more = _dechunk(wire)
-                body += more
-            else:
-                body, wire = body + wire, b""
-            parsed, body = _parse_parts(body)
-            parts += parsed
-        return parts
+                return reader.parts
+            reader.feed(data)
+        if not stall_s:
+            # Leave when nothing more is waiting (a player that keeps up), within a bound.
+            sock.setblocking(False)
+            for _ in range(100):
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                reader.feed(data)
+        else:
+            time.sleep(stall_s)
+            # One read: reading on would open the window and let the server's backlog in.
+            sock.setblocking(False)
+            try:
+                held = sock.recv(1 << 20)
+            except BlockingIOError:
+                held = b""
+            sock.close()
+            reader.feed(held)
+        return reader.parts
     finally:
         sock.close()
+
+
+class _Reader:
+    """The parts of a response fed to it in pieces (status line and headers first)."""
+
+    def __init__(self) -> None:
+        self.wire, self.body, self.parts = b"", b"", []
+        self.chunked: bool | None = None
+
+    def feed(self, data: bytes) -> None:
+        self.wire += data
+        if self.chunked is None:
+            head, sep, rest = self.wire.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            assert b" 200 " in head.split(b"\r\n")[0], head[:200]
+            self.chunked = b"transfer-encoding: chunked" in head.lower()
+            self.wire = rest
+        if self.chunked:
+            self.wire, more = _dechunk(self.wire)
+            self.body += more
+        else:
+            self.body, self.wire = self.body + self.wire, b""
+        parsed, self.body = _parse_parts(self.body)
+        self.parts += parsed
 
 
 def _dechunk(wire: bytes) -> tuple[bytes, bytes]:

@@ -136,3 +136,17 @@ def test_work_is_costed_at_the_stream_s_own_frame_size(stack):
     """cartoon:d=31 would take ~2 s per 1280x720 frame (the CLI refuses it there); on this
     stream's 8x8 frames it is cheap, and accepted."""
     assert put(stack, STREAM, {"spec": "cartoon:d=31"}).status_code == 200
+
+
+def test_another_viewer_replica_reads_the_same_chain(stack, module_settings, serve):
+    """Replicas share nothing but Kafka: a chain PUT on one is what another answers."""
+    other = create_app({"SETTINGS": dataclasses.replace(module_settings, admin_token=TOKEN)})
+    try:
+        url = serve(other)
+        assert put(stack, STREAM, {"spec": "flip:axis=v"}).status_code == 200
+        answer = requests.get(f"{url}/api/streams/{STREAM}/transform", timeout=30).json()
+        assert answer["spec"] == "flip:axis=v"
+        assert put(url, STREAM, {"spec": "sepia"}).json()["version"] == answer["version"] + 1
+        assert requests.get(f"{stack}/api/streams/{STREAM}/transform", timeout=30).json()["spec"] == "sepia"
+    finally:
+        other.extensions["viewer"].stop()

@@ -161,13 +161,31 @@ def test_resume_right_after_a_reset_starts_within_a_frame_of_the_last_part_parse
     assert first_on_return(url, f"viewer={viewer}&speed={speed}") in (last, last + 1)
 
 
-def test_resume_after_a_burst_at_max_speed_repeats_rather_than_skips(stack):
-    """As fast as the client reads, parts are written before the client acknowledged the ones
-    before: a resume goes back to what was acknowledged, never past what the client got."""
+def test_resume_after_a_burst_at_max_speed_goes_no_further_than_the_client_received(stack):
+    """As fast as the client reads, its receive buffer fills while the player parses: what
+    its machine acknowledged counts as delivered, and nothing more. With a 4 KB receive
+    buffer, that is at most a few of these small frames past the last one parsed."""
     url, _, _ = stack
     seek(url, "burstmax", "earliest")
-    last = read_then_leave(url, "viewer=burstmax&speed=max", 40)
-    assert 0 < first_on_return(url, "viewer=burstmax&speed=max") <= last + 1
+    query = "viewer=burstmax&speed=max"
+    parts = mjpeg_client.read_then_leave(f"{url}/stream/{STREAM}.mjpg?{query}", 40, rcvbuf=4096)
+    last = parts[-1].seq
+    assert 0 < first_on_return(url, query) <= last + 1 + 4096 // len(parts[-1].body)
+
+
+def test_a_stalled_client_resumes_after_what_reached_it_not_what_was_written(stack):
+    """A client that stops reading: the server's writes still return until its send buffer is
+    full, but those frames never reached the client. Committing on write would resume after
+    all of them (tens of these small frames); committing on acknowledgement resumes after what
+    the client's receive buffer took, which it read before leaving."""
+    url, _, _ = stack
+    seek(url, "stalled", "earliest")
+    query = "viewer=stalled&speed=16"
+    parts = mjpeg_client.read_then_leave(f"{url}/stream/{STREAM}.mjpg?{query}", 10, stall_s=2.0, rcvbuf=4096)
+    last = parts[-1].seq
+    assert last < 100, f"the client was meant to stall: it got {last} frames"
+    # What arrived after its last read and before it closed: at most what 4 KB holds.
+    assert last <= first_on_return(url, query) <= last + 1 + 4096 // len(parts[-1].body)
 
 
 def test_resume_at_the_live_end_starts_within_a_frame_of_the_last_part_parsed(stack):

@@ -8,7 +8,7 @@ SPEED_RULE = "speed must be a number from 0.25 to 16, or max"
 GAP_S = 2.0
 # Further behind the schedule than this (a slow client or a busy server): start the clock again
 # from now rather than rushing through the frames that are late.
-BEHIND_S = 0.5
+BEHIND_S = 1.0
 
 
 def parse_speed(text: str | None) -> float | None:

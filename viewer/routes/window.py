@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 
 from flask import Blueprint, jsonify, request
@@ -10,7 +11,8 @@ from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from pipeline.generations import stream_windows
-from pipeline.offsets import OffsetsError, OffsetTool
+from pipeline.offsets import OffsetsError, OffsetTool, Window
+from pipeline.settings import Settings
 from viewer.errors import json_error
 from viewer.live.resets import delivered
 from viewer.live.resume import VIEWER_ID, VIEWER_ID_RULE, viewer_group
@@ -18,32 +20,68 @@ from viewer.state import state
 
 bp = Blueprint("window", __name__)
 
+# Every open page asks for its stream's window each second: one broker lookup per stream
+# serves them all for this long.
+SPAN_TTL_S = 0.5
+CACHE_SIZE = 1024
 
-class RecordTimes:
-    """Times of records by (partition, offset): a record never changes, and the page asks for
-    the same oldest record and the same paused position every second."""
 
-    def __init__(self, size: int = 1024) -> None:
+class Tool:
+    """An OffsetTool made on first use: most answers need no broker request at all."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._tool: OffsetTool | None = None
+
+    def __call__(self) -> OffsetTool:
+        if self._tool is None:
+            self._tool = OffsetTool(self.settings)
+        return self._tool
+
+    def close(self) -> None:
+        if self._tool is not None:
+            self._tool.close()
+
+
+class Lookups:
+    """Record times by (partition, offset), which never change, and stream spans for
+    SPAN_TTL_S; both bounded (any name may be asked for)."""
+
+    def __init__(self) -> None:
         self._times: OrderedDict[tuple[TopicPartition, int], int] = OrderedDict()
-        self._size = size
+        self._spans: OrderedDict[tuple[str, str], tuple[float, list[Window]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, tool: OffsetTool, tp: TopicPartition, offset: int) -> int | None:
-        key = (tp, offset)
+    def time_at(self, tool: Tool, tp: TopicPartition, offset: int) -> int | None:
         with self._lock:
-            if key in self._times:
-                self._times.move_to_end(key)
-                return self._times[key]
-        ms = tool.time_at(tp, offset)
+            if (tp, offset) in self._times:
+                return self._times[(tp, offset)]
+        ms = tool().time_at(tp, offset)
         if ms is not None:
-            with self._lock:
-                self._times[key] = ms
-                while len(self._times) > self._size:
-                    self._times.popitem(last=False)
+            self._keep(self._times, (tp, offset), ms)
         return ms
 
+    def spans(self, tool: Tool, topic: str, stream: str) -> list[Window]:
+        """What each generation of `topic` retains of the stream's partition, oldest first
+        (pipeline/generations.py; one generation on a broker with real retention)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._spans.get((topic, stream))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        spans = stream_windows(tool(), topic, stream)
+        self._keep(self._spans, (topic, stream), (now + SPAN_TTL_S, spans))
+        return spans
 
-_times = RecordTimes()
+    def _keep(self, table: OrderedDict, key, value) -> None:
+        with self._lock:
+            table[key] = value
+            table.move_to_end(key)
+            while len(table) > CACHE_SIZE:
+                table.popitem(last=False)
+
+
+_lookups = Lookups()
 
 
 @bp.get("/api/streams/<stream>/window")
@@ -58,46 +96,47 @@ def window(stream: str):
     raw = request.args.get("raw") in ("1", "true", "yes")
     st = state()
     topic = st.settings.raw_topic if raw else st.settings.processed_topic
+    tool = Tool(st.settings)
     try:
-        with OffsetTool(st.settings) as tool:
-            # Every generation of the topic on the embedded broker, oldest first (pipeline/generations.py).
-            spans = stream_windows(tool, topic, stream)
-            if not spans:
-                return json_error(404, f"stream {stream!r} has no retained frames")
-            first, last = spans[0], spans[-1]
-            answer = {
-                "stream": stream,
-                "topic": topic,
-                "partition": first.tp.partition,
-                "oldest": {"topic": first.tp.topic, "offset": first.earliest, "ts_ms": first.first_ms},
-                "newest": {"topic": last.tp.topic, "offset": last.end - 1, "ts_ms": last.last_ms},
-            }
-            if viewer_id is not None:
-                answer["viewer"] = {"id": viewer_id, **_generation_position(tool, viewer_group(viewer_id), spans)}
+        spans = _lookups.spans(tool, topic, stream)
+        if not spans:
+            return json_error(404, f"stream {stream!r} has no retained frames")
+        first, last = spans[0], spans[-1]
+        answer = {
+            "stream": stream,
+            "topic": topic,
+            "partition": first.tp.partition,
+            "oldest": {"topic": first.tp.topic, "offset": first.earliest, "ts_ms": first.first_ms},
+            "newest": {"topic": last.tp.topic, "offset": last.end - 1, "ts_ms": last.last_ms},
+        }
+        if viewer_id is not None:
+            answer["viewer"] = {"id": viewer_id, **_generation_position(tool, viewer_group(viewer_id), spans)}
     except OffsetsError as exc:
         return json_error(404, str(exc))
     except KafkaError as exc:
         return json_error(503, f"broker: {exc}")
+    finally:
+        tool.close()
     return jsonify(answer)
 
 
-def _generation_position(tool: OffsetTool, group: str, spans: list) -> dict:
+def _generation_position(tool: Tool, group: str, spans: list[Window]) -> dict:
     """Where the group is across generations: a reader finishes an older one before the next
     (pipeline/generations.OldestFirst), so it is in the first one it has not read to the end."""
     for span in spans[:-1]:
-        position = _position(tool, group, span.tp, span.earliest)
+        position = _position(tool, group, span)
         if position["offset"] is not None and position["offset"] < span.end:
             return {"topic": span.tp.topic, **position}
-    return {"topic": spans[-1].tp.topic, **_position(tool, group, spans[-1].tp, spans[-1].earliest)}
+    return {"topic": spans[-1].tp.topic, **_position(tool, group, spans[-1])}
 
 
-def _position(tool: OffsetTool, group: str, tp: TopicPartition, earliest: int) -> dict:
-    """The group's committed offset on `tp` and the time of the frame before it: from this
-    process's reader while one streams, else from Kafka."""
-    known = delivered(group, tp)
+def _position(tool: Tool, group: str, span: Window) -> dict:
+    """The group's committed offset on the span's partition and the time of the frame before
+    it: from this process's reader while one streams, else from Kafka."""
+    known = delivered(group, span.tp)
     if known is not None:
         return {"offset": known[0], "ts_ms": known[1]}
-    offset = tool.committed(group).get(tp)
+    offset = tool().committed(group).get(span.tp)
     if offset is None:
         return {"offset": None, "ts_ms": None}
-    return {"offset": offset, "ts_ms": _times.get(tool, tp, offset - 1) if offset > earliest else None}
+    return {"offset": offset, "ts_ms": _lookups.time_at(tool, span.tp, offset - 1) if offset > span.earliest else None}
