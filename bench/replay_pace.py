@@ -136,6 +136,13 @@ def main() -> None:
     print(f"ceiling: speed=max (as fast as this client reads) replayed {ceiling[0]:.1f} frames/s, "
           f"{ceiling[0] / ceiling[1]:.2f}x the recorded pace")
     print(f"load {os.getloadavg()[0]:.2f} at the end")
+    report = []
+    for speed in SPEEDS:
+        achieved = statistics.median(fps for s, fps, _ in rows if s == speed)
+        requested = statistics.median(source * s for s, _, source in rows if s == speed)
+        report.append(Row(f"replay pace at speed={speed} (?viewer=, recorded 25 fps)", round(achieved, 2), "fps",
+                          round(requested, 2), "requested: recorded pace x speed", ratio(achieved, requested), "1.00×"))
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":
