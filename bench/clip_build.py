@@ -25,33 +25,19 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-import cv2
 import requests
 
-from pipeline.codec import decode_image, encode_image
+from bench.processor_scaling import sample_frames
+from bench.report import Row, ratio, write_json
+from pipeline.codec import decode_image
 from pipeline.kafka import ensure_topics, make_producer
 from pipeline.local.broker import EmbeddedBroker
 from pipeline.settings import Settings
 from pipeline.wire import Frame, to_record
 from tests.support.gunicorn_server import Gunicorn
-from tests.support.paths import SAMPLE_VIDEO
 from viewer.clips.mp4 import Mp4Encoder, mean_fps
 
 PERIOD_MS = 40
-
-
-def recorded_jpegs(count: int, size: tuple[int, int]) -> list[bytes]:
-    """`count` frames of the looping sample video at `size`, JPEG q80 (the producer's default)."""
-    capture = cv2.VideoCapture(SAMPLE_VIDEO)
-    out = []
-    while len(out) < count:
-        ok, image = capture.read()
-        if not ok:
-            capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            continue
-        out.append(encode_image(cv2.resize(image, size), "jpeg", 80))
-    capture.release()
-    return out
 
 
 def in_process_encode(jpegs: list[bytes], size: tuple[int, int], t0: int) -> float:
@@ -83,10 +69,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=60, help="length of the recording (default 60)")
     parser.add_argument("--size", default="1280x720", help="frame size WxH (default 1280x720)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", metavar="FILE", help="also write the rows there (bench/report.py)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
     count = args.seconds * 1000 // PERIOD_MS
-    jpegs = recorded_jpegs(count, size)
+    jpegs = sample_frames(count, size)
     print(f"{count} frames {size[0]}x{size[1]}, {sum(map(len, jpegs)) / len(jpegs) / 1000:.0f} KB each")
     per_minute = 60 / args.seconds
     with EmbeddedBroker() as broker:
@@ -104,12 +91,15 @@ def main() -> int:
         producer.flush()
         producer.close()
         viewer = Gunicorn(settings)
-        ratios = []
+        ratios, rows = [], []
         try:
             for round_ in range(1, args.rounds + 1):
                 base = in_process_encode(jpegs, size, t0)
                 clip_s, frames, size_bytes = clip_request(viewer.url, t0, count)
                 ratios.append(clip_s / base)
+                rows.append(Row(f"GET /clip build, {size[0]}x{size[1]} (round {round_})", round(clip_s * per_minute, 1),
+                                "s per minute of video", round(base * per_minute, 1), "in-process decode + encode",
+                                ratio(clip_s, base), "close to 1x"))
                 print(
                     f"round {round_}: in-process encode {base * per_minute:.1f} s per minute of video, "
                     f"GET /clip {clip_s * per_minute:.1f} s per minute ({frames} frames, {size_bytes / 1e6:.1f} MB): "
@@ -119,6 +109,7 @@ def main() -> int:
             viewer.stop()
     print(f"clip build / in-process encode: median {statistics.median(ratios):.2f}x "
           f"(best {min(ratios):.2f}x, worst {max(ratios):.2f}x); load average {os.getloadavg()[0]:.1f}")
+    write_json(args.json, rows)
     return 0
 
 

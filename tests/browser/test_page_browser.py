@@ -324,7 +324,8 @@ def viewer_window(url: str, page: Page) -> dict:
 
 def test_timeline_seeks_pauses_plays_and_changes_speed(stack, page, problems, screenshots):
     open_page(page, stack)
-    page.wait_for_function("Number(document.querySelector('#stat-seq').textContent.slice(1)) >= 75", timeout=WAIT_MS)
+    page.wait_for_function("() => Number(document.querySelector('#stat-seq').textContent.slice(1)) >= 75",
+                           timeout=WAIT_MS)
     timeline = page.locator("#view-processed .timeline")
     expect(timeline).not_to_have_class(re.compile("timeline-empty"), timeout=WAIT_MS)
     expect(timeline).to_have_attribute("aria-valuetext", "live")
