@@ -166,14 +166,16 @@ class ChainControl:
 
     def _catch_up(self, deadline: float) -> bool:
         consumer = self._consumer
-        if not consumer.assignment():
-            partitions = consumer.partitions_for_topic(self.topic)
-            if not partitions:
-                return False
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        partitions = consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            return False
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        # Every partition, also ones that appear later: a control topic that some client made by
+        # accident (the embedded broker auto-creates with 4) spreads streams by key.
+        new = set(tps) - consumer.assignment()
+        if new:
             consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-        tps = sorted(consumer.assignment())
+            consumer.seek_to_beginning(*new)
         timeout_ms = max(1, int((deadline - time.monotonic()) * 1000))
         ends = self._ends.end_offsets(tps, timeout_ms=timeout_ms)
         # "Unread records exist" is position < reported end on both brokers: Tansu reports the

@@ -4,6 +4,7 @@ versions, tombstones, malformed records ignored, and a topic lost with the broke
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from kafka.admin import NewTopic
@@ -97,6 +98,30 @@ def test_a_missing_topic_is_not_created_by_readers_and_a_recreated_one_forgets(s
         finally:
             reader.close()
     finally:
+        admin.close()
+
+
+def test_a_control_topic_made_again_with_several_partitions_is_read_whole(settings):
+    """As when the embedded broker lost it and auto-created it (4 partitions): streams spread by key."""
+    reader = ChainControl(settings, "test-reader")
+    admin = make_admin(settings)
+    writer = None
+    try:
+        assert reader.synced
+        admin.delete_topics([settings.control_topic])
+        admin.create_topics([NewTopic(settings.control_topic, 4, 1)])
+        writer = ChainControl(settings, "test-writer")
+        for i in range(12):
+            writer.set(f"cam{i}", "invert")
+        deadline = time.monotonic() + 30  # the reader learns the new partitions with its metadata
+        while len(reader.entries()) < 12 and time.monotonic() < deadline:
+            reader.sync()
+            time.sleep(0.2)
+        assert [e.stream for e in reader.entries()] == sorted(f"cam{i}" for i in range(12))
+    finally:
+        for control in (reader, writer):
+            if control is not None:
+                control.close()
         admin.close()
 
 
