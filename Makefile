@@ -29,9 +29,10 @@ test: $(DEV)
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The fault and fuzz suites alone, with many more generated inputs than `make test` tries.
+# The fault and fuzz suites alone, in their long forms: many more generated inputs than `make
+# test` tries, three kills and outages, a 3-minute soak (`make test` runs the short forms).
 faults: $(DEV)
-	HYPOTHESIS_PROFILE=long $(PY) -m pytest -m faults $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=long FAULTS_LONG=1 $(PY) -m pytest -m faults $(PYTEST_ARGS)
 
 lint: $(DEV)
 	$(PY) -m ruff check .

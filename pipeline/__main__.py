@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 
@@ -42,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
              f"(default {DEFAULT_WINDOW_S:.0f}s), as far as the memory budget allows",
     )
 
-    broker = sub.add_parser("broker", help="run the embedded Tansu broker alone")
+    up.add_argument(
+        "--exit-on-failure", action="store_true",
+        help="stop everything when any service or the embedded broker dies (default: restart it, with backoff)",
+    )
+
+    broker = sub.add_parser("broker", help="run the embedded Tansu broker alone, with the pipeline's topics")
     broker.add_argument("--port", type=int, default=9092, help="listen port (default 9092)")
 
     offsets_cli.add_parser(sub)
@@ -95,10 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "broker":
         try:
             with EmbeddedBroker(args.port) as broker:
+                # The pipeline's topics at their partition counts (TOPIC_* variables), at once: it
+                # keeps them in memory only, so a restarted broker would otherwise get them from
+                # the first client that asks, with its default of 4 partitions, and that
+                # client's first records fail (the topic is not there yet).
+                ensure_topics(dataclasses.replace(Settings.from_env(), bootstrap_servers=broker.bootstrap))
                 print(f"broker: {broker.bootstrap}  (Ctrl-C to stop)", flush=True)
                 stop.wait()
         except BrokerError as exc:
             fail(str(exc))
+        except (KafkaError, ValueError) as exc:
+            fail(f"could not create the topics: {exc}")
         return 0
     if args.processors < 1:
         fail("--processors must be at least 1")
@@ -108,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"no such video file: {args.video}")
     opts = UpOptions(
         args.video, args.fps, args.transform, args.processors, args.port, args.host, args.broker_port, args.loop,
-        args.embedded_retention_mb, args.retention,
+        args.embedded_retention_mb, args.retention, args.exit_on_failure,
     )
     try:
         return run(opts, stop)

@@ -9,7 +9,7 @@ import socket
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from pipeline.recreated import RecreationAwareConsumer
 from pipeline.settings import Settings
@@ -22,6 +22,21 @@ GROUP_TIMEOUTS = {
     "session_timeout_ms": 6000,
     "heartbeat_interval_ms": 1000,
 }
+
+# The processors' group: a member killed outright is noticed only when its session expires, and
+# on Tansu the survivors then need about half a session more to rejoin, so its partitions move
+# after ~1.5 sessions (bench/group_takeover.py: 6000/1000 -> 12.4 s, 2000/500 -> 3.2 s,
+# 1500/500 -> 2.9 s, 1000/250 -> 2.0 s). 1 s with four heartbeats in it keeps the live stream's
+# stall under 3 s; the price is that a member silent for a second (a stopped or starved process)
+# is taken out of the group and rejoins. Apache Kafka refuses sessions below the broker's
+# group.min.session.timeout.ms (default 6000): docker-compose.yml lowers it.
+TAKEOVER_TIMEOUTS = {
+    "session_timeout_ms": 1000,
+    "heartbeat_interval_ms": 250,
+}
+
+
+RECONNECT_BACKOFF_MAX_MS = 1000
 
 
 # For readers whose records nobody watches arrive (heartbeats, still-image job tiles): each
@@ -42,6 +57,9 @@ def _common(settings: Settings) -> dict:
     opts: dict = {
         "bootstrap_servers": settings.bootstrap_servers.split(","),
         "security_protocol": settings.security_protocol,
+        # Reconnect tries back off exponentially up to this: at kafka-python's 30 s default, the
+        # first try after a 10 s broker outage came up to ~13 s after the broker was back.
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
     }
     if settings.sasl_mechanism:
         opts["sasl_mechanism"] = settings.sasl_mechanism
@@ -56,9 +74,9 @@ def make_producer(settings: Settings, role: str = "producer", **overrides) -> Ka
     opts = _common(settings) | {
         "client_id": client_id(role),
         # The idempotent producer never recovers from a broker restart on Tansu
-        # (UnknownProducerIdError forever); acks=1 reconnects and delivers its buffer.
+        # (UnknownProducerIdError forever); acks=1 (or all) reconnects and delivers its buffer.
         "enable_idempotence": False,
-        "acks": 1,
+        "acks": "all" if settings.producer_acks == "all" else int(settings.producer_acks),
         "linger_ms": 0,
         # No waiting (linger 0), but records that queue up while a request is in flight share the
         # next one: at 16 KiB (the default) every 30-60 KB frame was a request of its own.
@@ -67,6 +85,28 @@ def make_producer(settings: Settings, role: str = "producer", **overrides) -> Ka
         "retries": 5,
     }
     return KafkaProducer(**(opts | overrides))
+
+
+def close_producer(producer: KafkaProducer, timeout_s: float) -> bool:
+    """Flush within ``timeout_s`` and close; False if records were still unacknowledged (they are
+    dropped: kafka-python's ``close()`` flushes first and raises while records are buffered,
+    before it stops its I/O thread, so that thread is stopped here without sending them)."""
+    try:
+        producer.flush(timeout=max(0.0, timeout_s))
+        flushed = True
+    except KafkaTimeoutError:
+        flushed = False
+    try:
+        producer.close(timeout=1 if flushed else 0)
+    except KafkaError:
+        sender = producer._sender
+        sender.force_close()
+        sender.join(5)
+        try:
+            producer.close(timeout=0)
+        except KafkaError as exc:
+            log.warning("producer did not close cleanly: %s", exc)
+    return flushed
 
 
 def make_consumer(settings: Settings, role: str, group_id: str | None = None, **overrides) -> RecreationAwareConsumer:
@@ -89,6 +129,8 @@ def make_admin(settings: Settings, **overrides) -> KafkaAdminClient:
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
     configs = {"max.message.bytes": str(settings.max_message_bytes)}
+    if settings.min_insync_replicas:
+        configs["min.insync.replicas"] = str(settings.min_insync_replicas)
     names = (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic)
     topics = [NewTopic(n, settings.partitions, settings.replication_factor, topic_configs=configs) for n in names]
     topics.append(NewTopic(settings.heartbeat_topic, 1, settings.replication_factor, topic_configs=configs))
@@ -114,16 +156,18 @@ def ensure_topics(settings: Settings, specs: list[NewTopic] | None = None) -> No
         admin.close()
 
 
-def broker_reachable(settings: Settings, timeout_s: float = 2.0) -> bool:
+def broker_cluster_id(settings: Settings, timeout_s: float = 2.0) -> str | None:
+    """The cluster id the broker reports, or None if no broker answers within ``timeout_s``.
+    A new id means a different cluster: the embedded broker gets one per start (pipeline/local/broker.py),
+    so a restarted one, which has lost everything it held, is told apart this way."""
     try:
         ms = int(timeout_s * 1000)
         admin = make_admin(settings, request_timeout_ms=ms, bootstrap_timeout_ms=ms)
     except (KafkaError, OSError):
-        return False
+        return None
     try:
-        admin.list_topics()
-        return True
+        return admin.describe_cluster()["cluster_id"] or ""
     except (KafkaError, OSError):
-        return False
+        return None
     finally:
         admin.close()

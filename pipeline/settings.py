@@ -17,6 +17,16 @@ def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+ACKS = ("0", "1", "all")
+
+
+def _acks_env(env: Mapping[str, str]) -> str:
+    raw = env.get("KAFKA_PRODUCER_ACKS") or "1"
+    if raw not in ACKS:
+        raise ValueError(f"KAFKA_PRODUCER_ACKS must be one of {', '.join(ACKS)}, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -33,6 +43,10 @@ class Settings:
     control_topic: str = "streams.control"
     partitions: int = 4
     replication_factor: int = 1
+    # Loss-free on Apache Kafka takes all three: replication 3, min.insync.replicas 2 and
+    # acks "all" for every producer (README "Failure behaviour"). None: the broker's default.
+    min_insync_replicas: int | None = None
+    producer_acks: str = "1"
     # Frames above 1 MiB (PNG, 4K JPEG) need every Kafka size limit raised together.
     max_message_bytes: int = 16 * 1024 * 1024
     # How long a fetch waits for data. Tansu holds a fetch for this long even when records
@@ -75,6 +89,8 @@ class Settings:
             control_topic=get("CONTROL_TOPIC") or "streams.control",
             partitions=_int_env(env, "TOPIC_PARTITIONS", 4),
             replication_factor=_int_env(env, "TOPIC_REPLICATION_FACTOR", 1),
+            min_insync_replicas=_int_env(env, "TOPIC_MIN_INSYNC_REPLICAS", 0) or None,
+            producer_acks=_acks_env(env),
             max_message_bytes=_int_env(env, "MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
             fetch_max_wait_ms=_int_env(env, "KAFKA_FETCH_MAX_WAIT_MS", 10),
             admin_token=get("VIEWER_ADMIN_TOKEN") or None,

@@ -32,6 +32,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -49,7 +50,8 @@ from kafka.producer.future import FutureRecordMetadata
 
 from pipeline.control import ChainControl
 from pipeline.generations import mirrored, slots
-from pipeline.kafka import make_consumer, make_producer
+from pipeline.kafka import TAKEOVER_TIMEOUTS, close_producer, make_consumer, make_producer
+from pipeline.service import StopDeadline
 from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, to_record
 from processor.backlog import InputBacklog
@@ -69,6 +71,14 @@ DEFAULT_GROUP = "processors"
 # that a batch (the unit of commit and of graceful shutdown) finishes in well under a second.
 RECORDS_PER_WORKER = 16
 
+# A commit waits at most this long in the processing loop; after a failure the next attempt
+# waits COMMIT_BACKOFF_S, doubling up to COMMIT_BACKOFF_MAX_S (kafka-python alone retried every
+# 100 ms for 30 s, one error line each, after a broker restart).
+COMMIT_TIMEOUT_S = 2.0
+COMMIT_BACKOFF_S = 0.5
+COMMIT_BACKOFF_MAX_S = 8.0
+# Waits for acknowledgements are cut in slices this long, so a stop is noticed in time.
+SETTLE_SLICE_S = 0.25
 # Seconds past the producer's own delivery timeout before an unanswered send counts as failed.
 ACK_WAIT_MARGIN_S = 10.0
 
@@ -79,23 +89,44 @@ class OffsetKeeper(AsyncConsumerRebalanceListener):
     Async on purpose: kafka-python 3 runs listeners on its IO thread, where the blocking
     ``commit()`` raises RuntimeError; awaiting ``commit_async()`` there commits before the
     JoinGroup goes out, while this member still owns the partitions.
+
+    A commit that fails (broker away, coordinator moving after a broker restart) stays pending
+    and is retried with a growing pause; the log says once that commits fail and once that they
+    work again, not once per attempt.
     """
 
-    def __init__(self, consumer: KafkaConsumer, stats: ProcessorStats) -> None:
-        self.consumer, self.stats = consumer, stats
+    def __init__(self, consumer: KafkaConsumer, stats: ProcessorStats, clock: Callable[[], float] = time.monotonic) -> None:
+        self.consumer, self.stats, self.clock = consumer, stats, clock
         self.pending: dict[TopicPartition, OffsetAndMetadata] = {}
+        self.failures = 0
+        self._retry_at = 0.0
         # Where each partition's commit may go: never inside a tiled frame (poll thread only).
         self.frames = FrameCommits()
 
-    def commit(self) -> bool:
-        """Commit what is pending (from the poll thread); False if a rebalance deferred it."""
+    def commit(self, timeout_s: float = COMMIT_TIMEOUT_S, last: bool = False) -> bool:
+        """Commit what is pending (from the poll thread); False if it is still pending: deferred
+        to a rebalance, failed, or not tried because the pause after a failure is not over
+        (``last``: the stop's attempt, made regardless)."""
         if not self.pending:
             return True
+        if self.failures and not last and self.clock() < self._retry_at:
+            return False
         try:
-            self.consumer.commit(dict(self.pending))
+            self.consumer.commit(dict(self.pending), timeout_ms=int(max(timeout_s, 0.001) * 1000))
         except (CommitFailedError, RebalanceInProgressError) as exc:
             log.info("commit deferred to the rebalance (%s): %s", type(exc).__name__, exc)
             return False
+        except KafkaError as exc:
+            self.failures += 1
+            pause = min(COMMIT_BACKOFF_MAX_S, COMMIT_BACKOFF_S * 2 ** (self.failures - 1))
+            self._retry_at = self.clock() + pause
+            if self.failures == 1:
+                log.warning("commits failing (%s); retrying with backoff up to %g s, frames stay uncommitted meanwhile",
+                            exc, COMMIT_BACKOFF_MAX_S)
+            return False
+        if self.failures:
+            log.info("commits work again after %d failed attempt(s)", self.failures)
+            self.failures = 0
         self.pending.clear()
         self.stats.add(commits=1)
         return True
@@ -149,7 +180,7 @@ def run(
     who = Identity(processor_id or default_id, group, frames.default_spec,
                    settings.raw_topic, concurrency, tile)
     producer = make_producer(settings, "processor")
-    consumer = make_consumer(settings, "processor", group_id=group)
+    consumer = make_consumer(settings, "processor", group_id=group, **TAKEOVER_TIMEOUTS)
     offsets = OffsetKeeper(consumer, stats)
     # Both generations of the raw topic on the embedded broker (pipeline/generations.py).
     consumer.subscribe(slots(settings.raw_topic, consumer.topics()), listener=offsets)
@@ -162,6 +193,7 @@ def run(
     # idle ~22% of the time (py-spy, grayscale at full speed).
     in_flight: _Batch | None = None
     backlog = InputBacklog()
+    patience = StopDeadline(stop)
     try:
         while not stop.is_set():
             batch = consumer.poll(timeout_ms=0 if in_flight else 200, max_records=RECORDS_PER_WORKER * concurrency)
@@ -171,9 +203,9 @@ def run(
             current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions,
                                                    _behind(batch, consumer, backlog))) if batch else None
             if in_flight is None and current is None:
-                offsets.commit()  # retry a commit deferred by a rebalance
+                offsets.commit()  # retry a commit deferred by a rebalance or a failure
                 continue
-            if in_flight is not None and not _complete(in_flight, consumer, offsets, producer, settings, stats):
+            if in_flight is not None and not _complete(in_flight, consumer, offsets, producer, settings, stats, patience):
                 # Not acknowledged, so not committed: rewind and redo it (and the batch after it).
                 _redo(consumer, *(b for b in (current, in_flight) if b is not None))
                 in_flight = None
@@ -184,18 +216,40 @@ def run(
         log.error("processor stopped on Kafka error: %s", exc)
         raise
     finally:
-        heartbeat.stop()
-        producer.flush()
-        if in_flight is not None:
-            _complete(in_flight, consumer, offsets, producer, settings, stats)
-        offsets.commit()
-        consumer.close()  # leaves the group: partitions move without waiting for a timeout
-        producer.close(timeout=5)
+        _stop(who, stats, heartbeat, in_flight, consumer, offsets, producer, settings, patience)
         pool.close()
         control.close()
-        log.info("processor %s stopped: %d frames, %d dead letters, %d commits",
-                 who.id, stats.frames, stats.dead_letters, stats.commits)
     return stats
+
+
+def _stop(who: Identity, stats: ProcessorStats, heartbeat: HeartbeatPublisher, in_flight: _Batch | None,
+          consumer: KafkaConsumer, offsets: OffsetKeeper, producer: KafkaProducer, settings: Settings,
+          patience: StopDeadline) -> None:
+    """Finish the in-flight batch, commit, leave the group: all within the stop budget, and say
+    in the one closing line what could not be delivered or committed (the broker was away)."""
+    heartbeat.stop()
+    unacked = 0
+    if in_flight is not None and not _complete(in_flight, consumer, offsets, producer, settings, stats, patience):
+        unacked = sum(not s.future.succeeded() for s in in_flight.sends)
+        for tp in in_flight.records:  # its frames are redone by the partition's next owner
+            offsets.pending.pop(tp, None)
+        uncommitted = set(in_flight.records)
+    else:
+        uncommitted = set()
+    if not offsets.commit(patience.left(), last=True):
+        uncommitted |= set(offsets.pending)
+        offsets.pending.clear()  # said below, once: the revoke on close need not try (and say) it again
+    consumer.close(timeout_ms=int(patience.left() * 1000))  # leaves the group: partitions move at once
+    if not close_producer(producer, patience.left()):
+        unacked = max(unacked, 1)
+    summary = f"processor {who.id} stopped: {stats.frames} frames, {stats.dead_letters} dead letters, {stats.commits} commits"
+    if uncommitted:
+        log.warning("%s; at exit the broker was unreachable: %d output(s) not delivered, partition(s) %s not committed "
+                    "(their next owner redoes those frames)", summary, unacked, sorted(tp.partition for tp in uncommitted))
+    elif unacked:
+        log.warning("%s; at exit the broker was unreachable: heartbeats not delivered, every frame committed", summary)
+    else:
+        log.info(summary)
 
 
 def _live_spec(control: ChainControl) -> Callable[[str], str | None]:
@@ -220,9 +274,10 @@ class _Batch:
 
 
 def _complete(batch: _Batch, consumer: KafkaConsumer, offsets: OffsetKeeper, producer: KafkaProducer,
-              settings: Settings, stats: ProcessorStats) -> bool:
-    """Wait for the batch's acks and commit it; False if something was not delivered."""
-    if not _settle(batch.sends, producer, settings, stats):
+              settings: Settings, stats: ProcessorStats, patience: StopDeadline | None = None) -> bool:
+    """Wait for the batch's acks and commit it; False if something was not delivered (or the
+    stop's budget, ``patience``, ran out first)."""
+    if not _settle(batch.sends, producer, settings, stats, patience):
         return False
     owned = consumer.assignment()
     for tp, records in batch.records.items():
@@ -282,17 +337,23 @@ def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer,
     return sends
 
 
-def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, stats: ProcessorStats) -> bool:
+def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, stats: ProcessorStats,
+            patience: StopDeadline | None = None) -> bool:
     """Wait for these sends (only: later batches may be in flight); True once every record's
     output or dead letter is acknowledged.
 
     An output the broker refused for good (not retriable, e.g. too large for the topic) makes
-    its input a dead letter instead; a retriable failure (broker away) returns False.
+    its input a dead letter instead; a retriable failure (broker away) returns False, and so
+    does a stop whose budget ran out while waiting.
     """
+    patience = patience or StopDeadline(threading.Event())
     # The producer fails a record after delivery_timeout_ms at the latest; a margin over that.
-    wait_s = producer.config["delivery_timeout_ms"] / 1000 + ACK_WAIT_MARGIN_S
+    give_up = time.monotonic() + producer.config["delivery_timeout_ms"] / 1000 + ACK_WAIT_MARGIN_S
     for send in sends:
-        if not send.future.is_done:
+        while not send.future.is_done:
+            wait_s = min(patience.left(), give_up - time.monotonic(), SETTLE_SLICE_S)
+            if wait_s <= 0:
+                return False
             try:
                 send.future.get(timeout=wait_s)
             except KafkaError:
@@ -310,7 +371,7 @@ def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, sta
         else:
             log.error("partition=%d offset=%d not delivered: %s", send.record.partition, send.record.offset, error)
             return False
-    return _settle(retry, producer, settings, stats) if retry else True
+    return _settle(retry, producer, settings, stats, patience) if retry else True
 
 
 def _dead_letter(producer: KafkaProducer, settings: Settings, record, error: Exception) -> FutureRecordMetadata:

@@ -8,9 +8,9 @@ import sys
 from typing import NoReturn
 
 from pipeline.service import fail, setup_logging, stop_on_signals
-from pipeline.settings import Settings
+from pipeline.settings import ACKS, Settings
 from pipeline.wire import ENCODINGS, STREAM_NAME_RULE
-from producer.delivery import ACKS, BrokerUnavailable, ConnectPolicy
+from producer.delivery import BrokerUnavailable, ConnectPolicy
 from producer.encode import DEFAULT_HALO
 from producer.pacing import LATE_POLICIES
 from producer.run import ProducerOptions, run
@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--encoders", type=_bounded(int, 1, "--encoders"), default=2, metavar="N",
                      help="encoding threads, off the pacing thread (default 2)")
     out = p.add_argument_group("delivery")
-    out.add_argument("--acks", choices=ACKS, default="1", help="broker acknowledgement: 0 (may lose frames), 1 (default), all")
+    out.add_argument("--acks", choices=ACKS, default=None,
+                     help="broker acknowledgement: 0 (may lose frames), 1, all (default: KAFKA_PRODUCER_ACKS, else 1)")
     out.add_argument("--window", type=_bounded(int, 1, "--window"), default=64, metavar="N",
                      help="records in flight (sent, not yet acknowledged) at most (default 64)")
     out.add_argument("--connect-attempts", type=_bounded(int, 1, "--connect-attempts"), default=3, metavar="N",
@@ -122,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--connect-timeout", type=_bounded(float, 0.1, "--connect-timeout"), default=5.0, metavar="SECONDS",
                      help="each try's timeout (default 5)")
     out.add_argument("--flush-timeout", type=_bounded(float, 0, "--flush-timeout"), default=30.0, metavar="SECONDS",
-                     help="at exit, wait this long for acknowledgements; the rest count as errors (default 30)")
+                     help="at the end of the source, wait this long for acknowledgements; the rest count as errors "
+                          "(default 30; a stop by SIGTERM/Ctrl-C waits at most 5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar; log warnings only (for services)")
     return p
 

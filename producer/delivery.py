@@ -13,13 +13,12 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from pipeline.generations import CurrentSlot
-from pipeline.kafka import make_producer
+from pipeline.kafka import close_producer, make_producer
 from pipeline.settings import Settings
 from pipeline.wire import Frame, to_record
 
 log = logging.getLogger(__name__)
 
-ACKS = ("0", "1", "all")
 # Each failed record is logged up to this many times; after that only the count grows, so a
 # dead broker does not flood the log with one line per buffered frame.
 LOGGED_ERRORS = 10
@@ -37,9 +36,11 @@ class ConnectPolicy:
     backoff_s: float = 1.0
 
 
-def connect(settings: Settings, acks: str, policy: ConnectPolicy, stop: threading.Event) -> KafkaProducer:
-    """A producer on a reachable broker, trying ``policy.attempts`` times; BrokerUnavailable if none."""
+def connect(settings: Settings, acks: str | None, policy: ConnectPolicy, stop: threading.Event) -> KafkaProducer:
+    """A producer on a reachable broker, trying ``policy.attempts`` times; BrokerUnavailable if none.
+    acks: "0", "1" or "all"; None: the settings' (KAFKA_PRODUCER_ACKS)."""
     ms = int(policy.timeout_s * 1000)
+    acks = acks or settings.producer_acks
     acks_value: int | str = "all" if acks == "all" else int(acks)
     for attempt in range(1, policy.attempts + 1):
         try:
@@ -96,6 +97,9 @@ class Delivery:
         self.records_sent = 0
         self.bytes_sent = 0
         self.errors = 0
+        self.abandoned = 0
+        self._failed_closing = 0
+        self._closing = False
         self._closed = False
 
     @property
@@ -111,7 +115,7 @@ class Delivery:
             self._remaining[seq] = self._remaining.get(seq, 0) + len(records)
         for i, frame in enumerate(records):
             if not self._acquire():
-                self._abandon(seq, len(records) - i, "stopped before it was sent")
+                self._abandon(seq, len(records) - i)
                 return False
             key, value, headers = to_record(frame)
             with self._lock:
@@ -153,6 +157,11 @@ class Delivery:
             if exc is None:
                 self.records_sent += 1
                 self.bytes_sent += size
+            elif self._closing:
+                # Failed by the close (flush timed out, producer closed forcefully): close() says it once.
+                self.errors += 1
+                self._failed.add(seq)
+                self._failed_closing += 1
             else:
                 self.errors += 1
                 self._failed.add(seq)
@@ -162,11 +171,12 @@ class Delivery:
             self._finish_record(seq)
         self._window.release()
 
-    def _abandon(self, seq: int, count: int, reason: str) -> None:
+    def _abandon(self, seq: int, count: int) -> None:
+        """Records of a frame the stop came before: counted, and said once by close()."""
         with self._lock:
             self.errors += count
+            self.abandoned += count
             self._failed.add(seq)
-            log.error("topic=%s seq=%d: %d record(s) not delivered: %s", self.topic, seq, count, reason)
             for _ in range(count):
                 self._finish_record(seq)
 
@@ -186,29 +196,17 @@ class Delivery:
                 self.frames_sent += 1
 
     def close(self, timeout_s: float) -> None:
-        """Flush within ``timeout_s``; records still unacknowledged then count as errors."""
-        flushed = True
-        try:
-            self.producer.flush(timeout=timeout_s)
-        except KafkaError as exc:
-            flushed = False
-            log.error("topic=%s flush did not complete in %g s: %s", self.topic, timeout_s, exc)
+        """Flush within ``timeout_s``; records still unacknowledged then count as errors, said
+        in one line with those abandoned at the stop."""
         with self._lock:
-            lost, self.in_flight = self.in_flight, 0
-            self.errors += lost
+            self._closing = True
+        flushed = close_producer(self.producer, timeout_s)
+        with self._lock:
+            lost, self.in_flight = self.in_flight + self._failed_closing, 0
+            self.errors += lost - self._failed_closing
             self._closed = True
-        if lost:
-            log.error("topic=%s %d record(s) unacknowledged at exit, counted as errors", self.topic, lost)
-        try:
-            self.producer.close(timeout=1 if flushed else 0)
-        except KafkaError:
-            # kafka-python's close() flushes first and raises while records are still
-            # buffered, before it stops its I/O thread. Those records are counted above: stop
-            # the thread without sending them (it aborts what is buffered), then close again.
-            sender = self.producer._sender
-            sender.force_close()
-            sender.join(5)
-            try:
-                self.producer.close(timeout=0)
-            except KafkaError as exc:
-                log.error("topic=%s producer did not close cleanly: %s", self.topic, exc)
+            abandoned = self.abandoned
+        if lost or abandoned:
+            why = f"flush gave up after {timeout_s:g} s: broker slow or down" if not flushed else "stopped while waiting"
+            log.error("topic=%s %d record(s) not delivered at exit (%d unacknowledged, %d never sent; %s), "
+                      "counted as errors", self.topic, lost + abandoned, lost, abandoned, why)

@@ -19,6 +19,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.codec import CodecError
 from pipeline.generations import CurrentSlot
+from pipeline.service import StopDeadline
 from pipeline.settings import Settings
 from pipeline.wire import Frame, check_stream_name
 from producer.delivery import BrokerUnavailable, ConnectPolicy, Delivery, connect
@@ -49,7 +50,7 @@ class ProducerOptions:
     max_width: int | None = None
     tile: int | None = None
     halo: int = DEFAULT_HALO
-    acks: str = "1"
+    acks: str | None = None  # None: KAFKA_PRODUCER_ACKS (default 1)
     window: int = 64
     encoders: int = 2
     progress: bool = False
@@ -184,7 +185,8 @@ def _publish(frames, stream: str, encoding: EncodeOptions, opts: ProducerOptions
             encoded.put(None)
             sender.join()
             seconds = opts.clock() - started
-            delivery.close(opts.flush_timeout_s)
+            # A stop (SIGTERM, Ctrl-C) must end within the service's stop budget, broker or not.
+            delivery.close(min(opts.flush_timeout_s, StopDeadline(stop).left()))
     return ProducerStats(
         frames_sent=delivery.frames_sent,
         records_sent=delivery.records_sent,

@@ -341,12 +341,16 @@
 
   // ---- broker health ----
   async function pollHealth() {
-    const { status } = await getJSON("/healthz");
+    const { status, body } = await getJSON("/healthz");
     const badge = $("#health");
     if (status === 200) {
       badge.dataset.state = "ok";
       badge.textContent = "broker connected";
       clearError("broker");
+      if (body && body.broker_restarted_at) {
+        const at = new Date(body.broker_restarted_at).toLocaleTimeString();
+        showError("history", `The broker restarted at ${at}: the frames from before then are gone (the embedded broker keeps them in memory only).`);
+      }
     } else if (status === 503) {
       badge.dataset.state = "down";
       badge.textContent = "broker unreachable";

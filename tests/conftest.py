@@ -103,6 +103,13 @@ def screenshots(tmp_path_factory, pytestconfig):
 
 
 def pytest_terminal_summary(terminalreporter, config) -> None:
+    # Figures the fault tests recorded (record_property("figure", ...)), passed or failed.
+    figures = [value for reports in terminalreporter.stats.values() for r in reports
+               for name, value in getattr(r, "user_properties", ()) if name == "figure" and r.when == "call"]
+    if figures:
+        terminalreporter.section("fault figures")
+        for line in figures:
+            terminalreporter.write_line(line)
     folder = config.stash.get(SCREENSHOTS, None)
     if folder and os.listdir(folder):
         terminalreporter.section("browser screenshots")

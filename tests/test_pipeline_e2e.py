@@ -94,7 +94,8 @@ def test_bad_viewer_id_is_400(stack):
 
 
 def test_healthz_and_page(stack):
-    assert requests.get(f"{stack}/healthz", timeout=10).json() == {"status": "ok"}
+    health = requests.get(f"{stack}/healthz", timeout=10).json()
+    assert health["status"] == "ok" and health["broker_restarted_at"] is None
     read_parts(f"{stack}/stream/sample.mjpg", count=1)
     page = requests.get(f"{stack}/", timeout=10).text
     assert '/stream/sample.mjpg' in page

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from kafka import TopicPartition
+import logging
+
+from kafka import OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.future import Future
 from kafka.producer.future import FutureProduceResult, FutureRecordMetadata
@@ -104,7 +106,7 @@ class Consumer:
     def seek(self, tp, offset) -> None:
         self.seeks.append((tp, offset))
 
-    def commit(self, offsets) -> None:
+    def commit(self, offsets, timeout_ms=None) -> None:
         self.commits.append(offsets)
 
 
@@ -133,3 +135,44 @@ def test_an_undelivered_batch_is_not_committed_and_both_batches_are_redone_from_
     _redo(consumer, newer, older)
     final = dict(consumer.seeks)  # the last seek per partition wins
     assert final == {p0: 5, p1: 3}
+
+
+class FlakyConsumer(Consumer):
+    """A consumer whose first ``failures`` commits time out (the broker away)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(TopicPartition("raw", 0))
+        self.failures, self.attempts = failures, 0
+
+    def commit(self, offsets, timeout_ms=None) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise KafkaTimeoutError("coordinator away")
+        super().commit(offsets, timeout_ms)
+
+
+def test_failing_commits_back_off_and_are_logged_once_per_state_change(caplog):
+    now = [0.0]
+    consumer = FlakyConsumer(failures=2)
+    offsets = OffsetKeeper(consumer, ProcessorStats(), clock=lambda: now[0])
+    offsets.pending[TopicPartition("raw", 0)] = OffsetAndMetadata(5, "", -1)
+    caplog.set_level(logging.INFO, logger="processor.run")
+    results = []
+    for t in [x / 10 for x in range(40)]:  # the processing loop retries every 100 ms for 4 s
+        now[0] = t
+        results.append(offsets.commit())
+    assert consumer.attempts == 3  # at 0 s, after 0.5 s, after 1 s more: not 40 times
+    assert results.index(True) == 15 and offsets.pending == {}
+    lines = [r.getMessage() for r in caplog.records]
+    assert len([line for line in lines if "commits failing" in line]) == 1
+    assert len([line for line in lines if "commits work again" in line]) == 1
+
+
+def test_the_last_commit_at_a_stop_is_tried_even_while_backing_off():
+    consumer = FlakyConsumer(failures=1)
+    offsets = OffsetKeeper(consumer, ProcessorStats(), clock=lambda: 0.0)
+    offsets.pending[TopicPartition("raw", 0)] = OffsetAndMetadata(5, "", -1)
+    assert not offsets.commit()
+    assert not offsets.commit()  # backing off: not tried
+    assert offsets.commit(timeout_s=1.0, last=True)
+    assert consumer.attempts == 2

@@ -13,16 +13,9 @@ import requests
 
 from pipeline.local.broker import free_port
 from tests.conftest import ROOT
+from tests.fault_support import alive
 
 STARTED = re.compile(r"(?:started \S+|embedded broker listening on \S+) \(pid (\d+)\)")
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_ctrl_c_to_the_process_group_stops_every_service_cleanly(tmp_path):

@@ -12,6 +12,7 @@ from pipeline.control import ChainControl
 from pipeline.settings import Settings
 from viewer.live.hub import LiveHub
 from viewer.metrics import ViewerMetrics
+from viewer.status.broker_identity import BrokerIdentity
 from viewer.status.heartbeats import WorkerRegistry
 from viewer.status.lag import LagSampler
 
@@ -27,6 +28,7 @@ class ViewerState:
         self.processed = LiveHub(settings, settings.processed_topic, self.metrics, self.tick_s)
         self.raw = LiveHub(settings, settings.raw_topic, self.metrics, self.tick_s)
         self.workers = WorkerRegistry(settings)
+        self.broker = BrokerIdentity()
         self.lag = LagSampler(settings, self.metrics, lambda: [name for name, _ in self.processed.stream_slots()])
         self._chains: ChainControl | None = None
         self._chains_lock = threading.Lock()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+
+from pipeline.service import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ class EmbeddedBroker:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.process: subprocess.Popen | None = None
+        self.cluster_id: str | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -51,14 +55,20 @@ class EmbeddedBroker:
         if _port_open(self.port):
             raise BrokerError(f"port {self.port} is already in use; pick another with --broker-port")
         url = f"tcp://127.0.0.1:{self.port}"
-        cmd = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        # Each start is a new, empty broker: a cluster id of its own lets clients tell (the
+        # viewer's /healthz says when it changed, so the page can say the history is gone).
+        self.cluster_id = f"embedded-{int(time.time() * 1000)}"
+        cmd = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+               "--cluster-id", self.cluster_id]
         # A file, not a pipe: nobody drains a pipe and a chatty broker would block on it.
         self._log = tempfile.TemporaryFile()
         # Its own session: a terminal's Ctrl-C goes to the whole foreground process group, and a
         # broker that died with it would leave every client unable to flush or commit on the
-        # way out. Whoever started it stops it, last.
+        # way out. Whoever started it stops it, last; if that process is killed outright, the
+        # parent-death signal takes the broker down too (else it would keep the port).
         self.process = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGKILL),
         )
         deadline = time.monotonic() + timeout_s
         while not _port_open(self.port):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
-from pipeline.kafka import broker_reachable
+from pipeline.kafka import broker_cluster_id
 from viewer.errors import json_error
 from viewer.live.delivery import SentBytes, response_socket
 from viewer.live.hub import LiveHub
@@ -142,12 +142,14 @@ def workers():
 
 @bp.get("/healthz")
 def healthz():
+    st = state()
     # Whoever waits for health (pipeline up, an orchestrator) is about to send viewers: start
     # reading the processed topic now, so the first viewer does not wait for the reader's connect.
-    state().processed.ensure_started()
-    if broker_reachable(state().settings, timeout_s=1.0):
-        return jsonify({"status": "ok"})
-    return jsonify({"status": "broker unreachable"}), 503
+    st.processed.ensure_started()
+    cluster_id = broker_cluster_id(st.settings, timeout_s=1.0)
+    if cluster_id is None:
+        return jsonify({"status": "broker unreachable"}), 503
+    return jsonify({"status": "ok", **st.broker.seen(cluster_id)})
 
 
 @bp.get("/metrics")
