@@ -27,11 +27,11 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from pipeline.kafka import make_admin, make_consumer, make_producer, topic_specs
 from pipeline.settings import Settings
 from pipeline.transforms import Chain, TransformError, parse_spec
+from pipeline.wire import STREAM_NAME_RULE, WireError, check_stream_name
 
 log = logging.getLogger(__name__)
 
 # Longest stream name accepted as a key (the wire format puts no other limit on it).
-MAX_STREAM_NAME = 255
 
 # How long a sync or a write may wait for the broker before giving up.
 TIMEOUT_S = 5.0
@@ -60,12 +60,13 @@ class ChainEntry:
 
 
 def check_stream(stream: object) -> str:
-    """The stream name, if it can be a control key; ControlError otherwise."""
-    if not isinstance(stream, str) or not stream or len(stream) > MAX_STREAM_NAME:
-        raise ControlError(f"a stream name is 1 to {MAX_STREAM_NAME} characters")
-    if not stream.isprintable():
-        raise ControlError("a stream name has no control characters")
-    return stream
+    """The stream name, if it can be a control key (the wire's stream name rule); ControlError otherwise."""
+    if not isinstance(stream, str):
+        raise ControlError(f"a stream name is text: {STREAM_NAME_RULE}")
+    try:
+        return check_stream_name(stream)
+    except WireError as exc:
+        raise ControlError(str(exc)) from None
 
 
 def live_chain(spec: object, size: tuple[int, int] | None = None) -> Chain:

@@ -70,6 +70,11 @@ class Settings:
     # client may go without sending a byte of one: slow clients cannot hold every connection.
     max_bodies_in_progress: int = 32
     body_idle_timeout_s: int = 10
+    # `?viewer=<id>` streams per viewer process at once, viewer groups it keeps, and how long an
+    # idle one's resume point is kept (viewer/live/viewer_ids.py).
+    max_resume_viewers: int = 64
+    max_viewer_groups: int = 256
+    viewer_group_ttl_s: int = 24 * 3600
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -103,6 +108,9 @@ class Settings:
             max_frame_pixels=_int_env(env, "MAX_FRAME_PIXELS", 50 * 1000 * 1000),
             max_bodies_in_progress=_int_env(env, "MAX_BODIES_IN_PROGRESS", 32),
             body_idle_timeout_s=_int_env(env, "BODY_IDLE_TIMEOUT_S", 10),
+            max_resume_viewers=_int_env(env, "MAX_RESUME_VIEWERS", 64),
+            max_viewer_groups=_int_env(env, "MAX_VIEWER_GROUPS", 256),
+            viewer_group_ttl_s=_int_env(env, "VIEWER_GROUP_TTL_S", 24 * 3600),
         )
 
     def topic_env(self) -> dict[str, str]:

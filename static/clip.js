@@ -25,6 +25,20 @@
     status.textContent = `${response.headers.get("X-Clip-Frames")} frames`;
   }
 
+  // The timeline's marked range (static/replay.js: shift+drag) becomes "Download selection".
+  document.addEventListener("pipeline:selection", (event) => {
+    const { stream, from, to } = event.detail;
+    for (const box of document.querySelectorAll(".clip")) {
+      const link = box.querySelector(".clip-selection");
+      if (!link || box.dataset.stream !== stream) continue;
+      link.hidden = from === null;
+      if (from === null) continue;
+      link.dataset.from = new Date(from).toISOString();
+      link.dataset.to = new Date(to).toISOString();
+      link.textContent = `Download selection (${Math.round((to - from) / 1000)} s)`;
+    }
+  });
+
   for (const box of document.querySelectorAll(".clip")) {
     const status = box.querySelector(".clip-status");
     box.addEventListener("click", async (event) => {

@@ -10,15 +10,18 @@
 
   const WINDOW_EVERY_MS = 1000;
   const STEP_MS = 10000;
+  // A shift+drag shorter than this is a click: it clears the mark.
+  const MIN_MARK_MS = 500;
 
+  // Per tab (sessionStorage, which a reload keeps): each tab has a position of its own.
   function viewerId() {
-    let id = localStorage.getItem("viewer-id");
+    let id = sessionStorage.getItem("viewer-id");
     if (!id) {
       // The id is the only key to this tab's resume point: 192 random bits, base64url (32
       // characters). getRandomValues works on plain http too, where randomUUID does not.
       const bytes = crypto.getRandomValues(new Uint8Array(24));
       id = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-      localStorage.setItem("viewer-id", id);
+      sessionStorage.setItem("viewer-id", id);
     }
     return id;
   }
@@ -54,10 +57,12 @@
     const played = box.querySelector(".timeline-played");
     const head = box.querySelector(".timeline-head");
     const hover = box.querySelector(".timeline-hover");
+    const band = box.querySelector(".timeline-mark");
     const playButton = box.querySelector(".replay-play");
     const speedPicker = box.querySelector(".replay-speed select");
     // mode: "live" (the shared live stream), "playing" (this tab's group), "paused".
-    const view = { mode: "live", window: null, dragging: false, snapshot: null };
+    // mark: a range marked with shift+drag ({from, to} ms; `marking` while the drag lasts).
+    const view = { mode: "live", window: null, dragging: false, snapshot: null, mark: null, marking: null };
 
     const stream = () => box.dataset.stream;
     const speed = () => speedPicker.value;
@@ -140,6 +145,7 @@
         captionText(view.mode === "live" ? "Processed · live" : "Processed · replay");
         return;
       }
+      renderMark();
       box.querySelector(".timeline-oldest").textContent = clock(w.oldest.ts_ms);
       box.querySelector(".timeline-newest").textContent = `${clock(w.newest.ts_ms)} · ${span(w.newest.ts_ms - w.oldest.ts_ms)} kept`;
       const f = at === null ? 1 : fraction(at);
@@ -153,6 +159,25 @@
       const rate = speed() === "max" ? "max speed" : `${speed()}×`;
       if (view.mode === "live") captionText("Processed · live");
       else captionText(`Processed · ${view.mode === "paused" ? "paused at" : "replay"} ${where}${view.mode === "playing" ? ` · ${rate}` : ""}`);
+    }
+
+    function renderMark() {
+      const mark = view.marking || view.mark;
+      band.hidden = !mark || !view.window;
+      if (band.hidden) return;
+      const from = fraction(Math.min(mark.from, mark.to));
+      const to = fraction(Math.max(mark.from, mark.to));
+      band.style.left = `${(from * 100).toFixed(2)}%`;
+      band.style.width = `${((to - from) * 100).toFixed(2)}%`;
+    }
+
+    // The marked range, for panels that act on it (the clip export): a `pipeline:selection`
+    // event on document with {stream, from, to} (ms; null: none).
+    function setMark(mark) {
+      view.mark = mark;
+      renderMark();
+      const detail = { stream: stream(), from: mark ? mark.from : null, to: mark ? mark.to : null };
+      document.dispatchEvent(new CustomEvent("pipeline:selection", { detail }));
     }
 
     function captionText(text) {
@@ -195,12 +220,21 @@
 
     bar.addEventListener("pointerdown", (event) => {
       if (!view.window || event.button !== 0) return;
+      if (event.shiftKey) {
+        const { ms } = timeAt(event.clientX);
+        view.marking = { from: ms, to: ms };
+      }
       view.dragging = true;
       bar.setPointerCapture(event.pointerId);
       showHover(event.clientX);
     });
     bar.addEventListener("pointermove", (event) => {
-      if (view.window) showHover(event.clientX);
+      if (!view.window) return;
+      showHover(event.clientX);
+      if (view.marking) {
+        view.marking.to = timeAt(event.clientX).ms;
+        renderMark();
+      }
     });
     bar.addEventListener("pointerleave", () => {
       if (!view.dragging) hover.hidden = true;
@@ -210,6 +244,14 @@
       view.dragging = false;
       hover.hidden = true;
       const { f, ms } = timeAt(event.clientX);
+      if (view.marking) {
+        // Shift+drag marks a range instead of seeking; a shift+click clears the mark.
+        const from = Math.min(view.marking.from, ms);
+        const to = Math.max(view.marking.from, ms);
+        view.marking = null;
+        setMark(to - from >= MIN_MARK_MS ? { from, to } : null);
+        return;
+      }
       // The right end is "live"; anywhere else, the first frame at or after that moment.
       if (f >= 0.999) seek("latest", "live");
       else seek(new Date(ms).toISOString(), `from ${clock(ms)}`);
@@ -257,6 +299,7 @@
     }).observe(img, { attributes: true, attributeFilter: ["src"] });
     window.pipelinePage.onStreamChange(() => {
       view.window = null;
+      setMark(null);
       refresh();
     });
 

@@ -190,7 +190,7 @@ def test_cli_set_then_show(cli, settings):
 @pytest.mark.parametrize("args, message", [
     (("set", "cam", "nosuch"), "unknown transform 'nosuch'; valid: "),
     (("set", "cam", "blur:ksize=1001"), "blur: ksize must be in "),
-    (("set", "", "edges"), "a stream name is 1 to 255 characters"),
+    (("set", "", "edges"), "invalid stream name '': use 1-128 characters"),
     (("set", "cam", "cartoon:d=31"), "'cartoon:d=31' is estimated at "),
 ])
 def test_cli_bad_input_exits_2_with_one_line(cli, args, message):

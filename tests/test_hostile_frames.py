@@ -21,7 +21,7 @@ from pipeline.wire import Frame, WireError, check_stream_name, from_record, to_r
 from processor.frames import POISON, FrameProcessor, process_frame
 from tests.test_imageheader import with_jpeg_size, with_png_size
 from viewer.background import BackgroundLoop
-from viewer.live.served import accept_record
+from viewer.live.served import accept_record, served_or_tile
 from viewer.live.tiles import TileError, TileReassembler
 from viewer.metrics import ViewerMetrics
 
@@ -103,6 +103,17 @@ def test_the_live_reader_drops_and_counts_records_it_cannot_serve():
     assert dropped(metrics, "not a frame") == 2 and dropped(metrics, "image") == 1
     served = accept_record(record(good), tiles, 50_000_000, metrics)
     assert (served.stream, served.seq) == ("cam", 1)
+
+
+def test_a_served_frame_takes_its_size_and_format_from_its_bytes_and_never_fails_a_client():
+    # w/h headers say 100000 (the no-signal card is drawn at the frame's size); enc says jpeg.
+    lying = Frame("cam", 1, 0, "jpeg", 100000, 100000, SMALL_PNG)
+    served = served_or_tile(lying, TileReassembler())
+    assert (served.width, served.height) == (16, 16) and served.jpeg[:2] == b"\xff\xd8"
+    # A sound header over pixel data that does not match it: decoding fails when a client asks.
+    broken = with_png_size(encode_image(np.zeros((24, 32, 3), np.uint8), "png"), 1, 2)
+    served = served_or_tile(Frame("cam", 2, 0, "png", 1, 2, broken), TileReassembler())
+    assert served.jpeg[:2] == b"\xff\xd8" and served.part
 
 
 @pytest.mark.parametrize("name", ["a/b", "", ".hidden", "..", "a b", "ünï", "x" * 129, "a?b", "a%2Fb"])

@@ -14,7 +14,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -315,7 +317,7 @@ def test_replay_from_start_moves_the_stream_back(stack, settings, page, screensh
 
 def viewer_window(url: str, page: Page) -> dict:
     """The window API's answer for this page's viewer id on the sample stream."""
-    viewer = page.evaluate("localStorage.getItem('viewer-id')")
+    viewer = page.evaluate("sessionStorage.getItem('viewer-id')")
     return requests.get(f"{url}/api/streams/sample/window?viewer={viewer}", timeout=10).json()
 
 
@@ -573,3 +575,46 @@ def test_an_upload_uses_the_editor_chain(stack, page):
     result = cv2.imdecode(np.frombuffer(requests.get(f"{stack}{result_url}", timeout=30).content, np.uint8), cv2.IMREAD_COLOR)
     assert np.array_equal(result, cv2.flip(cv2.bitwise_not(cv2.imread(SAMPLE_PNG)), 0)), "the result is not invert,flip:axis=v"
     assert re.search(r"done", page.locator("#upload-status").text_content())
+
+
+def test_shift_drag_marks_a_range_and_download_selection_saves_it(stack, page, screenshots):
+    open_page(page, stack)
+    expect(page.locator(".timeline")).not_to_have_class(re.compile("timeline-empty"), timeout=WAIT_MS)
+    page.wait_for_function(  # a few seconds kept, so the marked range is worth a clip
+        "() => /kept/.test(document.querySelector('.timeline-newest').textContent)"
+        " && !/ 0:0[0-3] kept/.test(document.querySelector('.timeline-newest').textContent)",
+        timeout=60_000,
+    )
+    box = page.locator(".timeline-track").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.keyboard.down("Shift")
+    page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, y, steps=5)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    link = page.get_by_role("link", name=re.compile(r"^Download selection \(\d+ s\)$"))
+    expect(link).to_be_visible()
+    expect(page.locator(".timeline-mark")).to_be_visible()
+    assert page.locator("#view-processed img").get_attribute("src").find("viewer=") == -1, "a mark must not seek"
+    page.locator("#view-processed").screenshot(path=screenshots / "timeline-marked-range.png")
+    from_ms, to_ms = (parse_iso(link.get_attribute(name)) * 1000 for name in ("data-from", "data-to"))
+    with page.expect_download(timeout=180_000) as download:
+        link.click()
+    saved = screenshots.parent / "selection.mp4"
+    download.value.save_as(saved)
+    with av.open(str(saved)) as container:
+        video = container.streams.video[0]
+        duration_s, frames = float(video.duration * video.time_base), video.frames
+    # The same range again, for the facts the server reports in its headers.
+    facts = requests.get(f"{stack}/clip/sample.mp4", timeout=120,
+                         params={"from": link.get_attribute("data-from"), "to": link.get_attribute("data-to")}).headers
+    first_ms, last_ms = int(facts["X-Clip-First-Ts"]), int(facts["X-Clip-Last-Ts"])
+    assert from_ms <= first_ms <= last_ms <= to_ms
+    assert abs(frames - int(facts["X-Clip-Frames"])) <= 1
+    # Frames keep their recorded times: the clip lasts from the first to the last, plus one frame.
+    assert abs(duration_s - ((last_ms - first_ms) / 1000 + 1 / float(facts["X-Clip-Fps"]))) <= 0.1
+
+
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

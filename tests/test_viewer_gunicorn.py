@@ -19,8 +19,8 @@ from tests.broker_helpers import first_seq, settled_offsets
 from tests.conftest import SAMPLE_PNG
 from tests.frame_feed import BIG, SMALL, FrameFeed, images
 from tests.gunicorn_server import Gunicorn
-from tests.mjpeg_client import distinct_seqs, iter_parts, read_parts
-from tests.stack import metric
+from tests.mjpeg_client import distinct_seqs, iter_parts, read_parts, read_then_leave
+from tests.stack import metric, wait_for_resume_consumers_closed
 from tests.test_upload import Processors
 
 pytestmark = pytest.mark.integration
@@ -152,6 +152,18 @@ def test_viewer_resumes_across_a_server_restart(module_settings, feed, server):
     finally:
         second.stop()
     assert [p.seq for p in again] == [expected, expected + 1, expected + 2]
+
+
+def test_a_stalled_client_resumes_after_what_reached_it_under_gunicorn(server):
+    """Under gevent too, a frame is committed when the client acknowledged it, not when the
+    write returned: a client that stops reading for 2 s (50 frames written meanwhile, most
+    of them only into the server's send buffer) resumes after what its 4 KB buffer took."""
+    url = f"{server.url}/stream/cam.mjpg?viewer=stalled"
+    parts = read_then_leave(url, 10, stall_s=2.0, rcvbuf=4096)
+    last = parts[-1].seq
+    wait_for_resume_consumers_closed(server.url)
+    again = read_parts(url, count=1, timeout=60)[0].seq
+    assert last <= again <= last + 1 + 4096 // len(parts[-1].body), (last, again)
 
 
 def test_sigterm_stops_gunicorn_with_clients_connected(module_settings, feed):

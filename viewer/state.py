@@ -11,6 +11,7 @@ from flask import current_app
 from pipeline.control import ChainControl
 from pipeline.settings import Settings
 from viewer.live.hub import LiveHub
+from viewer.live.viewer_ids import ViewerIds
 from viewer.metrics import ViewerMetrics
 from viewer.status.broker_identity import BrokerIdentity
 from viewer.status.heartbeats import WorkerRegistry
@@ -30,6 +31,8 @@ class ViewerState:
         self.workers = WorkerRegistry(settings)
         self.broker = BrokerIdentity()
         self.lag = LagSampler(settings, self.metrics, lambda: [name for name, _ in self.processed.stream_slots()])
+        self.viewer_ids = ViewerIds(settings, settings.max_resume_viewers, settings.max_viewer_groups,
+                                    settings.viewer_group_ttl_s)
         self._chains: ChainControl | None = None
         self._chains_lock = threading.Lock()
 
@@ -46,7 +49,7 @@ class ViewerState:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop every reader within one shared deadline: readers stuck connecting to a dead
         broker would otherwise be waited for one after another."""
-        loops = (self.processed, self.raw, self.workers, self.lag)
+        loops = (self.processed, self.raw, self.workers, self.lag, self.viewer_ids)
         for loop in loops:
             loop.stopping.set()
         deadline = time.monotonic() + timeout_s

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +38,6 @@ log = logging.getLogger(__name__)
 DEFAULT_FROM = "-PT30S"
 # Frames read ahead to take the clip's nominal rate from their timestamps.
 RATE_SAMPLE = 16
-STREAM_NAME = re.compile(r"^[^/\x00-\x1f]{1,255}$")
 
 
 class ClipError(Exception):

@@ -69,7 +69,9 @@ class Mp4Encoder:
                 image = np.ascontiguousarray(image[: self.height, : self.width])  # an odd edge
             else:
                 image = cv2.resize(image, (self.width, self.height))  # the stream changed size
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        # OpenCV's BGR -> I420 (BT.601, limited range) rather than FFmpeg's swscale, which turns a
+        # neutral grey slightly green (chroma 127, not 128: a grayscale stream came out tinted).
+        frame = av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
         frame.pts, frame.time_base = pts, _MS
         self._mux(self.stream.encode(frame))
         self._last_pts = pts

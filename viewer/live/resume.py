@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections import deque
 
@@ -22,6 +23,7 @@ from viewer.live.pacing import Pacer
 from viewer.live.resets import ResetWatch, watch_resets
 from viewer.live.served import ServedFrame, accept_record
 from viewer.live.tiles import TileReassembler
+from viewer.live.viewer_ids import Lease, viewer_group
 from viewer.metrics import ViewerMetrics
 
 log = logging.getLogger(__name__)
@@ -33,10 +35,6 @@ VIEWER_ID_RULE = "viewer id must be 1-64 characters of A-Z a-z 0-9 _ . -"
 READ_AHEAD = 8
 # Commits to Kafka at most this often (and once more when the stream closes).
 COMMIT_EVERY_S = 0.04
-
-
-def viewer_group(viewer_id: str) -> str:
-    return f"viewer-{viewer_id}"
 
 
 class Receipts:
@@ -93,6 +91,7 @@ def resumed_frames(
     sent: SentBytes,
     speed: float | None = 1.0,
     idle_s: float = 0.25,
+    lease: Lease | None = None,
 ) -> FrameTicks:
     """Frames of `stream` from the viewer's committed offsets (a new viewer starts at the newest
     frame), or None after each idle wait. Behind the live end frames are sent `speed` times as
@@ -100,7 +99,8 @@ def resumed_frames(
 
     `sent` counts the response's bytes: a frame's offset is committed once the client has
     acknowledged its part, so a closed tab or a restarted server resumes right after the last
-    frame that reached the client. Tiled frames are reassembled and a stream spread over
+    frame that reached the client. When `lease` is superseded (a newer connection with the same
+    id took over) the frames end at once, committing nothing more. Tiled frames are reassembled and a stream spread over
     partitions is put back in order, per viewer; each frame commits its own record's offset, so
     a resume can lose a frame held back at that moment (early tiles of the next frame, or a
     frame waiting for a gap).
@@ -133,7 +133,8 @@ def resumed_frames(
         log.info("viewer group=%s stream=%s resuming on %d partition(s), %d new, speed=%s",
                  group, stream, len(tps), len(fresh), speed or "max")
         order: StreamOrder[tuple[ServedFrame, TopicPartition, int]] = StreamOrder()
-        while True:
+        superseded = lease.superseded if lease is not None else threading.Event()
+        while not superseded.is_set():
             if generations_in_order is not None:
                 generations_in_order.apply()
             # A spread stream may hold frames for a gap: come back soon to release them.
@@ -162,6 +163,8 @@ def resumed_frames(
                     stale |= receipts.settle()
                 if tp in stale:
                     continue
+                if superseded.is_set():
+                    return
                 yield served
                 delivered = True
                 receipts.written(tp, offset, served.ts_ms)
@@ -174,7 +177,8 @@ def resumed_frames(
                 yield None
     finally:
         try:
-            receipts.settle(final=True)
+            if not (lease is not None and lease.superseded.is_set()):  # the resume point is the newer one's now
+                receipts.settle(final=True)
         except KafkaError as exc:
             log.warning("viewer group=%s stream=%s last commit failed: %s", group, stream, exc)
         resets.close()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from functools import cached_property
 
+import cv2
 import numpy as np
 from kafka.consumer.fetcher import ConsumerRecord
 
@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # Browsers get a transcoded or reassembled frame at this JPEG quality.
 SERVE_QUALITY = 90
+# What a frame whose pixels cannot be decoded is served as.
+_BLANK_JPEG = encode_image(np.zeros((16, 16, 3), np.uint8), "jpeg")
 
 
 class ServedFrame:
@@ -54,7 +56,13 @@ class ServedFrame:
         if self._encoding == "jpeg":
             return self._data
         # Browsers only paint JPEG inside multipart/x-mixed-replace.
-        return encode_image(decode_image(self._data), "jpeg", SERVE_QUALITY)
+        try:
+            return encode_image(decode_image(self._data), "jpeg", SERVE_QUALITY)
+        except (ValueError, cv2.error) as exc:
+            # A header can be sound while the pixels are not: every client of the stream
+            # would hit this, so it must not end their responses.
+            log.warning("stream=%s seq=%d cannot be transcoded, sent blank: %s", self.stream, self.seq, exc)
+            return _BLANK_JPEG
 
     def image(self) -> np.ndarray:
         """The frame decoded (from its own bytes, JPEG or PNG: no transcoding on the way)."""
@@ -78,9 +86,11 @@ def served_or_tile(frame: Frame, tiles: TileReassembler, max_pixels: int = Setti
         # Checked here, not when the JPEG is first asked for: a bomb must not reach a client's request.
         header = image_header(frame.data)
         check_pixels(header.width, header.height, max_pixels)
-        # The bytes' own format, not the `enc` header: a PNG labelled jpeg must still reach
-        # browsers as a JPEG.
-        return ServedFrame.of(replace(frame, encoding=header.format))
+        # The bytes' own format and size, not the `enc`, `w` and `h` headers: a PNG labelled
+        # jpeg must still reach browsers as a JPEG, and sizes drawn from (the no-signal card)
+        # must be real.
+        return ServedFrame(frame.stream, frame.seq, frame.ts_ms, header.width, header.height, frame.data,
+                           header.format, frame.transform)
     assembled = tiles.add(frame)
     if assembled is None:
         return None

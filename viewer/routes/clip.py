@@ -17,7 +17,8 @@ from flask import Blueprint, current_app, jsonify, request, send_file
 from kafka.errors import KafkaError
 
 from pipeline.offsets import OffsetsError
-from viewer.clips.export import STREAM_NAME, ClipError, build, parse_range, range_frames
+from pipeline.wire import STREAM_NAME, STREAM_NAME_RULE
+from viewer.clips.export import ClipError, build, parse_range, range_frames
 from viewer.clips.mp4 import ClipTooLarge
 from viewer.errors import json_error
 from viewer.state import state
@@ -33,8 +34,8 @@ _active = threading.BoundedSemaphore(MAX_ACTIVE_CLIPS)
 
 @bp.get("/clip/<stream>.mp4")
 def clip(stream: str):
-    if not STREAM_NAME.match(stream):
-        return json_error(400, "bad stream name")
+    if not STREAM_NAME.fullmatch(stream):
+        return json_error(400, f"bad stream name: use {STREAM_NAME_RULE}")
     raw = request.args.get("raw") in ("1", "true", "yes")
     st = state()
     settings = st.settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, render_template, request
@@ -14,6 +15,7 @@ from viewer.live.hub import LiveHub
 from viewer.live.mjpeg import MIMETYPE, FrameTicks, mjpeg
 from viewer.live.pacing import parse_speed
 from viewer.live.resume import VIEWER_ID, VIEWER_ID_RULE, resumed_frames
+from viewer.live.viewer_ids import TooManyViewers
 from viewer.metrics import CONTENT_TYPE, ClientTally
 from viewer.state import ViewerState, state
 
@@ -75,11 +77,24 @@ def stream_mjpeg(stream: str):
         return json_error(404, f"unknown stream {stream!r}")
     # A resuming stream commits what the client acknowledged, so it watches its socket.
     sent = SentBytes(response_socket(request.environ) if viewer_id is not None else None)
+    lease = None
     if viewer_id is None:
         mode, ticks = "live", live_frames(hub, stream)
     else:
         mode = "resume"
-        ticks = resumed_frames(st.settings, hub.topic, stream, viewer_id, st.metrics, sent, speed, idle_s=st.tick_s)
+        st.viewer_ids.ensure_started()
+        try:
+            lease = st.viewer_ids.open(viewer_id)
+        except TooManyViewers as exc:
+            response, status = json_error(503, f"{exc}; try again shortly")
+            response.headers["Retry-After"] = "5"
+            return response, status
+        ticks = resumed_frames(st.settings, hub.topic, stream, viewer_id, st.metrics, sent, speed, idle_s=st.tick_s,
+                               lease=lease)
+        # The id is free again once its stream is gone: ended, failed, or dropped unstarted (a
+        # client that left before the first byte; the response's close hooks do not run for
+        # a passthrough body).
+        weakref.finalize(ticks, st.viewer_ids.close, lease)
     tally = ClientTally(st.metrics, stream, mode)
     body = sent.count(mjpeg(
         ticks, st.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=tally, no_signal=lambda: hub.no_signal(stream)

@@ -1,0 +1,118 @@
+"""Viewer ids: one open resumed stream per id, a bounded number at once, and the consumer
+groups of ids gone idle forgotten.
+
+A `?viewer=<id>` stream reads and commits as consumer group `viewer-<id>`, so an id is the key
+to a resume point, and every new id is a new group on the broker. Per viewer process:
+
+- one stream per id: a second connection with the same id takes over and the first one's
+  response ends, so two clients never move one resume point back and forth (a reloaded page
+  gets its stream at once instead of waiting for the old connection to be noticed gone);
+- at most `max_open` resumed streams at once (each is a Kafka consumer); the next is refused;
+- an id whose last stream closed more than `ttl_s` ago has its group deleted, and beyond
+  `max_groups` ids the least recently used idle ones go first. Groups found on the broker at
+  start count as idle from then on (ids are not shared between viewer processes: behind
+  `gunicorn -w N` a group deleted by one worker while another streams it is recreated by that
+  stream's next commit).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipeline.kafka import make_admin
+from pipeline.settings import Settings
+from viewer.background import BackgroundLoop
+
+log = logging.getLogger(__name__)
+
+GROUP_PREFIX = "viewer-"
+SWEEP_EVERY_S = 5.0
+
+
+def viewer_group(viewer_id: str) -> str:
+    return f"{GROUP_PREFIX}{viewer_id}"
+
+
+class TooManyViewers(Exception):
+    """`max_open` resumed streams are open already."""
+
+
+@dataclass
+class Lease:
+    """One open resumed stream of an id; `superseded` is set when a newer one takes over."""
+
+    viewer_id: str
+    superseded: threading.Event = field(default_factory=threading.Event)
+
+
+class ViewerIds(BackgroundLoop):
+    name = "viewer-ids"
+
+    def __init__(self, settings: Settings, max_open: int, max_groups: int, ttl_s: float,
+                 clock: Callable[[], float] = time.monotonic, sweep_every_s: float = SWEEP_EVERY_S) -> None:
+        super().__init__()
+        self.settings = settings
+        self.max_open, self.max_groups, self.ttl_s = max_open, max_groups, ttl_s
+        self.clock = clock
+        self.sweep_every_s = sweep_every_s
+        self._open: dict[str, Lease] = {}
+        self._idle: OrderedDict[str, float] = OrderedDict()  # id -> when its last stream closed, oldest first
+        self._lock = threading.Lock()
+
+    def open(self, viewer_id: str) -> Lease:
+        """A lease for a new stream of `viewer_id` (an open one is superseded); TooManyViewers
+        when `max_open` other ids are streaming."""
+        with self._lock:
+            old = self._open.get(viewer_id)
+            if old is None and len(self._open) >= self.max_open:
+                raise TooManyViewers(f"{self.max_open} resumed viewers are open already (MAX_RESUME_VIEWERS)")
+            if old is not None:
+                log.info("viewer group=%s: a new connection takes over from the open one", viewer_group(viewer_id))
+                old.superseded.set()
+            lease = self._open[viewer_id] = Lease(viewer_id)
+            self._idle.pop(viewer_id, None)
+        return lease
+
+    def close(self, lease: Lease) -> None:
+        """The lease's stream ended (a superseded lease leaves its successor alone)."""
+        with self._lock:
+            if self._open.get(lease.viewer_id) is lease:
+                del self._open[lease.viewer_id]
+                self._idle[lease.viewer_id] = self.clock()
+
+    def adopt(self, viewer_ids: list[str]) -> None:
+        """Ids whose groups exist already (from an earlier run): idle from now on."""
+        with self._lock:
+            for viewer_id in viewer_ids:
+                if viewer_id not in self._open and viewer_id not in self._idle:
+                    self._idle[viewer_id] = self.clock()
+
+    def expired(self) -> list[str]:
+        """Take out and return the idle ids whose groups should go: past the TTL, then the
+        least recently used beyond `max_groups`."""
+        now = self.clock()
+        with self._lock:
+            gone = [viewer_id for viewer_id, since in self._idle.items() if now - since > self.ttl_s]
+            for viewer_id in gone:
+                del self._idle[viewer_id]
+            while self._idle and len(self._idle) + len(self._open) > self.max_groups:
+                gone.append(self._idle.popitem(last=False)[0])
+        return gone
+
+    def run_once(self) -> None:
+        admin = make_admin(self.settings)
+        try:
+            groups = [g["group_id"] for g in admin.list_groups()]
+            self.adopt([g[len(GROUP_PREFIX):] for g in groups if g.startswith(GROUP_PREFIX)])
+            while not self.stopping.wait(self.sweep_every_s):
+                gone = self.expired()
+                if gone:
+                    admin.delete_groups([viewer_group(viewer_id) for viewer_id in gone])
+                    log.info("deleted %d idle viewer group(s), e.g. %s", len(gone), viewer_group(gone[0]))
+        finally:
+            admin.close()
