@@ -311,6 +311,10 @@ def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer,
     decoded: list[Frame | Exception] = []
     for record in records:
         try:
+            size = len(record.value or b"")
+            if size > settings.max_message_bytes:
+                # Written by a client with a larger limit: refused before it is copied or parsed.
+                raise ValueError(f"record of {size} bytes is over MAX_MESSAGE_BYTES {settings.max_message_bytes}")
             decoded.append(decode_record(record))
         except POISON as exc:
             decoded.append(exc)
