@@ -25,36 +25,22 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-import cv2
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pipeline.codec import decode_image, encode_image  # noqa: E402
+from processor_scaling import sample_frames  # noqa: E402  (bench/ is on sys.path when run as a script)
+
+from pipeline.codec import decode_image  # noqa: E402
 from pipeline.kafka import ensure_topics, make_producer  # noqa: E402
 from pipeline.local.broker import EmbeddedBroker  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.wire import Frame, to_record  # noqa: E402
-from tests.conftest import SAMPLE_VIDEO  # noqa: E402
 from tests.gunicorn_server import Gunicorn  # noqa: E402
 from viewer.clips.mp4 import Mp4Encoder, mean_fps  # noqa: E402
 
 PERIOD_MS = 40
-
-
-def recorded_jpegs(count: int, size: tuple[int, int]) -> list[bytes]:
-    """`count` frames of the looping sample video at `size`, JPEG q80 (the producer's default)."""
-    capture = cv2.VideoCapture(SAMPLE_VIDEO)
-    out = []
-    while len(out) < count:
-        ok, image = capture.read()
-        if not ok:
-            capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            continue
-        out.append(encode_image(cv2.resize(image, size), "jpeg", 80))
-    capture.release()
-    return out
 
 
 def in_process_encode(jpegs: list[bytes], size: tuple[int, int], t0: int) -> float:
@@ -89,7 +75,7 @@ def main() -> int:
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
     count = args.seconds * 1000 // PERIOD_MS
-    jpegs = recorded_jpegs(count, size)
+    jpegs = sample_frames(count, size)
     print(f"{count} frames {size[0]}x{size[1]}, {sum(map(len, jpegs)) / len(jpegs) / 1000:.0f} KB each")
     per_minute = 60 / args.seconds
     with EmbeddedBroker() as broker:

@@ -31,6 +31,7 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.report import Row, ratio, write_json  # noqa: E402
 from pipeline.local.broker import free_port  # noqa: E402
 from tests.mjpeg_client import iter_parts  # noqa: E402
 
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--history", type=float, default=40.0, help="seconds to record before replaying (default 40)")
     parser.add_argument("--watch", type=float, default=6.0, help="seconds each replay is read (default 6)")
     parser.add_argument("--rounds", type=int, default=2, help="replays per speed (default 2)")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows there (bench/report.py)")
     args = parser.parse_args()
     if args.rounds < 1 or args.watch <= 1 or args.history < args.watch * max(SPEEDS):
         parser.exit(2, "replay_pace: --rounds >= 1, --watch > 1, --history >= watch x 4 (the replay must stay behind live)\n")
@@ -128,6 +130,13 @@ def main() -> None:
     print(f"ceiling: speed=max (as fast as this client reads) replayed {ceiling[0]:.1f} frames/s, "
           f"{ceiling[0] / ceiling[1]:.2f}x the recorded pace")
     print(f"load {os.getloadavg()[0]:.2f} at the end")
+    report = []
+    for speed in SPEEDS:
+        achieved = statistics.median(fps for s, fps, _ in rows if s == speed)
+        requested = statistics.median(source * s for s, _, source in rows if s == speed)
+        report.append(Row(f"replay pace at speed={speed} (?viewer=, recorded 25 fps)", round(achieved, 2), "fps",
+                          round(requested, 2), "requested: recorded pace x speed", ratio(achieved, requested), "1.00×"))
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

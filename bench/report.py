@@ -36,7 +36,7 @@ def write_json(path: str | None, rows: list[Row]) -> None:
 def markdown(rows: list[dict]) -> str:
     lines = ["| figure | measured | same-run baseline | ratio | goal | load |", "|---|---|---|---|---|---|"]
     for r in rows:
-        base = f"{r['baseline']:.3g} {r['unit']} ({r['baseline_what']})" if r["baseline"] is not None else r["baseline_what"]
+        base = f"{r['baseline']:.4g} {r['unit']} ({r['baseline_what']})" if r["baseline"] is not None else r["baseline_what"]
         ratio = f"{r['ratio']:.2f}×" if r["ratio"] is not None else "–"
-        lines.append(f"| {r['figure']} | {r['value']:.3g} {r['unit']} | {base} | {ratio} | {r['goal']} | {r['load']:.1f} |")
+        lines.append(f"| {r['figure']} | {r['value']:.4g} {r['unit']} | {base} | {ratio} | {r['goal']} | {r['load']:.1f} |")
     return "\n".join(lines)

@@ -5,7 +5,7 @@ The table is printed, written with the raw rows to bench/results.json, and put i
 between the `bench-table` markers. Only benchmarks that exist are run (bench/replay_pace.py
 joins when present).
 
-    .venv/bin/python bench/run_all.py [--only NAME,...] [--no-readme]
+    .venv/bin/python bench/run_all.py [--only NAME,...] [--keep] [--no-readme]
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ BENCHES = {
     "naive": ("naive_baseline.py", ["--clients", "100", "--seconds", "6"]),
     "fanout": ("viewer_fanout.py", ["--clients", "100,500,1000", "--seconds", "6"]),
     "stills": ("stills.py", ["--sizes", "1024,2048,4096", "--processors", "1,2"]),
-    "scale-out": ("processor_scaling.py", ["--frames", "300", "--rounds", "1"]),
+    "scale-out": ("processor_scaling.py", ["--frames", "200", "--rounds", "1"]),
     "startup": ("startup.py", ["--rounds", "2", "--watch", "3"]),
-    "replay-pace": ("replay_pace.py", []),
+    "replay-pace": ("replay_pace.py", ["--history", "24", "--watch", "5", "--rounds", "1"]),
+    "hostile": ("hostile_records.py", ["--quiet-s", "8", "--abuse-s", "12", "--cases", "png", "tile"]),
 }
 RESULTS = os.path.join(ROOT, "bench", "results.json")
 README = os.path.join(ROOT, "README.md")
@@ -48,7 +49,7 @@ def run_bench(name: str, script: str, args: list[str]) -> list[dict]:
         if run.returncode != 0:
             return []
         out.seek(0)
-        return json.loads(out.read() or b"[]")
+        return [row | {"bench": name} for row in json.loads(out.read() or b"[]")]
 
 
 def put_in_readme(table: str) -> None:
@@ -66,6 +67,8 @@ def put_in_readme(table: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHES)}")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the previous results.json rows of benchmarks not run now (their load column says when)")
     parser.add_argument("--no-readme", action="store_true", help="do not copy the table into README.md")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(BENCHES)
@@ -74,6 +77,9 @@ def main() -> int:
         parser.exit(2, f"run_all: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHES)}\n")
     started, load = time.monotonic(), os.getloadavg()[0]
     rows, failed = [], []
+    if args.keep and os.path.exists(RESULTS):
+        with open(RESULTS) as f:
+            rows = [r for r in json.load(f)["rows"] if r.get("bench") not in names]
     for name in names:
         script, bench_args = BENCHES[name]
         if not os.path.exists(os.path.join(ROOT, "bench", script)):
@@ -85,9 +91,11 @@ def main() -> int:
             failed.append(name)
     minutes = (time.monotonic() - started) / 60
     table = markdown(rows)
+    kept = sorted({r["bench"] for r in rows if r.get("bench") not in names})
     note = (f"\n\n`make bench`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {minutes:.1f} min on "
             f"{os.cpu_count()} cores, load average {load:.1f} at the start and {os.getloadavg()[0]:.1f} at the end "
-            "(the load column is each figure's); ratios are figure / baseline.")
+            "(the load column is each figure's); ratios are figure / baseline."
+            + (f" Rows of {', '.join(kept)} are from the previous run." if kept else ""))
     print("\n" + table + note)
     with open(RESULTS, "w") as f:
         json.dump({"minutes": round(minutes, 1), "rows": rows, "failed": failed}, f, indent=1)

@@ -98,7 +98,10 @@ def parse_datetime(text: str) -> int:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise OffsetsError(f"not an ISO 8601 date-time: {text!r} (e.g. 2026-01-31T12:00:00Z)") from None
-    return int(moment.timestamp() * 1000)
+    try:
+        return int(moment.timestamp() * 1000)
+    except (ValueError, OverflowError):  # year 1 in a zone east of UTC falls before year 1
+        raise OffsetsError(f"date-time out of range: {text!r}") from None
 
 
 def parse_duration(text: str) -> int:

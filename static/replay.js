@@ -109,16 +109,19 @@
       view.snapshot = null;
     }
 
-    async function seek(to, label) {
+    // Move this tab's position; `open`: then show the stream from there (an open stream
+    // follows the reset by itself). Resolves true once moved.
+    async function seek(to, label, open = true) {
       status.textContent = "…";
       try {
         const result = await postReplay({ group: `viewer-${viewerId()}`, stream: stream(), to });
         status.textContent = label || describe(result);
-        // An open stream follows the reset by itself; otherwise open it at the new position.
-        if (view.mode !== "playing") play();
+        if (open && view.mode !== "playing") play();
         refresh();
+        return true;
       } catch (error) {
         status.textContent = error.message;
+        return false;
       }
     }
 
@@ -272,7 +275,8 @@
       if (button === playButton) {
         if (button.dataset.action === "play") play();
         else if (view.mode === "playing") pause();
-        else seek("latest", "paused at live").then(pause); // from live: keep this moment
+        // From live: keep this moment (the newest frame), without opening the stream first.
+        else seek("latest", "paused at live", false).then((moved) => moved && pause());
         return;
       }
       let to = button.dataset.to;

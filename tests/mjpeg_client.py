@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -173,3 +174,26 @@ def _parse_parts(body: bytes) -> tuple[list[Part], bytes]:
         assert rest[end:end + len(_NEXT)] == _NEXT
         parts.append(Part(headers, rest[:end]))
         body = rest[end + len(_NEXT):]
+
+
+def watch_seqs(url: str, seqs: list[int], stop: threading.Event | None = None, ended: threading.Event | None = None,
+               count: int | None = None, timeout: float = 30.0) -> threading.Thread:
+    """A started thread appending each part's seq to `seqs` until `stop` is set or `count` parts
+    came; `ended` is set when it returns, however the stream ended (a cut stream counts)."""
+    def run() -> None:
+        try:
+            with requests.get(url, stream=True, timeout=timeout) as response:
+                for part in iter_parts(response.raw):
+                    seqs.append(part.seq)
+                    if (stop is not None and stop.is_set()) or (count is not None and len(seqs) >= count):
+                        return
+        except (requests.RequestException, AssertionError, ValueError):
+            if ended is None:
+                raise
+        finally:
+            if ended is not None:
+                ended.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread

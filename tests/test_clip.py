@@ -140,6 +140,7 @@ def test_relative_range_and_download_name(url, module_settings):
         ({"from": "yesterday"}, 400),
         ({"from": "-PT10S", "to": "-PT20S"}, 400),
         ({"from": "-PT2M"}, 413),  # CLIP_MAX_SECONDS is 60 in this app
+        ({"from": "0001-01-01T00:00:00", "to": "0001-01-01T00:00:01"}, 400),  # no epoch time in local time
     ],
 )
 def test_bad_ranges_answer_json(url, params, status, tmpdir_clips):

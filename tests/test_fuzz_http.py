@@ -173,7 +173,7 @@ def test_upload_answers_every_form_with_a_4xx_or_a_job(server, image, spec, tile
     call("POST", f"{server.url}/upload", data=form, files=files)
 
 
-@examples(30)
+@examples(20)
 @given(body=st.binary(max_size=2048),
        content_type=st.one_of(st.sampled_from(["multipart/form-data", "multipart/form-data; boundary=",
                                                "multipart/form-data; boundary=x", "application/json",
@@ -225,7 +225,7 @@ json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st
                            max_leaves=8)
 
 
-@examples(25)
+@examples(15)
 @given(body=st.one_of(
            st.fixed_dictionaries({}, optional={"group": st.one_of(st.sampled_from(["processors", "viewer-a", "viewer-"]),
                                                                    viewer_ids.map("viewer-".__add__), json_values),

@@ -74,6 +74,8 @@ def test_parse_datetime():
     assert parse_datetime("2026-01-31T13:00:00.250+01:00") == parse_datetime("2026-01-31T12:00:00Z") + 250
     with pytest.raises(OffsetsError):
         parse_datetime("yesterday")
+    with pytest.raises(OffsetsError):  # valid ISO, but before the epoch clock can count
+        parse_datetime("0001-01-01T00:00:00")
 
 
 def test_parse_target_api_forms():

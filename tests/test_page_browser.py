@@ -323,7 +323,8 @@ def viewer_window(url: str, page: Page) -> dict:
 
 def test_timeline_seeks_pauses_plays_and_changes_speed(stack, page, problems, screenshots):
     open_page(page, stack)
-    page.wait_for_function("Number(document.querySelector('#stat-seq').textContent.slice(1)) >= 75", timeout=WAIT_MS)
+    page.wait_for_function("() => Number(document.querySelector('#stat-seq').textContent.slice(1)) >= 75",
+                           timeout=WAIT_MS)
     timeline = page.locator("#view-processed .timeline")
     expect(timeline).not_to_have_class(re.compile("timeline-empty"), timeout=WAIT_MS)
     expect(timeline).to_have_attribute("aria-valuetext", "live")
@@ -372,6 +373,23 @@ def test_timeline_seeks_pauses_plays_and_changes_speed(stack, page, problems, sc
     picture = page.locator("#view-processed img").bounding_box()
     assert narrow["width"] > 0.8 * picture["width"]
     page.locator("#player").screenshot(path=screenshots / "timeline-narrow.png")
+    assert problems.errors == []
+
+
+def test_pause_on_live_keeps_that_moment_and_play_goes_on_from_it(stack, page, problems):
+    open_page(page, stack)
+    expect(page.locator("#view-processed .timeline")).not_to_have_class(re.compile("timeline-empty"), timeout=WAIT_MS)
+    page.locator("#view-processed .replay-play").click()
+    expect(page.locator("#view-processed .replay-play")).to_have_text("Play", timeout=WAIT_MS)
+    expect(page.locator("#view-processed img")).to_have_attribute("src", re.compile(r"^blob:"))
+    paused = viewer_window(stack, page)["viewer"]
+    assert paused["offset"] is not None, "pausing live puts this tab's position at the newest frame"
+    time.sleep(2.0)
+    assert viewer_window(stack, page)["viewer"]["offset"] == paused["offset"], "the position moved while paused"
+    page.locator("#view-processed .replay-play").click()
+    expect(page.locator("#processed-caption")).to_contain_text("replay", timeout=WAIT_MS)
+    # It plays on from the paused frame at the recorded pace: about 2 s behind live now.
+    expect(page.locator("#view-processed .timeline-at")).to_have_text(re.compile(r"from live$"), timeout=WAIT_MS)
     assert problems.errors == []
 
 

@@ -14,7 +14,7 @@ import requests
 
 from tests.frame_feed import SMALL, FrameFeed, images
 from tests.gunicorn_server import Gunicorn
-from tests.mjpeg_client import iter_parts
+from tests.mjpeg_client import watch_seqs
 from tests.test_viewer_gunicorn import wait_for_stream, wait_until
 
 pytestmark = pytest.mark.integration
@@ -74,16 +74,7 @@ def answers(sockets: list[socket.socket], within_s: float) -> tuple[dict[str, in
 def test_quiet_upload_bodies_leave_the_viewer_reachable_and_the_stream_running(server):
     live: list[int] = []
     stop = threading.Event()
-
-    def watch() -> None:
-        with requests.get(f"{server.url}/stream/cam.mjpg", stream=True, timeout=30) as response:
-            for part in iter_parts(response.raw):
-                live.append(part.seq)
-                if stop.is_set():
-                    return
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    watcher = watch_seqs(f"{server.url}/stream/cam.mjpg", live, stop)
     wait_until(lambda: live, "the live client's first frame")
     sockets = quiet_uploads(server.port, SLOW_SOCKETS)
     try:

@@ -19,7 +19,7 @@ from tests.broker_helpers import first_seq, settled_offsets
 from tests.conftest import SAMPLE_PNG
 from tests.frame_feed import BIG, SMALL, FrameFeed, images
 from tests.gunicorn_server import Gunicorn
-from tests.mjpeg_client import distinct_seqs, iter_parts, read_parts, read_then_leave
+from tests.mjpeg_client import distinct_seqs, iter_parts, read_parts, read_then_leave, watch_seqs
 from tests.stack import metric, wait_for_resume_consumers_closed
 from tests.test_upload import Processors
 
@@ -225,16 +225,7 @@ def test_tiled_upload_under_gevent_is_pixel_exact_while_the_live_stream_goes_on(
         png = f.read()
     live: list[int] = []
     done = threading.Event()
-
-    def watch() -> None:
-        with requests.get(f"{server.url}/stream/cam.mjpg", stream=True, timeout=60) as response:
-            for part in iter_parts(response.raw):
-                live.append(part.seq)
-                if done.is_set():
-                    return
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    watcher = watch_seqs(f"{server.url}/stream/cam.mjpg", live, done, timeout=60)
     wait_until(lambda: len(live) > 0, "the live client's first frame")
     processors = Processors(module_settings, 1)
     try:

@@ -8,11 +8,10 @@ import threading
 import time
 
 import pytest
-import requests
 
 from pipeline.kafka import make_admin
 from tests.frame_feed import SMALL, FrameFeed, images
-from tests.mjpeg_client import iter_parts
+from tests.mjpeg_client import watch_seqs
 from viewer import create_app
 from viewer.live.viewer_ids import TooManyViewers, ViewerIds
 
@@ -75,24 +74,6 @@ def viewer(settings, serve):
             app.extensions["viewer"].stop()
 
 
-def watch(url: str, seqs: list[int], ended: threading.Event, count: int | None = None) -> threading.Thread:
-    def run() -> None:
-        try:
-            with requests.get(url, stream=True, timeout=30) as response:
-                for part in iter_parts(response.raw):
-                    seqs.append(part.seq)
-                    if count is not None and len(seqs) >= count:
-                        return
-        except (requests.RequestException, AssertionError, ValueError):
-            pass  # a cut stream ends either way
-        finally:
-            ended.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def wait_for(condition, what: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -112,10 +93,10 @@ def test_the_newest_connection_with_an_id_ends_the_older_one(viewer):
     url, _ = viewer
     stream = f"{url}/stream/cam.mjpg?viewer=shared-id"
     first, first_ended = [], threading.Event()
-    watch(stream, first, first_ended)
+    watch_seqs(stream, first, ended=first_ended)
     wait_for(lambda: len(first) >= 5, "the first client's frames")
     second, second_ended = [], threading.Event()
-    watch(stream, second, second_ended)
+    watch_seqs(stream, second, ended=second_ended)
     wait_for(lambda: len(second) >= 5, "the second client's frames")
     assert first_ended.wait(10), "the first connection still streams beside the second"
     assert not second_ended.is_set()
@@ -126,7 +107,7 @@ def test_made_up_ids_leave_at_most_max_viewer_groups(viewer):
     before = viewer_groups(settings)
     for i in range(5):
         seqs, ended = [], threading.Event()
-        watch(f"{url}/stream/cam.mjpg?viewer=made-up-{i}", seqs, ended, count=3)
+        watch_seqs(f"{url}/stream/cam.mjpg?viewer=made-up-{i}", seqs, ended=ended, count=3)
         assert ended.wait(30)
     mine = lambda: {g for g in viewer_groups(settings) - before if g.startswith("viewer-made-up-")}  # noqa: E731
     wait_for(lambda: len(mine()) <= 2, "idle viewer groups beyond the cap to be deleted")
