@@ -31,6 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from processor_scaling import sample_frames  # noqa: E402  (bench/ is on sys.path when run as a script)
+from report import Row, ratio, write_json  # noqa: E402
 
 from pipeline.codec import decode_image  # noqa: E402
 from pipeline.kafka import ensure_topics, make_producer  # noqa: E402
@@ -72,6 +73,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=60, help="length of the recording (default 60)")
     parser.add_argument("--size", default="1280x720", help="frame size WxH (default 1280x720)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", metavar="FILE", help="also write the rows there (bench/report.py)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
     count = args.seconds * 1000 // PERIOD_MS
@@ -93,12 +95,15 @@ def main() -> int:
         producer.flush()
         producer.close()
         viewer = Gunicorn(settings)
-        ratios = []
+        ratios, rows = [], []
         try:
             for round_ in range(1, args.rounds + 1):
                 base = in_process_encode(jpegs, size, t0)
                 clip_s, frames, size_bytes = clip_request(viewer.url, t0, count)
                 ratios.append(clip_s / base)
+                rows.append(Row(f"GET /clip build, {size[0]}x{size[1]} (round {round_})", round(clip_s * per_minute, 1),
+                                "s per minute of video", round(base * per_minute, 1), "in-process decode + encode",
+                                ratio(clip_s, base), "close to 1x"))
                 print(
                     f"round {round_}: in-process encode {base * per_minute:.1f} s per minute of video, "
                     f"GET /clip {clip_s * per_minute:.1f} s per minute ({frames} frames, {size_bytes / 1e6:.1f} MB): "
@@ -108,6 +113,7 @@ def main() -> int:
             viewer.stop()
     print(f"clip build / in-process encode: median {statistics.median(ratios):.2f}x "
           f"(best {min(ratios):.2f}x, worst {max(ratios):.2f}x); load average {os.getloadavg()[0]:.1f}")
+    write_json(args.json, rows)
     return 0
 
 
