@@ -25,36 +25,23 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-import cv2
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pipeline.codec import decode_image, encode_image  # noqa: E402
+from processor_scaling import sample_frames  # noqa: E402  (bench/ is on sys.path when run as a script)
+from report import Row, ratio, write_json  # noqa: E402
+
+from pipeline.codec import decode_image  # noqa: E402
 from pipeline.kafka import ensure_topics, make_producer  # noqa: E402
 from pipeline.local.broker import EmbeddedBroker  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.wire import Frame, to_record  # noqa: E402
-from tests.conftest import SAMPLE_VIDEO  # noqa: E402
 from tests.gunicorn_server import Gunicorn  # noqa: E402
 from viewer.clips.mp4 import Mp4Encoder, mean_fps  # noqa: E402
 
 PERIOD_MS = 40
-
-
-def recorded_jpegs(count: int, size: tuple[int, int]) -> list[bytes]:
-    """`count` frames of the looping sample video at `size`, JPEG q80 (the producer's default)."""
-    capture = cv2.VideoCapture(SAMPLE_VIDEO)
-    out = []
-    while len(out) < count:
-        ok, image = capture.read()
-        if not ok:
-            capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            continue
-        out.append(encode_image(cv2.resize(image, size), "jpeg", 80))
-    capture.release()
-    return out
 
 
 def in_process_encode(jpegs: list[bytes], size: tuple[int, int], t0: int) -> float:
@@ -86,10 +73,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=60, help="length of the recording (default 60)")
     parser.add_argument("--size", default="1280x720", help="frame size WxH (default 1280x720)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", metavar="FILE", help="also write the rows there (bench/report.py)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
     count = args.seconds * 1000 // PERIOD_MS
-    jpegs = recorded_jpegs(count, size)
+    jpegs = sample_frames(count, size)
     print(f"{count} frames {size[0]}x{size[1]}, {sum(map(len, jpegs)) / len(jpegs) / 1000:.0f} KB each")
     per_minute = 60 / args.seconds
     with EmbeddedBroker() as broker:
@@ -107,12 +95,15 @@ def main() -> int:
         producer.flush()
         producer.close()
         viewer = Gunicorn(settings)
-        ratios = []
+        ratios, rows = [], []
         try:
             for round_ in range(1, args.rounds + 1):
                 base = in_process_encode(jpegs, size, t0)
                 clip_s, frames, size_bytes = clip_request(viewer.url, t0, count)
                 ratios.append(clip_s / base)
+                rows.append(Row(f"GET /clip build, {size[0]}x{size[1]} (round {round_})", round(clip_s * per_minute, 1),
+                                "s per minute of video", round(base * per_minute, 1), "in-process decode + encode",
+                                ratio(clip_s, base), "close to 1x"))
                 print(
                     f"round {round_}: in-process encode {base * per_minute:.1f} s per minute of video, "
                     f"GET /clip {clip_s * per_minute:.1f} s per minute ({frames} frames, {size_bytes / 1e6:.1f} MB): "
@@ -122,6 +113,7 @@ def main() -> int:
             viewer.stop()
     print(f"clip build / in-process encode: median {statistics.median(ratios):.2f}x "
           f"(best {min(ratios):.2f}x, worst {max(ratios):.2f}x); load average {os.getloadavg()[0]:.1f}")
+    write_json(args.json, rows)
     return 0
 
 

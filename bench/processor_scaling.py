@@ -54,7 +54,8 @@ CONFIGS = {
 }
 
 
-def sample_frames(count: int) -> list[bytes]:
+def sample_frames(count: int, size: tuple[int, int] | None = None) -> list[bytes]:
+    """`count` JPEG frames of the looping sample video, resized to `size` (w, h) if given."""
     video = cv2.VideoCapture(SAMPLE)
     frames = []
     while len(frames) < count:
@@ -62,7 +63,7 @@ def sample_frames(count: int) -> list[bytes]:
         if not ok:
             video.set(cv2.CAP_PROP_POS_FRAMES, 0)
             continue
-        frames.append(encode_image(image, "jpeg"))
+        frames.append(encode_image(cv2.resize(image, size) if size else image, "jpeg"))
     video.release()
     return frames
 

@@ -33,6 +33,7 @@ BENCHES = {
     "scale-out": ("processor_scaling.py", ["--frames", "200", "--rounds", "1"]),
     "startup": ("startup.py", ["--rounds", "2", "--watch", "3"]),
     "replay-pace": ("replay_pace.py", ["--history", "24", "--watch", "5", "--rounds", "1"]),
+    "clip-build": ("clip_build.py", ["--seconds", "20", "--rounds", "1"]),
     "hostile": ("hostile_records.py", ["--quiet-s", "8", "--abuse-s", "12", "--cases", "png", "tile"]),
 }
 RESULTS = os.path.join(ROOT, "bench", "results.json")

@@ -1,0 +1,34 @@
+"""A Kafka client whose start fails (no broker answering) leaves nothing running: kafka-python 3.x
+starts a client's I/O thread before it bootstraps, and a constructor that raises used to leave
+that thread (with its sockets and metrics) running for the life of the process. Under load every
+failed `?viewer=` visit leaked one that way."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from kafka.errors import KafkaTimeoutError
+
+from pipeline.kafka import make_admin, make_consumer
+from pipeline.local.broker import free_port
+from pipeline.settings import Settings
+
+CYCLES = 3
+
+
+def io_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("kafka-io-")]
+
+
+@pytest.mark.parametrize("build", [
+    lambda s: make_consumer(s, "viewer", group_id="viewer-gone", bootstrap_timeout_ms=300),
+    lambda s: make_admin(s, bootstrap_timeout_ms=300),
+], ids=["consumer", "admin"])
+def test_a_client_that_cannot_bootstrap_leaves_no_io_thread_behind(build):
+    settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}")  # nothing listens there
+    before = io_threads()
+    for _ in range(CYCLES):
+        with pytest.raises(KafkaTimeoutError):
+            build(settings)
+    assert io_threads() == before
