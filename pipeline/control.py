@@ -31,8 +31,6 @@ from pipeline.wire import STREAM_NAME_RULE, WireError, check_stream_name
 
 log = logging.getLogger(__name__)
 
-# Longest stream name accepted as a key (the wire format puts no other limit on it).
-
 # How long a sync or a write may wait for the broker before giving up.
 TIMEOUT_S = 5.0
 
@@ -40,6 +38,8 @@ TIMEOUT_S = 5.0
 # such a chain would hold a processor, and every stream on its partitions, for a dozen frame
 # periods per frame. Every transform's defaults fit at 640x360.
 MAX_LIVE_WORK_S = 0.5
+# How often a reader asks for fresh metadata, to see partitions added or the topic made again.
+METADATA_EVERY_S = 1.0
 # The frame size a chain is costed at when the stream's own is not known (the CLI).
 REFERENCE_SIZE = (720, 1280)
 
@@ -137,6 +137,7 @@ class ChainControl:
         self._ends = make_consumer(settings, f"{role}-ends", group_id=None, allow_auto_create_topics=False)
         self._producer: KafkaProducer | None = None
         self._entries: dict[str, ChainEntry] = {}
+        self._metadata_at = time.monotonic()
         self._lock = threading.Lock()
         self.synced = False
         self.sync()
@@ -167,14 +168,23 @@ class ChainControl:
 
     def _catch_up(self, deadline: float) -> bool:
         consumer = self._consumer
-        if not consumer.assignment():
-            partitions = consumer.partitions_for_topic(self.topic)
-            if not partitions:
-                return False
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        if time.monotonic() - self._metadata_at >= METADATA_EVERY_S:
+            # partitions_for_topic() answers from a cache kafka-python refreshes every 5 minutes.
+            self._metadata_at = time.monotonic()
+            consumer.refresh_metadata()
+            self._ends.refresh_metadata()
+        partitions = consumer.partitions_for_topic(self.topic)
+        # Both clients must know every partition: end_offsets() of one it does not know yet
+        # fails with a KeyError inside kafka-python. They agree again within a refresh.
+        if not partitions or partitions != self._ends.partitions_for_topic(self.topic):
+            return False
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        # Every partition, also ones that appear later: a control topic that some client made by
+        # accident (the embedded broker auto-creates with 4) spreads streams by key.
+        new = set(tps) - consumer.assignment()
+        if new:
             consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-        tps = sorted(consumer.assignment())
+            consumer.seek_to_beginning(*new)
         timeout_ms = max(1, int((deadline - time.monotonic()) * 1000))
         ends = self._ends.end_offsets(tps, timeout_ms=timeout_ms)
         # "Unread records exist" is position < reported end on both brokers: Tansu reports the

@@ -46,9 +46,14 @@ class RecreationAwareConsumer(KafkaConsumer):
         several = len({tp.topic for tp in self.assignment()}) > 1
         since = self._refreshed_at if several else max(self._active_at, self._refreshed_at)
         if (several or not records) and now - since >= IDLE_REFRESH_S:
-            self._refreshed_at = now
-            self._client.cluster.request_update()
+            self.refresh_metadata()
         return records
+
+    def refresh_metadata(self) -> None:
+        """Ask for fresh metadata (answered in the background): partitions added to a topic and
+        topics created again show up in partitions_for_topic() once it is in."""
+        self._refreshed_at = time.monotonic()
+        self._client.cluster.request_update()
 
     def recreated_partitions(self) -> list[TopicPartition]:
         """Assigned partitions whose topic id changed since this consumer last looked."""

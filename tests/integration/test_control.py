@@ -4,9 +4,11 @@ versions, tombstones, malformed records ignored, and a topic lost with the broke
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
 
 from pipeline.__main__ import main
 from pipeline.control import ChainControl, ControlError, check_stream, decode_entry, live_chain
@@ -97,6 +99,34 @@ def test_a_missing_topic_is_not_created_by_readers_and_a_recreated_one_forgets(s
         finally:
             reader.close()
     finally:
+        admin.close()
+
+
+def test_a_control_topic_made_again_with_several_partitions_is_read_whole(settings):
+    """As when the embedded broker lost it and auto-created it (4 partitions): streams spread by key."""
+    reader = ChainControl(settings, "test-reader")
+    admin = make_admin(settings)
+    writer = None
+    try:
+        assert reader.synced
+        admin.delete_topics([settings.control_topic])
+        try:
+            admin.create_topics([NewTopic(settings.control_topic, 4, 1)])
+        except TopicAlreadyExistsError:
+            pass  # the reader's fetch got it auto-created first: with 4 partitions, the same case
+        assert len(admin.describe_topics([settings.control_topic])[0]["partitions"]) == 4
+        writer = ChainControl(settings, "test-writer")
+        for i in range(12):
+            writer.set(f"cam{i}", "invert")
+        deadline = time.monotonic() + 30  # the reader learns the new partitions with its metadata
+        while len(reader.entries()) < 12 and time.monotonic() < deadline:
+            reader.sync()
+            time.sleep(0.2)
+        assert [e.stream for e in reader.entries()] == sorted(f"cam{i}" for i in range(12))
+    finally:
+        for control in (reader, writer):
+            if control is not None:
+                control.close()
         admin.close()
 
 
