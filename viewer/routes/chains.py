@@ -14,10 +14,10 @@ from kafka.errors import KafkaError
 from pipeline.control import REFERENCE_SIZE, ChainEntry, ControlError, check_stream
 from pipeline.transforms import REGISTRY, catalog
 from pipeline.transforms.chain import MAX_STEPS
+from viewer.admin import admin_json
 from viewer.errors import ApiError
 from viewer.extension import current_viewer
 from viewer.routes.live import FIRST_FRAME_WAIT_S
-from viewer.routes.replay import admin_json
 
 bp = Blueprint("chains", __name__)
 
