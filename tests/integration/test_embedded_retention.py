@@ -86,7 +86,7 @@ def wait_for(condition, timeout_s: float, what: str, up: subprocess.Popen) -> No
 def last_seq(url: str) -> int | None:
     try:
         streams = requests.get(f"{url}/streams", timeout=5).json()["streams"]
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # gunicorn accepts before its worker has imported the app
         return None
     return next((s["last_seq"] for s in streams if s["stream"] == "sample"), None)
 

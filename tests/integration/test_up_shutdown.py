@@ -33,7 +33,7 @@ def test_ctrl_c_to_the_process_group_stops_every_service_cleanly(tmp_path):
             try:
                 if requests.get(f"http://127.0.0.1:{port}/streams", timeout=5).json()["streams"]:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # gunicorn accepts before its worker has imported the app
                 pass
             time.sleep(0.3)
         else:
