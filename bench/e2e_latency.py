@@ -1,4 +1,4 @@
-"""End-to-end latency and throughput of the whole pipeline against the PERF-NOTES goals
+"""End-to-end latency and throughput of the whole pipeline against the project's goals
 (latency p99 <= 50 ms at 25 fps; throughput >= 1.0x the single in-process loop).
 
 Everything runs as in production, each stage its own process, on the real embedded broker:
