@@ -36,7 +36,7 @@ def test_the_broker_dies_with_its_wrapper(sig):
         wrapper.send_signal(sig)
         wrapper.wait(15)
         wait_until(lambda: not alive(tansu), f"the broker process to die with its wrapper ({sig.name})", 10)
-        assert not listening(port)
+        wait_until(lambda: not listening(port), "the port to be free", 10)
         # The port is free again: a new broker starts on it.
         again = subprocess.Popen([sys.executable, "-m", "pipeline", "broker", "--port", str(port)], cwd=ROOT,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
