@@ -49,9 +49,9 @@ from kafka.errors import (
 from kafka.producer.future import FutureRecordMetadata
 
 from pipeline.control import ChainControl
-from pipeline.generations import mirrored, slots
+from pipeline.generations import mirrored, slot_names, slots
 from pipeline.kafka import TAKEOVER_TIMEOUTS, close_producer, make_consumer, make_producer
-from pipeline.service import StopDeadline
+from pipeline.service import STOP_BUDGET_S, StopDeadline, StopEvent
 from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, to_record
 from processor.backlog import InputBacklog
@@ -186,6 +186,12 @@ def run(
     consumer.subscribe(slots(settings.raw_topic, consumer.topics()), listener=offsets)
     heartbeat = HeartbeatPublisher(producer, settings.heartbeat_topic, who, stats).start()
     out_partitions = len(producer.partitions_for(settings.processed_topic) or ()) or 1
+    # Still-image jobs on their own thread, only while this loop waits for frames (processor/jobs.py).
+    from processor.jobs import JobWorker, LiveGate  # processor.jobs uses this module's batch plumbing
+
+    gate, jobs_stop = LiveGate(), StopEvent()
+    jobs = JobWorker(settings, group, frames.default_spec, tile, concurrency, producer, out_partitions, gate,
+                     jobs_stop).start()
     log.info("processor %s joining group %s: transform=%s concurrency=%d tile=%s",
              who.id, group, who.transform, concurrency, tile)
     # Pipelined by one batch: batch N's outputs are acknowledged while batch N+1 is processed,
@@ -196,8 +202,11 @@ def run(
     patience = StopDeadline(stop)
     try:
         while not stop.is_set():
+            if in_flight is None:
+                gate.live_idle()
             batch = consumer.poll(timeout_ms=0 if in_flight else 200, max_records=RECORDS_PER_WORKER * concurrency)
             if batch:
+                gate.live_busy()
                 # Every chain change acknowledged before these frames were produced applies to them.
                 control.sync()
             current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions,
@@ -216,6 +225,9 @@ def run(
         log.error("processor stopped on Kafka error: %s", exc)
         raise
     finally:
+        jobs_stop.set()
+        gate.live_idle()  # let the jobs loop see the stop at once
+        jobs.close(patience.left() if stop.is_set() else STOP_BUDGET_S)
         _stop(who, stats, heartbeat, in_flight, consumer, offsets, producer, settings, patience)
         pool.close()
         control.close()
@@ -328,7 +340,7 @@ def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer,
             try:
                 # Same partition number (and generation) as the input: the processed topic mirrors
                 # the raw one's order.
-                topic = mirrored(record.topic, settings.raw_topic, settings.processed_topic)
+                topic = _mirror(record.topic, settings, settings.processed_topic)
                 future = producer.send(topic, key=key, value=value, headers=headers,
                                        partition=record.partition % out_partitions)
                 sends.append(_Send(record, future, True))
@@ -382,5 +394,11 @@ def _dead_letter(producer: KafkaProducer, settings: Settings, record, error: Exc
     reason = short_reason(error)
     log.warning("partition=%d offset=%d to dead-letter topic: %s", record.partition, record.offset, reason)
     key, value, headers = dead_letter(record, reason, settings.max_message_bytes)
-    topic = mirrored(record.topic, settings.raw_topic, settings.dead_letter_topic)
+    topic = _mirror(record.topic, settings, settings.dead_letter_topic)
     return producer.send(topic, key=key, value=value, headers=headers)
+
+
+def _mirror(input_topic: str, settings: Settings, target_base: str) -> str:
+    """The slot of `target_base` of the same generation as `input_topic` (a raw or jobs slot)."""
+    source = settings.jobs_topic if input_topic in slot_names(settings.jobs_topic) else settings.raw_topic
+    return mirrored(input_topic, source, target_base)

@@ -36,7 +36,16 @@ from dataclasses import dataclass
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
-from pipeline.generations import SECOND_SLOT, announce, first_records, generations, mirrored, slot_names, slot_topic
+from pipeline.generations import (
+    SECOND_SLOT,
+    announce,
+    first_records,
+    generational_bases,
+    generations,
+    mirrored,
+    slot_names,
+    slot_topic,
+)
 from pipeline.kafka import make_consumer, make_producer, topic_specs
 from pipeline.offsets import OffsetsError, OffsetTool
 from pipeline.settings import Settings
@@ -89,7 +98,7 @@ def generation_specs(settings: Settings) -> list[NewTopic]:
     """Every topic, a second slot for the generational ones (raw, processed, dead letters), and
     the topic that names the current slot."""
     specs = topic_specs(settings)
-    generational = (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic)
+    generational = generational_bases(settings)
     return specs + [
         NewTopic(spec.name + SECOND_SLOT, spec.num_partitions, spec.replication_factor, topic_configs=spec.topic_configs)
         for spec in specs if spec.name in generational
@@ -103,7 +112,7 @@ class TopicRotator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.specs = {spec.name: spec for spec in generation_specs(settings)}
-        self.bases = (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic)
+        self.bases = generational_bases(settings)
         # Only the generational topics and the heartbeats are ever recycled: the chain control
         # topic is kept (recreating it would send every stream back to the default chain).
         self.offsets = OffsetTool(settings)
@@ -125,21 +134,26 @@ class TopicRotator:
                     self.current)
 
     def unprocessed(self) -> dict[str, int]:
-        """Records of the raw slot about to be recycled that each processor group (a group with
-        offsets on the raw topic) has not committed yet, for the groups behind; true ends,
-        right on Tansu too."""
+        """Records of the input slots about to be recycled (raw frames and still-job tiles)
+        that each processor group has not committed yet, for the groups behind; a group counts
+        for the topics it has offsets on (processors read frames and jobs in groups of their
+        own). True ends, right on Tansu too."""
         slot = self.previous()
-        try:
-            raw = self.offsets.partitions(slot)
-        except OffsetsError:
-            return {}  # no raw topic (yet): nothing to lose
-        earliest, ends = self.offsets.ends(raw)
+        inputs = {}
+        for base in (self.settings.raw_topic, self.settings.jobs_topic):
+            try:
+                inputs[base] = self.offsets.partitions(mirrored(slot, self.settings.raw_topic, base))
+            except OffsetsError:
+                continue  # no such topic (yet): nothing to lose
+        if not inputs:
+            return {}
+        earliest, ends = self.offsets.ends([tp for tps in inputs.values() for tp in tps])
         behind = {}
         for group in self.offsets.groups():
             committed = self.offsets.committed(group)
-            if not any(tp.topic in slot_names(self.settings.raw_topic) for tp in committed):
-                continue
-            records = sum(max(0, ends[tp] - committed.get(tp, earliest[tp])) for tp in raw)
+            records = sum(max(0, ends[tp] - committed.get(tp, earliest[tp]))
+                          for base, tps in inputs.items()
+                          if any(c.topic in slot_names(base) for c in committed) for tp in tps)
             if records:
                 behind[group] = records
         return behind

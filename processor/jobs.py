@@ -1,0 +1,147 @@
+"""Still-image jobs without starving live video: the processor's second loop.
+
+Job tiles (``viewer/stills/upload.py``) come on a topic of their own (``JOBS_TOPIC``), read by
+a consumer of their own in a group of their own (``<group>.jobs``), on a thread of their own:
+- **Live first.** The jobs loop polls only while the live loop waits for frames (``LiveGate``),
+  and takes at most ``RECORDS_PER_POLL`` tiles per poll. When tiles shared the raw topic's
+  partitions with frames, a processor worked through a job's tiles while live frames queued
+  behind them (live fps fell to 0.65x during a heavy job).
+- **Never behind a job.** A tile started while the live loop was idle may still be running
+  when the next frame comes; it runs on a thread of lower CPU priority (``lower_priority``),
+  so on a busy machine the kernel runs the live loop, and the viewer and producer, first. A
+  single record can hold up to MAX_JOB_WORK_S of work (a small image under a long chain).
+- **Not evicted.** A consumer that does not poll within ``max.poll.interval.ms`` leaves its
+  group; the gate opens after ``MAX_WAIT_S`` even while live frames keep coming, so jobs
+  progress (slowly) on a saturated processor too. A group of its own also means that a
+  rebalance of the jobs consumers never pauses the live ones.
+- **At-least-once** as for frames: a poll's outputs are sent, acknowledged, then committed
+  (per topic-partition, by the same code as the live loop); a failure rewinds and redoes them.
+
+Job tiles still written to the raw topic (an older viewer, records from before) are processed
+by the live loop as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from pipeline.generations import slots
+from pipeline.kafka import make_consumer
+from pipeline.service import StopDeadline
+from pipeline.settings import Settings
+from processor.frames import FrameProcessor
+from processor.heartbeat import ProcessorStats
+from processor.pool import OrderedPool
+
+log = logging.getLogger(__name__)
+
+GROUP_SUFFIX = ".jobs"
+# Tiles per poll (per worker thread): bounds the work between two polls, so the consumer keeps
+# its group membership, and how long a stop waits for the poll in hand.
+RECORDS_PER_POLL = 2
+# The longest the jobs loop waits for the live loop to be idle before it polls anyway.
+MAX_WAIT_S = 2.0
+# Niceness of job work (0 normal, 19 lowest): below live frames, the viewer and the producer.
+JOB_NICENESS = 10
+
+
+class LiveGate:
+    """Open while the live loop waits for frames with nothing in hand."""
+
+    def __init__(self) -> None:
+        self._idle = threading.Event()
+
+    def live_idle(self) -> None:
+        self._idle.set()
+
+    def live_busy(self) -> None:
+        self._idle.clear()
+
+    def wait(self, timeout_s: float) -> bool:
+        return self._idle.wait(timeout_s)
+
+
+def lower_priority(niceness: int = JOB_NICENESS) -> None:
+    """Lower the calling thread's CPU priority (Linux: niceness is per thread; elsewhere this
+    would lower the whole process, so it does nothing there). Threads it starts inherit it."""
+    if not hasattr(os, "setpriority") or not os.uname().sysname == "Linux":
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except OSError as exc:
+        log.warning("job work runs at normal priority: %s", exc)
+
+
+def job_group(group: str) -> str:
+    return group + GROUP_SUFFIX
+
+
+class JobWorker:
+    """The jobs loop on its own thread: start(), then close() after ``stop`` is set."""
+
+    def __init__(self, settings: Settings, group: str, default_spec: str, tile: int | None, concurrency: int,
+                 producer: KafkaProducer, out_partitions: int, gate: LiveGate, stop: threading.Event) -> None:
+        self.settings, self.group, self.producer = settings, job_group(group), producer
+        self.out_partitions, self.gate, self.stop = out_partitions, gate, stop
+        self.concurrency = concurrency
+        # Every job tile carries its own chain; the default is for records that do not.
+        # The heavy work runs on `_niced` (and on pool threads it starts, which inherit that).
+        self._niced = ThreadPoolExecutor(1, "job-work", initializer=lower_priority)
+        self.frames = FrameProcessor(default_spec, tile, OrderedPool(concurrency), max_pixels=settings.max_frame_pixels)
+        self.stats = ProcessorStats()
+        self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
+
+    def start(self) -> JobWorker:
+        self._thread.start()
+        return self
+
+    def close(self, timeout_s: float) -> None:
+        """Wait (up to ``timeout_s``) for the loop to finish its poll, commit and leave."""
+        self._thread.join(timeout_s)
+        self._niced.shutdown(wait=False)
+        self.frames.pool.close()
+
+    def _run(self) -> None:
+        from processor.run import OffsetKeeper  # processor.run starts this worker
+
+        consumer = make_consumer(self.settings, "processor-jobs", group_id=self.group)
+        offsets = OffsetKeeper(consumer, self.stats)
+        try:
+            consumer.subscribe(slots(self.settings.jobs_topic, consumer.topics()), listener=offsets)
+            log.info("jobs: reading %s in group %s", self.settings.jobs_topic, self.group)
+            while not self.stop.is_set():
+                self.gate.wait(MAX_WAIT_S)
+                if self.stop.is_set():
+                    break
+                batch = consumer.poll(timeout_ms=100, max_records=RECORDS_PER_POLL * self.concurrency)
+                if not batch:
+                    offsets.commit()  # retry a commit deferred by a rebalance or a failure
+                    continue
+                if not self._handle(batch, consumer, offsets):
+                    self.stop.wait(1.0)
+        except KafkaError as exc:
+            log.error("jobs loop stopped on Kafka error (live frames go on): %s", exc)
+        except Exception:
+            log.exception("jobs loop failed (live frames go on)")
+        finally:
+            offsets.commit(StopDeadline(self.stop).left(), last=True)
+            consumer.close(timeout_ms=int(min(StopDeadline(self.stop).left(), 5.0) * 1000))
+
+    def _handle(self, batch: dict, consumer, offsets) -> bool:
+        """Process, send and commit one poll's tiles; False (rewound, to redo) if not delivered."""
+        from processor.run import _Batch, _complete, _process_batch, _redo
+
+        behind = [None] * sum(len(records) for records in batch.values())
+        sends = self._niced.submit(_process_batch, batch, self.frames, self.producer, self.settings, self.stats,
+                                   self.out_partitions, behind).result()
+        done = _Batch(batch, sends)
+        if _complete(done, consumer, offsets, self.producer, self.settings, self.stats, StopDeadline(self.stop)):
+            return True
+        _redo(consumer, done)
+        return False
