@@ -86,7 +86,8 @@ class JobWorker:
     """The jobs loop on its own thread: start(), then close() after ``stop`` is set."""
 
     def __init__(self, settings: Settings, group: str, default_spec: str, tile: int | None, concurrency: int,
-                 producer: KafkaProducer, out_partitions: int, gate: LiveGate, stop: threading.Event) -> None:
+                 producer: KafkaProducer, out_partitions: int, gate: LiveGate, stop: threading.Event,
+                 stats: ProcessorStats) -> None:
         self.settings, self.group, self.producer = settings, job_group(group), producer
         self.out_partitions, self.gate, self.stop = out_partitions, gate, stop
         self.concurrency = concurrency
@@ -94,7 +95,9 @@ class JobWorker:
         # The heavy work runs on `_niced` (and on pool threads it starts, which inherit that).
         self._niced = ThreadPoolExecutor(1, "job-work", initializer=lower_priority)
         self.frames = FrameProcessor(default_spec, tile, OrderedPool(concurrency), max_pixels=settings.max_frame_pixels)
-        self.stats = ProcessorStats()
+        # Frames and dead letters count with the live loop's (heartbeats, the stop summary); the
+        # partitions held and commits are the jobs consumer's own.
+        self.stats, self.own = stats, ProcessorStats()
         self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
 
     def start(self) -> JobWorker:
@@ -111,7 +114,7 @@ class JobWorker:
         from processor.run import OffsetKeeper  # processor.run starts this worker
 
         consumer = make_consumer(self.settings, "processor-jobs", group_id=self.group)
-        offsets = OffsetKeeper(consumer, self.stats)
+        offsets = OffsetKeeper(consumer, self.own)
         try:
             consumer.subscribe(slots(self.settings.jobs_topic, consumer.topics()), listener=offsets)
             log.info("jobs: reading %s in group %s", self.settings.jobs_topic, self.group)

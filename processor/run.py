@@ -191,7 +191,7 @@ def run(
 
     gate, jobs_stop = LiveGate(), StopEvent()
     jobs = JobWorker(settings, group, frames.default_spec, tile, concurrency, producer, out_partitions, gate,
-                     jobs_stop).start()
+                     jobs_stop, stats).start()
     log.info("processor %s joining group %s: transform=%s concurrency=%d tile=%s",
              who.id, group, who.transform, concurrency, tile)
     # Pipelined by one batch: batch N's outputs are acknowledged while batch N+1 is processed,
