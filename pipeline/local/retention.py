@@ -11,15 +11,16 @@ generation, and announces that empty slot as current. Consumers of a recreated t
 themselves (pipeline/recreated.py); Tansu drops the groups' committed offsets on it.
 Apache Kafka has real retention: none of this runs there.
 
-At-least-once across a rotation: recycling a raw slot deletes the frames the processors have
-not yet committed there. So a rotation first pauses the producers and waits until every
-processor group (every group with offsets on the raw topic) has committed up to the end of the
-slot about to be recycled, for as long as they keep making progress; only then are the
-processors paused too and the slot recycled. Processors that are stuck (none committed anything
-for `CATCH_UP_STALL_S`) do not hold the memory budget hostage: the rotation goes ahead and says,
-in a warning, how many raw records each group never processed. (A single large record used to
-trigger the very rotation that deleted it before any processor had read it.) The previous
-generation has normally been processed long before it is recycled, so this rarely waits.
+At-least-once across a rotation: recycling a raw (or jobs) slot deletes the records the
+processors have not yet committed there. So a rotation first waits until every processor group
+(every group with offsets on the raw or jobs topic) has committed up to the end of the slot
+about to be recycled, for as long as they keep making progress, checks again with the producers
+paused, and only then pauses the processors too and recycles the slot. Processors that are
+stuck (none committed anything for `CATCH_UP_STALL_S`) do not hold the memory budget hostage:
+the rotation goes ahead and says, in a warning, how many raw records each group never
+processed. (A single large record used to trigger the very rotation that deleted it before any
+processor had read it.) The previous generation has normally been processed long before it is
+recycled, so this rarely waits.
 """
 
 from __future__ import annotations
@@ -260,8 +261,14 @@ class EmbeddedRetention:
         if not (by_window or by_memory):
             return None
         started = time.monotonic()
+        # Writers follow the current slot, so the one to recycle takes no new records: the
+        # processors finish it while everything runs, and producers are frozen only for a last
+        # check and the recycling (waiting frozen, a backlog of still-job tiles stopped the live
+        # video for as long as the processors took).
+        caught_up = self._await_processors(rotator)
         with self.producers_paused():
-            self._await_processors(rotator)
+            if caught_up:
+                self._await_processors(rotator)
             with self.processors_paused():
                 rotator.rotate()
         kept_s = rotator.oldest_kept_s()
@@ -280,8 +287,9 @@ class EmbeddedRetention:
                         "lower --retention", "-" if kept_s is None else f"{kept_s:.0f}", self.window_s)
         return rotation
 
-    def _await_processors(self, rotator: TopicRotator) -> None:
-        """Until no processor group is behind on the raw topic, while they make progress."""
+    def _await_processors(self, rotator: TopicRotator) -> bool:
+        """Until no processor group is behind on the slot to recycle, while they make progress;
+        False when it gave up waiting."""
         started = progressed = time.monotonic()
         behind = rotator.unprocessed()
         while behind:
@@ -289,7 +297,7 @@ class EmbeddedRetention:
             if now - progressed > CATCH_UP_STALL_S or now - started > CATCH_UP_MAX_S or self._stop.is_set():
                 log.warning("recycling a generation although processors have not caught up: raw records never "
                             "processed, by group: %s", behind)
-                return
+                return False
             self._stop.wait(CATCH_UP_POLL_S)
             newer = rotator.unprocessed()
             if sum(newer.values()) < sum(behind.values()):
@@ -297,3 +305,4 @@ class EmbeddedRetention:
             behind = newer
         if time.monotonic() - started > CATCH_UP_POLL_S:
             log.info("processors caught up with the raw slot in %.1f s: recycling it", time.monotonic() - started)
+        return True
