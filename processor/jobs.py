@@ -24,15 +24,15 @@ by the live loop as before.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from pipeline.generations import slots
+from pipeline.generations import CurrentSlot, mirrored, slots
 from pipeline.kafka import make_consumer
+from pipeline.priority import lower_priority
 from pipeline.service import StopDeadline
 from pipeline.settings import Settings
 from processor.frames import FrameProcessor
@@ -47,8 +47,6 @@ GROUP_SUFFIX = ".jobs"
 RECORDS_PER_POLL = 2
 # The longest the jobs loop waits for the live loop to be idle before it polls anyway.
 MAX_WAIT_S = 2.0
-# Niceness of job work (0 normal, 19 lowest): below live frames, the viewer and the producer.
-JOB_NICENESS = 10
 
 
 class LiveGate:
@@ -65,17 +63,6 @@ class LiveGate:
 
     def wait(self, timeout_s: float) -> bool:
         return self._idle.wait(timeout_s)
-
-
-def lower_priority(niceness: int = JOB_NICENESS) -> None:
-    """Lower the calling thread's CPU priority (Linux: niceness is per thread; elsewhere this
-    would lower the whole process, so it does nothing there). Threads it starts inherit it."""
-    if not hasattr(os, "setpriority") or not os.uname().sysname == "Linux":
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-    except OSError as exc:
-        log.warning("job work runs at normal priority: %s", exc)
 
 
 def job_group(group: str) -> str:
@@ -110,11 +97,20 @@ class JobWorker:
         self._niced.shutdown(wait=False)
         self.frames.pool.close()
 
+    def _route(self, input_topic: str, target_base: str) -> str:
+        """Outputs go to the newest generation of `target_base`, not the input's: a tile taken
+        from a jobs slot just before that slot is recycled would otherwise land in a processed
+        slot recycled with it, before the viewer's collector reads it (the job never finished)."""
+        return mirrored(self._slot.topic, self.settings.raw_topic, target_base)
+
     def _run(self) -> None:
         from processor.run import OffsetKeeper  # processor.run starts this worker
 
         consumer = make_consumer(self.settings, "processor-jobs", group_id=self.group)
         offsets = OffsetKeeper(consumer, self.own)
+        # The raw topic's current generation (pipeline/generations.py; always the raw topic
+        # itself on a broker with real retention).
+        self._slot = CurrentSlot(self.settings, self.settings.raw_topic)
         try:
             consumer.subscribe(slots(self.settings.jobs_topic, consumer.topics()), listener=offsets)
             log.info("jobs: reading %s in group %s", self.settings.jobs_topic, self.group)
@@ -135,6 +131,7 @@ class JobWorker:
         finally:
             offsets.commit(StopDeadline(self.stop).left(), last=True)
             consumer.close(timeout_ms=int(min(StopDeadline(self.stop).left(), 5.0) * 1000))
+            self._slot.close()
 
     def _handle(self, batch: dict, consumer, offsets) -> bool:
         """Process, send and commit one poll's tiles; False (rewound, to redo) if not delivered."""
@@ -142,9 +139,10 @@ class JobWorker:
 
         behind = [None] * sum(len(records) for records in batch.values())
         sends = self._niced.submit(_process_batch, batch, self.frames, self.producer, self.settings, self.stats,
-                                   self.out_partitions, behind).result()
+                                   self.out_partitions, behind, self._route).result()
         done = _Batch(batch, sends)
-        if _complete(done, consumer, offsets, self.producer, self.settings, self.stats, StopDeadline(self.stop)):
+        if _complete(done, consumer, offsets, self.producer, self.settings, self.stats, StopDeadline(self.stop),
+                     self._route):
             return True
         _redo(consumer, done)
         return False

@@ -271,6 +271,10 @@ def _live_spec(control: ChainControl) -> Callable[[str], str | None]:
     return live_spec
 
 
+# Where the output (or dead letter) of a record from an input topic goes: (input topic, target base) -> topic.
+Route = Callable[[str, str], str]
+
+
 @dataclass
 class _Send:
     record: ConsumerRecord
@@ -286,10 +290,11 @@ class _Batch:
 
 
 def _complete(batch: _Batch, consumer: KafkaConsumer, offsets: OffsetKeeper, producer: KafkaProducer,
-              settings: Settings, stats: ProcessorStats, patience: StopDeadline | None = None) -> bool:
+              settings: Settings, stats: ProcessorStats, patience: StopDeadline | None = None,
+              route: Route | None = None) -> bool:
     """Wait for the batch's acks and commit it; False if something was not delivered (or the
     stop's budget, ``patience``, ran out first)."""
-    if not _settle(batch.sends, producer, settings, stats, patience):
+    if not _settle(batch.sends, producer, settings, stats, patience, route):
         return False
     owned = consumer.assignment()
     for tp, records in batch.records.items():
@@ -317,8 +322,10 @@ def _behind(batch: dict, consumer: KafkaConsumer, backlog: InputBacklog) -> list
 
 
 def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer, settings: Settings,
-                   stats: ProcessorStats, out_partitions: int, behind: list[int | None]) -> list[_Send]:
+                   stats: ProcessorStats, out_partitions: int, behind: list[int | None],
+                   route: Route | None = None) -> list[_Send]:
     """Process and send one polled batch; returns the sends, to settle once acknowledged."""
+    route = route or _mirrored(settings)
     records = [record for tp_records in batch.values() for record in tp_records]
     decoded: list[Frame | Exception] = []
     for record in records:
@@ -340,7 +347,7 @@ def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer,
             try:
                 # Same partition number (and generation) as the input: the processed topic mirrors
                 # the raw one's order.
-                topic = _mirror(record.topic, settings, settings.processed_topic)
+                topic = route(record.topic, settings.processed_topic)
                 future = producer.send(topic, key=key, value=value, headers=headers,
                                        partition=record.partition % out_partitions)
                 sends.append(_Send(record, future, True))
@@ -348,13 +355,13 @@ def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer,
             except MessageSizeTooLargeError as exc:
                 out = ValueError(f"processed frame of {len(value)} bytes is too large (MAX_MESSAGE_BYTES "
                                  f"{settings.max_message_bytes}): {exc}")
-        sends.append(_Send(record, _dead_letter(producer, settings, record, out), False))
+        sends.append(_Send(record, _dead_letter(producer, settings, record, out, route), False))
     stats.add(frames=sum(s.is_output for s in sends), dead_letters=sum(not s.is_output for s in sends))
     return sends
 
 
 def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, stats: ProcessorStats,
-            patience: StopDeadline | None = None) -> bool:
+            patience: StopDeadline | None = None, route: Route | None = None) -> bool:
     """Wait for these sends (only: later batches may be in flight); True once every record's
     output or dead letter is acknowledged.
 
@@ -382,23 +389,26 @@ def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, sta
         error = send.future.exception or KafkaTimeoutError(f"no acknowledgement within {wait_s:.0f} s")
         if send.is_output and not getattr(error, "retriable", False):
             refused = ValueError(f"the broker refused the processed frame: {error}")
-            retry.append(_Send(send.record, _dead_letter(producer, settings, send.record, refused), False))
+            retry.append(_Send(send.record, _dead_letter(producer, settings, send.record, refused, route), False))
             stats.add(frames=-1, dead_letters=1)
         else:
             log.error("partition=%d offset=%d not delivered: %s", send.record.partition, send.record.offset, error)
             return False
-    return _settle(retry, producer, settings, stats, patience) if retry else True
+    return _settle(retry, producer, settings, stats, patience, route) if retry else True
 
 
-def _dead_letter(producer: KafkaProducer, settings: Settings, record, error: Exception) -> FutureRecordMetadata:
+def _dead_letter(producer: KafkaProducer, settings: Settings, record, error: Exception,
+                 route: Route | None = None) -> FutureRecordMetadata:
     reason = short_reason(error)
     log.warning("partition=%d offset=%d to dead-letter topic: %s", record.partition, record.offset, reason)
     key, value, headers = dead_letter(record, reason, settings.max_message_bytes)
-    topic = _mirror(record.topic, settings, settings.dead_letter_topic)
+    topic = (route or _mirrored(settings))(record.topic, settings.dead_letter_topic)
     return producer.send(topic, key=key, value=value, headers=headers)
 
 
-def _mirror(input_topic: str, settings: Settings, target_base: str) -> str:
-    """The slot of `target_base` of the same generation as `input_topic` (a raw or jobs slot)."""
-    source = settings.jobs_topic if input_topic in slot_names(settings.jobs_topic) else settings.raw_topic
-    return mirrored(input_topic, source, target_base)
+def _mirrored(settings: Settings) -> Route:
+    """Outputs and dead letters go to the slot of the same generation as their input."""
+    def route(input_topic: str, target_base: str) -> str:
+        source = settings.jobs_topic if input_topic in slot_names(settings.jobs_topic) else settings.raw_topic
+        return mirrored(input_topic, source, target_base)
+    return route
