@@ -1,5 +1,5 @@
-"""Lower CPU priority for background image work (still jobs, clip exports), so that on a busy
-machine the kernel runs the live video path first."""
+"""Lower CPU priority for background image work (still-image jobs), so that on a busy machine
+the kernel runs the live video path first."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import threading
 
 log = logging.getLogger(__name__)
 
-# Niceness of background work (0 normal, 19 lowest): at 5 a busy core gives it a quarter of
-# the time it gives a normal thread (CFS weights 335 and 1024); at 10 (110) jobs nearly stopped
-# on a machine at load 20 while the live path needed no more than it got at 5.
+# Niceness of background work (0 normal, 19 lowest): at 5 a contended core gives it about a third
+# of what a normal thread gets (CFS weights 335 and 1024), plenty for the live path to keep its
+# rate (bench/live_priority.py); at 10 (weight 110) jobs all but stopped on a machine at load 20.
 BACKGROUND_NICENESS = 5
 
 
