@@ -25,9 +25,10 @@ def make_client(settings, tmp_path, **config):
     return app
 
 
-def post(client, data: bytes, remote_addr: str = "127.0.0.1"):
+def post(client, data: bytes, remote_addr: str = "127.0.0.1", forwarded_for: str | None = None):
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
     return client.post("/upload", data={"image": (io.BytesIO(data), "photo.png"), "tile": "128"},
-                       content_type="multipart/form-data", environ_base={"REMOTE_ADDR": remote_addr})
+                       content_type="multipart/form-data", environ_base={"REMOTE_ADDR": remote_addr}, headers=headers)
 
 
 def test_the_active_job_limit_holds_under_50_concurrent_uploads(settings, tmp_path):
@@ -66,6 +67,32 @@ def test_one_client_past_its_limit_gets_429_with_retry_after(settings, tmp_path)
         assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
         assert "MAX_JOBS_PER_CLIENT" in refused.get_json()["error"]
         assert post(client, data, remote_addr="10.1.2.3").status_code == 202  # another client is not held up
+    finally:
+        viewer_of(app).shutdown()
+
+
+def test_behind_a_trusted_proxy_the_limit_is_per_forwarded_client(settings, tmp_path):
+    """Every request comes from the proxy's address; with VIEWER_TRUSTED_PROXIES=1 each client
+    is the address the proxy appended, and an entry the client wrote itself changes nothing."""
+    app = make_client(dataclasses.replace(settings, trusted_proxies=1), tmp_path, MAX_JOBS_PER_CLIENT=1)
+    client = app.test_client()
+    data = photo_bytes("astronaut.png")
+    try:
+        assert post(client, data, forwarded_for="198.51.100.1").status_code == 202
+        assert post(client, data, forwarded_for="198.51.100.1").status_code == 429
+        assert post(client, data, forwarded_for="198.51.100.2").status_code == 202  # another client behind the proxy
+        assert post(client, data, forwarded_for="198.51.100.3, 198.51.100.1").status_code == 429, "forged first entry"
+    finally:
+        viewer_of(app).shutdown()
+
+
+def test_forwarding_headers_are_ignored_by_default(settings, tmp_path):
+    app = make_client(settings, tmp_path, MAX_JOBS_PER_CLIENT=1)
+    client = app.test_client()
+    data = photo_bytes("astronaut.png")
+    try:
+        assert post(client, data, forwarded_for="198.51.100.1").status_code == 202
+        assert post(client, data, forwarded_for="198.51.100.2").status_code == 429, "anyone could claim any address"
     finally:
         viewer_of(app).shutdown()
 
