@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 
 from pipeline.local.broker import free_port
 from tests.support.paths import ROOT
+from tests.support.processes import stop_on_sigterm
 
 NGINX_CONF = os.path.join(ROOT, "deploy", "nginx.conf")
 # The two lines that name docker-compose's network: the viewer service and the published port.
@@ -158,14 +158,7 @@ class Nginx:
     def stop(self) -> None:
         """Fast shutdown (SIGTERM): open streams are cut, as a stopped proxy cuts them."""
         try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(5)
-                    raise AssertionError("nginx did not stop on SIGTERM") from None
+            stop_on_sigterm(self.proc, "nginx")
         finally:
             shutil.rmtree(self.prefix, ignore_errors=True)
 
