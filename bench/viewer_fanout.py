@@ -89,7 +89,9 @@ class Row:
         return self.cpu_cores / max(self.mean_fps * self.clients, 1e-9) * 1e6
 
 
-def measure(server: Gunicorn, clients: int, seconds: float, profile: str | None = None, http: str = "1.1") -> Row:
+def measure(server: Gunicorn, clients: int, seconds: float, profile: str | None = None, http: str = "1.1",
+            port: int | None = None) -> Row:
+    """`clients` MJPEG clients of the server, or of whatever listens on `port` in front of it."""
     worker = server.worker_pid()
     warmup = 2.0 + clients / 500  # connecting 1,000 sockets takes a moment
     spy = None
@@ -99,7 +101,7 @@ def measure(server: Gunicorn, clients: int, seconds: float, profile: str | None 
         spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--gil",
                                 "--format", "raw", "--rate", "200", "--duration", str(int(warmup + seconds)),
                                 "-p", str(worker), "-o", profile], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    fps = measure_clients(server.port, f"/stream/{STREAM}.mjpg", clients, warmup, seconds, http)
+    fps = measure_clients(port or server.port, f"/stream/{STREAM}.mjpg", clients, warmup, seconds, http)
     cpu1, t1 = cpu_seconds(worker), time.monotonic()
     received = frames_received(server) - received0
     if spy is not None:
