@@ -12,6 +12,11 @@ import tempfile
 # file descriptor: the process needs `ulimit -n` above this.
 worker_connections = 4000
 
+# Seconds an idle keep-alive connection stays open: above deploy/nginx.conf's upstream
+# keepalive_timeout (4 s), so nginx always closes an idle connection first and never reuses one
+# the viewer is closing.
+keepalive = 5
+
 # Metrics across workers: each worker writes its metrics to files in PROMETHEUS_MULTIPROC_DIR
 # and /metrics in any worker adds up every worker's (prometheus_client's multiprocess mode,
 # viewer/metrics.py). The master sets the directory up once, before it forks, because the
