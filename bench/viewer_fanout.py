@@ -53,6 +53,15 @@ def sample_frames(size: tuple[int, int], count: int = 50) -> list[bytes]:
     return frames
 
 
+def bench_settings(broker: EmbeddedBroker, prefix: str) -> Settings:
+    """Settings on `broker` with fresh topics of their own, created."""
+    tag = uuid.uuid4().hex[:8]
+    settings = dataclasses.replace(Settings(bootstrap_servers=broker.bootstrap), processed_topic=f"{prefix}-{tag}",
+                                   raw_topic=f"{prefix}-raw-{tag}", heartbeat_topic=f"{prefix}-hb-{tag}")
+    ensure_topics(settings)
+    return settings
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -115,10 +124,7 @@ def run(clients: list[int], size: tuple[int, int], seconds: float, profile: str 
         http: str = "1.1") -> list[Row]:
     frames = sample_frames(size)
     with EmbeddedBroker() as broker:
-        tag = uuid.uuid4().hex[:8]
-        settings = dataclasses.replace(Settings(bootstrap_servers=broker.bootstrap), processed_topic=f"bench-{tag}",
-                                       raw_topic=f"bench-raw-{tag}", heartbeat_topic=f"bench-hb-{tag}")
-        ensure_topics(settings)
+        settings = bench_settings(broker, "bench")
         with FrameFeed(settings, settings.processed_topic, {STREAM: ((size[1], size[0]), frames)}, fps=FPS):
             # gunicorn.conf.py (read from the repo root) allows the connections, as in production.
             server = Gunicorn(settings)
