@@ -10,6 +10,7 @@ from viewer import headers
 from viewer.bodies import BodyGuard
 from viewer.errors import register_error_handlers
 from viewer.extension import Viewer, viewer_of
+from viewer.live.direct import DirectStreams
 from viewer.routes import chains as chains_routes
 from viewer.routes import clip as clip_routes
 from viewer.routes import live as live_routes
@@ -43,5 +44,5 @@ def create_app(config: dict | None = None) -> Flask:
     register_error_handlers(app)
     headers.init_app(app)
     shared = viewer_of(app).settings.shared
-    app.wsgi_app = BodyGuard(app.wsgi_app, shared.max_bodies_in_progress, shared.body_idle_timeout_s)
+    app.wsgi_app = DirectStreams(BodyGuard(app.wsgi_app, shared.max_bodies_in_progress, shared.body_idle_timeout_s))
     return app
