@@ -6,3 +6,8 @@
 # request bodies may hold only MAX_BODIES_IN_PROGRESS (viewer/bodies.py). Each connection is a
 # file descriptor: the process needs `ulimit -n` above this.
 worker_connections = 4000
+
+# Seconds an idle keep-alive connection stays open: above deploy/nginx.conf's upstream
+# keepalive_timeout (4 s), so nginx always closes an idle connection first and never reuses one
+# the viewer is closing.
+keepalive = 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from flask import Blueprint, Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from viewer import headers
 from viewer.bodies import BodyGuard
@@ -44,5 +45,11 @@ def create_app(config: dict | None = None) -> Flask:
     register_error_handlers(app)
     headers.init_app(app)
     shared = viewer_of(app).settings.shared
-    app.wsgi_app = DirectStreams(BodyGuard(app.wsgi_app, shared.max_bodies_in_progress, shared.body_idle_timeout_s))
+    app.wsgi_app = BodyGuard(app.wsgi_app, shared.max_bodies_in_progress, shared.body_idle_timeout_s)
+    if shared.trusted_proxies:
+        # The client is the address the trusted proxies appended, not the proxy's own: per-client
+        # limits then hold per client. Entries before theirs are the client's say, never read.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=shared.trusted_proxies, x_proto=shared.trusted_proxies)
+    # Outermost: it answers gunicorn directly for the live streams it writes itself.
+    app.wsgi_app = DirectStreams(app.wsgi_app)
     return app

@@ -106,6 +106,8 @@ def stream_mjpeg(stream: str):
     # and closing wrappers around every part.
     response = Response(tracked(body, st, mode, viewer_id, tally), mimetype=MIMETYPE, direct_passthrough=True)
     response.headers["Cache-Control"] = "no-store"
+    # nginx (and proxies that follow it) pass each part on at once instead of buffering it.
+    response.headers["X-Accel-Buffering"] = "no"
     return response
 
 
