@@ -44,10 +44,13 @@ class Gunicorn:
                     raise
                 time.sleep(0.1)
 
-    def worker_pid(self) -> int:
+    def worker_pids(self) -> list[int]:
         with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
-            (pid,) = f.read().split()
-        return int(pid)
+            return [int(pid) for pid in f.read().split()]
+
+    def worker_pid(self) -> int:
+        (pid,) = self.worker_pids()
+        return pid
 
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.worker_pid()}/fd"))
