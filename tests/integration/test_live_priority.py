@@ -26,7 +26,8 @@ from viewer import create_app
 from viewer.extension import viewer_of
 from viewer.live.hub import LIVE_WINDOW_MS
 
-pytestmark = pytest.mark.integration
+# Serial: it counts frames processed in time, which the rest of the machine also decides.
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 FPS = 20
 # Seconds of one core on the processor (well under MAX_JOB_WORK_S), in 64 tiles of 512 px.
