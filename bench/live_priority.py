@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,9 +21,8 @@ import cv2
 import requests
 
 from bench.report import Row, ratio, write_json
-from bench.upload_abuse import cmdline, descendants
+from bench.upload_abuse import cmdline, descendants, start_stack, stop_stack
 from bench.upload_live_stall import LiveClient, wait_for_live
-from pipeline.local.broker import free_port
 from tests.support.paths import ROOT
 from tests.support.photos import large_photo
 
@@ -91,15 +86,9 @@ def main() -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the rows there (bench/report.py)")
     args = parser.parse_args()
     png = cv2.imencode(".png", large_photo(args.side), [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tempfile.NamedTemporaryFile("w", prefix="live-priority-", suffix=".log", delete=False)
-    env = dict(os.environ, PYTHONPATH=args.tree, JOBS_DB=os.path.join(tempfile.mkdtemp(), "jobs.sqlite3"))
-    up = subprocess.Popen([sys.executable, "-m", "pipeline", "up", "--processors", "1", "--port", str(port),
-                           "--broker-port", str(free_port())], cwd=args.tree, env=env, stdout=log,
-                          stderr=subprocess.STDOUT, start_new_session=True)
+    up, url, log = start_stack(args.tree, "live-priority")
     print(f"tree {args.tree}; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; {args.jobs} x {args.side}² PNG "
-          f"({len(png) / 1e6:.1f} MB) with {HEAVY!r}; stack log {log.name}")
+          f"({len(png) / 1e6:.1f} MB) with {HEAVY!r}; stack log {log}")
     quiet, busy, took = [], [], []
     try:
         wait_for_live(url)
@@ -119,11 +108,7 @@ def main() -> int:
             print(f"round {n + 1} jobs {window:.1f} s: live {fps:.1f} fps = {fps / quiet[-1]:.2f}x quiet; CPU % " + _cpu(cpu))
         client.stopping.set()
     finally:
-        os.killpg(up.pid, signal.SIGINT)
-        try:
-            up.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
+        stop_stack(up)
     base, during = sum(quiet) / len(quiet), sum(busy) / len(busy)
     print(f"live {during:.1f} fps while jobs run, {base:.1f} fps quiet: {during / base:.2f}x; "
           f"job {min(took):.1f}-{max(took):.1f} s")
