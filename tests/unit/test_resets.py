@@ -104,11 +104,15 @@ def test_ids_claimed_elsewhere_count_as_used_for_expiry():
     now = [0.0]
     registry = ViewerIds(None, max_open=4, max_groups=10, ttl_s=100, clock=lambda: now[0])
     registry.close(registry.open("here"))
+    mine = registry.open("mine")
+    registry.claimed(mine, 2)
+    registry.close(mine)
     now[0] = 50
+    registry.claim_seen("mine", mine.token, 2)  # our own claim read back late: no news
     registry.claim_seen("elsewhere", "t", 3)
     registry.claim_seen("here", "t", 4)  # used elsewhere later: young again
     now[0] = 120
-    assert registry.expired() == []
+    assert registry.expired() == ["mine"]
     now[0] = 200
     assert sorted(registry.expired()) == ["elsewhere", "here"]
 

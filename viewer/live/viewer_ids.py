@@ -43,6 +43,8 @@ GROUP_PREFIX = "viewer-"
 VIEWER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 VIEWER_ID_RULE = "viewer id must be 1-64 characters of A-Z a-z 0-9 _ . -"
 SWEEP_EVERY_S = 5.0
+# Own claims remembered until read back (a follower that starts after one was written never reads it).
+OWN_CLAIMS_KEPT = 1024
 
 
 def viewer_group(viewer_id: str) -> str:
@@ -77,6 +79,8 @@ class ViewerIds(BackgroundLoop):
         self._idle: OrderedDict[str, float] = OrderedDict()  # id -> when its last stream closed, oldest first
         # id -> control-topic offset of the newest claim read from the topic, for open ids only
         self._claims: dict[str, tuple[int, str]] = {}
+        # Tokens of this process's claims not read back yet: reading one back is no use elsewhere.
+        self._own: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         # Called with the ids whose groups were deleted (ControlBroadcast writes their tombstones).
         self.on_expired: Callable[[list[str]], None] = lambda viewer_ids: None
@@ -108,6 +112,9 @@ class ViewerIds(BackgroundLoop):
         elsewhere, read meanwhile, supersedes it at once."""
         with self._lock:
             lease.record = record
+            self._own[lease.token] = None
+            while len(self._own) > OWN_CLAIMS_KEPT:
+                self._own.popitem(last=False)
             newer = self._claims.get(lease.viewer_id)
             if newer is not None and newer[0] > record and newer[1] != lease.token:
                 self._supersede(lease)
@@ -116,6 +123,9 @@ class ViewerIds(BackgroundLoop):
         """A claim of `viewer_id` read from the control topic (any process's, ours included): an
         open lease of it here with an older claim ends."""
         with self._lock:
+            if token in self._own:
+                del self._own[token]
+                return
             lease = self._open.get(viewer_id)
             if lease is None:  # used elsewhere just now: idle here from now on
                 self._idle[viewer_id] = self.clock()
