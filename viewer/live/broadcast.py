@@ -5,8 +5,10 @@ Records (in partition 0 of the compacted control topic, next to the stream chain
 pipeline/control.py, so every record here is seen by every process in one order):
 
 - ``reset/viewer-<id>`` -> ``{"group", "stream", "positions": [[topic, partition, offset], ...],
-  "at_ms"}``: the group was reset to these positions. Compaction keeps the newest reset per
-  group; a group's idle expiry writes a tombstone.
+  "origin", "at_ms"}``: the group was reset to these positions by the process `origin` (a
+  random token per process, which skips its own: it told its readers when it wrote the record,
+  and a stream it opened since read the reset's offsets from Kafka). Compaction keeps the
+  newest reset per group; a group's idle expiry writes a tombstone.
 - ``viewer/<id>`` -> ``{"lease", "at_ms"}``: a connection (lease, a random token) took the id;
   an older connection holding it elsewhere ends. Tombstoned with the group.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 
 from kafka import TopicPartition
 
@@ -62,9 +65,17 @@ def viewer_key(viewer_id: str) -> str:
     return f"{VIEWER}{KIND_SEPARATOR}{viewer_id}"
 
 
-def encode_reset(group: str, stream: str, positions: dict[TopicPartition, int]) -> bytes:
+def encode_reset(group: str, stream: str, positions: dict[TopicPartition, int], origin: str = "") -> bytes:
     rows = [[tp.topic, tp.partition, offset] for tp, offset in sorted(positions.items())]
-    return json.dumps({"group": group, "stream": stream, "positions": rows, "at_ms": int(time.time() * 1000)}).encode()
+    return json.dumps({"group": group, "stream": stream, "positions": rows, "origin": origin,
+                       "at_ms": int(time.time() * 1000)}).encode()
+
+
+def reset_origin(value: bytes) -> str | None:
+    """Which process wrote a reset record (None if it does not say)."""
+    body = json.loads(value)
+    origin = body.get("origin") if isinstance(body, dict) else None
+    return origin if isinstance(origin, str) else None
 
 
 def decode_reset(group: str, value: bytes) -> dict[TopicPartition, int]:
@@ -105,6 +116,7 @@ class ControlBroadcast(BackgroundLoop):
         self.resets, self.viewer_ids = resets, viewer_ids
         self.tp = TopicPartition(settings.control_topic, 0)
         self.writer = ControlWriter(settings)
+        self.origin = uuid.uuid4().hex  # names this process's reset records
         self.position: int | None = None  # the next offset to read, once known
         self.applied = 0  # records handed on (resets and claims)
         viewer_ids.on_expired = self.forget
@@ -113,7 +125,8 @@ class ControlBroadcast(BackgroundLoop):
 
     def reset(self, group: str, stream: str, positions: dict[TopicPartition, int]) -> int:
         """Tell every process that `group` was reset to `positions`; the record's offset."""
-        return self.writer.write(reset_key(group), encode_reset(group, stream, positions), partition=self.tp.partition)
+        value = encode_reset(group, stream, positions, self.origin)
+        return self.writer.write(reset_key(group), value, partition=self.tp.partition)
 
     def claim(self, lease: Lease) -> None:
         """Tell every process that `lease` holds its viewer id now (their older connections end)."""
@@ -157,7 +170,10 @@ class ControlBroadcast(BackgroundLoop):
             return  # a chain's tombstone, or one of ours: nothing to hand on
         kind, _, name = record.key.decode().partition(KIND_SEPARATOR)
         if kind == RESET and name:
-            readers = self.resets.follow(name, decode_reset(name, record.value), record.offset)
+            positions = decode_reset(name, record.value)
+            if reset_origin(record.value) == self.origin:
+                return
+            readers = self.resets.follow(name, positions, record.offset)
             if readers:
                 log.info("group=%s reset (control offset %d) followed by %d open reader(s)", name, record.offset, readers)
         elif kind == VIEWER and name:
