@@ -10,11 +10,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.kafka import make_admin
 from tests.support.frame_feed import SMALL, FrameFeed, images
 from tests.support.gunicorn_server import Gunicorn
 from tests.support.mjpeg_client import iter_parts
 from tests.support.stack import metric
+from tests.support.topics import delete_topics
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -104,8 +104,4 @@ def test_metrics_add_up_every_worker(module_settings, tmp_path):
         assert all(served_total(server.url) == totals for _ in range(6))
     finally:
         server.stop()
-        admin = make_admin(s)
-        try:
-            admin.delete_topics([s.processed_topic])
-        finally:
-            admin.close()
+        delete_topics(s, s.processed_topic)

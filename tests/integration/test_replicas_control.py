@@ -11,10 +11,10 @@ import time
 import pytest
 import requests
 
-from pipeline.kafka import make_admin
 from tests.support.frame_feed import SMALL, FrameFeed, images
 from tests.support.gunicorn_server import Gunicorn
 from tests.support.mjpeg_client import iter_parts
+from tests.support.topics import delete_topics
 from tests.support.waiting import wait_for_snapshot, wait_until
 
 pytestmark = pytest.mark.integration
@@ -82,11 +82,7 @@ def viewers(module_settings, tmp_path_factory):
         finally:
             for viewer in started:
                 viewer.stop()
-    admin = make_admin(s)
-    try:
-        admin.delete_topics([s.processed_topic])
-    finally:
-        admin.close()
+    delete_topics(s, s.processed_topic)
 
 
 def moved_within(source: Gunicorn, tab: Tab, group: str) -> float:
