@@ -5,17 +5,16 @@ both through the control topic (viewer/live/broadcast.py)."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 import pytest
 import requests
 
-from pipeline.kafka import make_admin
 from tests.support.frame_feed import SMALL, FrameFeed, images
 from tests.support.gunicorn_server import Gunicorn
 from tests.support.mjpeg_client import iter_parts
+from tests.support.topics import delete_topics
 from tests.support.waiting import wait_for_snapshot, wait_until
 
 pytestmark = pytest.mark.integration
@@ -68,17 +67,6 @@ def replay(url: str, group: str, to) -> requests.Response:
     return answer
 
 
-def socket_fds(pid: int) -> int:
-    folder = f"/proc/{pid}/fd"
-    count = 0
-    for fd in os.listdir(folder):
-        try:
-            count += os.readlink(f"{folder}/{fd}").startswith("socket:")
-        except OSError:
-            pass
-    return count
-
-
 @pytest.fixture(scope="module")
 def viewers(module_settings, tmp_path_factory):
     s = module_settings
@@ -94,11 +82,7 @@ def viewers(module_settings, tmp_path_factory):
         finally:
             for viewer in started:
                 viewer.stop()
-    admin = make_admin(s)
-    try:
-        admin.delete_topics([s.processed_topic])
-    finally:
-        admin.close()
+    delete_topics(s, s.processed_topic)
 
 
 def moved_within(source: Gunicorn, tab: Tab, group: str) -> float:
@@ -132,14 +116,14 @@ def test_a_replay_on_one_replica_moves_a_tab_open_on_another(viewers):
 
 def test_a_replay_reaches_tabs_on_both_workers_of_a_gunicorn(viewers):
     one, _, pair = viewers
-    before = {pid: socket_fds(pid) for pid in pair.worker_pids()}
+    before = {pid: pair.socket_fds(pid) for pid in pair.worker_pids()}
     tabs = []
     for i in range(8):
         tabs.append(Tab(f"{pair.url}/stream/{STREAM}.mjpg?viewer=pair-{i}"))
         time.sleep(0.05)  # one by one: each goes to whichever worker is waiting
     try:
         wait_until(lambda: all(tab.parts for tab in tabs), "every tab's first frame")
-        grown = {pid: socket_fds(pid) - n for pid, n in before.items()}
+        grown = {pid: pair.socket_fds(pid) - n for pid, n in before.items()}
         assert all(n >= 1 for n in grown.values()), f"tabs per worker (sockets): {grown}"
         # Every tab moves (moved_within waits for it); how fast is printed, the bound is asserted
         # with one tab above (eight tabs replaying at once on a shared machine measure the machine).
