@@ -27,12 +27,14 @@ BENCHES = {
     "e2e-720p": ("e2e_latency.py", ["--seconds", "8", "--frames", "400", "--resize", "1280x720"]),
     "naive": ("naive_baseline.py", ["--clients", "100", "--seconds", "6"]),
     "fanout": ("viewer_fanout.py", ["--clients", "100,500,1000", "--seconds", "6"]),
+    "proxy": ("proxy_fanout.py", ["--clients", "200", "--seconds", "6"]),
     "stills": ("stills.py", ["--sizes", "1024,2048,4096", "--processors", "1,2"]),
     "scale-out": ("processor_scaling.py", ["--frames", "200", "--rounds", "1"]),
     "startup": ("startup.py", ["--rounds", "2", "--watch", "3"]),
     "replay-pace": ("replay_pace.py", ["--history", "24", "--watch", "5", "--rounds", "1"]),
     "clip-build": ("clip_build.py", ["--seconds", "20", "--rounds", "1"]),
     "hostile": ("hostile_records.py", ["--quiet-s", "8", "--abuse-s", "12", "--cases", "png", "tile"]),
+    "live-priority": ("live_priority.py", ["--rounds", "1", "--quiet-s", "8", "--side", "3072"]),
 }
 RESULTS = os.path.join(ROOT, "bench", "results.json")
 README = os.path.join(ROOT, "docs", "benchmarks.md")

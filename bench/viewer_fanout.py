@@ -53,6 +53,15 @@ def sample_frames(size: tuple[int, int], count: int = 50) -> list[bytes]:
     return frames
 
 
+def bench_settings(broker: EmbeddedBroker, prefix: str) -> Settings:
+    """Settings on `broker` with fresh topics of their own, created."""
+    tag = uuid.uuid4().hex[:8]
+    settings = dataclasses.replace(Settings(bootstrap_servers=broker.bootstrap), processed_topic=f"{prefix}-{tag}",
+                                   raw_topic=f"{prefix}-raw-{tag}", heartbeat_topic=f"{prefix}-hb-{tag}")
+    ensure_topics(settings)
+    return settings
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -92,7 +101,9 @@ class Row:
         return self.cpu_cores / max(self.mean_fps * self.clients, 1e-9) * 1e6
 
 
-def measure(server: Gunicorn, clients: int, seconds: float, profile: str | None = None, http: str = "1.1") -> Row:
+def measure(server: Gunicorn, clients: int, seconds: float, profile: str | None = None, http: str = "1.1",
+            port: int | None = None) -> Row:
+    """`clients` MJPEG clients of the server, or of whatever listens on `port` in front of it."""
     worker = server.worker_pid()
     warmup = 2.0 + clients / 500  # connecting 1,000 sockets takes a moment
     spy = None
@@ -102,7 +113,7 @@ def measure(server: Gunicorn, clients: int, seconds: float, profile: str | None 
         spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--gil",
                                 "--format", "raw", "--rate", "200", "--duration", str(int(warmup + seconds)),
                                 "-p", str(worker), "-o", profile], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    load = load_clients(server.port, f"/stream/{STREAM}.mjpg", clients, warmup, seconds, http)
+    load = load_clients(port or server.port, f"/stream/{STREAM}.mjpg", clients, warmup, seconds, http)
     fps = load.fps
     cpu1, t1 = cpu_seconds(worker), time.monotonic()
     received = frames_received(server) - received0
@@ -118,10 +129,7 @@ def run(clients: list[int], size: tuple[int, int], seconds: float, profile: str 
         http: str = "1.1") -> list[Row]:
     frames = sample_frames(size)
     with EmbeddedBroker() as broker:
-        tag = uuid.uuid4().hex[:8]
-        settings = dataclasses.replace(Settings(bootstrap_servers=broker.bootstrap), processed_topic=f"bench-{tag}",
-                                       raw_topic=f"bench-raw-{tag}", heartbeat_topic=f"bench-hb-{tag}")
-        ensure_topics(settings)
+        settings = bench_settings(broker, "bench")
         with FrameFeed(settings, settings.processed_topic, {STREAM: ((size[1], size[0]), frames)}, fps=FPS):
             # gunicorn.conf.py (read from the repo root) allows the connections, as in production.
             server = Gunicorn(settings)

@@ -20,7 +20,10 @@ from tests.support.mjpeg_client import read_parts
 from tests.support.paths import ROOT
 
 # The broker's memory is read from /proc, as are the child processes of `pipeline up`.
-pytestmark = [pytest.mark.integration, pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")]
+pytestmark = [
+    pytest.mark.integration, pytest.mark.serial,
+    pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc"),
+]
 
 BUDGET_MB = MIN_BUDGET_MB
 ROTATIONS = 3
