@@ -40,6 +40,7 @@ LIVE_STREAM = "sample"  # what `pipeline up` streams
 HEAVY = ",".join(["blur:ksize=31"] * 5)
 ROLES = (("viewer", "gunicorn"), ("processor", "-m processor"), ("producer", "-m producer"), ("broker", "tansu"))
 TICKS = os.sysconf("SC_CLK_TCK")
+JOB_LIMIT_S = 300
 
 
 def cpu_s(pid: int) -> float:
@@ -70,6 +71,8 @@ def job(url: str, png: bytes) -> float:
     response.raise_for_status()
     status_url = url + response.json()["status_url"]
     while (state := requests.get(status_url, timeout=60).json()["state"]) not in ("done", "failed"):
+        if time.monotonic() - started > JOB_LIMIT_S:
+            raise RuntimeError(f"job not done after {JOB_LIMIT_S} s (machine load {os.getloadavg()[0]:.0f})")
         time.sleep(0.2)
     if state != "done":
         raise RuntimeError(f"job {state}")
