@@ -112,6 +112,8 @@ class Uploads:
         while it is still being collected after ``wait_s``; ResultGone if it cannot be."""
         job_id = entry.record.job
         deadline = time.monotonic() + wait_s
+        if not self.collector.wait_ready(wait_s):  # positioned: it knows which jobs it can finish
+            return None
         while True:
             data = self.store.result(job_id)
             if data is not None:
