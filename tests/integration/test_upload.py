@@ -212,6 +212,19 @@ def job_record(job: str, transform: str, tiles_total: int) -> JobRecord:
                      tiles_total=tiles_total)
 
 
+def test_a_done_job_whose_tiles_left_the_log_is_410_on_a_replica_without_it(client):
+    """Another replica finished it and this one never cached it: nothing left to build it from."""
+    uploads = viewer_of(client.application).uploads
+    assert uploads.ready(30)
+    job = uuid.uuid4().hex
+    done = job_record(job, "invert", 1).but(state="done", tiles_from=uploads.jobs.output_positions(),
+                                            out_width=64, out_height=64, finished_ms=int(time.time() * 1000))
+    uploads.jobs.publish(done)
+    assert client.get(f"/jobs/{job}").get_json()["state"] == "done"
+    response = client.get(f"/jobs/{job}/result")
+    assert response.status_code == 410 and "no longer in the log" in response.get_json()["error"]
+
+
 # ------------------------------------------------------------------------------ bad input
 
 @pytest.fixture(scope="module")

@@ -155,8 +155,8 @@ def job_result(job_id: str):
     try:
         result = current_viewer().uploads.result(entry)
     except ResultGone:
-        raise ApiError(410, f"job {job_id!r} is done, but its result is no longer kept where this server can"
-                            " read it (its tiles left the log before this server started)") from None
+        raise ApiError(410, f"job {job_id!r} is done, but this server has no copy of its result and its tiles"
+                            " are no longer in the log; try the server that took the upload") from None
     if result is None:
         raise ApiError(503, f"job {job_id!r} is done; this server is still assembling its result",
                        headers=retry_after())

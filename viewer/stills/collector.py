@@ -2,11 +2,13 @@
 the jobs topic from the processed topic (and failures from the dead-letter topic) into this
 host's cache (viewer.stills.store), assembles a job's result when its last tile arrives, and
 publishes the job's outcome to the jobs topic: the first replica to do so decides it for all.
+A job some other replica already finished is assembled here only when its result is asked for.
 
 It reads without a consumer group and keeps no position of its own: it starts where the
-earliest job it still has to finish says its output begins (``tiles_from`` in the jobs topic),
-else at the end. So a replica that was restarted, or never saw a job's tiles go by, reads them
-again (storing a tile twice is a no-op).
+earliest job in progress says its output begins (``tiles_from`` in the jobs topic), else at
+the end. So a replica that was restarted reads again what went by meanwhile (storing a tile
+twice is a no-op). The tiles of a job finished before it started are read on demand
+(:meth:`JobCollector.collect_again`), from the same place.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 
 import numpy as np
+from kafka import TopicPartition
 
 from pipeline.codec import CodecError, decode_image, encode_image
 from pipeline.generations import slot_names, slots
@@ -34,6 +37,9 @@ log = logging.getLogger(__name__)
 
 # JPEG results are re-encoded once after reassembly: keep that generation nearly lossless.
 RESULT_JPEG_QUALITY = 95
+# A finished job's tiles all sit before its done record; read that much past it, for clocks
+# (the processors' and the replica's that wrote it) that disagree.
+COLLECT_AGAIN_SLACK_MS = 60_000
 
 
 class JobCollector(BackgroundLoop):
@@ -47,20 +53,11 @@ class JobCollector(BackgroundLoop):
         self.timeout_s = timeout_s
         self.topics = [settings.processed_topic, settings.dead_letter_topic]
         self.ready = threading.Event()
-        # Jobs this reader started early enough to see every tile of: those it was positioned
-        # for, and every job the jobs topic did not hold yet when it was.
-        self.covered: set[str] = set()
-        self.known_at_start: set[str] | None = None
 
     def wait_ready(self, timeout_s: float) -> bool:
         """True once the reader is positioned: a job published after this is never missed."""
         self.ensure_started()
         return self.ready.wait(timeout_s)
-
-    def covers(self, entry: Entry) -> bool:
-        """Whether this reader is reading (or has read) where the job's tiles sit."""
-        job = entry.record.job
-        return self.known_at_start is not None and (job in self.covered or job not in self.known_at_start)
 
     def run_once(self) -> None:
         if not self.jobs.wait_ready(1.0):
@@ -82,10 +79,7 @@ class JobCollector(BackgroundLoop):
             if not self.jobs.sync():
                 self.stopping.wait(0.5)
                 return
-            known = {entry.record.job for entry in self.jobs.entries()}
-            positions, covered = self._start_positions(ends)
-            assign_at(consumer, positions)
-            self.covered, self.known_at_start = covered, known
+            assign_at(consumer, self._start_positions(ends))
             self.error = None
             self.ready.set()
             for job_id in self.store.complete_unassembled():
@@ -97,27 +91,14 @@ class JobCollector(BackgroundLoop):
         finally:
             consumer.close()
 
-    def _start_positions(self, ends: dict) -> tuple[dict, set[str]]:
-        """From the end of each partition, or earlier where a job not finished here (no result
-        in this host's cache) created within the job timeout says its output starts."""
+    def _start_positions(self, ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """From the end of each partition, or earlier where a job in progress (created within
+        the job timeout) says its output starts."""
         positions = dict(ends)
-        covered: set[str] = set()
-        now_ms = int(time.time() * 1000)
-        by_name = {f"{tp.topic}:{tp.partition}": tp for tp in ends}
-        for entry in self.jobs.entries():
-            record = entry.record
-            if not entry.admitted or record.state == "failed" or now_ms - record.created_ms > self.timeout_s * 1000:
-                continue
-            local = self.store.get(record.job)
-            if local is not None and local.state in ("done", "failed"):
-                continue
-            covered.add(record.job)
-            for name, offset in record.tiles_from.items():
-                tp = by_name.get(name)
-                if tp is not None:
-                    # Past the end: the slot was deleted and made again since, read all of it.
-                    positions[tp] = min(positions[tp], offset if offset <= ends[tp] else 0)
-        return positions, covered
+        for entry in self.jobs.in_progress():
+            for tp, offset in output_positions(entry, ends).items():
+                positions[tp] = min(positions[tp], offset)
+        return positions
 
     def _handle(self, record) -> None:
         """Store a job's tile or failure."""
@@ -143,19 +124,55 @@ class JobCollector(BackgroundLoop):
         entry = self.jobs.entry(frame.job)
         if entry is None or not entry.admitted or entry.record.state in ("requested", "failed"):
             return  # not a job of ours, or one that is over
-        index = 0
-        if frame.tile is not None:
-            try:
-                index = TileInfo.from_header(frame.tile).index
-            except ValueError as exc:
-                self._fail(frame.job, str(exc))
-                return
+        try:
+            index = tile_index(frame)
+        except ValueError as exc:
+            self._fail(frame.job, str(exc))
+            return
+        if self._store(entry, index, frame) and self.jobs.entry(frame.job).record.state != "done":
+            self._assemble(frame.job)  # eagerly, unless another replica already finished it
+
+    def _store(self, entry: Entry, index: int, frame) -> bool:
+        """Cache one of the job's tiles; True once every tile is cached."""
         job = entry.record
         self.store.ensure(job.job, job.format, job.transform, job.width, job.height, job.tiles_total,
                           job.created_ms / 1000)
-        status = self.store.add_tile(frame.job, index, frame.tile, frame.data, frame.width, frame.height)
-        if status is not None and status.tiles_done >= status.tiles_total:
-            self._assemble(status.id)
+        status = self.store.add_tile(job.job, index, frame.tile, frame.data, frame.width, frame.height)
+        return status is not None and status.tiles_done >= status.tiles_total
+
+    def collect_again(self, entry: Entry, deadline: float) -> bool:
+        """Read a finished job's tiles into the cache from where the jobs topic says they sit
+        (this replica was not reading when they went by, or has evicted them); True once all
+        are cached. Reads at most up to what was written a minute after the job finished."""
+        job = entry.record
+        stop_ms = (job.finished_ms or int(time.time() * 1000)) + COLLECT_AGAIN_SLACK_MS
+        consumer = make_consumer(self.settings, "viewer-jobs-again", group_id=None, allow_auto_create_topics=False)
+        try:
+            tps = partitions_of(consumer, *slots(self.settings.processed_topic, consumer.topics()))
+            ends = consumer.end_offsets(tps) if tps else {}
+            positions = output_positions(entry, ends)
+            reading = {tp for tp, offset in positions.items() if offset < ends[tp]}
+            if not reading:
+                return False
+            assign_at(consumer, positions)
+            while reading and time.monotonic() < deadline:
+                for tp, records in consumer.poll(timeout_ms=200).items():
+                    for record in records:
+                        if record.timestamp > stop_ms:
+                            reading.discard(tp)
+                            break
+                        try:
+                            frame = decode_record(record)
+                            if frame.job == job.job and self._store(entry, tile_index(frame), frame):
+                                return True
+                        except (WireError, ValueError) as exc:
+                            log.debug("job=%s: offset %d skipped: %s", job.job, record.offset, exc)
+                    if tp not in reading or consumer.position(tp) >= ends[tp]:
+                        reading.discard(tp)
+                        consumer.pause(tp)
+            return False
+        finally:
+            consumer.close()
 
     def _fail(self, job_id: str, error: str) -> None:
         self.store.fail(job_id, error)
@@ -199,6 +216,24 @@ class JobCollector(BackgroundLoop):
         for info, (_, data) in zip(infos, tiles, strict=True):
             off_hub(lambda info=info, data=data: assembler.add(info, decode_image(data, max_pixels)))
         return assembler.image()
+
+
+def tile_index(frame) -> int:
+    """Which of its job's records a processed frame is (0: a whole image); ValueError if its tile header is bad."""
+    return 0 if frame.tile is None else TileInfo.from_header(frame.tile).index
+
+
+def output_positions(entry: Entry, ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """Where the job's output starts in each of the partitions ``ends`` holds (their end
+    offsets), from its ``tiles_from``. An offset past the end means the slot was deleted and
+    made again since (the embedded broker's rotation): all of it is read."""
+    by_name = {f"{tp.topic}:{tp.partition}": tp for tp in ends}
+    found = {}
+    for name, offset in entry.record.tiles_from.items():
+        tp = by_name.get(name)
+        if tp is not None:
+            found[tp] = offset if offset <= ends[tp] else 0
+    return found
 
 
 def _transcode(data: bytes, fmt: str) -> bytes:

@@ -150,10 +150,10 @@ class JobLog(BackgroundLoop):
             found = self.book.get(job)
         if found is not None or job in self._unknown:
             return found
-        self.sync()
+        synced = self.sync()
         with self._changed:
             found = self.book.get(job)
-        if found is None:
+        if found is None and synced:  # not on a timeout: the job may be there, still unread
             self._unknown[job] = None
             while len(self._unknown) > UNKNOWN_MEMORY:
                 del self._unknown[next(iter(self._unknown))]

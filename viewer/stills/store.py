@@ -224,13 +224,14 @@ class JobStore:
 
     @off_hub_method
     def expire(self, max_age_s: float) -> None:
-        """Fail every unfinished job older than ``max_age_s`` (no processor ever answered)."""
+        """Evict every unassembled job older than ``max_age_s`` and its tiles: the cache's bulk.
+        The jobs topic still knows the job; a result asked for later is collected again."""
         with self._write() as db:
             stale = db.execute("SELECT id FROM jobs WHERE state IN ('queued', 'running') AND created < ?",
                                (time.time() - max_age_s,)).fetchall()
             for (job_id,) in stale:
-                self._fail(db, job_id, f"timed out after {max_age_s:.0f} s: not every tile came back"
-                                       " (are processors running?)")
+                db.execute("DELETE FROM tiles WHERE job = ?", (job_id,))
+                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
     @staticmethod
     def _fail(db: sqlite3.Connection, job_id: str, error: str) -> None:

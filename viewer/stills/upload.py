@@ -40,8 +40,8 @@ UPLOAD_STREAM = "upload"
 INTERNAL_ENCODING = "lz4"
 MEMORY_WAIT_S = 2.0  # how long an upload waits for others' memory before a 503
 RETRY_AFTER_S = 5  # what a refused upload is told to wait
-# How long a result request waits for this replica to collect and assemble a job another
-# replica already finished (its tiles are read again from the processed topic).
+# How long a result request waits for this replica to assemble a job another replica finished
+# (reading its tiles again from the processed topic if it did not cache them).
 RESULT_WAIT_S = 30.0
 
 
@@ -61,8 +61,9 @@ class JobLimits:
 
 
 class ResultGone(Exception):
-    """A finished job whose result this replica cannot build: its tiles went by before it
-    started reading and no longer sit where it read from (or its cache dropped them)."""
+    """A finished job whose result this replica cannot build: it has not cached the tiles, and
+    they are no longer in the log (the processed topic's retention, or rotation on the
+    embedded broker, dropped them)."""
 
 
 class Uploads:
@@ -108,20 +109,26 @@ class Uploads:
         return job_status(entry, self.store.get(job_id), int(time.time() * 1000))
 
     def result(self, entry: Entry, wait_s: float = RESULT_WAIT_S) -> bytes | None:
-        """A done job's result from this host's cache, assembled here first if need be; None
-        while it is still being collected after ``wait_s``; ResultGone if it cannot be."""
+        """A done job's result from this host's cache, assembled here first if need be (from
+        tiles this replica collected, or reads again now); None if that takes over ``wait_s``;
+        ResultGone if the tiles are no longer in the log."""
         job_id = entry.record.job
         deadline = time.monotonic() + wait_s
-        if not self.collector.wait_ready(wait_s):  # positioned: it knows which jobs it can finish
+        if not self.collector.wait_ready(wait_s):
             return None
+        read_again = False
         while True:
             data = self.store.result(job_id)
             if data is not None:
                 return data
             cached = self.store.get(job_id)
-            if not self.collector.covers(entry) or (cached is not None and cached.state == "failed"):
-                raise ResultGone(job_id)
-            self.collector.assemble(job_id)  # tiles all here (or another worker's claim): now
+            if cached is not None and cached.state == "running" and cached.tiles_done >= cached.tiles_total:
+                self.collector.assemble(job_id)  # now, unless another worker of this host is
+            elif not read_again:
+                read_again = True
+                if not self.collector.collect_again(entry, deadline) and time.monotonic() < deadline:
+                    raise ResultGone(job_id)
+                continue
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.2)
