@@ -1,7 +1,7 @@
 """Still-image jobs across viewer replicas: how long until the result can be downloaded from
 the replica that took the upload, from another that followed the job, and from one started
-only after the job was done (it collects the tiles again from where the jobs topic says they
-sit); and what a job costs the broker: its jobs-topic records against its tiles and its result.
+only after the job was done (it collects the tiles again from where the job-state topic says they
+sit); and what a job costs the broker: its job-state-topic records against its tiles and its result.
 
     .venv/bin/python -m bench.stills_replicas [--sizes 1024,2048] [--repeat 3]
 
@@ -133,7 +133,7 @@ def measure(side: int, repeat: int) -> Row:
                 print(f"  {side}²: same replica {same_s:.2f} s, other {other_s:.2f} s, started late {late_s:.2f} s; "
                       f"load {os.getloadavg()[0]:.1f}", flush=True)
             tiles, tile_bytes = topic_bytes(settings, settings.processed_topic, job, by_key=False)
-            records, record_bytes = topic_bytes(settings, settings.jobs_topic, job, by_key=True)
+            records, record_bytes = topic_bytes(settings, settings.job_state_topic, job, by_key=True)
             return Row(side, statistics.median(same), statistics.median(other), statistics.median(late), len(data),
                        len(result), tiles, tile_bytes, records, record_bytes)
         finally:
@@ -170,7 +170,7 @@ def main() -> None:
                       round(r.same_s, 2), "same replica", ratio(r.other_s, r.same_s), "≈ 1×"),
             ReportRow(f"still {r.side}² on a replica started after it was done", round(r.late_s, 2), "s",
                       round(r.same_s, 2), "upload to download, same replica", ratio(r.late_s, r.same_s), "≤ 1×"),
-            ReportRow(f"still {r.side}² jobs-topic bytes per job", r.job_record_bytes, "B", r.result_bytes,
+            ReportRow(f"still {r.side}² job-state-topic bytes per job", r.job_record_bytes, "B", r.result_bytes,
                       "result bytes (what chunked results would add)", ratio(r.job_record_bytes, r.result_bytes), "≪ 1×"),
         ]
     write_json(args.json, report)

@@ -44,7 +44,7 @@ class Settings:
     control_topic: str = "streams.control"
     # Compacted, one partition, keyed by job id: every still-image job's state, shared by all
     # viewer replicas (viewer/stills/jobstate.py).
-    jobs_topic: str = "stills.jobs"
+    job_state_topic: str = "jobs.state"
     partitions: int = 4
     replication_factor: int = 1
     # Loss-free on Apache Kafka takes all three: replication 3, min.insync.replicas 2 and
@@ -96,7 +96,7 @@ class Settings:
             heartbeat_topic=get("HEARTBEAT_TOPIC") or "processors.heartbeat",
             dead_letter_topic=get("DEAD_LETTER_TOPIC") or "frames.dlq",
             control_topic=get("CONTROL_TOPIC") or "streams.control",
-            jobs_topic=get("JOBS_TOPIC") or "stills.jobs",
+            job_state_topic=get("JOB_STATE_TOPIC") or "jobs.state",
             partitions=int_env(env, "TOPIC_PARTITIONS", 4),
             replication_factor=int_env(env, "TOPIC_REPLICATION_FACTOR", 1),
             min_insync_replicas=int_env(env, "TOPIC_MIN_INSYNC_REPLICAS", 0) or None,
@@ -128,5 +128,5 @@ class Settings:
             "HEARTBEAT_TOPIC": self.heartbeat_topic,
             "DEAD_LETTER_TOPIC": self.dead_letter_topic,
             "CONTROL_TOPIC": self.control_topic,
-            "JOBS_TOPIC": self.jobs_topic,
+            "JOB_STATE_TOPIC": self.job_state_topic,
         }

@@ -97,7 +97,7 @@ def test_upload_on_one_replica_is_followed_and_downloaded_on_the_others(stack):
     assert np.array_equal(decode(baseline), parse_spec(SPEC)(photo("astronaut.png")))
 
     job = upload(a.url, data)["job"]
-    # At once, on the other replicas: no 404 while their readers catch up with the jobs topic.
+    # At once, on the other replicas: no 404 while their readers catch up with the job-state topic.
     assert status(b.url, job)["state"] in ("queued", "running", "done")
     assert status(g.url, job)["state"] in ("queued", "running", "done")
     progress = events(b.url, job)

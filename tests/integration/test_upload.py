@@ -156,7 +156,7 @@ def test_a_job_nobody_processes_times_out(broker, tmp_path):
 
 def test_job_survives_a_viewer_restart(broker, tmp_path):
     """Processed tiles that arrive while no viewer runs are collected by the next one, from where
-    the jobs topic says they sit: it starts with an empty cache of its own."""
+    the job-state topic says they sit: it starts with an empty cache of its own."""
     settings = isolated_settings(broker)
     first = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path / "first.db")})
     job = submit(first.test_client(), photo_bytes("astronaut.png"), transform="invert", tile="128")
@@ -206,7 +206,7 @@ def test_a_restarted_viewer_assembles_jobs_whose_tiles_were_all_stored(broker, t
 
 
 def job_record(job: str, transform: str, tiles_total: int) -> JobRecord:
-    """An admitted 64x64 PNG job as the uploading replica writes it to the jobs topic."""
+    """An admitted 64x64 PNG job as the uploading replica writes it to the job-state topic."""
     return JobRecord(job=job, state="queued", format="png", transform=transform, width=64, height=64,
                      created_ms=int(time.time() * 1000), client="127.0.0.1", limits=Limits(8, 2, 600),
                      tiles_total=tiles_total)

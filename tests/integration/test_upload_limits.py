@@ -28,7 +28,7 @@ def make_client(settings, tmp_path, name: str = "jobs.db", **config):
 
 
 def in_progress(app) -> int:
-    """Jobs in progress as the jobs topic has them, read to its end."""
+    """Jobs in progress as the job-state topic has them, read to its end."""
     jobs = viewer_of(app).uploads.jobs
     assert jobs.sync()
     return len(jobs.in_progress())
@@ -72,7 +72,7 @@ def test_the_active_job_limit_holds_under_50_concurrent_uploads(settings, tmp_pa
 
 
 def test_the_active_job_limit_holds_across_two_replicas(settings, tmp_path):
-    """Two replicas with caches of their own: the jobs topic's order admits 8 in all, not 8 each."""
+    """Two replicas with caches of their own: the job-state topic's order admits 8 in all, not 8 each."""
     apps = [make_client(settings, tmp_path, f"jobs-{i}.db", MAX_ACTIVE_JOBS=8, MAX_JOBS_PER_CLIENT=1000)
             for i in range(2)]
     try:

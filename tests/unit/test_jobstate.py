@@ -1,4 +1,4 @@
-"""The jobs topic's fold (viewer.stills.jobstate): admission by log order, expiry by record time,
+"""The job-state topic's fold (viewer.stills.jobstate): admission by log order, expiry by record time,
 first terminal record wins, compaction, hostile records; and the status a replica answers."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def record(job: str, state: str = "requested", client: str = "10.0.0.1", created
 
 
 class Log:
-    """A jobs topic partition: records in order, each applied to a book as a replica would."""
+    """A job-state topic partition: records in order, each applied to a book as a replica would."""
 
     def __init__(self, keep: int = 50) -> None:
         self.book = JobBook(keep)

@@ -98,11 +98,11 @@ def upload():
             raise ApiError(413, f"transform {chain.spec!r} needs the whole image in one message, and this one is"
                                  f" larger than MAX_MESSAGE_BYTES={settings.max_message_bytes}")
         if not up.ready(READY_WAIT_S):
-            error = up.jobs.error or up.collector.error or "jobs topic not read yet"
+            error = up.jobs.error or up.collector.error or "job-state topic not read yet"
             raise ApiError(503, f"broker unreachable: {error}", headers=retry_after())
         record = new_job(uuid.uuid4().hex, header, chain, request.remote_addr or "", limits)
         job_id = record.job
-        # Admitted before the decode, by the job's place in the jobs topic (viewer/stills/jobstate.py):
+        # Admitted before the decode, by the job's place in the job-state topic (viewer/stills/jobstate.py):
         # the limits hold however many uploads arrive together, on however many replicas.
         try:
             admission = up.jobs.request(record)

@@ -1,11 +1,11 @@
 """Job collector: one background reader per viewer process gathers the tiles of every job in
-the jobs topic from the processed topic (and failures from the dead-letter topic) into this
+the job-state topic from the processed topic (and failures from the dead-letter topic) into this
 host's cache (viewer.stills.store), assembles a job's result when its last tile arrives, and
-publishes the job's outcome to the jobs topic: the first replica to do so decides it for all.
+publishes the job's outcome to the job-state topic: the first replica to do so decides it for all.
 A job some other replica already finished is assembled here only when its result is asked for.
 
 It reads without a consumer group and keeps no position of its own: it starts where the
-earliest job in progress says its output begins (``tiles_from`` in the jobs topic), else at
+earliest job in progress says its output begins (``tiles_from`` in the job-state topic), else at
 the end. So a replica that was restarted reads again what went by meanwhile (storing a tile
 twice is a no-op). The tiles of a job finished before it started are read on demand
 (:meth:`JobCollector.collect_again`), from the same place.
@@ -74,7 +74,7 @@ class JobCollector(BackgroundLoop):
                 self.stopping.wait(0.5)
                 return
             ends = consumer.end_offsets(tps)
-            # Ends first, then the jobs topic read up to its end: a job missing from it now was
+            # Ends first, then the job-state topic read up to its end: a job missing from it now was
             # requested after these ends were taken, so its output sits past them.
             if not self.jobs.sync():
                 self.stopping.wait(0.5)
@@ -141,7 +141,7 @@ class JobCollector(BackgroundLoop):
         return status is not None and status.tiles_done >= status.tiles_total
 
     def collect_again(self, entry: Entry, deadline: float) -> bool:
-        """Read a finished job's tiles into the cache from where the jobs topic says they sit
+        """Read a finished job's tiles into the cache from where the job-state topic says they sit
         (this replica was not reading when they went by, or has evicted them); True once all
         are cached. Reads at most up to what was written a minute after the job finished."""
         job = entry.record

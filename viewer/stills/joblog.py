@@ -1,4 +1,4 @@
-"""The jobs topic, followed and written by every viewer process: the shared state of still-image
+"""The job-state topic, followed and written by every viewer process: the shared state of still-image
 jobs (viewer.stills.jobstate has the records and the fold), so any replica answers any job.
 
 One background reader per process applies the topic's records in order to a JobBook. Writers
@@ -25,8 +25,8 @@ from viewer.stills.jobstate import Entry, JobBook, JobRecord
 log = logging.getLogger(__name__)
 
 # Admission waits for the reader to apply the request; Tansu holds every fetch this long even
-# when records arrive, so this is most of an upload's admission time. Idle, a reader at 100 ms
-# costs ~0.02 core (0.12 at 10 ms, 0.01 at 500 ms, measured on the embedded broker).
+# when records arrive, so this is most of an upload's admission time. An idle reader costs
+# ~0.03 core at 50 ms and ~0.01 at 500 ms on the embedded broker (0.12 at the live path's 10).
 FETCH = {"fetch_max_wait_ms": 100}
 WRITE_TIMEOUT_S = 10.0
 # Job ids looked up and not found after a catch-up, remembered so a stream of made-up ids (or
@@ -41,7 +41,7 @@ class JobLog(BackgroundLoop):
     def __init__(self, settings: Settings, keep: int = 50) -> None:
         super().__init__()
         self.settings = settings
-        self.tp = TopicPartition(settings.jobs_topic, 0)
+        self.tp = TopicPartition(settings.job_state_topic, 0)
         self.book = JobBook(keep)
         self.ready = threading.Event()
         self._position = 0  # next offset the reader will apply
@@ -100,7 +100,7 @@ class JobLog(BackgroundLoop):
         end = self._end_offset()
         if end >= self._position:
             return False
-        log.warning("jobs topic %s was recreated: %d job(s) forgotten", self.tp.topic, len(self.book.jobs))
+        log.warning("job-state topic %s was recreated: %d job(s) forgotten", self.tp.topic, len(self.book.jobs))
         return True
 
     def _end_offset(self) -> int:
@@ -129,7 +129,7 @@ class JobLog(BackgroundLoop):
         try:
             end = self._end_offset()
         except KafkaError as exc:
-            log.warning("jobs topic end not known: %s", exc)
+            log.warning("job-state topic end not known: %s", exc)
             return False
         return self._wait_position(end, timeout_s)
 
@@ -183,7 +183,7 @@ class JobLog(BackgroundLoop):
         self._unknown.pop(record.job, None)
         offset = self.publish(record)
         if not self._wait_position(offset + 1, timeout_s):
-            raise KafkaError(f"the jobs topic reader did not reach offset {offset} within {timeout_s:g} s")
+            raise KafkaError(f"the job-state topic reader did not reach offset {offset} within {timeout_s:g} s")
         with self._changed:
             entry = self.book.get(record.job)
         if entry is None or entry.offset != offset:

@@ -1,6 +1,6 @@
-"""Still-image job state as a fold over the jobs topic: what every viewer replica agrees on.
+"""Still-image job state as a fold over the job-state topic: what every viewer replica agrees on.
 
-Each record of the jobs topic (key = job id) carries the job's whole document, so the topic can
+Each record of the job-state topic (key = job id) carries the job's whole document, so the topic can
 be compacted to one record per job. A replica applies the records in log order (the topic has
 one partition), and every replica that has read up to the same offset holds the same
 :class:`JobBook`. That order also decides admission: a ``requested`` record is admitted or
@@ -32,7 +32,7 @@ MAX_POSITIONS = 4096
 
 
 class JobRecordError(ValueError):
-    """A jobs-topic record that is not a job document (anyone who can write the topic can write it)."""
+    """A job-state-topic record that is not a job document (anyone who can write the topic can write it)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _text(body: dict, name: str, limit: int = 4096, optional: bool = False) -> s
 
 
 def decode_record(key: bytes | None, value: bytes) -> JobRecord:
-    """The job document of a jobs-topic record; JobRecordError if it is not one."""
+    """The job document of a job-state-topic record; JobRecordError if it is not one."""
     if len(value) > MAX_RECORD_BYTES:
         raise JobRecordError(f"record of {len(value)} bytes is not a job document")
     try:
@@ -153,7 +153,7 @@ class Entry:
 
 
 class JobBook:
-    """The jobs topic folded: every job still known, by id. Not thread-safe: one reader applies
+    """The job-state topic folded: every job still known, by id. Not thread-safe: one reader applies
     records (JobLog serialises)."""
 
     def __init__(self, keep: int = 50) -> None:

@@ -1,9 +1,9 @@
 """A per-host cache of still-image jobs in SQLite: the tiles this viewer collected, and the
 results it assembled, so a result is built once per host and served without rebuilding it.
 
-Only a cache: what a job is and how it stands is in the jobs topic (viewer/stills/joblog.py),
+Only a cache: what a job is and how it stands is in the job-state topic (viewer/stills/joblog.py),
 and the tiles are in the processed topic. A replica with an empty cache (another host, a
-deleted file) collects a job's tiles again from where the jobs topic says they sit. Workers of
+deleted file) collects a job's tiles again from where the job-state topic says they sit. Workers of
 one host may share the file (``JOBS_DB``): a claim in the job's row lets only one assemble.
 Tiles are deleted once assembled; only the newest ``keep`` finished jobs (and at most
 ``max_result_bytes`` of results) are kept.
@@ -150,7 +150,7 @@ class JobStore:
     @off_hub_method
     def ensure(self, job_id: str, fmt: str, transform: str, width: int, height: int, tiles_total: int,
                created: float) -> None:
-        """Start caching a job (known from the jobs topic) unless it already is."""
+        """Start caching a job (known from the job-state topic) unless it already is."""
         with self._write() as db:
             db.execute(
                 "INSERT OR IGNORE INTO jobs (id, state, format, transform, width, height, tiles_total, created)"
@@ -225,7 +225,7 @@ class JobStore:
     @off_hub_method
     def expire(self, max_age_s: float) -> None:
         """Evict every unassembled job older than ``max_age_s`` and its tiles: the cache's bulk.
-        The jobs topic still knows the job; a result asked for later is collected again."""
+        The job-state topic still knows the job; a result asked for later is collected again."""
         with self._write() as db:
             stale = db.execute("SELECT id FROM jobs WHERE state IN ('queued', 'running') AND created < ?",
                                (time.time() - max_age_s,)).fetchall()

@@ -2,7 +2,7 @@
 publish them to the raw topic as one job for the processor group, and report the job's progress.
 
 Tiles go through the same processor code path as video frames (``pipeline.tiling`` contract);
-the jobs topic (``viewer.stills.joblog``) holds every job's state for all replicas, the job
+the job-state topic (``viewer.stills.joblog``) holds every job's state for all replicas, the job
 collector (``viewer.stills.collector``) reassembles results and ``viewer.stills.store`` caches
 them on this host. The HTTP side is ``viewer.routes.stills``.
 """
@@ -67,7 +67,7 @@ class ResultGone(Exception):
 
 
 class Uploads:
-    """Per-app upload machinery: the jobs topic, the host's job cache, the collector, one
+    """Per-app upload machinery: the job-state topic, the host's job cache, the collector, one
     shared producer, the limits and the process's upload memory budget."""
 
     def __init__(self, settings: Settings, store: JobStore, limits: JobLimits, keep: int = 50) -> None:
@@ -90,11 +90,11 @@ class Uploads:
             return self._producer
 
     def ready(self, timeout_s: float) -> bool:
-        """The jobs topic read through and the collector positioned (both start on first use)."""
+        """The job-state topic read through and the collector positioned (both start on first use)."""
         return self.jobs.wait_ready(timeout_s) and self.collector.wait_ready(timeout_s)
 
     def entry(self, job_id: str) -> Entry | None:
-        """The job as the jobs topic has it; None when unknown or refused."""
+        """The job as the job-state topic has it; None when unknown or refused."""
         # Any request about a job starts this replica's collector: it finishes the job if the
         # replica that took the upload is gone.
         self.collector.ensure_started()
@@ -159,14 +159,14 @@ class Uploads:
 
 
 def new_job(job_id: str, header: ImageHeader, chain: Chain, client: str, limits: JobLimits) -> JobRecord:
-    """The request a new upload publishes to the jobs topic."""
+    """The request a new upload publishes to the job-state topic."""
     return JobRecord(job=job_id, state="requested", format=header.format, transform=chain.spec,
                      width=header.width, height=header.height, created_ms=int(time.time() * 1000),
                      client=client, limits=limits.for_record())
 
 
 def job_status(entry: Entry, cached: JobStatus | None, now_ms: int) -> JobStatus:
-    """What a status request answers: the job from the jobs topic, with this host's progress
+    """What a status request answers: the job from the job-state topic, with this host's progress
     (tiles collected so far) while it runs."""
     job = entry.record
     state = entry.state_at(now_ms)
