@@ -28,9 +28,14 @@ venv: $(DEV)
 demo: $(RUNTIME)
 	$(PY) -m pipeline up $(ARGS)
 
+# Most tests wait on processes and sockets, so they run in TEST_WORKERS processes (a module stays
+# on one worker, with its broker); the few that measure the machine run alone afterwards.
+TEST_WORKERS ?= 2
+
 test: $(DEV)
 	$(PY) -m ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial" $(PYTEST_ARGS)
+	$(PY) -m pytest -m serial $(PYTEST_ARGS)
 
 # The fault and fuzz suites alone, in their long forms: many more generated inputs than `make
 # test` tries, three kills and outages, a 3-minute soak (`make test` runs the short forms).

@@ -1,8 +1,51 @@
 # Read by gunicorn from the directory it starts in (`pipeline up`, the Docker image, tests):
 # the viewer's production settings, so `gunicorn -k gevent 'viewer:create_app()'` gets them too.
 
+import glob
+import os
+import shutil
+import tempfile
+
 # Every open MJPEG client holds one connection for as long as it watches, so the gevent
 # worker's default of 1,000 is a viewer limit, not only a defence: 4,000 per worker, of which
 # request bodies may hold only MAX_BODIES_IN_PROGRESS (viewer/bodies.py). Each connection is a
 # file descriptor: the process needs `ulimit -n` above this.
 worker_connections = 4000
+
+# Seconds an idle keep-alive connection stays open: above deploy/nginx.conf's upstream
+# keepalive_timeout (4 s), so nginx always closes an idle connection first and never reuses one
+# the viewer is closing.
+keepalive = 5
+
+# Metrics across workers: each worker writes its metrics to files in PROMETHEUS_MULTIPROC_DIR
+# and /metrics in any worker adds up every worker's (prometheus_client's multiprocess mode,
+# viewer/metrics.py). The master sets the directory up once, before it forks, because the
+# client picks its storage when it is first imported. A directory given in the environment is
+# emptied (files of an earlier run would be added to this one's totals); without one, a private
+# temporary directory is made and removed at exit.
+_metrics = {"dir": "", "own": False}
+
+
+def on_starting(server) -> None:
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+    else:
+        path = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="viewer-metrics-")
+        _metrics["own"] = True
+    _metrics["dir"] = path
+
+
+def child_exit(server, worker) -> None:
+    # A dead worker's gauges (open clients, resume consumers) stop counting; its counters stay
+    # in the totals, which count what it served.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, _metrics["dir"])
+
+
+def on_exit(server) -> None:
+    if _metrics["own"]:
+        shutil.rmtree(_metrics["dir"], ignore_errors=True)

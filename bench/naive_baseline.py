@@ -82,7 +82,12 @@ class StampedFeed(threading.Thread):
 
 def latencies(port: int, path: str, seconds: float, warmup_s: float = 2.0) -> list[float]:
     """now - send time (ms) of each part one client receives after the warm-up."""
-    out: list[float] = []
+    return [arrived - sent for sent, arrived in arrivals(port, path, seconds, warmup_s)]
+
+
+def arrivals(port: int, path: str, seconds: float, warmup_s: float = 2.0) -> list[tuple[int, float]]:
+    """(send time, arrival time) in ms of each part one client receives after the warm-up."""
+    out: list[tuple[int, float]] = []
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
         start = time.monotonic() + warmup_s
@@ -95,7 +100,7 @@ def latencies(port: int, path: str, seconds: float, warmup_s: float = 2.0) -> li
             now_ms = time.time() * 1000
             *complete, buffer = buffer.split(b"\r\n--frame\r\n")
             if time.monotonic() >= start:
-                out += [now_ms - int(m.group(1)) for part in complete if (m := STAMP.search(part))]
+                out += [(int(m.group(1)), now_ms) for part in complete if (m := STAMP.search(part))]
     return out
 
 

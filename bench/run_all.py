@@ -27,6 +27,7 @@ BENCHES = {
     "e2e-720p": ("e2e_latency.py", ["--seconds", "8", "--frames", "400", "--resize", "1280x720"]),
     "naive": ("naive_baseline.py", ["--clients", "100", "--seconds", "6"]),
     "fanout": ("viewer_fanout.py", ["--clients", "100,500,1000", "--seconds", "6"]),
+    "proxy": ("proxy_fanout.py", ["--clients", "200", "--seconds", "6"]),
     "stills": ("stills.py", ["--sizes", "1024,2048,4096", "--processors", "1,2"]),
     "scale-out": ("processor_scaling.py", ["--frames", "200", "--rounds", "1"]),
     "startup": ("startup.py", ["--rounds", "2", "--watch", "3"]),

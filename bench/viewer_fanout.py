@@ -24,7 +24,7 @@ import uuid
 
 import cv2
 
-from bench.mjpeg_load import measure_clients, percentile
+from bench.mjpeg_load import load_clients, percentile
 from bench.report import Row as ReportRow
 from bench.report import ratio, write_json
 from pipeline.codec import encode_image
@@ -53,6 +53,15 @@ def sample_frames(size: tuple[int, int], count: int = 50) -> list[bytes]:
     return frames
 
 
+def bench_settings(broker: EmbeddedBroker, prefix: str) -> Settings:
+    """Settings on `broker` with fresh topics of their own, created."""
+    tag = uuid.uuid4().hex[:8]
+    settings = dataclasses.replace(Settings(bootstrap_servers=broker.bootstrap), processed_topic=f"{prefix}-{tag}",
+                                   raw_topic=f"{prefix}-raw-{tag}", heartbeat_topic=f"{prefix}-hb-{tag}")
+    ensure_topics(settings)
+    return settings
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -77,6 +86,9 @@ class Row:
     cpu_cores: float
 
     mean_fps: float = 0.0
+    client_cpu_cores: float = 0.0  # the load generator's own CPU: it must stay well under one core
+    first_part_p95_s: float = 0.0  # connect → first whole part, 95th percentile client
+    first_part_max_s: float = 0.0
 
     @property
     def p5_of_hub(self) -> float:
@@ -89,7 +101,9 @@ class Row:
         return self.cpu_cores / max(self.mean_fps * self.clients, 1e-9) * 1e6
 
 
-def measure(server: Gunicorn, clients: int, seconds: float, profile: str | None = None, http: str = "1.1") -> Row:
+def measure(server: Gunicorn, clients: int, seconds: float, profile: str | None = None, http: str = "1.1",
+            port: int | None = None) -> Row:
+    """`clients` MJPEG clients of the server, or of whatever listens on `port` in front of it."""
     worker = server.worker_pid()
     warmup = 2.0 + clients / 500  # connecting 1,000 sockets takes a moment
     spy = None
@@ -99,24 +113,23 @@ def measure(server: Gunicorn, clients: int, seconds: float, profile: str | None 
         spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--gil",
                                 "--format", "raw", "--rate", "200", "--duration", str(int(warmup + seconds)),
                                 "-p", str(worker), "-o", profile], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    fps = measure_clients(server.port, f"/stream/{STREAM}.mjpg", clients, warmup, seconds, http)
+    load = load_clients(port or server.port, f"/stream/{STREAM}.mjpg", clients, warmup, seconds, http)
+    fps = load.fps
     cpu1, t1 = cpu_seconds(worker), time.monotonic()
     received = frames_received(server) - received0
     if spy is not None:
         spy.wait(60)
     wall = t1 - t0
+    firsts = load.first_part_s + [float("inf")] * (clients - len(load.first_part_s))
     return Row(clients, received / wall, percentile(fps, 0.05), percentile(fps, 0.5), fps[0], (cpu1 - cpu0) / wall,
-               sum(fps) / len(fps))
+               sum(fps) / len(fps), load.cpu_cores, percentile(firsts, 0.95), firsts[-1])
 
 
 def run(clients: list[int], size: tuple[int, int], seconds: float, profile: str | None = None,
         http: str = "1.1") -> list[Row]:
     frames = sample_frames(size)
     with EmbeddedBroker() as broker:
-        tag = uuid.uuid4().hex[:8]
-        settings = dataclasses.replace(Settings(bootstrap_servers=broker.bootstrap), processed_topic=f"bench-{tag}",
-                                       raw_topic=f"bench-raw-{tag}", heartbeat_topic=f"bench-hb-{tag}")
-        ensure_topics(settings)
+        settings = bench_settings(broker, "bench")
         with FrameFeed(settings, settings.processed_topic, {STREAM: ((size[1], size[0]), frames)}, fps=FPS):
             # gunicorn.conf.py (read from the repo root) allows the connections, as in production.
             server = Gunicorn(settings)
@@ -144,10 +157,12 @@ def main() -> None:
     print(f"load {os.getloadavg()[0]:.2f}; stream {args.size[0]}x{args.size[1]} gray JPEG q80, {FPS} fps; "
           f"gunicorn -k gevent -w 1; {args.seconds:.0f} s per row", flush=True)
     rows = run(counts, args.size, args.seconds, args.profile, args.http)
-    print(f"{'clients':>8} {'hub fps':>8} {'p5 fps':>7} {'p5/hub':>7} {'median':>7} {'min':>6} {'CPU cores':>10} {'µs/part':>8}")
+    print(f"{'clients':>8} {'hub fps':>8} {'p5 fps':>7} {'p5/hub':>7} {'median':>7} {'min':>6} {'CPU cores':>10} "
+          f"{'µs/part':>8} {'clients CPU':>12} {'1st part p95/max s':>19}")
     for r in rows:
         print(f"{r.clients:>8} {r.hub_fps:>8.1f} {r.p5_fps:>7.1f} {r.p5_of_hub:>6.2f}x {r.median_fps:>7.1f} "
-              f"{r.min_fps:>6.1f} {r.cpu_cores:>10.2f} {r.us_per_part:>8.1f}")
+              f"{r.min_fps:>6.1f} {r.cpu_cores:>10.2f} {r.us_per_part:>8.1f} {r.client_cpu_cores:>12.2f} "
+              f"{r.first_part_p95_s:>9.2f}/{r.first_part_max_s:<9.2f}")
     print(f"load {os.getloadavg()[0]:.2f} at the end")
     write_json(args.json, [ReportRow(f"fan-out: {r.clients} MJPEG clients, 5th-percentile client ({args.size[0]}x{args.size[1]})",
                                      round(r.p5_fps, 1), "fps", round(r.hub_fps, 1), "frames the viewer received",

@@ -18,6 +18,13 @@ def int_env(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _count_env(env: Mapping[str, str], name: str) -> int:
+    value = int_env(env, name, 0)
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more, got {value}")
+    return value
+
+
 ACKS = ("0", "1", "all")
 
 
@@ -79,6 +86,10 @@ class Settings:
     max_resume_viewers: int = 64
     max_viewer_groups: int = 256
     viewer_group_ttl_s: int = 24 * 3600
+    # Reverse proxies in front of the viewer that each append the client's address to
+    # X-Forwarded-For (1 behind docker-compose.yml's nginx). Only then is the client taken from
+    # that header, as the proxies wrote it; 0 ignores forwarding headers, which anyone can send.
+    trusted_proxies: int = 0
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -116,6 +127,7 @@ class Settings:
             max_resume_viewers=int_env(env, "MAX_RESUME_VIEWERS", 64),
             max_viewer_groups=int_env(env, "MAX_VIEWER_GROUPS", 256),
             viewer_group_ttl_s=int_env(env, "VIEWER_GROUP_TTL_S", 24 * 3600),
+            trusted_proxies=_count_env(env, "VIEWER_TRUSTED_PROXIES"),
         )
 
     def topic_env(self) -> dict[str, str]:

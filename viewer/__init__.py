@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 
 from flask import Blueprint, Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from viewer import headers
 from viewer.bodies import BodyGuard
 from viewer.errors import register_error_handlers
 from viewer.extension import Viewer, viewer_of
+from viewer.live.direct import DirectStreams
 from viewer.routes import chains as chains_routes
 from viewer.routes import clip as clip_routes
 from viewer.routes import live as live_routes
@@ -44,4 +46,10 @@ def create_app(config: dict | None = None) -> Flask:
     headers.init_app(app)
     shared = viewer_of(app).settings.shared
     app.wsgi_app = BodyGuard(app.wsgi_app, shared.max_bodies_in_progress, shared.body_idle_timeout_s)
+    if shared.trusted_proxies:
+        # The client is the address the trusted proxies appended, not the proxy's own: per-client
+        # limits then hold per client. Entries before theirs are the client's say, never read.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=shared.trusted_proxies, x_proto=shared.trusted_proxies)
+    # Outermost: it answers gunicorn directly for the live streams it writes itself.
+    app.wsgi_app = DirectStreams(app.wsgi_app)
     return app

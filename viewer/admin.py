@@ -3,8 +3,9 @@
 With VIEWER_ADMIN_TOKEN set, `Authorization: Bearer <token>` is required (none: 401, wrong:
 403). Unset, admin routes refuse with 403, except for loopback clients when the viewer runs
 under `pipeline up` (VIEWER_LOOPBACK_ADMIN=1) and the request carries no forwarding header (a
-reverse proxy on the same host would make anyone's request loopback). A JSON body is required,
-which also keeps cross-site form posts out.
+reverse proxy on the same host would make anyone's request loopback; with VIEWER_TRUSTED_PROXIES
+the address is the one the proxy forwarded, and the header is there all the same). A JSON body
+is required, which also keeps cross-site form posts out.
 """
 
 from __future__ import annotations

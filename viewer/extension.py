@@ -14,6 +14,7 @@ from viewer.live.hub import LiveHub
 from viewer.live.viewer_ids import ViewerIds
 from viewer.metrics import ViewerMetrics
 from viewer.settings import ViewerSettings
+from viewer.shared_offsets import SharedTool
 from viewer.status.broker_identity import BrokerIdentity
 from viewer.status.heartbeats import ProcessorHeartbeats
 from viewer.status.lag import LagSampler
@@ -42,6 +43,7 @@ class Viewer:
                            max_work_s=own.max_job_work_s, timeout_s=own.job_timeout_s,
                            memory_bytes=own.upload_memory_bytes)
         self.uploads = Uploads(shared, store, limits, keep=own.jobs_keep)
+        self.window_tool = SharedTool(shared)
         self._chains: ChainControl | None = None
         self._chains_lock = threading.Lock()
         app.extensions["viewer"] = self
@@ -67,6 +69,7 @@ class Viewer:
         for loop in loops:
             loop.stop(max(0.0, deadline - time.monotonic()))
         self.uploads.close()
+        self.window_tool.close()
         if self._chains is not None:
             self._chains.close()
 

@@ -1,10 +1,21 @@
-"""Prometheus metrics of one viewer process, in a registry of its own (one per app)."""
+"""Prometheus metrics of the viewer: one registry per app, added up over every worker under gunicorn.
+
+Under gunicorn (gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before it forks) every worker
+writes its counters, gauges and histograms to files of its own, and /metrics in any worker adds
+up every worker's: prometheus_client's multiprocess mode. Open-count gauges add up the live
+workers. Metrics that are not a worker's own count (consumer lag, read from Kafka) are
+collectors computed when scraped, from the answering worker's state, because multiprocess files
+cannot forget a label set.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -28,12 +39,9 @@ class ViewerMetrics:
             "Frames a live hub did not show: newer input was already queued behind them (a processor catching up)",
             ["topic"], registry=r,
         )
-        self.clients = Gauge("viewer_clients", "Open MJPEG responses", ["mode"], registry=r)
-        self.resume_consumers = Gauge("viewer_resume_consumers", "Open Kafka consumers of resuming viewers", registry=r)
-        self.consumer_lag = Gauge(
-            "viewer_consumer_lag", "Records between a group's committed offset and the end of the stream's partition",
-            ["stream", "topic", "group"], registry=r,
-        )
+        self.clients = Gauge("viewer_clients", "Open MJPEG responses", ["mode"], registry=r, multiprocess_mode="livesum")
+        self.resume_consumers = Gauge("viewer_resume_consumers", "Open Kafka consumers of resuming viewers", registry=r,
+                                      multiprocess_mode="livesum")
         self.order_events = Counter(
             "viewer_order_events",
             "Frame order in the live readers: frames released by reordering, late and duplicate frames dropped,"
@@ -49,8 +57,22 @@ class ViewerMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r,
         )
 
+        self._computed: list[Collector] = []
+
+    def add_computed(self, collector: Collector) -> None:
+        """A collector computed at scrape time from this worker's state (not added up over workers)."""
+        self._computed.append(collector)
+        self.registry.register(collector)
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not path:
+            return generate_latest(self.registry)
+        every_worker = CollectorRegistry()
+        MultiProcessCollector(every_worker, path)
+        for collector in self._computed:
+            every_worker.register(collector)
+        return generate_latest(every_worker)
 
 
 class ClientTally:

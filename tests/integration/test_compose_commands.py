@@ -20,6 +20,7 @@ from pipeline.local.broker import free_port
 from pipeline.settings import Settings
 from tests.support.compose_file import load_compose, service_env
 from tests.support.mjpeg_client import read_parts
+from tests.support.nginx import Nginx
 from tests.support.paths import ROOT
 from tests.support.topics import settings_env
 
@@ -104,6 +105,17 @@ def test_frames_flow_from_producer_to_viewer(compose_stack):
     seqs = [p.seq for p in parts]
     assert seqs == sorted(seqs) and len(set(seqs)) == 5
     assert parts[0].body[:2] == b"\xff\xd8", "a JPEG"
+
+
+def test_frames_flow_through_the_compose_nginx(compose_stack):
+    """deploy/nginx.conf as compose mounts it, with the viewer service's name and port replaced
+    by this machine's viewer, and compose's trusted-proxy setting on the viewer."""
+    compose, _, url, _, _ = compose_stack
+    assert service_env(compose, "viewer")["VIEWER_TRUSTED_PROXIES"] == "1"
+    with Nginx([int(url.rsplit(":", 1)[1])]) as nginx:
+        parts = read_parts(f"{nginx.url}/stream/sample.mjpg", count=5)
+        assert len({p.seq for p in parts}) == 5 and parts[0].body[:2] == b"\xff\xd8"
+        assert nginx.upstreams() == [url.removeprefix("http://")]
 
 
 def test_viewer_healthcheck_command_passes(compose_stack):

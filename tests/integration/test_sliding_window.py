@@ -21,7 +21,7 @@ from pipeline.offsets import OffsetsError, OffsetTool
 from pipeline.settings import Settings
 from tests.support.compose_file import ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 WINDOW_S = 8
 ROTATIONS = 4

@@ -17,7 +17,7 @@ from tests.support.gunicorn_server import Gunicorn
 from tests.support.mjpeg_client import watch_seqs
 from tests.support.waiting import wait_for_snapshot, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 SLOW_SOCKETS = 1000
 MAX_BODIES = 16

@@ -34,9 +34,10 @@ def in_progress(app) -> int:
     return len(jobs.in_progress())
 
 
-def post(client, data: bytes, remote_addr: str = "127.0.0.1"):
+def post(client, data: bytes, remote_addr: str = "127.0.0.1", forwarded_for: str | None = None):
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
     return client.post("/upload", data={"image": (io.BytesIO(data), "photo.png"), "tile": "128"},
-                       content_type="multipart/form-data", environ_base={"REMOTE_ADDR": remote_addr})
+                       content_type="multipart/form-data", environ_base={"REMOTE_ADDR": remote_addr}, headers=headers)
 
 
 def concurrent_uploads(apps: list, count: int, data: bytes) -> Counter:
@@ -108,6 +109,27 @@ def test_one_client_past_its_limit_gets_429_with_retry_after(settings, tmp_path)
         assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
         assert "MAX_JOBS_PER_CLIENT" in refused.get_json()["error"]
         assert post(client, data, remote_addr="10.1.2.3").status_code == 202  # another client is not held up
+    finally:
+        viewer_of(app).shutdown()
+
+
+# Every request comes from the proxy's address, 127.0.0.1; each carries the forwarded address shown.
+FORWARDED = ["198.51.100.1", "198.51.100.1", "198.51.100.2", "198.51.100.3, 198.51.100.1"]
+
+
+@pytest.mark.parametrize("trusted, statuses", [
+    # One trusted proxy: each client is the address it appended (the last); an entry the client
+    # wrote itself (198.51.100.3) changes nothing.
+    (1, [202, 429, 202, 429]),
+    # By default anyone could claim any address: the header is ignored, every upload is one client's.
+    (0, [202, 429, 429, 429]),
+])
+def test_per_client_limit_behind_a_proxy(settings, tmp_path, trusted, statuses):
+    app = make_client(dataclasses.replace(settings, trusted_proxies=trusted), tmp_path, MAX_JOBS_PER_CLIENT=1)
+    client = app.test_client()
+    data = photo_bytes("astronaut.png")
+    try:
+        assert [post(client, data, forwarded_for=address).status_code for address in FORWARDED] == statuses
     finally:
         viewer_of(app).shutdown()
 

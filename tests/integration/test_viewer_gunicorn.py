@@ -69,6 +69,28 @@ def raw_mjpeg_socket(url: str, path: str) -> socket.socket:
     return sock
 
 
+def test_live_parts_go_out_unchunked_as_the_feeds_own_jpeg_bytes(server, feed):
+    """Under gunicorn a live stream is written straight to the socket: no chunked framing (the
+    body ends with the connection), and every part carries the feed's JPEG byte for byte."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"GET /stream/cam.mjpg HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        stream = sock.makefile("rb")
+        assert stream.readline().split()[1] == b"200"
+        headers = {}
+        while (line := stream.readline()) != b"\r\n":
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        assert "transfer-encoding" not in headers and headers["connection"] == "close"
+        assert headers["content-type"].startswith("multipart/x-mixed-replace; boundary=frame")
+        parts = iter_parts(stream)
+        got = [next(parts) for _ in range(10)]
+    sent = set(feed.encoded["cam"][1])
+    assert all(p.body in sent and int(p.headers["content-length"]) == len(p.body) for p in got)
+    seqs = distinct_seqs(got)
+    assert seqs == sorted(seqs) and len(seqs) >= 5
+
+
 def test_slow_client_skips_to_newest_without_stalling_others(server):
     sock = raw_mjpeg_socket(server.url, "/stream/big.mjpg")
     try:

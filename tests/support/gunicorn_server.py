@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import requests
 from pipeline.local.broker import free_port
 from pipeline.settings import Settings
 from tests.support.paths import ROOT
+from tests.support.processes import stop_on_sigterm
 from tests.support.topics import settings_env
 
 
@@ -44,19 +44,16 @@ class Gunicorn:
                     raise
                 time.sleep(0.1)
 
-    def worker_pid(self) -> int:
+    def worker_pids(self) -> list[int]:
         with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
-            (pid,) = f.read().split()
-        return int(pid)
+            return [int(pid) for pid in f.read().split()]
+
+    def worker_pid(self) -> int:
+        (pid,) = self.worker_pids()
+        return pid
 
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.worker_pid()}/fd"))
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise AssertionError("gunicorn did not stop on SIGTERM") from None
+        stop_on_sigterm(self.proc, "gunicorn")

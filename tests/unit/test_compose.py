@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import runpy
 
 from pipeline.local.up import UpOptions, service_commands
 from pipeline.settings import Settings
 from tests.support.compose_file import APP_SERVICES, load_compose, service_env
+from tests.support.nginx import parse, read_config
 from tests.support.paths import ROOT
+from viewer.routes.stills import EVENTS_MAX_S, FORM_OVERHEAD_BYTES
 
 IMAGE = "kafka-live-video"
 # Read by Settings but deliberately not offered in production: `pipeline up` sets it so a local
@@ -46,7 +49,7 @@ def dockerfile_copies() -> list[str]:
 
 def test_services_and_their_order():
     services = load_compose()["services"]
-    assert set(APP_SERVICES) | {"kafka", "prometheus", "grafana"} <= set(services)
+    assert set(APP_SERVICES) | {"kafka", "nginx", "prometheus", "grafana"} <= set(services)
     assert services["topics"]["depends_on"] == {"kafka": {"condition": "service_healthy"}}
     assert services["topics"]["restart"] == "no", "a one-shot job must not be restarted after it succeeded"
     for name in ("producer", "processor", "viewer"):
@@ -139,4 +142,58 @@ def test_compose_runs_the_same_commands_as_pipeline_up():
     assert services["producer"]["command"] == up["producer"]
     assert services["processor"]["command"] == up["processor-1"]
     assert services["viewer"]["command"] == up["viewer"]
-    assert services["viewer"]["ports"] == ["8000:8000"]
+
+
+def nginx_seconds(value: str) -> float:
+    """An nginx time (`90`, `4s`, `20m`, `1h`) in seconds."""
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h|d)?", value).groups()
+    return int(number) * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def test_viewer_replicas_scale_behind_nginx():
+    """`docker compose up --scale viewer=3`: replicas without a host port, found by nginx under
+    the service name (Docker's DNS answers it with every replica), and nginx is the way in."""
+    services = load_compose()["services"]
+    viewer, nginx = services["viewer"], services["nginx"]
+    assert "ports" not in viewer, "a fixed host port lets only one replica start"
+    viewer_port = viewer["command"][viewer["command"].index("-b") + 1].rsplit(":", 1)[1]
+    config = parse(read_config())
+    upstream = config.http.one("upstream", "viewer")
+    assert [d.args for d in upstream.find("server")] == [[f"viewer:{viewer_port}", "resolve"]]
+    assert upstream.find("zone"), "`resolve` needs a shared zone"
+    assert config.http.value("resolver").startswith("127.0.0.11 "), "Docker's embedded DNS"
+    version = tuple(int(n) for n in re.match(r"nginx:(\d+)\.(\d+)", nginx["image"]).groups())
+    assert version >= (1, 28), "`server ... resolve` outside nginx Plus needs 1.27.3 or later"
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
+    assert nginx["ports"] == [f"8000:{config.server.value('listen')}"]
+    assert nginx["depends_on"] == ["viewer"] and "container_name" not in nginx
+    locations = config.server.find("location")
+    assert all(loc.value("proxy_pass") == "http://viewer" for loc in locations if not loc.args[0].startswith("@"))
+
+
+def test_nginx_passes_streams_on_unbuffered_and_keeps_them_open():
+    config = parse(read_config())
+    server = config.server
+    assert server.value("proxy_http_version") == "1.1" and server.one("proxy_set_header", "Connection").args == [
+        "Connection", ""], "upstream keep-alive"
+    gunicorn = runpy.run_path(os.path.join(ROOT, "gunicorn.conf.py"))
+    upstream = config.http.one("upstream", "viewer")
+    assert nginx_seconds(upstream.value("keepalive_timeout")) < gunicorn["keepalive"], "nginx must close idle ones first"
+    mjpeg = server.one("location", "/stream/")
+    events = server.one("location", "~", "^/jobs/[^/]+/events$")
+    assert re.fullmatch(events.args[1], "/jobs/0123abcd/events") and not re.fullmatch(events.args[1], "/jobs/x/result")
+    for location in (mjpeg, events):
+        assert location.value("proxy_buffering") == "off"
+    assert nginx_seconds(mjpeg.value("proxy_read_timeout")) >= 3600
+    assert nginx_seconds(events.value("proxy_read_timeout")) > EVENTS_MAX_S, "a job's events end by themselves"
+
+
+def test_nginx_and_the_viewer_agree_on_bodies_and_client_addresses():
+    compose = load_compose()
+    settings = Settings.from_env(service_env(compose, "viewer"))
+    server = parse(read_config()).server
+    assert int(server.value("client_max_body_size")) == settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+    assert nginx_seconds(server.value("client_body_timeout")) == settings.body_idle_timeout_s
+    assert server.one("proxy_set_header", "X-Forwarded-For").args[1] == "$proxy_add_x_forwarded_for"
+    assert settings.trusted_proxies == 1, "behind nginx, the client is the address nginx forwards"
+    assert Settings().trusted_proxies == 0, "forwarding headers are untrusted unless configured"

@@ -38,3 +38,18 @@ def test_loopback_admin_refuses_a_request_a_proxy_relayed(client, header):
                            headers={header: "203.0.113.9"})
     assert response.status_code == 403
     assert "relayed" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("forwarded", ["127.0.0.1", "203.0.113.9, 127.0.0.1"])
+def test_loopback_admin_behind_a_trusted_proxy_still_refuses_relayed_requests(tmp_path, forwarded):
+    """The trusted proxy makes the forwarded address the client's; one that says loopback (a
+    user on the proxy's host, or a client's forged entry) is still a relayed request."""
+    settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}", loopback_admin=True, trusted_proxies=1)
+    app = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path / "jobs.db")})
+    try:
+        response = app.test_client().post("/api/replay", json={"group": "viewer-a", "stream": "s", "to": "earliest"},
+                                          headers={"X-Forwarded-For": forwarded})
+        assert response.status_code == 403
+        assert "relayed" in response.get_json()["error"]
+    finally:
+        viewer_of(app).shutdown()

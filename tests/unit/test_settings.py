@@ -16,3 +16,10 @@ def test_defaults_and_overrides():
 def test_non_integer_is_a_clear_error():
     with pytest.raises(ValueError, match="KAFKA_FETCH_MAX_WAIT_MS must be an integer"):
         Settings.from_env({"KAFKA_FETCH_MAX_WAIT_MS": "soon"})
+
+
+def test_forwarding_headers_are_untrusted_unless_proxies_are_configured():
+    assert Settings.from_env({}).trusted_proxies == 0
+    assert Settings.from_env({"VIEWER_TRUSTED_PROXIES": "2"}).trusted_proxies == 2
+    with pytest.raises(ValueError, match="VIEWER_TRUSTED_PROXIES must be 0 or more"):
+        Settings.from_env({"VIEWER_TRUSTED_PROXIES": "-1"})

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, jsonify, render_template, request
 from viewer.errors import ApiError
 from viewer.extension import Viewer, current_viewer
 from viewer.live.delivery import SentBytes, response_socket
+from viewer.live.direct import stream_directly
 from viewer.live.hub import LiveHub
 from viewer.live.mjpeg import MIMETYPE, FrameTicks, mjpeg
 from viewer.live.pacing import parse_speed
@@ -74,8 +75,6 @@ def stream_mjpeg(stream: str):
     hub = st.hub(raw)
     if not hub.wait_for_stream(stream, FIRST_FRAME_WAIT_S):
         raise ApiError(404, f"unknown stream {stream!r}")
-    # A resuming stream commits what the client acknowledged, so it watches its socket.
-    sent = SentBytes(response_socket(request.environ) if viewer_id is not None else None)
     lease = None
     if viewer_id is None:
         mode, ticks = "live", live_frames(hub, stream)
@@ -86,6 +85,8 @@ def stream_mjpeg(stream: str):
             lease = st.viewer_ids.open(viewer_id)
         except TooManyViewers as exc:
             raise ApiError(503, f"{exc}; try again shortly", headers={"Retry-After": "5"}) from None
+        # A resuming stream commits what the client acknowledged, so it watches its socket.
+        sent = SentBytes(response_socket(request.environ))
         ticks = resumed_frames(st.settings.shared, hub.topic, stream, viewer_id, st.metrics, sent, speed,
                                idle_s=st.settings.tick_s, lease=lease)
         # The id is free again once its stream is gone: ended, failed, or dropped unstarted (a
@@ -93,14 +94,20 @@ def stream_mjpeg(stream: str):
         # a passthrough body).
         weakref.finalize(ticks, st.viewer_ids.close, lease)
     tally = ClientTally(st.metrics, stream, mode)
-    body = sent.count(mjpeg(
-        ticks, st.settings.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=tally,
-        no_signal=lambda: hub.no_signal(stream),
-    ))
+    body = mjpeg(ticks, st.settings.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=tally,
+                 no_signal=lambda: hub.no_signal(stream))
+    if mode == "resume":
+        body = sent.count(body)
+    else:
+        # Live parts are the same bytes for every client: written straight to the socket where
+        # the server allows it (viewer/live/direct.py).
+        stream_directly(request.environ)
     # direct_passthrough: gunicorn iterates the body itself, without werkzeug's re-encoding
     # and closing wrappers around every part.
     response = Response(tracked(body, st, mode, viewer_id, tally), mimetype=MIMETYPE, direct_passthrough=True)
     response.headers["Cache-Control"] = "no-store"
+    # nginx (and proxies that follow it) pass each part on at once instead of buffering it.
+    response.headers["X-Accel-Buffering"] = "no"
     return response
 
 

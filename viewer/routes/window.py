@@ -12,11 +12,12 @@ from kafka.errors import KafkaError
 
 from pipeline.generations import stream_windows
 from pipeline.offsets import OffsetsError, OffsetTool, Window
-from pipeline.settings import Settings
 from viewer.errors import ApiError
 from viewer.extension import current_viewer
 from viewer.live.resets import delivered
 from viewer.live.resume import VIEWER_ID, VIEWER_ID_RULE, viewer_group
+from viewer.routes.live import FIRST_FRAME_WAIT_S
+from viewer.shared_offsets import SharedTool
 
 bp = Blueprint("window", __name__)
 
@@ -27,20 +28,22 @@ CACHE_SIZE = 1024
 
 
 class Tool:
-    """An OffsetTool made on first use: most answers need no broker request at all."""
+    """A request's lease on the shared tool, taken on first use: most answers need no broker
+    request at all."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, shared: SharedTool) -> None:
+        self.shared = shared
         self._tool: OffsetTool | None = None
 
     def __call__(self) -> OffsetTool:
         if self._tool is None:
-            self._tool = OffsetTool(self.settings)
+            self._tool = self.shared.acquire()
         return self._tool
 
-    def close(self) -> None:
+    def close(self, broken: bool = False) -> None:
         if self._tool is not None:
-            self._tool.close()
+            self._tool = None
+            self.shared.release(broken)
 
 
 class Lookups:
@@ -94,9 +97,16 @@ def window(stream: str):
     if viewer_id is not None and not VIEWER_ID.match(viewer_id):
         raise ApiError(400, VIEWER_ID_RULE)
     raw = request.args.get("raw") in ("1", "true", "yes")
-    settings = current_viewer().settings.shared
+    viewer = current_viewer()
+    settings = viewer.settings.shared
+    hub = viewer.hub(raw)
+    # Any name hashes to some partition, which holds other streams' frames: answer only for a
+    # stream the live reader has seen (waiting for it only while the reader is just starting).
+    if not hub.wait_for_stream(stream, 0 if hub.slots else FIRST_FRAME_WAIT_S):
+        raise ApiError(404, f"unknown stream {stream!r}")
     topic = settings.raw_topic if raw else settings.processed_topic
-    tool = Tool(settings)
+    tool = Tool(viewer.window_tool)
+    broken = False
     try:
         spans = _lookups.spans(tool, topic, stream)
         if not spans:
@@ -114,9 +124,10 @@ def window(stream: str):
     except OffsetsError as exc:
         raise ApiError(404, str(exc)) from None
     except KafkaError as exc:
+        broken = True
         raise ApiError(503, f"broker: {exc}") from None
     finally:
-        tool.close()
+        tool.close(broken)
     return jsonify(answer)
 
 

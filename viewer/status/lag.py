@@ -4,7 +4,7 @@ Lag = records between a group's committed offset and the true end of the partiti
 the stream (`OffsetTool.ends`, right on Tansu too). Groups shown: every group with offsets on
 the raw topic (processors), and on the processed topic the `viewer-<id>` groups of viewers
 connected to this process (old viewer ids are never cleaned up by Kafka, so asking about all
-of them would grow without bound).
+of them would grow without bound). Under gunicorn /metrics shows the answering worker's sample.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from kafka import TopicPartition
+from prometheus_client.core import GaugeMetricFamily
 
 from pipeline.offsets import OffsetsError, OffsetTool
 from pipeline.settings import Settings
@@ -32,11 +33,22 @@ class LagSampler(BackgroundLoop):
     def __init__(self, settings: Settings, metrics: ViewerMetrics, streams: Callable[[], list[str]]) -> None:
         super().__init__()
         self.settings = settings
-        self.metrics = metrics
         self.streams = streams
         self.viewer_ids: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.lag: dict[str, dict[str, int]] = {}  # stream -> group -> records
+        self._samples: list[tuple[str, str, str, int]] = []  # (stream, topic, group, records)
+        metrics.add_computed(self)
+
+    def collect(self):
+        """The newest sample as `viewer_consumer_lag` (prometheus_client's collector interface)."""
+        family = GaugeMetricFamily(
+            "viewer_consumer_lag", "Records between a group's committed offset and the end of the stream's partition",
+            labels=["stream", "topic", "group"],
+        )
+        for stream, topic, group, records in self._samples:
+            family.add_metric([stream, topic, group], records)
+        yield family
 
     def viewer_connected(self, viewer_id: str, delta: int) -> None:
         with self._lock:
@@ -68,10 +80,11 @@ class LagSampler(BackgroundLoop):
                     pass  # the topic does not exist (yet)
         ends = tool.ends(sorted(set(where.values())))[1] if where else {}
         lag: dict[str, dict[str, int]] = {}
-        self.metrics.consumer_lag.clear()  # groups that went away must not linger
+        samples = []  # replaced whole: groups that went away must not linger
         for (stream, topic), tp in where.items():
             for group, offsets in committed.items():
                 if tp in offsets:
                     records = lag.setdefault(stream, {})[group] = max(0, ends[tp] - offsets[tp])
-                    self.metrics.consumer_lag.labels(stream, topic, group).set(records)
+                    samples.append((stream, topic, group, records))
+        self._samples = samples
         return lag
