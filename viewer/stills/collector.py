@@ -121,7 +121,7 @@ class JobCollector(BackgroundLoop):
             return
         if frame.job is None:
             return
-        entry = self.jobs.entry(frame.job)
+        entry = self.jobs.entry(frame.job, settled=True)
         if entry is None or not entry.admitted or entry.record.state in ("requested", "failed"):
             return  # not a job of ours, or one that is over
         try:

@@ -32,7 +32,6 @@ WRITE_TIMEOUT_S = 10.0
 # Job ids looked up and not found after a catch-up, remembered so a stream of made-up ids (or
 # tiles of some other deployment's jobs) costs one end-offset request each, not one per record.
 UNKNOWN_MEMORY = 1024
-RECREATED_CHECK_S = 1.0  # how often an idle reader checks that its topic was not made again
 
 
 class JobLog(BackgroundLoop):
@@ -64,44 +63,40 @@ class JobLog(BackgroundLoop):
         try:
             consumer.assign([self.tp])
             consumer.seek_to_beginning(self.tp)
-            with self._changed:
-                self.book.jobs.clear()  # read again from the start: the fold is rebuilt
-                self._position = 0
+            # The fold is rebuilt from the start in a book of its own, which replaces the one in
+            # use only once it has caught up: a half-read book would answer with old states.
+            book, position, caught_up = JobBook(self.book.keep), 0, False
             end = self._end_offset()
-            checked = time.monotonic()
             while not self.stopping.is_set():
+                # Made again (the embedded broker lost it, or someone deleted it): a new topic
+                # id. Its end offset cannot tell: on Tansu it is short by the last batch.
+                if consumer.recreated_partitions():
+                    log.warning("job-state topic %s was recreated: %d job(s) forgotten", self.tp.topic,
+                                len(self.book.jobs))
+                    return  # run again, from the start of the new topic
                 records = consumer.poll(timeout_ms=200).get(self.tp, [])
                 with self._changed:
                     for record in records:
-                        self.skip_bad_record(self._apply, record)
+                        self.skip_bad_record(lambda r: self._apply(book, r), record)
                     if records:
-                        self._position = records[-1].offset + 1
-                    if not self.ready.is_set() and self._position >= end:
+                        position = records[-1].offset + 1
+                    if not caught_up and position >= end:
+                        caught_up = True
+                        self.book = book
                         self.ready.set()
                         self.error = None
+                    if caught_up:
+                        self._position = position
                     self._changed.notify_all()
-                if records and self.ready.is_set():
+                if records and caught_up:
                     self._forget_pruned()
-                if not records and time.monotonic() - checked > RECREATED_CHECK_S:
-                    checked = time.monotonic()
-                    if self._recreated():
-                        return  # run again: from the start of the new topic
         finally:
             consumer.close()
 
-    def _apply(self, record) -> None:
-        entry = self.book.apply(record.offset, record.timestamp, record.key, record.value)
+    def _apply(self, book: JobBook, record) -> None:
+        entry = book.apply(record.offset, record.timestamp, record.key, record.value)
         if entry is not None:
             self._unknown.pop(entry.record.job, None)
-
-    def _recreated(self) -> bool:
-        """The topic now ends before our position: the broker lost it (the embedded one keeps
-        records in memory only) and it was made again. Every job it held is gone."""
-        end = self._end_offset()
-        if end >= self._position:
-            return False
-        log.warning("job-state topic %s was recreated: %d job(s) forgotten", self.tp.topic, len(self.book.jobs))
-        return True
 
     def _end_offset(self) -> int:
         """The topic's reported end. On Tansu it is the base offset of the last batch + 1, short by
@@ -143,11 +138,15 @@ class JobLog(BackgroundLoop):
                 self._changed.wait(min(left, 0.5))
         return True
 
-    def entry(self, job: str) -> Entry | None:
+    def entry(self, job: str, settled: bool = False) -> Entry | None:
         """The job's entry; a job not yet known is looked for once more after a catch-up (it may
-        have been written, on another replica, a moment ago)."""
+        have been written, on another replica, a moment ago). ``settled``: a job still only
+        ``requested`` is looked for again too (its tiles may arrive before its next record
+        reached this reader)."""
         with self._changed:
             found = self.book.get(job)
+        if found is not None and settled and found.record.state == "requested":
+            found = None
         if found is not None or job in self._unknown:
             return found
         synced = self.sync()
