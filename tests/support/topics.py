@@ -18,6 +18,7 @@ def isolated_settings(broker: EmbeddedBroker) -> Settings:
     s = dataclasses.replace(
         Settings(bootstrap_servers=broker.bootstrap),
         raw_topic=f"raw-{tag}",
+        jobs_topic=f"jobs-{tag}",
         processed_topic=f"processed-{tag}",
         heartbeat_topic=f"heartbeat-{tag}",
         dead_letter_topic=f"dlq-{tag}",
