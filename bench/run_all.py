@@ -34,6 +34,7 @@ BENCHES = {
     "replay-pace": ("replay_pace.py", ["--history", "24", "--watch", "5", "--rounds", "1"]),
     "clip-build": ("clip_build.py", ["--seconds", "20", "--rounds", "1"]),
     "hostile": ("hostile_records.py", ["--quiet-s", "8", "--abuse-s", "12", "--cases", "png", "tile"]),
+    "live-priority": ("live_priority.py", ["--rounds", "1", "--quiet-s", "8", "--side", "3072"]),
 }
 RESULTS = os.path.join(ROOT, "bench", "results.json")
 README = os.path.join(ROOT, "docs", "benchmarks.md")

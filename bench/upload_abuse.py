@@ -132,6 +132,27 @@ def post(url: str, name: str, data: bytes, transform: str) -> str:
         return type(exc).__name__
 
 
+def start_stack(tree: str, name: str) -> tuple[subprocess.Popen, str, str]:
+    """`pipeline up --processors 1` from `tree` in a session of its own, with a fresh job store:
+    (process, viewer URL, its log file)."""
+    port = free_port()
+    log = tempfile.NamedTemporaryFile("w", prefix=f"{name}-", suffix=".log", delete=False)
+    env = dict(os.environ, PYTHONPATH=tree, JOBS_DB=os.path.join(tempfile.mkdtemp(), "jobs.sqlite3"))
+    up = subprocess.Popen([sys.executable, "-m", "pipeline", "up", "--processors", "1", "--port", str(port),
+                           "--broker-port", str(free_port())], cwd=tree, env=env, stdout=log,
+                          stderr=subprocess.STDOUT, start_new_session=True)
+    return up, f"http://127.0.0.1:{port}", log.name
+
+
+def stop_stack(up: subprocess.Popen) -> None:
+    """Ctrl-C to the whole stack; killed if it has not stopped within a minute."""
+    os.killpg(up.pid, signal.SIGINT)
+    try:
+        up.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(up.pid, signal.SIGKILL)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", default=ROOT, help="source tree whose stack runs (default: this one)")
@@ -142,15 +163,9 @@ def main() -> int:
     cases = [("49 MP PNG x20", "big.png", png, "grayscale", 20),
              ("upscale 8x8 x5", "small.jpg", jpeg, "upscale:factor=8,upscale:factor=8", 5),
              ("60 x blur:ksize=99 x5", "small.jpg", jpeg, ",".join(["blur:ksize=99"] * 60), 5)]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tempfile.NamedTemporaryFile("w", prefix="upload-abuse-", suffix=".log", delete=False)
-    env = dict(os.environ, PYTHONPATH=args.tree, JOBS_DB=os.path.join(tempfile.mkdtemp(), "jobs.sqlite3"))
-    up = subprocess.Popen([sys.executable, "-m", "pipeline", "up", "--processors", "1", "--port", str(port),
-                           "--broker-port", str(free_port())], cwd=args.tree, env=env, stdout=log,
-                          stderr=subprocess.STDOUT, start_new_session=True)
+    up, url, log = start_stack(args.tree, "upload-abuse")
     print(f"tree {args.tree}; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; PNG {len(png) / 1e6:.1f} MB;"
-          f" stack log {log.name}")
+          f" stack log {log}")
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -189,11 +204,7 @@ def main() -> int:
         print(f"abuse {args.window_s:.0f} s: live {abuse_fps:.1f} fps = {abuse_fps / baseline_fps:.2f}x the quiet"
               f" baseline; peak RSS viewer {peaks.peak['viewer']:.0f} MB, processor {peaks.peak['processor']:.0f} MB")
     finally:
-        os.killpg(up.pid, signal.SIGINT)
-        try:
-            up.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
+        stop_stack(up)
     return 0
 
 

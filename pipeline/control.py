@@ -11,6 +11,10 @@ Readers keep no group and no committed offsets: a :class:`ChainControl` reads th
 the start when it is created and catches up again on each :meth:`ChainControl.sync`, which
 costs one ListOffsets round trip when nothing changed. A processor syncs before each batch,
 so a change acknowledged before a frame was produced applies to that frame.
+
+The viewers share the topic for records of other kinds (viewer/live/broadcast.py), keyed
+``<kind>/<name>``: a slash is never in a stream name, so those keys never name a stream, and
+chain readers skip them.
 """
 
 from __future__ import annotations
@@ -42,6 +46,15 @@ MAX_LIVE_WORK_S = 0.5
 METADATA_EVERY_S = 1.0
 # The frame size a chain is costed at when the stream's own is not known (the CLI).
 REFERENCE_SIZE = (720, 1280)
+
+
+# Separates a record kind from its name in the keys of records that are not stream chains.
+KIND_SEPARATOR = "/"
+
+
+def is_chain_key(key: bytes | None) -> bool:
+    """Whether a control record's key names a stream (its chain), not a record of another kind."""
+    return key is None or KIND_SEPARATOR.encode() not in key
 
 
 class ControlError(ValueError):
@@ -121,6 +134,32 @@ def ensure_control_topic(settings: Settings) -> None:
         admin.close()
 
 
+class ControlWriter:
+    """Writes control records, creating the topic (compacted, one partition) before the first."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer: KafkaProducer | None = None
+        self._lock = threading.Lock()
+
+    def write(self, key: str, value: bytes | None, partition: int | None = None) -> int:
+        """Write one record (None: a tombstone) and wait for the broker; returns its offset.
+        KafkaError when the broker does not take it within TIMEOUT_S."""
+        with self._lock:
+            if self._producer is None:
+                ensure_control_topic(self.settings)
+                self._producer = make_producer(self.settings, "control")
+            producer = self._producer
+        sent = producer.send(self.settings.control_topic, key=key.encode(), value=value, partition=partition)
+        return sent.get(timeout=TIMEOUT_S).offset
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close(timeout=5)
+                self._producer = None
+
+
 class ChainControl:
     """Every stream's entry in the control topic, kept current by :meth:`sync`; :meth:`set`
     writes a new one. One lock serialises callers (the viewer's requests share one)."""
@@ -135,7 +174,7 @@ class ChainControl:
         # queue behind the fetch it keeps open, which Tansu holds for the whole fetch wait
         # (a sync took ~10 ms instead of ~1).
         self._ends = make_consumer(settings, f"{role}-ends", group_id=None, allow_auto_create_topics=False)
-        self._producer: KafkaProducer | None = None
+        self._writer = ControlWriter(settings)
         self._entries: dict[str, ChainEntry] = {}
         self._metadata_at = time.monotonic()
         self._lock = threading.Lock()
@@ -146,8 +185,7 @@ class ChainControl:
         with self._lock:
             self._consumer.close()
             self._ends.close()
-            if self._producer is not None:
-                self._producer.close(timeout=5)
+            self._writer.close()
 
     def get(self, stream: str) -> ChainEntry | None:
         return self._entries.get(stream)
@@ -205,6 +243,8 @@ class ChainControl:
         return True
 
     def _apply(self, record) -> None:
+        if not is_chain_key(record.key):
+            return  # a record of another kind (viewer/live/broadcast.py)
         try:
             entry = decode_entry(record.key, record.value)
         except ControlError as exc:
@@ -229,11 +269,7 @@ class ChainControl:
         with self._lock:
             current = self._entries.get(stream)
             entry = ChainEntry(stream, chain.spec, (current.version if current else 0) + 1, int(time.time() * 1000))
-            if self._producer is None:
-                ensure_control_topic(self.settings)
-                self._producer = make_producer(self.settings, "control")
-            value = json.dumps(entry.to_json()).encode()
-            self._producer.send(self.topic, key=stream.encode(), value=value).get(timeout=TIMEOUT_S)
+            self._writer.write(stream, json.dumps(entry.to_json()).encode())
             self._entries[stream] = entry
         log.info("stream=%s chain set to %r (version %d)", stream, entry.spec, entry.version)
         return entry

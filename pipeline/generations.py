@@ -4,8 +4,9 @@ The embedded broker (Tansu 0.6) keeps every record in memory and cannot drop old
 ignores retention.ms/bytes, and a DeleteRecords request makes it panic ("not yet implemented")
 and drop the connection. Only deleting a topic frees memory. So, in embedded mode, each
 pipeline topic T (raw, processed, dead letters) has two *slots*, T and T.b:
-- one slot is **current**: the producer writes there, and processors write each output to the
-  slot of the same letter as its input (`mirrored`), so raw and processed stay in step;
+- one slot is **current**: the producer (and the viewer, for still-job tiles) writes there, and
+  processors write each output to the slot of the same letter as its input (`mirrored`), so
+  inputs and processed stay in step;
 - the other holds the **previous generation**: history that replays and clips still read.
 - A rotation (pipeline/local/retention.py) deletes and recreates the previous slot, which frees
   the oldest generation, and announces that slot as current; the old current becomes history.
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 SECOND_SLOT = ".b"
 # How often a writer checks for a new current slot.
 CHECK_EVERY_S = 1.0
+
+
+def generational_bases(settings: Settings) -> tuple[str, ...]:
+    """The topics that have two slots on the embedded broker: raw frames, processed frames, dead
+    letters and still-job tiles (the first two in this order: retention ages a generation by them)."""
+    return (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic, settings.jobs_topic)
 
 
 def slot_names(base: str) -> list[str]:

@@ -44,6 +44,9 @@ class Settings:
     sasl_password: str | None = None
     ssl_cafile: str | None = None
     raw_topic: str = "frames.raw"
+    # Still-image job tiles: a topic of their own, so processors take them only when no live
+    # frame is waiting (processor/jobs.py); outputs go to the processed topic like frames.
+    jobs_topic: str = "frames.jobs"
     processed_topic: str = "frames.processed"
     heartbeat_topic: str = "processors.heartbeat"
     dead_letter_topic: str = "frames.dlq"
@@ -103,6 +106,7 @@ class Settings:
             sasl_password=get("KAFKA_SASL_PASSWORD") or None,
             ssl_cafile=get("KAFKA_SSL_CAFILE") or None,
             raw_topic=get("RAW_TOPIC") or "frames.raw",
+            jobs_topic=get("JOBS_TOPIC") or "frames.jobs",
             processed_topic=get("PROCESSED_TOPIC") or "frames.processed",
             heartbeat_topic=get("HEARTBEAT_TOPIC") or "processors.heartbeat",
             dead_letter_topic=get("DEAD_LETTER_TOPIC") or "frames.dlq",
@@ -136,6 +140,7 @@ class Settings:
         return {
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "RAW_TOPIC": self.raw_topic,
+            "JOBS_TOPIC": self.jobs_topic,
             "PROCESSED_TOPIC": self.processed_topic,
             "HEARTBEAT_TOPIC": self.heartbeat_topic,
             "DEAD_LETTER_TOPIC": self.dead_letter_topic,

@@ -49,9 +49,9 @@ from kafka.errors import (
 from kafka.producer.future import FutureRecordMetadata
 
 from pipeline.control import ChainControl
-from pipeline.generations import mirrored, slots
+from pipeline.generations import mirrored, slot_names, slots
 from pipeline.kafka import TAKEOVER_TIMEOUTS, close_producer, make_consumer, make_producer
-from pipeline.service import StopDeadline
+from pipeline.service import STOP_BUDGET_S, StopDeadline, StopEvent
 from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, to_record
 from processor.backlog import InputBacklog
@@ -186,6 +186,12 @@ def run(
     consumer.subscribe(slots(settings.raw_topic, consumer.topics()), listener=offsets)
     heartbeat = HeartbeatPublisher(producer, settings.heartbeat_topic, who, stats).start()
     out_partitions = len(producer.partitions_for(settings.processed_topic) or ()) or 1
+    # Still-image jobs on their own thread, only while this loop waits for frames (processor/jobs.py).
+    from processor.jobs import JobWorker, LiveGate  # processor.jobs uses this module's batch plumbing
+
+    gate, jobs_stop = LiveGate(), StopEvent()
+    jobs = JobWorker(settings, group, frames.default_spec, tile, concurrency, producer, out_partitions, gate,
+                     jobs_stop, stats).start()
     log.info("processor %s joining group %s: transform=%s concurrency=%d tile=%s",
              who.id, group, who.transform, concurrency, tile)
     # Pipelined by one batch: batch N's outputs are acknowledged while batch N+1 is processed,
@@ -196,8 +202,11 @@ def run(
     patience = StopDeadline(stop)
     try:
         while not stop.is_set():
+            if in_flight is None:
+                gate.live_idle()
             batch = consumer.poll(timeout_ms=0 if in_flight else 200, max_records=RECORDS_PER_WORKER * concurrency)
             if batch:
+                gate.live_busy()
                 # Every chain change acknowledged before these frames were produced applies to them.
                 control.sync()
             current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions,
@@ -216,6 +225,9 @@ def run(
         log.error("processor stopped on Kafka error: %s", exc)
         raise
     finally:
+        jobs_stop.set()
+        gate.live_idle()  # let the jobs loop see the stop at once
+        jobs.close(patience.left() if stop.is_set() else STOP_BUDGET_S)
         _stop(who, stats, heartbeat, in_flight, consumer, offsets, producer, settings, patience)
         pool.close()
         control.close()
@@ -259,6 +271,10 @@ def _live_spec(control: ChainControl) -> Callable[[str], str | None]:
     return live_spec
 
 
+# Where the output (or dead letter) of a record from an input topic goes: (input topic, target base) -> topic.
+Route = Callable[[str, str], str]
+
+
 @dataclass
 class _Send:
     record: ConsumerRecord
@@ -274,10 +290,11 @@ class _Batch:
 
 
 def _complete(batch: _Batch, consumer: KafkaConsumer, offsets: OffsetKeeper, producer: KafkaProducer,
-              settings: Settings, stats: ProcessorStats, patience: StopDeadline | None = None) -> bool:
+              settings: Settings, stats: ProcessorStats, patience: StopDeadline | None = None,
+              route: Route | None = None) -> bool:
     """Wait for the batch's acks and commit it; False if something was not delivered (or the
     stop's budget, ``patience``, ran out first)."""
-    if not _settle(batch.sends, producer, settings, stats, patience):
+    if not _settle(batch.sends, producer, settings, stats, patience, route):
         return False
     owned = consumer.assignment()
     for tp, records in batch.records.items():
@@ -305,8 +322,10 @@ def _behind(batch: dict, consumer: KafkaConsumer, backlog: InputBacklog) -> list
 
 
 def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer, settings: Settings,
-                   stats: ProcessorStats, out_partitions: int, behind: list[int | None]) -> list[_Send]:
+                   stats: ProcessorStats, out_partitions: int, behind: list[int | None],
+                   route: Route | None = None) -> list[_Send]:
     """Process and send one polled batch; returns the sends, to settle once acknowledged."""
+    route = route or _mirrored(settings)
     records = [record for tp_records in batch.values() for record in tp_records]
     decoded: list[Frame | Exception] = []
     for record in records:
@@ -328,7 +347,7 @@ def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer,
             try:
                 # Same partition number (and generation) as the input: the processed topic mirrors
                 # the raw one's order.
-                topic = mirrored(record.topic, settings.raw_topic, settings.processed_topic)
+                topic = route(record.topic, settings.processed_topic)
                 future = producer.send(topic, key=key, value=value, headers=headers,
                                        partition=record.partition % out_partitions)
                 sends.append(_Send(record, future, True))
@@ -336,13 +355,13 @@ def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer,
             except MessageSizeTooLargeError as exc:
                 out = ValueError(f"processed frame of {len(value)} bytes is too large (MAX_MESSAGE_BYTES "
                                  f"{settings.max_message_bytes}): {exc}")
-        sends.append(_Send(record, _dead_letter(producer, settings, record, out), False))
+        sends.append(_Send(record, _dead_letter(producer, settings, record, out, route), False))
     stats.add(frames=sum(s.is_output for s in sends), dead_letters=sum(not s.is_output for s in sends))
     return sends
 
 
 def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, stats: ProcessorStats,
-            patience: StopDeadline | None = None) -> bool:
+            patience: StopDeadline | None = None, route: Route | None = None) -> bool:
     """Wait for these sends (only: later batches may be in flight); True once every record's
     output or dead letter is acknowledged.
 
@@ -370,17 +389,26 @@ def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, sta
         error = send.future.exception or KafkaTimeoutError(f"no acknowledgement within {wait_s:.0f} s")
         if send.is_output and not getattr(error, "retriable", False):
             refused = ValueError(f"the broker refused the processed frame: {error}")
-            retry.append(_Send(send.record, _dead_letter(producer, settings, send.record, refused), False))
+            retry.append(_Send(send.record, _dead_letter(producer, settings, send.record, refused, route), False))
             stats.add(frames=-1, dead_letters=1)
         else:
             log.error("partition=%d offset=%d not delivered: %s", send.record.partition, send.record.offset, error)
             return False
-    return _settle(retry, producer, settings, stats, patience) if retry else True
+    return _settle(retry, producer, settings, stats, patience, route) if retry else True
 
 
-def _dead_letter(producer: KafkaProducer, settings: Settings, record, error: Exception) -> FutureRecordMetadata:
+def _dead_letter(producer: KafkaProducer, settings: Settings, record, error: Exception,
+                 route: Route | None = None) -> FutureRecordMetadata:
     reason = short_reason(error)
     log.warning("partition=%d offset=%d to dead-letter topic: %s", record.partition, record.offset, reason)
     key, value, headers = dead_letter(record, reason, settings.max_message_bytes)
-    topic = mirrored(record.topic, settings.raw_topic, settings.dead_letter_topic)
+    topic = (route or _mirrored(settings))(record.topic, settings.dead_letter_topic)
     return producer.send(topic, key=key, value=value, headers=headers)
+
+
+def _mirrored(settings: Settings) -> Route:
+    """Outputs and dead letters go to the slot of the same generation as their input."""
+    def route(input_topic: str, target_base: str) -> str:
+        source = settings.jobs_topic if input_topic in slot_names(settings.jobs_topic) else settings.raw_topic
+        return mirrored(input_topic, source, target_base)
+    return route

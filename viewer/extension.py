@@ -1,5 +1,5 @@
 """The viewer as a Flask extension: one object per app owns the settings, the metrics, every
-background reader (live hubs, heartbeats, lag, job collector, the control topic's reader) and
+background reader (live hubs, heartbeats, lag, job collector, the control topic's readers) and
 the job store, and stops them all with one `shutdown()`. Every reader starts on first use."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import time
 from flask import Flask, current_app
 
 from pipeline.control import ChainControl
+from viewer.live.broadcast import ControlBroadcast
 from viewer.live.hub import LiveHub
+from viewer.live.resets import Resets
 from viewer.live.viewer_ids import ViewerIds
 from viewer.metrics import ViewerMetrics
 from viewer.settings import ViewerSettings
@@ -36,6 +38,8 @@ class Viewer:
         self.heartbeats = ProcessorHeartbeats(shared)
         self.broker = BrokerIdentity()
         self.viewer_ids = ViewerIds(shared, shared.max_resume_viewers, shared.max_viewer_groups, shared.viewer_group_ttl_s)
+        self.resets = Resets()
+        self.broadcast = ControlBroadcast(shared, self.resets, self.viewer_ids)
         self.lag = LagSampler(shared, self.metrics, lambda: [name for name, _ in self.processed.stream_slots()])
         own = self.settings
         store = JobStore(own.jobs_db, keep=own.jobs_keep)
@@ -61,8 +65,8 @@ class Viewer:
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Stop every reader within one shared deadline (readers stuck connecting to a dead
         broker would otherwise be waited for one after another), then close the producer."""
-        loops = (self.processed, self.raw, self.heartbeats, self.lag, self.viewer_ids, self.uploads.collector,
-                 self.uploads.jobs)
+        loops = (self.processed, self.raw, self.heartbeats, self.lag, self.viewer_ids, self.broadcast,
+                 self.uploads.collector, self.uploads.jobs)
         for loop in loops:
             loop.stopping.set()
         deadline = time.monotonic() + timeout_s

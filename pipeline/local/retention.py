@@ -11,15 +11,16 @@ generation, and announces that empty slot as current. Consumers of a recreated t
 themselves (pipeline/recreated.py); Tansu drops the groups' committed offsets on it.
 Apache Kafka has real retention: none of this runs there.
 
-At-least-once across a rotation: recycling a raw slot deletes the frames the processors have
-not yet committed there. So a rotation first pauses the producers and waits until every
-processor group (every group with offsets on the raw topic) has committed up to the end of the
-slot about to be recycled, for as long as they keep making progress; only then are the
-processors paused too and the slot recycled. Processors that are stuck (none committed anything
-for `CATCH_UP_STALL_S`) do not hold the memory budget hostage: the rotation goes ahead and says,
-in a warning, how many raw records each group never processed. (A single large record used to
-trigger the very rotation that deleted it before any processor had read it.) The previous
-generation has normally been processed long before it is recycled, so this rarely waits.
+At-least-once across a rotation: recycling a raw (or jobs) slot deletes the records the
+processors have not yet committed there. So a rotation first waits until every processor group
+(every group with offsets on the raw or jobs topic) has committed up to the end of the slot
+about to be recycled, for as long as they keep making progress, checks again with the producers
+paused, and only then pauses the processors too and recycles the slot. Processors that are
+stuck (none committed anything for `CATCH_UP_STALL_S`) do not hold the memory budget hostage:
+the rotation goes ahead and says, in a warning, how many raw records each group never
+processed. (A single large record used to trigger the very rotation that deleted it before any
+processor had read it.) The previous generation has normally been processed long before it is
+recycled, so this rarely waits.
 """
 
 from __future__ import annotations
@@ -36,7 +37,16 @@ from dataclasses import dataclass
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
-from pipeline.generations import SECOND_SLOT, announce, first_records, generations, mirrored, slot_names, slot_topic
+from pipeline.generations import (
+    SECOND_SLOT,
+    announce,
+    first_records,
+    generational_bases,
+    generations,
+    mirrored,
+    slot_names,
+    slot_topic,
+)
 from pipeline.kafka import make_consumer, make_producer, topic_specs
 from pipeline.offsets import OffsetsError, OffsetTool
 from pipeline.settings import Settings
@@ -89,7 +99,7 @@ def generation_specs(settings: Settings) -> list[NewTopic]:
     """Every topic, a second slot for the generational ones (raw, processed, dead letters), and
     the topic that names the current slot."""
     specs = topic_specs(settings)
-    generational = (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic)
+    generational = generational_bases(settings)
     return specs + [
         NewTopic(spec.name + SECOND_SLOT, spec.num_partitions, spec.replication_factor, topic_configs=spec.topic_configs)
         for spec in specs if spec.name in generational
@@ -103,7 +113,7 @@ class TopicRotator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.specs = {spec.name: spec for spec in generation_specs(settings)}
-        self.bases = (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic)
+        self.bases = generational_bases(settings)
         # Only the generational topics and the heartbeats are ever recycled: the chain control
         # topic is kept (recreating it would send every stream back to the default chain).
         self.offsets = OffsetTool(settings)
@@ -125,21 +135,26 @@ class TopicRotator:
                     self.current)
 
     def unprocessed(self) -> dict[str, int]:
-        """Records of the raw slot about to be recycled that each processor group (a group with
-        offsets on the raw topic) has not committed yet, for the groups behind; true ends,
-        right on Tansu too."""
+        """Records of the input slots about to be recycled (raw frames and still-job tiles)
+        that each processor group has not committed yet, for the groups behind; a group counts
+        for the topics it has offsets on (processors read frames and jobs in groups of their
+        own). True ends, right on Tansu too."""
         slot = self.previous()
-        try:
-            raw = self.offsets.partitions(slot)
-        except OffsetsError:
-            return {}  # no raw topic (yet): nothing to lose
-        earliest, ends = self.offsets.ends(raw)
+        inputs = {}
+        for base in (self.settings.raw_topic, self.settings.jobs_topic):
+            try:
+                inputs[base] = self.offsets.partitions(mirrored(slot, self.settings.raw_topic, base))
+            except OffsetsError:
+                continue  # no such topic (yet): nothing to lose
+        if not inputs:
+            return {}
+        earliest, ends = self.offsets.ends([tp for tps in inputs.values() for tp in tps])
         behind = {}
         for group in self.offsets.groups():
             committed = self.offsets.committed(group)
-            if not any(tp.topic in slot_names(self.settings.raw_topic) for tp in committed):
-                continue
-            records = sum(max(0, ends[tp] - committed.get(tp, earliest[tp])) for tp in raw)
+            records = sum(max(0, ends[tp] - committed.get(tp, earliest[tp]))
+                          for base, tps in inputs.items()
+                          if any(c.topic in slot_names(base) for c in committed) for tp in tps)
             if records:
                 behind[group] = records
         return behind
@@ -246,8 +261,14 @@ class EmbeddedRetention:
         if not (by_window or by_memory):
             return None
         started = time.monotonic()
+        # Writers follow the current slot, so the one to recycle takes no new records: the
+        # processors finish it while everything runs, and producers are frozen only for a last
+        # check and the recycling (waiting frozen, a backlog of still-job tiles stopped the live
+        # video for as long as the processors took).
+        caught_up = self._await_processors(rotator)
         with self.producers_paused():
-            self._await_processors(rotator)
+            if caught_up:
+                self._await_processors(rotator)
             with self.processors_paused():
                 rotator.rotate()
         kept_s = rotator.oldest_kept_s()
@@ -266,8 +287,9 @@ class EmbeddedRetention:
                         "lower --retention", "-" if kept_s is None else f"{kept_s:.0f}", self.window_s)
         return rotation
 
-    def _await_processors(self, rotator: TopicRotator) -> None:
-        """Until no processor group is behind on the raw topic, while they make progress."""
+    def _await_processors(self, rotator: TopicRotator) -> bool:
+        """Until no processor group is behind on the slot to recycle, while they make progress;
+        False when it gave up waiting."""
         started = progressed = time.monotonic()
         behind = rotator.unprocessed()
         while behind:
@@ -275,7 +297,7 @@ class EmbeddedRetention:
             if now - progressed > CATCH_UP_STALL_S or now - started > CATCH_UP_MAX_S or self._stop.is_set():
                 log.warning("recycling a generation although processors have not caught up: raw records never "
                             "processed, by group: %s", behind)
-                return
+                return False
             self._stop.wait(CATCH_UP_POLL_S)
             newer = rotator.unprocessed()
             if sum(newer.values()) < sum(behind.values()):
@@ -283,3 +305,4 @@ class EmbeddedRetention:
             behind = newer
         if time.monotonic() - started > CATCH_UP_POLL_S:
             log.info("processors caught up with the raw slot in %.1f s: recycling it", time.monotonic() - started)
+        return True

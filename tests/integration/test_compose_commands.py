@@ -89,8 +89,8 @@ def test_topics_service_creates_topics_as_configured(compose_stack):
     assert wanted.partitions != Settings().partitions, "the compose partition count must be the one applied"
 
 
-def test_frames_flow_from_producer_to_viewer(compose_stack):
-    _, _, url, children, _ = compose_stack
+def wait_for_sample(url: str, children: dict) -> None:
+    """Until the producer's `sample` stream reached the viewer."""
     deadline = time.monotonic() + 60
     streams: list = []
     while time.monotonic() < deadline and "sample" not in streams:
@@ -101,6 +101,11 @@ def test_frames_flow_from_producer_to_viewer(compose_stack):
             pass  # gunicorn still starting: its worker may take seconds to boot on a loaded machine
         time.sleep(0.3)
     assert "sample" in streams
+
+
+def test_frames_flow_from_producer_to_viewer(compose_stack):
+    _, _, url, children, _ = compose_stack
+    wait_for_sample(url, children)
     parts = read_parts(f"{url}/stream/sample.mjpg", count=5)
     seqs = [p.seq for p in parts]
     assert seqs == sorted(seqs) and len(set(seqs)) == 5
@@ -110,12 +115,13 @@ def test_frames_flow_from_producer_to_viewer(compose_stack):
 def test_frames_flow_through_the_compose_nginx(compose_stack):
     """deploy/nginx.conf as compose mounts it, with the viewer service's name and port replaced
     by this machine's viewer, and compose's trusted-proxy setting on the viewer."""
-    compose, _, url, _, _ = compose_stack
+    compose, _, url, children, _ = compose_stack
     assert service_env(compose, "viewer")["VIEWER_TRUSTED_PROXIES"] == "1"
+    wait_for_sample(url, children)
     with Nginx([int(url.rsplit(":", 1)[1])]) as nginx:
         parts = read_parts(f"{nginx.url}/stream/sample.mjpg", count=5)
         assert len({p.seq for p in parts}) == 5 and parts[0].body[:2] == b"\xff\xd8"
-        assert nginx.upstreams() == [url.removeprefix("http://")]
+        assert nginx.upstreams(1) == [url.removeprefix("http://")]
 
 
 def test_viewer_healthcheck_command_passes(compose_stack):

@@ -3,7 +3,6 @@ clients received, counted on the client side."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -11,11 +10,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.kafka import make_admin
 from tests.support.frame_feed import SMALL, FrameFeed, images
 from tests.support.gunicorn_server import Gunicorn
 from tests.support.mjpeg_client import iter_parts
 from tests.support.stack import metric
+from tests.support.topics import delete_topics
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -48,17 +47,6 @@ class Client:
                     return
 
 
-def socket_fds(pid: int) -> int:
-    folder = f"/proc/{pid}/fd"
-    count = 0
-    for fd in os.listdir(folder):
-        try:
-            count += os.readlink(f"{folder}/{fd}").startswith("socket:")
-        except OSError:
-            pass  # closed meanwhile
-    return count
-
-
 def served_total(url: str) -> dict[tuple[str, str], float]:
     text = requests.get(f"{url}/metrics", timeout=10).text
     return {(s.labels["stream"], s.labels["mode"]): s.value for family in text_string_to_metric_families(text)
@@ -74,7 +62,7 @@ def test_metrics_add_up_every_worker(module_settings, tmp_path):
                                for name in STREAMS), "both streams on the viewer", timeout_s=60)
         pids = server.worker_pids()
         assert len(pids) == 2
-        before = {pid: socket_fds(pid) for pid in pids}
+        before = {pid: server.socket_fds(pid) for pid in pids}
         urls = [f"{server.url}/stream/{STREAMS[i % 2]}.mjpg" for i in range(30)]
         urls += [f"{server.url}/stream/{STREAMS[i % 2]}.mjpg?viewer=metrics-{i}" for i in range(6)]
         clients = []
@@ -84,7 +72,7 @@ def test_metrics_add_up_every_worker(module_settings, tmp_path):
         for client in clients:
             assert client.first.wait(60), f"{client.url} got no frame"
         # Both workers hold some of the clients, else this would not test adding up.
-        grown = {pid: socket_fds(pid) - before[pid] for pid in pids}
+        grown = {pid: server.socket_fds(pid) - before[pid] for pid in pids}
         assert all(n >= 3 for n in grown.values()), f"client sockets per worker: {grown}"
         wait_until(lambda: all(c.frames >= 20 for c in clients), "20 frames to every client", timeout_s=60)
     finally:
@@ -116,8 +104,4 @@ def test_metrics_add_up_every_worker(module_settings, tmp_path):
         assert all(served_total(server.url) == totals for _ in range(6))
     finally:
         server.stop()
-        admin = make_admin(s)
-        try:
-            admin.delete_topics([s.processed_topic])
-        finally:
-            admin.close()
+        delete_topics(s, s.processed_topic)

@@ -10,12 +10,17 @@ import pytest
 import requests
 from kafka import TopicPartition
 
+from pipeline.control import ControlWriter
 from pipeline.kafka import make_producer
+from pipeline.offsets import partition_for_key
 from pipeline.settings import Settings
-from tests.support.broker_helpers import active_member, first_frame, send_frames
+from tests.support.broker_helpers import active_member, committed_offsets, first_frame, send_frames, settled_offsets
 from tests.support.mjpeg_client import iter_parts
+from tests.support.stack import wait_for_resume_consumers_closed
+from tests.support.waiting import wait_until
 from viewer import create_app
 from viewer.extension import viewer_of
+from viewer.live.broadcast import encode_reset, reset_key
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +195,88 @@ def test_page_has_replay_controls_per_stream(stack):
         assert f'data-to="{to}"' in page
     script = requests.get(f"{url}/static/replay.js", timeout=10)
     assert script.status_code == 200 and "/api/replay" in script.text
+
+
+
+def test_the_control_topic_follower_skips_hostile_records_and_follows_the_next_reset(stack, module_settings, serve):
+    """Anyone who can write to the control topic can write anything: bad records are skipped
+    and counted, and a reset written after them (as another replica would) still moves the tab."""
+    settings = dataclasses.replace(module_settings, admin_token=TOKEN)
+    app = create_app({"SETTINGS": settings})
+    url = serve(app)
+    broadcast = viewer_of(app).broadcast
+    bad = [
+        (b"reset/viewer-hostile", b"not json"),
+        (b"reset/viewer-hostile", b'{"positions": [["t", 0, -5]]}'),
+        (b"reset/viewer-hostile", b'{"positions": "everything"}'),
+        (b"reset/processors", b'{"positions": [["t", 0, 1]]}'),
+        (b"viewer/hostile", b"[]"),
+        (b"viewer/hostile", b'{"lease": 7}'),
+        (b"\xff\xfe/x", b"{}"),
+    ]
+    try:
+        with requests.get(f"{url}/stream/{STREAM}.mjpg?viewer=hostile", stream=True, timeout=30) as response:
+            parts = iter_parts(response.raw)
+            assert next(parts).seq > 30
+            producer = make_producer(settings)
+            for key, value in bad:
+                producer.send(settings.control_topic, key=key, value=value, partition=0)
+            producer.flush()
+            producer.close()
+            tp = TopicPartition(settings.processed_topic, partition_for_key(STREAM, settings.partitions))
+            writer = ControlWriter(settings)
+            try:
+                writer.write(reset_key("viewer-hostile"), encode_reset("viewer-hostile", STREAM, {tp: 0}), partition=0)
+            finally:
+                writer.close()
+            assert seqs_until(parts, lambda s: 0 in s)[-1] == 0
+        assert broadcast.skipped == len(bad)
+        assert broadcast.restarts == 0
+    finally:
+        viewer_of(app).shutdown()
+
+
+
+def test_a_restarted_replica_does_not_apply_old_resets_to_new_streams(stack, module_settings, serve):
+    """The control topic keeps each group's last reset (compacted), but a follower starts at its
+    end: a replica started later resumes a viewer from its committed offsets, where the stream
+    after the reset left them, not from the reset's old position."""
+    url, _ = stack
+    assert replay(url, {"group": "viewer-late", "stream": STREAM, "to": 5}).status_code == 200
+    with requests.get(f"{url}/stream/{STREAM}.mjpg?viewer=late", stream=True, timeout=30) as response:
+        seqs = seqs_until(iter_parts(response.raw), lambda s: len(s) >= 40)
+    assert seqs == list(range(5, 45))
+    ((_, committed),) = settled_offsets(module_settings, "viewer-late").items()
+    assert committed > 20  # the stream went on well past the reset
+    app = create_app({"SETTINGS": dataclasses.replace(module_settings, admin_token=TOKEN)})
+    try:
+        late = serve(app)
+        with requests.get(f"{late}/stream/{STREAM}.mjpg?viewer=late", stream=True, timeout=30) as response:
+            parts = iter_parts(response.raw)
+            again = [next(parts).seq for _ in range(10)]
+        assert again == list(range(committed, committed + 10)), (committed, again)
+    finally:
+        viewer_of(app).shutdown()
+
+
+def test_a_reset_from_elsewhere_just_after_a_tab_closed_here_is_committed_again(stack, module_settings):
+    """The race: another replica commits a reset, then a tab of the group closing here commits
+    its old position last, then the reset's record arrives. Played here without the other
+    replica's commit (only its record): the position committed in the end is the reset's."""
+    url, _ = stack
+    settings = dataclasses.replace(module_settings, admin_token=TOKEN)
+    with requests.get(f"{url}/stream/{STREAM}.mjpg?viewer=closing", stream=True, timeout=30) as response:
+        parts = iter_parts(response.raw)
+        seqs = [next(parts).seq for _ in range(5)]
+    assert seqs[0] > 30
+    wait_for_resume_consumers_closed(url)  # its final commit is in
+    ((tp, committed),) = committed_offsets(module_settings, "viewer-closing").items()
+    assert committed > 30
+    writer = ControlWriter(settings)
+    try:
+        writer.write(reset_key("viewer-closing"), encode_reset("viewer-closing", STREAM, {tp: 2}, "elsewhere"),
+                     partition=0)
+    finally:
+        writer.close()
+    wait_until(lambda: committed_offsets(module_settings, "viewer-closing") == {tp: 2},
+               "the reset's position committed again")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.transforms import parse_spec
-from processor import run as processor_run
+from processor import jobs as processor_jobs
 from tests.support.photos import large_photo
 from tests.support.uploads import Processors, result_image, submit, wait_done
 from viewer import create_app
@@ -20,16 +20,16 @@ pytestmark = pytest.mark.integration
 
 
 def members_joined(monkeypatch) -> Callable[[int], None]:
-    """Spy on the processors' consumers; the returned wait(n) blocks until n of them hold
+    """Spy on the processors' job consumers; the returned wait(n) blocks until n of them hold
     partitions, so one early member cannot take the whole image before the other joins."""
     consumers = []
-    real = processor_run.make_consumer
+    real = processor_jobs.make_consumer
 
     def spy(*args, **kwargs):
         consumers.append(real(*args, **kwargs))
         return consumers[-1]
 
-    monkeypatch.setattr(processor_run, "make_consumer", spy)
+    monkeypatch.setattr(processor_jobs, "make_consumer", spy)
 
     def wait(count: int, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -59,6 +59,6 @@ def test_4096_square_jpeg_completes_on_two_processors(module_settings, tmp_path,
     expected = parse_spec("grayscale")(cv2.imdecode(jpeg, cv2.IMREAD_COLOR))
     assert out.shape == (4096, 4096, 3)
     assert np.abs(out.astype(int) - expected).mean() < 3.0
-    # Tiles go round-robin over the raw topic's partitions, and each member owns some of them.
+    # Tiles go round-robin over the jobs topic's partitions, and each member owns some of them.
     assert all(s.frames > 0 for s in stats), [s.frames for s in stats]
     assert sum(s.frames for s in stats) >= 64

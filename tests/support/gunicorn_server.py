@@ -52,6 +52,17 @@ class Gunicorn:
         (pid,) = self.worker_pids()
         return pid
 
+    def socket_fds(self, pid: int) -> int:
+        """Sockets open in worker `pid`: growing as clients connect tells which worker took them."""
+        folder = f"/proc/{pid}/fd"
+        count = 0
+        for fd in os.listdir(folder):
+            try:
+                count += os.readlink(f"{folder}/{fd}").startswith("socket:")
+            except OSError:
+                pass  # closed meanwhile
+        return count
+
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.worker_pid()}/fd"))
 

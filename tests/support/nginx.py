@@ -150,10 +150,16 @@ class Nginx:
         with open(self.error_log, errors="replace") as f:
             return f.read()[-3000:]
 
-    def upstreams(self) -> list[str]:
-        """The replica that answered each request so far (the access log's upstream=)."""
-        with open(self.access_log, errors="replace") as f:
-            return re.findall(r"upstream=(\S+)", f.read())
+    def upstreams(self, count: int, timeout_s: float = 30.0) -> list[str]:
+        """The replica that answered each request, once `count` are logged (nginx logs a
+        request after its last byte went out, or after it noticed the client leave a stream)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with open(self.access_log, errors="replace") as f:
+                found = re.findall(r"upstream=(\S+)", f.read())
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
     def stop(self) -> None:
         """Fast shutdown (SIGTERM): open streams are cut, as a stopped proxy cuts them."""

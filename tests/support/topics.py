@@ -6,7 +6,7 @@ import dataclasses
 import os
 import uuid
 
-from pipeline.kafka import ensure_topics
+from pipeline.kafka import ensure_topics, make_admin
 from pipeline.local.broker import EmbeddedBroker
 from pipeline.settings import Settings
 from tests.support.paths import ROOT
@@ -18,6 +18,7 @@ def isolated_settings(broker: EmbeddedBroker) -> Settings:
     s = dataclasses.replace(
         Settings(bootstrap_servers=broker.bootstrap),
         raw_topic=f"raw-{tag}",
+        jobs_topic=f"jobs-{tag}",
         processed_topic=f"processed-{tag}",
         heartbeat_topic=f"heartbeat-{tag}",
         dead_letter_topic=f"dlq-{tag}",
@@ -31,3 +32,12 @@ def isolated_settings(broker: EmbeddedBroker) -> Settings:
 def settings_env(s: Settings) -> dict[str, str]:
     """The environment that makes a child process see the same Settings."""
     return dict(os.environ) | s.topic_env() | {"PYTHONPATH": ROOT}
+
+
+def delete_topics(settings: Settings, *topics: str) -> None:
+    """Delete `topics`: the embedded broker keeps every record in memory until then."""
+    admin = make_admin(settings)
+    try:
+        admin.delete_topics(list(topics))
+    finally:
+        admin.close()

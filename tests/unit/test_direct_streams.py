@@ -4,14 +4,18 @@ handled"; anything else, or anywhere without a gevent socket, goes to the server
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+gevent = pytest.importorskip("gevent")
 gevent_socket = pytest.importorskip("gevent.socket")
 from gunicorn.workers.base_async import ALREADY_HANDLED  # noqa: E402
 
-from viewer.live.direct import DirectStreams, stream_directly  # noqa: E402
+from viewer.live.direct import DirectStreams, SharedBytes, stream_directly  # noqa: E402
 
-PARTS = [b"--frame\r\n", b"part one\r\n--frame\r\n", b"part two\r\n--frame\r\n"]
+# Shared parts go out from their memory file (sendfile), the rest as bytes: the same bytes arrive.
+PARTS = [b"--frame\r\n", SharedBytes(b"part one\r\n--frame\r\n"), SharedBytes(bytes(range(256)) * 4000)]
 
 
 class Body:
@@ -50,9 +54,11 @@ def test_a_marked_stream_is_written_unchunked_to_the_socket_and_closed():
     server, client = gevent_socket.socketpair()
     body = Body()
     started = []
+    # The client reads in a greenlet of its own: the body is larger than the socket buffers.
+    reader = gevent.spawn(read_all, client)
     answer = DirectStreams(app_returning(body, mark=True))(environ(server), lambda *a: started.append(a))
     assert answer is ALREADY_HANDLED and not started and body.closed
-    head, _, rest = read_all(client).partition(b"\r\n\r\n")
+    head, _, rest = reader.get(timeout=30).partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     assert lines[0] == "HTTP/1.1 200 OK"
     assert "Connection: close" in lines and "Cache-Control: no-store" in lines
@@ -72,3 +78,10 @@ def test_anything_else_goes_to_the_server_untouched(mark, method, has_socket):
     assert answer is body and started and started[0][0] == "200 OK" and not body.closed
     server.close()
     client.close()
+
+
+def test_shared_bytes_keep_one_memory_file_with_their_own_bytes():
+    part = SharedBytes(b"jpeg bytes" * 1000)
+    fd = part.file()
+    assert fd is not None and part.file() == fd
+    assert os.pread(fd, len(part) + 1, 0) == part

@@ -17,9 +17,9 @@ from tests.support.frame_feed import split_frames
 from viewer.live.mjpeg import mjpeg, part
 from viewer.live.ordering import StreamOrder
 from viewer.live.reader import FrameReader
-from viewer.live.resume import VIEWER_ID
 from viewer.live.served import ServedFrame, served_or_tile
 from viewer.live.tiles import TileError, TileReassembler
+from viewer.live.viewer_ids import VIEWER_ID
 from viewer.metrics import ViewerMetrics
 from viewer.status.heartbeats import ProcessorHeartbeats
 

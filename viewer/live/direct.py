@@ -5,8 +5,9 @@ chunk: gunicorn copies the part into a new `size + part + CRLF` buffer, and geve
 asks the kernel for the socket's buffer size before each send. At 1,000 clients x 25 fps that
 path took half of the worker's time. A live stream never ends on its own, so chunked framing
 buys nothing: the response here says `Connection: close` and has no length (RFC 9112 6.3: the
-body ends when the connection closes), and each part is one `send` of the bytes every client
-shares.
+body ends when the connection closes), and each part is one `sendfile` from a memory file
+holding the part every client shares (the kernel takes the pages; no copy out of this process
+per client).
 
 A view asks for this with `stream_directly(environ)`; the middleware does it where the server
 lets it (a gevent socket in `gunicorn.socket`, and gunicorn's "already handled" answer), and
@@ -17,6 +18,7 @@ other gunicorn workers), so the bytes of each part are the same either way.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterable
 
@@ -59,6 +61,50 @@ def send_all(sock: socket.socket, data: bytes) -> None:
         sent += sock.send(view[sent:])
 
 
+class SharedBytes(bytes):
+    """Bytes that every client of a stream is sent (an MJPEG part): also kept, once, in a memory
+    file, so that a direct stream hands the kernel that file (`sendfile`) instead of copying
+    the bytes out of this process for each client. Without memfd (not Linux) they are sent as
+    bytes."""
+
+    def file(self) -> int | None:
+        """The memory file's descriptor, made on first use; closed with these bytes."""
+        fd = self.__dict__.get("fd", -1)
+        if fd == -1:
+            fd = None
+            if hasattr(os, "memfd_create"):
+                try:
+                    fd = os.memfd_create("mjpeg-part", os.MFD_CLOEXEC)
+                    os.write(fd, self)
+                except OSError as exc:  # out of descriptors or memory: plain sends still work
+                    log.warning("no memory file for a shared part, sending bytes: %s", exc)
+                    fd = None
+            self.__dict__["fd"] = fd
+        return fd
+
+    def __del__(self) -> None:
+        fd = self.__dict__.get("fd")
+        if fd is not None and fd != -1:
+            os.close(fd)
+
+
+def send_shared(sock: socket.socket, data: bytes) -> None:
+    """`data` to a gevent socket, from its memory file when it has one."""
+    fd = data.file() if isinstance(data, SharedBytes) else None
+    if fd is None:
+        send_all(sock, data)
+        return
+    from gevent.socket import wait_write
+
+    out = sock.fileno()
+    offset = 0
+    while offset < len(data):
+        try:
+            offset += os.sendfile(out, fd, offset, len(data) - offset)
+        except BlockingIOError:
+            wait_write(out)
+
+
 class DirectStreams:
     """WSGI middleware (outermost): writes responses marked with `stream_directly` itself."""
 
@@ -99,7 +145,7 @@ class DirectStreams:
         try:
             send_all(sock, head.encode("latin-1"))
             for chunk in body:
-                send_all(sock, chunk)
+                send_shared(sock, chunk)
         except OSError as exc:  # the client went away: how every live stream ends
             log.debug("stream to %s ended: %s", environ.get("REMOTE_ADDR"), exc)
         finally:

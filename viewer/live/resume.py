@@ -4,7 +4,6 @@ committing what the client has received."""
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -20,14 +19,11 @@ from viewer.live.delivery import SentBytes
 from viewer.live.mjpeg import FrameTicks
 from viewer.live.pacing import Pacer
 from viewer.live.reader import FrameReader
-from viewer.live.resets import ResetWatch, watch_resets
+from viewer.live.resets import Resets, ResetWatch
 from viewer.live.viewer_ids import Lease, viewer_group
 from viewer.metrics import ViewerMetrics
 
 log = logging.getLogger(__name__)
-
-VIEWER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-VIEWER_ID_RULE = "viewer id must be 1-64 characters of A-Z a-z 0-9 _ . -"
 
 # Frames read ahead of the one being paced: bounds a paced reader's memory.
 READ_AHEAD = 8
@@ -87,6 +83,7 @@ def resumed_frames(
     viewer_id: str,
     metrics: ViewerMetrics,
     sent: SentBytes,
+    resets: Resets,
     speed: float | None = 1.0,
     idle_s: float = 0.25,
     lease: Lease | None = None,
@@ -105,8 +102,8 @@ def resumed_frames(
     """
     group = viewer_group(viewer_id)
     consumer = make_consumer(settings, "viewer", group_id=group, auto_offset_reset="latest")
-    resets = watch_resets(group)  # before reading committed offsets, so no reset slips in between
-    receipts = Receipts(consumer, resets, sent)
+    watch = resets.watch(group)  # before reading committed offsets, so no reset slips in between
+    receipts = Receipts(consumer, watch, sent)
     reader = FrameReader(topic, settings.max_frame_pixels, stream, metrics)
     pacer = Pacer(speed)
     metrics.resume_consumers.inc()
@@ -168,6 +165,6 @@ def resumed_frames(
                 receipts.settle(final=True)
         except KafkaError as exc:
             log.warning("viewer group=%s stream=%s last commit failed: %s", group, stream, exc)
-        resets.close()
+        watch.close()
         consumer.close()
         metrics.resume_consumers.dec()

@@ -13,6 +13,7 @@ from pipeline.codec import decode_image, encode_image, image_header
 from pipeline.imageheader import TooManyPixels, check_pixels
 from pipeline.settings import Settings
 from pipeline.wire import Frame, WireError, decode_record
+from viewer.live.direct import SharedBytes
 from viewer.live.mjpeg import part as mjpeg_part
 from viewer.live.tiles import TileError, TileReassembler
 from viewer.metrics import ViewerMetrics
@@ -71,7 +72,7 @@ class ServedFrame:
     @cached_property
     def part(self) -> bytes:
         """This frame as an MJPEG part: built once, written to every client."""
-        return mjpeg_part(self)
+        return SharedBytes(mjpeg_part(self))
 
     def __repr__(self) -> str:
         return f"ServedFrame({self.stream!r}, seq={self.seq}, {self.width}x{self.height})"

@@ -2,24 +2,33 @@
 groups of ids gone idle forgotten.
 
 A `?viewer=<id>` stream reads and commits as consumer group `viewer-<id>`, so an id is the key
-to a resume point, and every new id is a new group on the broker. Per viewer process:
+to a resume point, and every new id is a new group on the broker.
 
-- one stream per id: a second connection with the same id takes over and the first one's
-  response ends, so two clients never move one resume point back and forth (a reloaded page
-  gets its stream at once instead of waiting for the old connection to be noticed gone);
-- at most `max_open` resumed streams at once (each is a Kafka consumer); the next is refused;
-- an id whose last stream closed more than `ttl_s` ago has its group deleted, and beyond
-  `max_groups` ids the least recently used idle ones go first. Groups found on the broker at
-  start count as idle from then on (ids are not shared between viewer processes: behind
-  `gunicorn -w N` a group deleted by one worker while another streams it is recreated by that
-  stream's next commit).
+- One stream per id, across every worker and replica: a second connection with the same id
+  takes over and the first one's response ends, so two clients never move one resume point
+  back and forth (a reloaded page gets its stream at once instead of waiting for the old
+  connection to be noticed gone). In one process this is immediate; every new stream also
+  claims its id in the control topic (viewer/live/broadcast.py), and a process holding an
+  older connection of that id ends it when its follower reads the claim (within a poll).
+- At most `max_open` resumed streams at once per process (each is a Kafka consumer of that
+  process: a bound on its own resources, not shared); the next is refused.
+- An id whose last stream closed more than `ttl_s` ago has its group deleted, and beyond
+  `max_groups` ids the least recently used idle ones go first. Each process decides from what
+  it knows: its own streams, the groups found on the broker at start (idle from then on), and
+  the claims of other processes (an id claimed elsewhere counts as used at that moment). So
+  with several processes the cap holds per process, and a stream that another process has kept
+  open for longer than `ttl_s` can have its group deleted here; that stream's next commit
+  makes the group again, with its position. Deleting a group also writes tombstones for the
+  id's control records.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +40,11 @@ from viewer.background import BackgroundLoop
 log = logging.getLogger(__name__)
 
 GROUP_PREFIX = "viewer-"
+VIEWER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+VIEWER_ID_RULE = "viewer id must be 1-64 characters of A-Z a-z 0-9 _ . -"
 SWEEP_EVERY_S = 5.0
+# Own claims remembered until read back (a follower that starts after one was written never reads it).
+OWN_CLAIMS_KEPT = 1024
 
 
 def viewer_group(viewer_id: str) -> str:
@@ -48,6 +61,8 @@ class Lease:
 
     viewer_id: str
     superseded: threading.Event = field(default_factory=threading.Event)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)  # names it in the control topic
+    record: int | None = None  # the control-topic offset of its claim, once written
 
 
 class ViewerIds(BackgroundLoop):
@@ -62,7 +77,13 @@ class ViewerIds(BackgroundLoop):
         self.sweep_every_s = sweep_every_s
         self._open: dict[str, Lease] = {}
         self._idle: OrderedDict[str, float] = OrderedDict()  # id -> when its last stream closed, oldest first
+        # id -> control-topic offset of the newest claim read from the topic, for open ids only
+        self._claims: dict[str, tuple[int, str]] = {}
+        # Tokens of this process's claims not read back yet: reading one back is no use elsewhere.
+        self._own: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
+        # Called with the ids whose groups were deleted (ControlBroadcast writes their tombstones).
+        self.on_expired: Callable[[list[str]], None] = lambda viewer_ids: None
 
     def open(self, viewer_id: str) -> Lease:
         """A lease for a new stream of `viewer_id` (an open one is superseded); TooManyViewers
@@ -83,7 +104,44 @@ class ViewerIds(BackgroundLoop):
         with self._lock:
             if self._open.get(lease.viewer_id) is lease:
                 del self._open[lease.viewer_id]
+                self._claims.pop(lease.viewer_id, None)
                 self._idle[lease.viewer_id] = self.clock()
+
+    def claimed(self, lease: Lease, record: int) -> None:
+        """The lease's claim was written at control-topic offset `record`; a newer claim from
+        elsewhere, read meanwhile, supersedes it at once."""
+        with self._lock:
+            lease.record = record
+            self._own[lease.token] = None
+            while len(self._own) > OWN_CLAIMS_KEPT:
+                self._own.popitem(last=False)
+            newer = self._claims.get(lease.viewer_id)
+            if newer is not None and newer[0] > record and newer[1] != lease.token:
+                self._supersede(lease)
+
+    def claim_seen(self, viewer_id: str, token: str, record: int) -> None:
+        """A claim of `viewer_id` read from the control topic (any process's, ours included): an
+        open lease of it here with an older claim ends."""
+        with self._lock:
+            if token in self._own:
+                del self._own[token]
+                return
+            lease = self._open.get(viewer_id)
+            if lease is None:  # used elsewhere just now: idle here from now on
+                self._idle[viewer_id] = self.clock()
+                self._idle.move_to_end(viewer_id)
+                return
+            self._claims[viewer_id] = (record, token)
+            if token != lease.token and lease.record is not None and record > lease.record:
+                self._supersede(lease)
+
+    def _supersede(self, lease: Lease) -> None:
+        log.info("viewer group=%s: a connection elsewhere took over from the one open here", viewer_group(lease.viewer_id))
+        lease.superseded.set()
+        if self._open.get(lease.viewer_id) is lease:
+            del self._open[lease.viewer_id]
+            self._claims.pop(lease.viewer_id, None)
+            self._idle[lease.viewer_id] = self.clock()
 
     def adopt(self, viewer_ids: list[str]) -> None:
         """Ids whose groups exist already (from an earlier run): idle from now on."""
@@ -114,5 +172,6 @@ class ViewerIds(BackgroundLoop):
                 if gone:
                     admin.delete_groups([viewer_group(viewer_id) for viewer_id in gone])
                     log.info("deleted %d idle viewer group(s), e.g. %s", len(gone), viewer_group(gone[0]))
+                    self.on_expired(gone)
         finally:
             admin.close()

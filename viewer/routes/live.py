@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, render_template, request
+from kafka.errors import KafkaError
 
 from viewer.errors import ApiError
 from viewer.extension import Viewer, current_viewer
@@ -15,11 +17,12 @@ from viewer.live.direct import stream_directly
 from viewer.live.hub import LiveHub
 from viewer.live.mjpeg import MIMETYPE, FrameTicks, mjpeg
 from viewer.live.pacing import parse_speed
-from viewer.live.resume import VIEWER_ID, VIEWER_ID_RULE, resumed_frames
-from viewer.live.viewer_ids import TooManyViewers
+from viewer.live.resume import resumed_frames
+from viewer.live.viewer_ids import VIEWER_ID, VIEWER_ID_RULE, TooManyViewers
 from viewer.metrics import ClientTally
 
 bp = Blueprint("viewer", __name__)
+log = logging.getLogger(__name__)
 
 # How long a request for a stream that has no frame yet waits before answering 404.
 FIRST_FRAME_WAIT_S = 3.0
@@ -81,18 +84,24 @@ def stream_mjpeg(stream: str):
     else:
         mode = "resume"
         st.viewer_ids.ensure_started()
+        st.broadcast.ensure_started()
         try:
             lease = st.viewer_ids.open(viewer_id)
         except TooManyViewers as exc:
             raise ApiError(503, f"{exc}; try again shortly", headers={"Retry-After": "5"}) from None
         # A resuming stream commits what the client acknowledged, so it watches its socket.
         sent = SentBytes(response_socket(request.environ))
-        ticks = resumed_frames(st.settings.shared, hub.topic, stream, viewer_id, st.metrics, sent, speed,
+        ticks = resumed_frames(st.settings.shared, hub.topic, stream, viewer_id, st.metrics, sent, st.resets, speed,
                                idle_s=st.settings.tick_s, lease=lease)
         # The id is free again once its stream is gone: ended, failed, or dropped unstarted (a
         # client that left before the first byte; the response's close hooks do not run for
         # a passthrough body).
         weakref.finalize(ticks, st.viewer_ids.close, lease)
+        try:
+            st.broadcast.claim(lease)  # a connection with this id in another process ends
+        except KafkaError as exc:
+            log.warning("viewer group=viewer-%s: claim not written, other processes keep their connection: %s",
+                        viewer_id, exc)
     tally = ClientTally(st.metrics, stream, mode)
     body = mjpeg(ticks, st.settings.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=tally,
                  no_signal=lambda: hub.no_signal(stream))

@@ -1,5 +1,6 @@
 """POST /api/replay: reset a viewer's or the processors' offsets for one stream (an admin route,
-guarded by ``viewer.admin``)."""
+guarded by ``viewer.admin``). A viewer group's reset reaches its open streams in this process at
+once and in every other worker and replica through the control topic (viewer/live/broadcast.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pipeline.offsets import GroupActiveError, OffsetsError, OffsetTool, parse_t
 from viewer.admin import admin_json
 from viewer.errors import ApiError
 from viewer.extension import current_viewer
-from viewer.live.resets import announce, resetting
-from viewer.live.resume import VIEWER_ID, VIEWER_ID_RULE
+from viewer.live.resets import announce
+from viewer.live.viewer_ids import VIEWER_ID, VIEWER_ID_RULE
 
 bp = Blueprint("replay", __name__)
 
@@ -44,17 +45,25 @@ def replay():
         target = parse_target(body.get("to"))
         if target.kind == "offset" and target.value < 0:
             raise OffsetsError("an offset must be 0 or more")
-        with OffsetTool(current_viewer().settings.shared) as tool:
+        viewer = current_viewer()
+        with OffsetTool(viewer.settings.shared) as tool:
             # The stream's partition in every generation (pipeline/generations.py): the same target
             # planned on each puts a reader that reads them oldest first at the right frame.
             base = _topic_for(group, raw)
             tps = [tool.stream_partition(topic, stream) for topic in slots(base, tool.consumer.topics())]
-            # Readers of this group commit nothing while the reset is planned and applied.
-            with resetting(group) as readers:
+            # This process's readers of the group commit nothing while the reset is planned and applied.
+            with viewer.resets.resetting(group) as readers:
                 tool.ensure_inactive(group)
                 moves = tool.plan_reset(group, tps, target)
+                positions = {m.tp: m.new for m in moves if m.new is not None}
+                record = None
+                if group.startswith(VIEWER_GROUP_PREFIX) and positions:
+                    # Written before the commit: the record, not the committed offset, moves the
+                    # open streams elsewhere, and any of them that commits its old position
+                    # after the commit below follows the record afterwards.
+                    record = viewer.broadcast.reset(group, stream, positions)
                 tool.apply(group, moves)
-                signalled = announce(readers, {m.tp: m.new for m in moves if m.new is not None})
+                signalled = announce(readers, positions, record)
     except GroupActiveError as exc:
         raise ApiError(409, str(exc)) from None
     except OffsetsError as exc:
@@ -68,5 +77,6 @@ def replay():
             "topic": base,
             "partitions": [{"topic": m.tp.topic, "partition": m.tp.partition, "old": m.old, "new": m.new} for m in moves],
             "readers": signalled,
+            "control_offset": record,
         }
     )

@@ -14,8 +14,7 @@ from pipeline.generations import stream_windows
 from pipeline.offsets import OffsetsError, OffsetTool, Window
 from viewer.errors import ApiError
 from viewer.extension import current_viewer
-from viewer.live.resets import delivered
-from viewer.live.resume import VIEWER_ID, VIEWER_ID_RULE, viewer_group
+from viewer.live.viewer_ids import VIEWER_ID, VIEWER_ID_RULE, viewer_group
 from viewer.routes.live import FIRST_FRAME_WAIT_S
 from viewer.shared_offsets import SharedTool
 
@@ -144,7 +143,7 @@ def _generation_position(tool: Tool, group: str, spans: list[Window]) -> dict:
 def _position(tool: Tool, group: str, span: Window) -> dict:
     """The group's committed offset on the span's partition and the time of the frame before
     it: from this process's reader while one streams, else from Kafka."""
-    known = delivered(group, span.tp)
+    known = current_viewer().resets.delivered(group, span.tp)
     if known is not None:
         return {"offset": known[0], "ts_ms": known[1]}
     offset = tool().committed(group).get(span.tp)

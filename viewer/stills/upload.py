@@ -1,5 +1,5 @@
 """Still-image uploads: check the image and the work it asks for, split it into halo'd tiles,
-publish them to the raw topic as one job for the processor group, and report the job's progress.
+publish them to the jobs topic as one job for the processor group, and report the job's progress.
 
 Tiles go through the same processor code path as video frames (``pipeline.tiling`` contract);
 the job-state topic (``viewer.stills.joblog``) holds every job's state for all replicas, the job
@@ -85,8 +85,9 @@ class Uploads:
         with self._producer_lock:
             if self._producer is None:
                 self._producer = make_producer(self.settings, "viewer-upload")
-                # The raw topic's current generation on the embedded broker (pipeline/generations.py).
-                self._slot = CurrentSlot(self.settings, self.settings.raw_topic)
+                # Not the raw topic: processors take job tiles only while no live frame waits
+                # (processor/jobs.py). Its current generation on the embedded broker (pipeline/generations.py).
+                self._slot = CurrentSlot(self.settings, self.settings.jobs_topic)
             return self._producer
 
     def ready(self, timeout_s: float) -> bool:
@@ -134,7 +135,7 @@ class Uploads:
             time.sleep(0.2)
 
     def publish(self, frames: Iterable[Frame]) -> None:
-        """Send every tile, spread round-robin over the raw topic's partitions, so the whole
+        """Send every tile, spread round-robin over the jobs topic's partitions, so the whole
         processor group works on one large image; raises KafkaError if any send fails."""
         producer = self.producer()
         topic = self._slot.topic

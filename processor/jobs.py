@@ -1,0 +1,164 @@
+"""Still-image jobs without starving live video: the processor's second loop.
+
+Job tiles (``viewer/stills/upload.py``) come on a topic of their own (``JOBS_TOPIC``), read by
+a consumer of their own in a group of their own (``<group>.jobs``), on a thread of their own:
+- **Live first.** The jobs loop polls only while the live loop waits for frames (``LiveGate``),
+  and takes at most ``RECORDS_PER_POLL`` tiles per poll. When tiles shared the raw topic's
+  partitions with frames, a processor worked through a job's tiles while live frames queued
+  behind them (live fps fell to 0.65x during a heavy job).
+- **Never behind a job.** A tile started while the live loop was idle may still be running
+  when the next frame comes; it runs on a thread of lower CPU priority (``lower_priority``),
+  so on a busy machine the kernel runs the live loop, and the viewer and producer, first. A
+  single record can hold up to MAX_JOB_WORK_S of work (a small image under a long chain).
+- **Not evicted.** A consumer that does not poll within ``max.poll.interval.ms`` leaves its
+  group; the gate opens after ``MAX_WAIT_S`` even while live frames keep coming, so jobs
+  progress (slowly) on a saturated processor too. A group of its own also means that a
+  rebalance of the jobs consumers never pauses the live ones.
+- **At-least-once** as for frames: a poll's outputs are sent, acknowledged, then committed
+  (per topic-partition, by the same code as the live loop); a failure rewinds and redoes them.
+
+Job tiles still written to the raw topic (an older viewer, records from before) are processed
+by the live loop as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from pipeline.generations import CurrentSlot, mirrored, slots
+from pipeline.kafka import BACKGROUND_FETCH, make_consumer
+from pipeline.priority import lower_priority
+from pipeline.service import StopDeadline
+from pipeline.settings import Settings
+from processor.frames import FrameProcessor
+from processor.heartbeat import ProcessorStats
+from processor.pool import OrderedPool
+
+log = logging.getLogger(__name__)
+
+GROUP_SUFFIX = ".jobs"
+# Tiles per poll (per worker thread): bounds the work between two polls, so the consumer keeps
+# its group membership, and how long a stop waits for the poll in hand.
+RECORDS_PER_POLL = 2
+# The longest the jobs loop waits for the live loop to be idle before it polls anyway.
+MAX_WAIT_S = 2.0
+# After an error, the jobs loop starts again after this long.
+RETRY_S = 1.0
+
+
+class LiveGate:
+    """Open while the live loop waits for frames with nothing in hand."""
+
+    def __init__(self) -> None:
+        self._idle = threading.Event()
+
+    def live_idle(self) -> None:
+        self._idle.set()
+
+    def live_busy(self) -> None:
+        self._idle.clear()
+
+    def wait(self, timeout_s: float) -> bool:
+        return self._idle.wait(timeout_s)
+
+
+def job_group(group: str) -> str:
+    return group + GROUP_SUFFIX
+
+
+class JobWorker:
+    """The jobs loop on its own thread: start(), then close() after ``stop`` is set."""
+
+    def __init__(self, settings: Settings, group: str, default_spec: str, tile: int | None, concurrency: int,
+                 producer: KafkaProducer, out_partitions: int, gate: LiveGate, stop: threading.Event,
+                 stats: ProcessorStats) -> None:
+        self.settings, self.group, self.producer = settings, job_group(group), producer
+        self.out_partitions, self.gate, self.stop = out_partitions, gate, stop
+        self.concurrency = concurrency
+        # Every job tile carries its own chain; the default is for records that do not.
+        # The heavy work runs on `_niced` (and on pool threads it starts, which inherit that).
+        self._niced = ThreadPoolExecutor(1, "job-work", initializer=lower_priority)
+        self.frames = FrameProcessor(default_spec, tile, OrderedPool(concurrency), max_pixels=settings.max_frame_pixels)
+        # Frames and dead letters count with the live loop's (heartbeats, the stop summary); the
+        # partitions held and commits are the jobs consumer's own.
+        self.stats, self.own = stats, ProcessorStats()
+        self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
+
+    def start(self) -> JobWorker:
+        self._thread.start()
+        return self
+
+    def close(self, timeout_s: float) -> None:
+        """Wait (up to ``timeout_s``) for the loop to finish its poll, commit and leave."""
+        self._thread.join(timeout_s)
+        self._niced.shutdown(wait=False)
+        self.frames.pool.close()
+
+    def _route(self, input_topic: str, target_base: str) -> str:
+        """Outputs go to the newest generation of `target_base`, not the input's: a tile taken
+        from a jobs slot just before that slot is recycled would otherwise land in a processed
+        slot recycled with it, before the viewer's collector reads it (the job never finished)."""
+        return mirrored(self._slot.topic, self.settings.raw_topic, target_base)
+
+    def _run(self) -> None:
+        """Sessions until the stop: an error ends a session, never the jobs loop (the live
+        loop goes on either way)."""
+        while not self.stop.is_set():
+            try:
+                self._session()
+            except KafkaError as exc:
+                log.warning("jobs loop: Kafka error, retrying in %.0f s: %s", RETRY_S, exc)
+                self.stop.wait(RETRY_S)
+            except Exception:
+                log.exception("jobs loop failed, restarting in %.0f s", RETRY_S)
+                self.stop.wait(RETRY_S)
+
+    def _session(self) -> None:
+        from processor.run import OffsetKeeper  # processor.run starts this worker
+
+        # Nobody watches job tiles arrive: a long fetch wait spares the idle polling.
+        consumer = make_consumer(self.settings, "processor-jobs", group_id=self.group, **BACKGROUND_FETCH)
+        offsets = OffsetKeeper(consumer, self.own)
+        try:
+            # The raw topic's current generation (pipeline/generations.py; always the raw topic
+            # itself on a broker with real retention).
+            self._slot = CurrentSlot(self.settings, self.settings.raw_topic)
+            try:
+                consumer.subscribe(slots(self.settings.jobs_topic, consumer.topics()), listener=offsets)
+                log.info("jobs: reading %s in group %s", self.settings.jobs_topic, self.group)
+                while not self.stop.is_set():
+                    self.gate.wait(MAX_WAIT_S)
+                    if self.stop.is_set():
+                        break
+                    batch = consumer.poll(timeout_ms=100, max_records=RECORDS_PER_POLL * self.concurrency)
+                    if not batch:
+                        offsets.commit()  # retry a commit deferred by a rebalance or a failure
+                        continue
+                    if not self._handle(batch, consumer, offsets):
+                        self.stop.wait(1.0)
+            finally:
+                self._slot.close()
+        finally:
+            try:
+                offsets.commit(StopDeadline(self.stop).left(), last=True)
+            finally:
+                consumer.close(timeout_ms=int(min(StopDeadline(self.stop).left(), 5.0) * 1000))
+
+    def _handle(self, batch: dict, consumer, offsets) -> bool:
+        """Process, send and commit one poll's tiles; False (rewound, to redo) if not delivered."""
+        from processor.run import _Batch, _complete, _process_batch, _redo
+
+        behind = [None] * sum(len(records) for records in batch.values())
+        sends = self._niced.submit(_process_batch, batch, self.frames, self.producer, self.settings, self.stats,
+                                   self.out_partitions, behind, self._route).result()
+        done = _Batch(batch, sends)
+        if _complete(done, consumer, offsets, self.producer, self.settings, self.stats, StopDeadline(self.stop),
+                     self._route):
+            return True
+        _redo(consumer, done)
+        return False
