@@ -31,7 +31,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from pipeline.generations import CurrentSlot, mirrored, slots
-from pipeline.kafka import make_consumer
+from pipeline.kafka import BACKGROUND_FETCH, make_consumer
 from pipeline.priority import lower_priority
 from pipeline.service import StopDeadline
 from pipeline.settings import Settings
@@ -47,6 +47,8 @@ GROUP_SUFFIX = ".jobs"
 RECORDS_PER_POLL = 2
 # The longest the jobs loop waits for the live loop to be idle before it polls anyway.
 MAX_WAIT_S = 2.0
+# After an error, the jobs loop starts again after this long.
+RETRY_S = 1.0
 
 
 class LiveGate:
@@ -104,34 +106,48 @@ class JobWorker:
         return mirrored(self._slot.topic, self.settings.raw_topic, target_base)
 
     def _run(self) -> None:
+        """Sessions until the stop: an error ends a session, never the jobs loop (the live
+        loop goes on either way)."""
+        while not self.stop.is_set():
+            try:
+                self._session()
+            except KafkaError as exc:
+                log.warning("jobs loop: Kafka error, retrying in %.0f s: %s", RETRY_S, exc)
+                self.stop.wait(RETRY_S)
+            except Exception:
+                log.exception("jobs loop failed, restarting in %.0f s", RETRY_S)
+                self.stop.wait(RETRY_S)
+
+    def _session(self) -> None:
         from processor.run import OffsetKeeper  # processor.run starts this worker
 
-        consumer = make_consumer(self.settings, "processor-jobs", group_id=self.group)
+        # Nobody watches job tiles arrive: a long fetch wait spares the idle polling.
+        consumer = make_consumer(self.settings, "processor-jobs", group_id=self.group, **BACKGROUND_FETCH)
         offsets = OffsetKeeper(consumer, self.own)
-        # The raw topic's current generation (pipeline/generations.py; always the raw topic
-        # itself on a broker with real retention).
-        self._slot = CurrentSlot(self.settings, self.settings.raw_topic)
         try:
-            consumer.subscribe(slots(self.settings.jobs_topic, consumer.topics()), listener=offsets)
-            log.info("jobs: reading %s in group %s", self.settings.jobs_topic, self.group)
-            while not self.stop.is_set():
-                self.gate.wait(MAX_WAIT_S)
-                if self.stop.is_set():
-                    break
-                batch = consumer.poll(timeout_ms=100, max_records=RECORDS_PER_POLL * self.concurrency)
-                if not batch:
-                    offsets.commit()  # retry a commit deferred by a rebalance or a failure
-                    continue
-                if not self._handle(batch, consumer, offsets):
-                    self.stop.wait(1.0)
-        except KafkaError as exc:
-            log.error("jobs loop stopped on Kafka error (live frames go on): %s", exc)
-        except Exception:
-            log.exception("jobs loop failed (live frames go on)")
+            # The raw topic's current generation (pipeline/generations.py; always the raw topic
+            # itself on a broker with real retention).
+            self._slot = CurrentSlot(self.settings, self.settings.raw_topic)
+            try:
+                consumer.subscribe(slots(self.settings.jobs_topic, consumer.topics()), listener=offsets)
+                log.info("jobs: reading %s in group %s", self.settings.jobs_topic, self.group)
+                while not self.stop.is_set():
+                    self.gate.wait(MAX_WAIT_S)
+                    if self.stop.is_set():
+                        break
+                    batch = consumer.poll(timeout_ms=100, max_records=RECORDS_PER_POLL * self.concurrency)
+                    if not batch:
+                        offsets.commit()  # retry a commit deferred by a rebalance or a failure
+                        continue
+                    if not self._handle(batch, consumer, offsets):
+                        self.stop.wait(1.0)
+            finally:
+                self._slot.close()
         finally:
-            offsets.commit(StopDeadline(self.stop).left(), last=True)
-            consumer.close(timeout_ms=int(min(StopDeadline(self.stop).left(), 5.0) * 1000))
-            self._slot.close()
+            try:
+                offsets.commit(StopDeadline(self.stop).left(), last=True)
+            finally:
+                consumer.close(timeout_ms=int(min(StopDeadline(self.stop).left(), 5.0) * 1000))
 
     def _handle(self, batch: dict, consumer, offsets) -> bool:
         """Process, send and commit one poll's tiles; False (rewound, to redo) if not delivered."""

@@ -1,0 +1,66 @@
+"""Still-job tiles travel on the jobs topic, and tiles an older viewer writes to the raw topic
+still come back as a finished job (mixed versions during an upgrade)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.transforms import parse_spec
+from pipeline.wire import decode_record
+from tests.support.photos import large_photo
+from tests.support.processor_group import Topic
+from tests.support.uploads import Processors, result_image, submit, wait_done
+from viewer import create_app
+from viewer.extension import viewer_of
+
+pytestmark = pytest.mark.integration
+
+
+def png(side: int) -> bytes:
+    return cv2.imencode(".png", large_photo(side), [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
+
+
+def job_records(settings, topic: str, count: int) -> list:
+    reader = Topic(settings, topic)
+    try:
+        records = reader.wait_for(lambda r: len(r) >= count, f"{count} records on {topic}")
+        return [decode_record(r) for r in records]
+    finally:
+        reader.consumer.close()
+
+
+def test_a_new_viewer_writes_job_tiles_to_the_jobs_topic_not_the_raw_one(settings, tmp_path):
+    app = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path / "jobs.sqlite3")})
+    try:
+        job = submit(app.test_client(), png(1024), transform="grayscale", tile="256")
+    finally:
+        viewer_of(app).shutdown()
+    tiles = job_records(settings, settings.jobs_topic, job["tiles_total"])
+    assert {t.job for t in tiles} == {job["job"]} and len(tiles) == job["tiles_total"] == 16
+    raw = Topic(settings, settings.raw_topic)
+    try:
+        assert raw.consumer.poll(timeout_ms=2000) == {}
+    finally:
+        raw.consumer.close()
+
+
+def test_job_tiles_an_older_viewer_writes_to_the_raw_topic_still_finish(settings, tmp_path):
+    processors = Processors(settings, 1)
+    # What a viewer from before the jobs topic did: its tiles on the raw topic.
+    older = dataclasses.replace(settings, jobs_topic=settings.raw_topic)
+    app = create_app({"SETTINGS": older, "JOBS_DB": str(tmp_path / "jobs.sqlite3")})
+    data = png(1024)
+    try:
+        client = app.test_client()
+        job = submit(client, data, transform="grayscale", tile="256")
+        wait_done(client, job["job"])
+        out = result_image(client, job["job"], "image/png")
+    finally:
+        viewer_of(app).shutdown()
+        processors.stop()
+    expected = parse_spec("grayscale")(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+    assert np.array_equal(out, expected)
