@@ -149,10 +149,13 @@ class ControlBroadcast(BackgroundLoop):
         consumer = make_consumer(self.settings, "viewer-broadcast", group_id=None, allow_auto_create_topics=False,
                                  fetch_max_wait_ms=FETCH_WAIT_MS)
         try:
-            if self.position is None:
-                with OffsetTool(self.settings) as tool:
-                    # The true end: the broker's reported one can be short (pipeline/offsets.py).
-                    self.position = tool.ends([self.tp])[1][self.tp]
+            with OffsetTool(self.settings) as tool:
+                # The true end: the broker's reported one can be short (pipeline/offsets.py).
+                end = tool.ends([self.tp])[1][self.tp]
+            # After an error, on from where it was, unless the topic is younger than that (made
+            # again meanwhile: the embedded broker keeps it in memory only).
+            if self.position is None or self.position > end:
+                self.position = end
             consumer.assign([self.tp])
             consumer.seek(self.tp, self.position)
             self.resets.following.set()
