@@ -19,23 +19,31 @@ keepalive = 5
 
 # Metrics across workers: each worker writes its metrics to files in PROMETHEUS_MULTIPROC_DIR
 # and /metrics in any worker adds up every worker's (prometheus_client's multiprocess mode,
-# viewer/metrics.py). The master sets the directory up once, before it forks, because the
-# client picks its storage when it is first imported. A directory given in the environment is
-# emptied (files of an earlier run would be added to this one's totals); without one, a private
-# temporary directory is made and removed at exit.
-_metrics = {"dir": "", "own": False}
+# viewer/metrics.py). The client picks its storage when it is first imported, so the directory
+# is set up here, as the master reads this file: before it forks, and before it imports the app
+# under --preload. A directory given in the environment is emptied (files of an earlier run would
+# be added to this one's totals); without one, a private temporary directory is made and removed
+# at exit. A reload (SIGHUP) reads this file again: the marker keeps it from emptying the
+# directory the running workers write to.
+_PREPARED = "VIEWER_METRICS_DIR_PREPARED"
+_OWN = "VIEWER_METRICS_DIR_OWN"
 
 
-def on_starting(server) -> None:
+def _prepare_metrics_dir() -> str:
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path and os.environ.get(_PREPARED) == path:
+        return path
     if path:
         os.makedirs(path, exist_ok=True)
         for stale in glob.glob(os.path.join(path, "*.db")):
             os.remove(stale)
     else:
-        path = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="viewer-metrics-")
-        _metrics["own"] = True
-    _metrics["dir"] = path
+        path = os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[_OWN] = tempfile.mkdtemp(prefix="viewer-metrics-")
+    os.environ[_PREPARED] = path
+    return path
+
+
+_metrics_dir = _prepare_metrics_dir()
 
 
 def child_exit(server, worker) -> None:
@@ -43,9 +51,9 @@ def child_exit(server, worker) -> None:
     # in the totals, which count what it served.
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid, _metrics["dir"])
+    multiprocess.mark_process_dead(worker.pid, _metrics_dir)
 
 
 def on_exit(server) -> None:
-    if _metrics["own"]:
-        shutil.rmtree(_metrics["dir"], ignore_errors=True)
+    if os.environ.get(_OWN) == _metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -6,9 +6,11 @@ of one 25 fps stream receives, against the frames the viewer's hub received in t
 
 The stream is the sample video scaled to --size, grayscale (as `--transform grayscale` serves
 it), JPEG q80. The clients are HTTP/1.1 GETs driven by one epoll loop in a process of their
-own (bench/mjpeg_load.py); on 2 cores they compete with the server, so absolute figures are
-a floor. `--profile FILE` records the viewer worker with py-spy (GIL samples) during the
-largest client count.
+own (bench/mjpeg_load.py, which discards the JPEG bytes inside the kernel); on 2 cores they
+compete with the server, so absolute figures are a floor: each row also gives the clients'
+own CPU and how long the slowest connects waited for their first part. `--profile FILE`
+records the viewer worker with py-spy (every sample, so time inside send calls counts)
+during the largest client count.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def measure(server: Gunicorn, clients: int, seconds: float, profile: str | None 
     received0, cpu0, t0 = frames_received(server), cpu_seconds(worker), time.monotonic()
     if profile:
         # Started now, it records from warm-up on; --duration covers the measured window.
-        spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--gil",
+        spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record",
                                 "--format", "raw", "--rate", "200", "--duration", str(int(warmup + seconds)),
                                 "-p", str(worker), "-o", profile], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     load = load_clients(port or server.port, f"/stream/{STREAM}.mjpg", clients, warmup, seconds, http)

@@ -198,6 +198,10 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     # change in one order.
     topics.append(NewTopic(settings.control_topic, 1, settings.replication_factor,
                            topic_configs={"cleanup.policy": "compact"}))
+    # Compacted too, one record per job; one partition, because admission is decided by the
+    # order of requests (viewer/stills/jobstate.py).
+    topics.append(NewTopic(settings.job_state_topic, 1, settings.replication_factor,
+                           topic_configs={"cleanup.policy": "compact"}))
     return topics
 
 

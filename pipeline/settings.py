@@ -52,6 +52,9 @@ class Settings:
     dead_letter_topic: str = "frames.dlq"
     # Compacted, keyed by stream: each stream's live transform chain (pipeline/control.py).
     control_topic: str = "streams.control"
+    # Compacted, one partition, keyed by job id: every still-image job's state, shared by all
+    # viewer replicas (viewer/stills/jobstate.py).
+    job_state_topic: str = "jobs.state"
     partitions: int = 4
     replication_factor: int = 1
     # Loss-free on Apache Kafka takes all three: replication 3, min.insync.replicas 2 and
@@ -108,6 +111,7 @@ class Settings:
             heartbeat_topic=get("HEARTBEAT_TOPIC") or "processors.heartbeat",
             dead_letter_topic=get("DEAD_LETTER_TOPIC") or "frames.dlq",
             control_topic=get("CONTROL_TOPIC") or "streams.control",
+            job_state_topic=get("JOB_STATE_TOPIC") or "jobs.state",
             partitions=int_env(env, "TOPIC_PARTITIONS", 4),
             replication_factor=int_env(env, "TOPIC_REPLICATION_FACTOR", 1),
             min_insync_replicas=int_env(env, "TOPIC_MIN_INSYNC_REPLICAS", 0) or None,
@@ -141,4 +145,5 @@ class Settings:
             "HEARTBEAT_TOPIC": self.heartbeat_topic,
             "DEAD_LETTER_TOPIC": self.dead_letter_topic,
             "CONTROL_TOPIC": self.control_topic,
+            "JOB_STATE_TOPIC": self.job_state_topic,
         }

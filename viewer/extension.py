@@ -46,7 +46,7 @@ class Viewer:
         limits = JobLimits(max_active=own.max_active_jobs, max_per_client=own.max_jobs_per_client,
                            max_work_s=own.max_job_work_s, timeout_s=own.job_timeout_s,
                            memory_bytes=own.upload_memory_bytes)
-        self.uploads = Uploads(shared, store, limits)
+        self.uploads = Uploads(shared, store, limits, keep=own.jobs_keep)
         self.window_tool = SharedTool(shared)
         self._chains: ChainControl | None = None
         self._chains_lock = threading.Lock()
@@ -65,7 +65,8 @@ class Viewer:
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Stop every reader within one shared deadline (readers stuck connecting to a dead
         broker would otherwise be waited for one after another), then close the producer."""
-        loops = (self.processed, self.raw, self.heartbeats, self.lag, self.viewer_ids, self.broadcast, self.uploads.collector)
+        loops = (self.processed, self.raw, self.heartbeats, self.lag, self.viewer_ids, self.broadcast,
+                 self.uploads.collector, self.uploads.jobs)
         for loop in loops:
             loop.stopping.set()
         deadline = time.monotonic() + timeout_s

@@ -50,6 +50,7 @@ def compose_stack(broker, tmp_path_factory):
         Settings(bootstrap_servers=broker.bootstrap),
         raw_topic=f"c-raw-{tag}", processed_topic=f"c-processed-{tag}",
         heartbeat_topic=f"c-heartbeat-{tag}", dead_letter_topic=f"c-dlq-{tag}", control_topic=f"c-control-{tag}",
+        job_state_topic=f"c-jobstate-{tag}",
     )
     port = free_port()
     logs = tmp_path_factory.mktemp("compose")
@@ -84,6 +85,7 @@ def test_topics_service_creates_topics_as_configured(compose_stack):
         admin.close()
     assert described[settings.raw_topic] == described[settings.processed_topic] == wanted.partitions
     assert described[settings.control_topic] == 1, "the control topic keeps every change in one order"
+    assert described[settings.job_state_topic] == 1, "the job-state topic orders every admission"
     assert wanted.partitions != Settings().partitions, "the compose partition count must be the one applied"
 
 

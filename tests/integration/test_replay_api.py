@@ -14,8 +14,10 @@ from pipeline.control import ControlWriter
 from pipeline.kafka import make_producer
 from pipeline.offsets import partition_for_key
 from pipeline.settings import Settings
-from tests.support.broker_helpers import active_member, first_frame, send_frames, settled_offsets
+from tests.support.broker_helpers import active_member, committed_offsets, first_frame, send_frames, settled_offsets
 from tests.support.mjpeg_client import iter_parts
+from tests.support.stack import wait_for_resume_consumers_closed
+from tests.support.waiting import wait_until
 from viewer import create_app
 from viewer.extension import viewer_of
 from viewer.live.broadcast import encode_reset, reset_key
@@ -255,3 +257,26 @@ def test_a_restarted_replica_does_not_apply_old_resets_to_new_streams(stack, mod
         assert again == list(range(committed, committed + 10)), (committed, again)
     finally:
         viewer_of(app).shutdown()
+
+
+def test_a_reset_from_elsewhere_just_after_a_tab_closed_here_is_committed_again(stack, module_settings):
+    """The race: another replica commits a reset, then a tab of the group closing here commits
+    its old position last, then the reset's record arrives. Played here without the other
+    replica's commit (only its record): the position committed in the end is the reset's."""
+    url, _ = stack
+    settings = dataclasses.replace(module_settings, admin_token=TOKEN)
+    with requests.get(f"{url}/stream/{STREAM}.mjpg?viewer=closing", stream=True, timeout=30) as response:
+        parts = iter_parts(response.raw)
+        seqs = [next(parts).seq for _ in range(5)]
+    assert seqs[0] > 30
+    wait_for_resume_consumers_closed(url)  # its final commit is in
+    ((tp, committed),) = committed_offsets(module_settings, "viewer-closing").items()
+    assert committed > 30
+    writer = ControlWriter(settings)
+    try:
+        writer.write(reset_key("viewer-closing"), encode_reset("viewer-closing", STREAM, {tp: 2}, "elsewhere"),
+                     partition=0)
+    finally:
+        writer.close()
+    wait_until(lambda: committed_offsets(module_settings, "viewer-closing") == {tp: 2},
+               "the reset's position committed again")

@@ -23,6 +23,7 @@ from tests.support.topics import isolated_settings
 from tests.support.uploads import JOB_WAIT_S, Processors, result_image, submit, wait_done
 from viewer import create_app
 from viewer.extension import viewer_of
+from viewer.stills.jobstate import JobRecord, Limits
 
 pytestmark = pytest.mark.integration
 
@@ -124,9 +125,9 @@ def test_unknown_job_is_404(client):
 def test_a_tile_the_processor_refuses_fails_the_job(client):
     """A dead-lettered tile (here: a whole-image transform on a tile) fails its job with the reason."""
     uploads = viewer_of(client.application).uploads
-    assert uploads.collector.wait_ready(30)
+    assert uploads.ready(30)
     job = uuid.uuid4().hex
-    uploads.store.create(job, "png", "edges", 64, 64, 1)
+    uploads.jobs.publish(job_record(job, "edges", 1))
     tile = TileInfo(0, 1, 1, 0, 0, 64, 64).to_header()
     frame = Frame("upload", 0, int(time.time() * 1000), "png", 64, 64, small_png(), tile=tile, job=job, transform="edges")
     uploads.publish([frame])
@@ -154,10 +155,10 @@ def test_a_job_nobody_processes_times_out(broker, tmp_path):
 
 
 def test_job_survives_a_viewer_restart(broker, tmp_path):
-    """Processed tiles that arrive while no viewer runs are collected by the next one."""
+    """Processed tiles that arrive while no viewer runs are collected by the next one, from where
+    the job-state topic says they sit: it starts with an empty cache of its own."""
     settings = isolated_settings(broker)
-    config = {"SETTINGS": settings, "JOBS_DB": str(tmp_path / "jobs.db")}
-    first = create_app(config)
+    first = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path / "first.db")})
     job = submit(first.test_client(), photo_bytes("astronaut.png"), transform="invert", tile="128")
     pending = first.test_client().get(job["result_url"])
     assert pending.status_code == 409 and pending.get_json()["state"] == "queued"
@@ -167,7 +168,7 @@ def test_job_survives_a_viewer_restart(broker, tmp_path):
     try:
         # Every tile is processed before the next viewer starts: only its saved position finds them.
         assert processed_tiles(settings, job["job"], 16) == 16
-        second = create_app(config).test_client()
+        second = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path / "second.db")}).test_client()
         wait_done(second, job["job"])
         assert np.array_equal(result_image(second, job["job"], "image/png"), 255 - photo("astronaut.png"))
     finally:
@@ -192,15 +193,36 @@ def processed_tiles(settings, job: str, expected: int, timeout_s: float = JOB_WA
 def test_a_restarted_viewer_assembles_jobs_whose_tiles_were_all_stored(broker, tmp_path):
     """The last viewer stored every tile, then stopped before assembling: the next one does it."""
     app = create_app({"SETTINGS": isolated_settings(broker), "JOBS_DB": str(tmp_path / "jobs.db")})
-    store = viewer_of(app).uploads.store
-    store.create("stranded", "png", "invert", 64, 64, 1)
-    store.add_tile("stranded", 0, None, small_png(), 64, 64)
+    uploads = viewer_of(app).uploads
+    uploads.jobs.publish(job_record("stranded", "invert", 1))
+    uploads.store.ensure("stranded", "png", "invert", 64, 64, 1, time.time())
+    uploads.store.add_tile("stranded", 0, None, small_png(), 64, 64)
     try:
         client = app.test_client()
         wait_done(client, "stranded")
         assert client.get("/jobs/stranded/result").data == small_png()
     finally:
         viewer_of(app).shutdown()
+
+
+def job_record(job: str, transform: str, tiles_total: int) -> JobRecord:
+    """An admitted 64x64 PNG job as the uploading replica writes it to the job-state topic."""
+    return JobRecord(job=job, state="queued", format="png", transform=transform, width=64, height=64,
+                     created_ms=int(time.time() * 1000), client="127.0.0.1", limits=Limits(8, 2, 600),
+                     tiles_total=tiles_total)
+
+
+def test_a_done_job_whose_tiles_left_the_log_is_410_on_a_replica_without_it(client):
+    """Another replica finished it and this one never cached it: nothing left to build it from."""
+    uploads = viewer_of(client.application).uploads
+    assert uploads.ready(30)
+    job = uuid.uuid4().hex
+    done = job_record(job, "invert", 1).but(state="done", tiles_from=uploads.jobs.output_positions(),
+                                            out_width=64, out_height=64, finished_ms=int(time.time() * 1000))
+    uploads.jobs.publish(done)
+    assert client.get(f"/jobs/{job}").get_json()["state"] == "done"
+    response = client.get(f"/jobs/{job}/result")
+    assert response.status_code == 410 and "no longer in the log" in response.get_json()["error"]
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -1,6 +1,7 @@
 """Upload admission on the real broker, with no processors (every admitted job stays in
-progress): the active-job limit holds under concurrent uploads, one client gets 429 with
-Retry-After past its own limit, and a full memory budget answers 503 before decoding."""
+progress): the active-job limit holds under concurrent uploads, on one replica and across two
+that share only the broker, one client gets 429 with Retry-After past its own limit (on
+whichever replica it lands), and a full memory budget answers 503 before decoding."""
 
 from __future__ import annotations
 
@@ -18,11 +19,19 @@ from viewer.extension import viewer_of
 pytestmark = pytest.mark.integration
 
 
-def make_client(settings, tmp_path, **config):
+def make_client(settings, tmp_path, name: str = "jobs.db", **config):
+    """A viewer app with a job cache of its own (``name``): a replica sharing only the broker."""
     settings = dataclasses.replace(settings, max_bodies_in_progress=100)  # all 50 bodies at once
-    app = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path / "jobs.db"), **config})
-    assert viewer_of(app).uploads.collector.wait_ready(30)
+    app = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path / name), **config})
+    assert viewer_of(app).uploads.ready(30)
     return app
+
+
+def in_progress(app) -> int:
+    """Jobs in progress as the job-state topic has them, read to its end."""
+    jobs = viewer_of(app).uploads.jobs
+    assert jobs.sync()
+    return len(jobs.in_progress())
 
 
 def post(client, data: bytes, remote_addr: str = "127.0.0.1", forwarded_for: str | None = None):
@@ -31,30 +40,63 @@ def post(client, data: bytes, remote_addr: str = "127.0.0.1", forwarded_for: str
                        content_type="multipart/form-data", environ_base={"REMOTE_ADDR": remote_addr}, headers=headers)
 
 
-def test_the_active_job_limit_holds_under_50_concurrent_uploads(settings, tmp_path):
-    app = make_client(settings, tmp_path, MAX_ACTIVE_JOBS=8, MAX_JOBS_PER_CLIENT=1000)
-    data = photo_bytes("astronaut.png")  # a decode of some milliseconds: the old check raced it
+def concurrent_uploads(apps: list, count: int, data: bytes) -> Counter:
+    """``count`` uploads at once from distinct clients, spread over ``apps`` in turn."""
     statuses: Counter = Counter()
     lock = threading.Lock()
-    start = threading.Barrier(50)
+    start = threading.Barrier(count)
 
     def upload(i: int) -> None:
-        client = app.test_client()
+        client = apps[i % len(apps)].test_client()
         start.wait()
         status = post(client, data, remote_addr=f"10.0.0.{i}").status_code
         with lock:
             statuses[status] += 1
 
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return statuses
+
+
+def test_the_active_job_limit_holds_under_50_concurrent_uploads(settings, tmp_path):
+    app = make_client(settings, tmp_path, MAX_ACTIVE_JOBS=8, MAX_JOBS_PER_CLIENT=1000)
     try:
-        threads = [threading.Thread(target=upload, args=(i,)) for i in range(50)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
+        # A decode of some milliseconds: the old check raced it.
+        statuses = concurrent_uploads([app], 50, photo_bytes("astronaut.png"))
         assert statuses == {202: 8, 429: 42}, statuses
-        assert viewer_of(app).uploads.store.active_count() == 8
+        assert in_progress(app) == 8
     finally:
         viewer_of(app).shutdown()
+
+
+def test_the_active_job_limit_holds_across_two_replicas(settings, tmp_path):
+    """Two replicas with caches of their own: the job-state topic's order admits 8 in all, not 8 each."""
+    apps = [make_client(settings, tmp_path, f"jobs-{i}.db", MAX_ACTIVE_JOBS=8, MAX_JOBS_PER_CLIENT=1000)
+            for i in range(2)]
+    try:
+        statuses = concurrent_uploads(apps, 40, photo_bytes("astronaut.png"))
+        assert statuses == {202: 8, 429: 32}, statuses
+        assert [in_progress(app) for app in apps] == [8, 8]
+    finally:
+        for app in apps:
+            viewer_of(app).shutdown()
+
+
+def test_one_client_is_held_to_its_limit_on_every_replica(settings, tmp_path):
+    first, second = (make_client(settings, tmp_path, f"jobs-{i}.db", MAX_JOBS_PER_CLIENT=2) for i in range(2))
+    data = photo_bytes("astronaut.png")
+    try:
+        assert [post(first.test_client(), data).status_code, post(second.test_client(), data).status_code] == [202, 202]
+        refused = post(first.test_client(), data)
+        assert refused.status_code == 429 and "MAX_JOBS_PER_CLIENT" in refused.get_json()["error"]
+        assert post(second.test_client(), data).status_code == 429
+        assert post(second.test_client(), data, remote_addr="10.1.2.3").status_code == 202
+    finally:
+        for app in (first, second):
+            viewer_of(app).shutdown()
 
 
 def test_one_client_past_its_limit_gets_429_with_retry_after(settings, tmp_path):
@@ -103,8 +145,8 @@ def test_a_full_memory_budget_answers_503_and_admits_nothing(settings, tmp_path)
             refused = post(client, data)
             assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
             assert "UPLOAD_MEMORY_BYTES" in refused.get_json()["error"]
-            assert uploads.store.active_count() == 0  # the refused job is not left queued
+            assert in_progress(app) == 0  # the refused job is not left queued
         assert post(client, data).status_code == 202  # and once they are done, it fits
         assert uploads.memory.used == 0
     finally:
-        uploads.close()
+        viewer_of(app).shutdown()

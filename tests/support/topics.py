@@ -23,6 +23,7 @@ def isolated_settings(broker: EmbeddedBroker) -> Settings:
         heartbeat_topic=f"heartbeat-{tag}",
         dead_letter_topic=f"dlq-{tag}",
         control_topic=f"control-{tag}",
+        job_state_topic=f"jobstate-{tag}",
     )
     ensure_topics(s)
     return s

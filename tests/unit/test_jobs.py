@@ -1,4 +1,4 @@
-"""JobStore: job life cycle, duplicate tiles, pruning bounds, expiry and the collector cursor."""
+"""JobStore (the host's job cache): job life cycle, duplicate tiles, pruning bounds and expiry."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def store(tmp_path) -> JobStore:
 
 
 def test_tiles_count_once_and_finish_the_job(store):
-    store.create("a", "png", "grayscale", 64, 32, 2)
+    store.ensure("a", "png", "grayscale", 64, 32, 2, time.time())
     assert store.get("a").state == "queued"
     assert store.add_tile("a", 0, "h0", b"t0", 32, 64).tiles_done == 1
     assert store.add_tile("a", 0, "h0", b"t0", 32, 64).tiles_done == 1  # redelivered: no double count
@@ -31,7 +31,7 @@ def test_tiles_count_once_and_finish_the_job(store):
 
 
 def test_a_dead_claim_expires_and_restarts_find_unassembled_jobs(store):
-    store.create("a", "png", "grayscale", 1, 1, 1)
+    store.ensure("a", "png", "grayscale", 1, 1, 1, time.time())
     assert store.complete_unassembled() == [] and not store.claim_assembly("a")  # tiles missing
     store.add_tile("a", 0, None, b"t", 1, 1)
     assert store.complete_unassembled() == ["a"]
@@ -49,48 +49,47 @@ def test_unknown_job(store):
 
 
 def test_failure_keeps_the_reason_and_drops_tiles(store):
-    store.create("a", "jpeg", "blur", 10, 10, 3)
+    store.ensure("a", "jpeg", "blur", 10, 10, 3, time.time())
     store.add_tile("a", 0, "h", b"t", 32, 64)
     store.fail("a", "processor: boom")
     status = store.get("a")
     assert (status.state, status.error) == ("failed", "processor: boom")
-    assert store.tiles("a") == [] and store.result("a") is None and store.active_count() == 0
+    assert store.tiles("a") == [] and store.result("a") is None
 
 
 def test_only_the_newest_finished_jobs_are_kept(store):
     for name in "abc":
-        store.create(name, "png", "grayscale", 1, 1, 1)
+        store.ensure(name, "png", "grayscale", 1, 1, 1, time.time())
         store.finish(name, b"r")
         time.sleep(0.01)
     assert store.get("a") is None and store.get("b") and store.get("c")
 
 
 def test_results_are_bounded_in_bytes(store):
-    store.create("big", "png", "grayscale", 1, 1, 1)
+    store.ensure("big", "png", "grayscale", 1, 1, 1, time.time())
     store.finish("big", b"x" * 80)
     time.sleep(0.01)
-    store.create("next", "png", "grayscale", 1, 1, 1)
+    store.ensure("next", "png", "grayscale", 1, 1, 1, time.time())
     store.finish("next", b"y" * 80)
     assert store.get("big") is None and store.result("next") == b"y" * 80
 
 
-def test_unfinished_jobs_expire(store):
-    store.create("old", "png", "grayscale", 1, 1, 1)
+def test_unfinished_jobs_are_evicted(store):
+    store.ensure("old", "png", "grayscale", 1, 1, 2, time.time())
+    store.add_tile("old", 0, "h", b"t", 1, 1)
     store.expire(60)
-    assert store.get("old").state == "queued"
+    assert store.get("old").state == "running"
     time.sleep(0.05)
     store.expire(0.01)
-    assert store.get("old").state == "failed" and "timed out" in store.get("old").error
+    assert store.get("old") is None and store.tiles("old") == []
 
 
-def test_state_and_cursor_survive_reopening(store):
-    store.create("a", "png", "grayscale", 1, 1, 2)
+def test_state_survives_reopening_and_ensure_keeps_what_is_cached(store):
+    store.ensure("a", "png", "grayscale", 1, 1, 2, time.time())
     store.add_tile("a", 0, "h", b"t", 32, 64)
-    store.save_cursor("processed", {0: 5, 1: 7})
-    store.save_cursor("processed", {1: 9})
     again = JobStore(store.path)
+    again.ensure("a", "png", "grayscale", 1, 1, 2, time.time())  # another worker learns of it too
     assert again.get("a").tiles_done == 1
-    assert again.cursor("processed") == {0: 5, 1: 9} and again.cursor("dlq") == {}
 
 
 def test_a_store_from_another_schema_version_is_recreated(tmp_path):
@@ -104,6 +103,6 @@ def test_a_store_from_another_schema_version_is_recreated(tmp_path):
     old.close()
     store = JobStore(path)
     assert store.get("x") is None
-    store.create("j", "png", "grayscale", 10, 10, 1)
+    store.ensure("j", "png", "grayscale", 10, 10, 1, time.time())
     assert store.get("j").state == "queued"
     assert JobStore(path).get("j") is not None, "the current version's data is kept on reopen"

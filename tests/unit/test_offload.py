@@ -69,12 +69,11 @@ JOB_STORE_UNDER_GEVENT = textwrap.dedent("""
 
     store = jobs.JobStore(os.path.join(tempfile.mkdtemp(), "jobs.db"))
     jobs.sqlite3.connect = spy
-    store.create("j", "png", "grayscale", 4, 4, 1)
+    store.ensure("j", "png", "grayscale", 4, 4, 1, 0.0)
     status = store.add_tile("j", 0, None, b"tile", 4, 4)  # calls get() inside: in place, no second hop
     assert status.tiles_done == 1, status
     store.finish("j", b"result")
     assert store.result("j") == b"result"
-    assert store.save_cursor("t", {0: 5}) is None and store.cursor("t") == {0: 5}
     assert opened_on and hub not in opened_on, (hub, opened_on)
     print("connections", len(opened_on), "threads", len(set(opened_on)))
 """)
@@ -90,11 +89,11 @@ def test_under_gevent_the_job_store_never_touches_sqlite_on_the_hub():
 CONCURRENT_WRITES_UNDER_GEVENT = textwrap.dedent("""
     from gevent import monkey
     monkey.patch_all()
-    import os, tempfile, gevent
+    import os, tempfile, time, gevent
     from viewer.stills import store as jobs
 
     store = jobs.JobStore(os.path.join(tempfile.mkdtemp(), "jobs.db"))
-    store.create("j", "png", "grayscale", 4, 4, 400)
+    store.ensure("j", "png", "grayscale", 4, 4, 400, time.time())
 
     def writer(i):
         # What a busy viewer does at once: status requests expire jobs, the collector adds tiles.

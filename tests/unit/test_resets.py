@@ -157,3 +157,22 @@ def test_chain_readers_skip_records_of_other_kinds():
     control._apply(SimpleNamespace(key=b"cam", value=json.dumps({"spec": "grayscale", "version": 1,
                                                                    "changed_ms": 5}).encode(), offset=2))
     assert [e.stream for e in control.entries()] == ["cam"]
+
+
+def test_a_group_is_just_closed_for_a_while_after_its_last_reader_here(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("viewer.live.resets.time.monotonic", lambda: now[0])
+    resets = Resets()
+    resets.following.set()
+    first, second = resets.watch("viewer-a"), resets.watch("viewer-a")
+    first.close()
+    assert not resets.just_closed("viewer-a")  # one is still open: it follows the reset itself
+    second.close()
+    assert resets.just_closed("viewer-a") and not resets.just_closed("viewer-b")
+    with resets.resetting("viewer-b"):
+        pass
+    assert not resets.just_closed("viewer-b")  # a reset is not a reader
+    now[0] += 4.9
+    assert resets.just_closed("viewer-a")
+    now[0] += 0.2
+    assert not resets.just_closed("viewer-a")

@@ -21,8 +21,10 @@ Ordering against commits: the request writes the reset record first, then commit
 offsets. An open stream in another process may still commit its old position after that
 commit; it is the reset's record, not the committed offset, that moves it: within one poll of
 its follower it seeks to the record's positions and commits from there, so the reset holds
-once every open stream has followed it. A stream that ends (or a process that dies) inside
-that window leaves its old position committed.
+once every open stream has followed it. A stream that ended there just before the record
+arrived (within LINGER_S, viewer/live/resets.py) may have committed its old position last: that
+process commits the record's positions again. A process that dies inside the window leaves its
+old position committed.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ import time
 import uuid
 
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 
 from pipeline.control import KIND_SEPARATOR, ControlWriter, ensure_control_topic
 from pipeline.kafka import make_consumer
-from pipeline.offsets import OffsetTool
+from pipeline.offsets import Move, OffsetsError, OffsetTool
 from pipeline.settings import Settings
 from viewer.background import BackgroundLoop
 from viewer.live.resets import Resets
@@ -146,10 +149,13 @@ class ControlBroadcast(BackgroundLoop):
         consumer = make_consumer(self.settings, "viewer-broadcast", group_id=None, allow_auto_create_topics=False,
                                  fetch_max_wait_ms=FETCH_WAIT_MS)
         try:
-            if self.position is None:
-                with OffsetTool(self.settings) as tool:
-                    # The true end: the broker's reported one can be short (pipeline/offsets.py).
-                    self.position = tool.ends([self.tp])[1][self.tp]
+            with OffsetTool(self.settings) as tool:
+                # The true end: the broker's reported one can be short (pipeline/offsets.py).
+                end = tool.ends([self.tp])[1][self.tp]
+            # After an error, on from where it was, unless the topic is younger than that (made
+            # again meanwhile: the embedded broker keeps it in memory only).
+            if self.position is None or self.position > end:
+                self.position = end
             consumer.assign([self.tp])
             consumer.seek(self.tp, self.position)
             self.resets.following.set()
@@ -176,11 +182,24 @@ class ControlBroadcast(BackgroundLoop):
             readers = self.resets.follow(name, positions, record.offset)
             if readers:
                 log.info("group=%s reset (control offset %d) followed by %d open reader(s)", name, record.offset, readers)
+            elif self.resets.just_closed(name):
+                self._commit_again(name, positions, record.offset)
         elif kind == VIEWER and name:
             self.viewer_ids.claim_seen(name, decode_claim(name, record.value), record.offset)
         else:
             return
         self.applied += 1
+
+    def _commit_again(self, group: str, positions: dict[TopicPartition, int], record: int) -> None:
+        """A reader of `group` closed here just before this reset arrived: its final commit may
+        have overwritten the reset's, so the reset's positions are committed once more."""
+        try:
+            with OffsetTool(self.settings) as tool:
+                tool.apply(group, [Move(tp, None, offset) for tp, offset in positions.items()])
+        except (KafkaError, OffsetsError) as exc:
+            log.warning("group=%s reset (control offset %d) not committed again: %s", group, record, exc)
+            return
+        log.info("group=%s reset (control offset %d) committed again after a reader here closed", group, record)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         super().stop(timeout_s)

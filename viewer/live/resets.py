@@ -13,6 +13,8 @@ One registry per app; a group's slot lives while a reader or a reset uses it.
 from __future__ import annotations
 
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +26,11 @@ from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 # position would reach neither the follower nor, if the reader read its offsets just before the
 # reset's commit, the reader.
 FOLLOW_WAIT_S = 5.0
+# How long after its last reader here closed a group is still "just closed": that reader's final
+# commit may have landed after another process's reset of the group was committed, before the
+# reset's record reached this process; the record's positions are then committed again.
+LINGER_S = 5.0
+MAX_LINGERING = 1024
 
 
 @dataclass
@@ -56,7 +63,7 @@ class ResetWatch:
                 return
             self._open = False
             self.group.readers -= 1
-        self.registry._release(self.group_id, self.group)
+        self.registry._release(self.group_id, self.group, reader=True)
 
     def commit_or_follow(
         self,
@@ -90,6 +97,7 @@ class Resets:
 
     def __init__(self) -> None:
         self._groups: dict[str, GroupResets] = {}
+        self._closed: OrderedDict[str, float] = OrderedDict()  # group -> when its last reader here closed
         self._lock = threading.Lock()
         # Set while the control topic's follower reads: resets from other processes arrive.
         self.following = threading.Event()
@@ -100,11 +108,25 @@ class Resets:
             slot.users += 1
             return slot
 
-    def _release(self, group: str, slot: GroupResets) -> None:
+    def _release(self, group: str, slot: GroupResets, reader: bool = False) -> None:
         with self._lock:
             slot.users -= 1
             if slot.users == 0 and self._groups.get(group) is slot:
                 del self._groups[group]
+            if reader and slot.readers == 0:
+                self._closed[group] = time.monotonic()
+                self._closed.move_to_end(group)
+                while len(self._closed) > MAX_LINGERING:
+                    self._closed.popitem(last=False)
+
+    def just_closed(self, group: str) -> bool:
+        """Did the group's last reader here close less than LINGER_S ago (and none is open)?"""
+        with self._lock:
+            slot = self._groups.get(group)
+            if slot is not None and slot.readers:
+                return False
+            since = self._closed.get(group)
+            return since is not None and time.monotonic() - since < LINGER_S
 
     def groups(self) -> int:
         """How many groups have a slot (open readers or a reset in progress)."""

@@ -13,8 +13,18 @@ from pipeline.transforms import REGISTRY, Chain, TransformError, parse_spec
 from viewer.errors import ApiError
 from viewer.extension import current_viewer
 from viewer.stills.budget import Reservation
-from viewer.stills.store import JobLimit, JobStatus
-from viewer.stills.upload import check_header, check_work, decode_upload, job_frames, reserve, retry_after
+from viewer.stills.jobstate import Entry
+from viewer.stills.store import JobStatus
+from viewer.stills.upload import (
+    ResultGone,
+    check_header,
+    check_work,
+    decode_upload,
+    job_frames,
+    new_job,
+    reserve,
+    retry_after,
+)
 
 bp = Blueprint("upload", __name__)
 
@@ -87,18 +97,20 @@ def upload():
         if whole and len(data) > settings.max_message_bytes - RECORD_OVERHEAD_BYTES:
             raise ApiError(413, f"transform {chain.spec!r} needs the whole image in one message, and this one is"
                                  f" larger than MAX_MESSAGE_BYTES={settings.max_message_bytes}")
-        if not up.collector.wait_ready(READY_WAIT_S):
-            raise ApiError(503, f"broker unreachable: {up.collector.error or 'job collector not ready'}")
-        job_id = uuid.uuid4().hex
-        # Admitted before the decode, in one transaction with the count: the limits hold
-        # however many uploads arrive together.
-        up.store.expire(limits.timeout_s)  # jobs no processor finished no longer count
+        if not up.ready(READY_WAIT_S):
+            error = up.jobs.error or up.collector.error or "job-state topic not read yet"
+            raise ApiError(503, f"broker unreachable: {error}", headers=retry_after())
+        record = new_job(uuid.uuid4().hex, header, chain, request.remote_addr or "", limits)
+        job_id = record.job
+        # Admitted before the decode, by the job's place in the job-state topic (viewer/stills/jobstate.py):
+        # the limits hold however many uploads arrive together, on however many replicas.
         try:
-            up.store.create(job_id, header.format, chain.spec, header.width, header.height, 0,
-                            client=request.remote_addr, max_active=limits.max_active,
-                            max_per_client=limits.max_per_client)
-        except JobLimit as exc:
-            raise ApiError(429, f"{exc}; try again shortly", headers=retry_after()) from None
+            admission = up.jobs.request(record)
+        except KafkaError as exc:
+            raise ApiError(503, f"broker unreachable: {exc}", headers=retry_after()) from None
+        if not admission.admitted:
+            up.jobs.forget(job_id)
+            raise ApiError(429, f"{admission.refusal}; try again shortly", headers=retry_after())
         try:
             # The decoded BGR image (and, for a whole-image job, its lz4 copy).
             reserve(memory, header.pixels * 3 * (2 if whole else 1))
@@ -107,39 +119,47 @@ def upload():
             image = decode_upload(data, header)
             total, frames = job_frames(job_id, data, image, header, chain, tile,
                                        settings.max_message_bytes - RECORD_OVERHEAD_BYTES)
-            up.store.set_total(job_id, total)
+            # Where its output will sit, before any tile goes out: a replica that did not see
+            # the tiles go by reads them from there.
+            up.jobs.publish(record.but(state="queued", tiles_total=total, tiles_from=up.jobs.output_positions()))
             up.publish(frames)
         except KafkaError as exc:
-            up.store.fail(job_id, f"publishing failed: {exc}")
+            up.jobs.finish(job_id, state="failed", error=f"publishing failed: {exc}")
             raise ApiError(503, f"broker unreachable: {exc}", job=job_id) from None
         except BaseException:
-            up.store.discard(job_id)
+            up.jobs.forget(job_id)
             raise
     body = {"job": job_id, "state": "queued", "tiles_total": total, "transform": chain.spec, **_job_urls(job_id)}
     return jsonify(body), 202, {"Location": body["status_url"]}
 
 
-def _known(job_id: str) -> JobStatus:
-    status = current_viewer().uploads.status(job_id)
-    if status is None:
+def _known(job_id: str) -> tuple[Entry, JobStatus]:
+    up = current_viewer().uploads
+    entry = up.entry(job_id)
+    if entry is None:
         raise ApiError(404, f"unknown job {job_id!r}")
-    return status
+    return entry, up.status(job_id)
 
 
 @bp.get("/jobs/<job_id>")
 def job_status(job_id: str):
-    return jsonify(_known(job_id).to_json() | _job_urls(job_id))
+    return jsonify(_known(job_id)[1].to_json() | _job_urls(job_id))
 
 
 @bp.get("/jobs/<job_id>/result")
 def job_result(job_id: str):
-    status = _known(job_id)
+    entry, status = _known(job_id)
     if status.state != "done":
         message = f"job failed: {status.error}" if status.state == "failed" else f"job is {status.state}"
         raise ApiError(409, message, state=status.state, tiles_done=status.tiles_done, tiles_total=status.tiles_total)
-    result = current_viewer().uploads.store.result(job_id)
-    if result is None:  # pruned between the two reads
-        raise ApiError(404, f"unknown job {job_id!r}")
+    try:
+        result = current_viewer().uploads.result(entry)
+    except ResultGone:
+        raise ApiError(410, f"job {job_id!r} is done, but this server has no copy of its result and its tiles"
+                            " are no longer in the log; try the server that took the upload") from None
+    if result is None:
+        raise ApiError(503, f"job {job_id!r} is done; this server is still assembling its result",
+                       headers=retry_after())
     disposition = "attachment" if request.args.get("download") in ("1", "true", "yes") else "inline"
     filename = f"{job_id}.{EXTENSIONS[status.format]}"
     return Response(result, mimetype=MIMETYPES[status.format],
@@ -149,7 +169,7 @@ def job_result(job_id: str):
 @bp.get("/jobs/<job_id>/events")
 def job_events(job_id: str):
     """Server-sent events: the job's status JSON each time it changes, until done or failed."""
-    first = _known(job_id)
+    first = _known(job_id)[1]
     up = current_viewer().uploads
 
     def events(status: JobStatus | None) -> Iterator[str]:

@@ -1,11 +1,16 @@
-"""Job collector: one background reader per viewer process gathers still-image tiles from the
-processed topic (and failures from the dead-letter topic) into the JobStore, and assembles a
-job's result when its last tile arrives.
+"""Job collector: one background reader per viewer process gathers the tiles of every job in
+the job-state topic from the processed topic (and failures from the dead-letter topic) into this
+host's cache (viewer.stills.store), assembles a job's result when its last tile arrives, and
+publishes the job's outcome to the job-state topic: the first replica to do so decides it for all.
+A job some other replica already finished is assembled here only when its result is asked for.
 
-It reads without a consumer group and keeps its own position in the JobStore, saved after the
-tiles it stored, so a restarted viewer resumes where the last one stopped (re-reading a few
-records at worst: storing a tile twice is a no-op).
+It reads without a consumer group and keeps no position of its own: it starts where the
+earliest job in progress says its output begins (``tiles_from`` in the job-state topic), else at
+the end. So a replica that was restarted reads again what went by meanwhile (storing a tile
+twice is a no-op). The tiles of a job finished before it started are read on demand
+(:meth:`JobCollector.collect_again`), from the same place.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,12 +22,14 @@ from kafka import TopicPartition
 
 from pipeline.codec import CodecError, decode_image, encode_image
 from pipeline.generations import slot_names, slots
-from pipeline.kafka import BACKGROUND_FETCH, assign_at, from_end, make_consumer, partitions_of
+from pipeline.kafka import BACKGROUND_FETCH, assign_at, make_consumer, partitions_of
 from pipeline.pixels import is_pixels
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
 from pipeline.wire import WireError, decode_record
 from viewer.background import BackgroundLoop
+from viewer.stills.joblog import JobLog
+from viewer.stills.jobstate import Entry
 from viewer.stills.offload import off_hub
 from viewer.stills.store import JobStore
 
@@ -30,17 +37,20 @@ log = logging.getLogger(__name__)
 
 # JPEG results are re-encoded once after reassembly: keep that generation nearly lossless.
 RESULT_JPEG_QUALITY = 95
-# Live video moves the position all the time; saving it at most this often is plenty.
-CURSOR_SAVE_INTERVAL_S = 1.0
+# A finished job's tiles all sit before its done record; read that much past it, for clocks
+# (the processors' and the replica's that wrote it) that disagree.
+COLLECT_AGAIN_SLACK_MS = 60_000
 
 
 class JobCollector(BackgroundLoop):
     name = "job-collector"
 
-    def __init__(self, settings: Settings, store: JobStore) -> None:
+    def __init__(self, settings: Settings, store: JobStore, jobs: JobLog, timeout_s: int) -> None:
         super().__init__()
         self.settings = settings
         self.store = store
+        self.jobs = jobs
+        self.timeout_s = timeout_s
         self.topics = [settings.processed_topic, settings.dead_letter_topic]
         self.ready = threading.Event()
 
@@ -50,7 +60,9 @@ class JobCollector(BackgroundLoop):
         return self.ready.wait(timeout_s)
 
     def run_once(self) -> None:
-        # Out of range (the embedded broker restarted and forgot everything): start over.
+        if not self.jobs.wait_ready(1.0):
+            self.stopping.wait(0.5)
+            return
         consumer = make_consumer(self.settings, "viewer-jobs", group_id=None, auto_offset_reset="earliest", **BACKGROUND_FETCH)
         try:
             # Every generation of both topics on the embedded broker (pipeline/generations.py):
@@ -61,65 +73,115 @@ class JobCollector(BackgroundLoop):
             if not tps:
                 self.stopping.wait(0.5)
                 return
-            saved = {topic: self.store.cursor(topic) for topic in self.topics}
-            # Where no position is saved, from the end (reported short by up to a batch on Tansu:
-            # a few records are read again, harmless).
-            positions = from_end(consumer, tps, 0)
-            positions.update({tp: saved[tp.topic][tp.partition] for tp in tps if tp.partition in saved[tp.topic]})
-            assign_at(consumer, positions)
-            self._save(positions)
+            ends = consumer.end_offsets(tps)
+            # Ends first, then the job-state topic read up to its end: a job missing from it now was
+            # requested after these ends were taken, so its output sits past them.
+            if not self.jobs.sync():
+                self.stopping.wait(0.5)
+                return
+            assign_at(consumer, self._start_positions(ends))
             self.error = None
             self.ready.set()
             for job_id in self.store.complete_unassembled():
                 self._assemble(job_id)
-            saved_at = time.monotonic()
             while not self.stopping.is_set():
-                batch = consumer.poll(timeout_ms=200)
-                job_seen = False
-                for tp, records in batch.items():
+                for records in consumer.poll(timeout_ms=200).values():
                     for record in records:
-                        job_seen |= bool(self.skip_bad_record(self._handle, record))
-                    positions[tp] = records[-1].offset + 1
-                if batch and (job_seen or time.monotonic() - saved_at > CURSOR_SAVE_INTERVAL_S):
-                    self._save(positions)
-                    saved_at = time.monotonic()
+                        self.skip_bad_record(self._handle, record)
         finally:
             consumer.close()
 
-    def _save(self, positions: dict[TopicPartition, int]) -> None:
-        for topic in self.topics:
-            self.store.save_cursor(topic, {tp.partition: off for tp, off in positions.items() if tp.topic == topic})
+    def _start_positions(self, ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """From the end of each partition, or earlier where a job in progress (created within
+        the job timeout) says its output starts."""
+        positions = dict(ends)
+        for entry in self.jobs.in_progress():
+            for tp, offset in output_positions(entry, ends).items():
+                positions[tp] = min(positions[tp], offset)
+        return positions
 
-    def _handle(self, record) -> bool:
-        """Store a job's tile or failure; True when the record belonged to a job."""
+    def _handle(self, record) -> None:
+        """Store a job's tile or failure."""
         if record.topic in slot_names(self.settings.dead_letter_topic):
             # Only the headers: a dead letter may come without the original's bytes.
             headers = dict(record.headers or [])
             job = headers.get("job")
             if job is None:
-                return False
+                return
             job_id = job.decode(errors="replace")
+            if self.jobs.entry(job_id) is None:
+                return
             reason = headers.get("error", b"unknown error").decode(errors="replace")
             log.warning("job=%s failed in the processor: %s", job_id, reason)
-            self.store.fail(job_id, f"processor: {reason}")
-            return True
+            self._fail(job_id, f"processor: {reason}")
+            return
         try:
             frame = decode_record(record)
         except WireError:
-            return False
+            return
         if frame.job is None:
+            return
+        entry = self.jobs.entry(frame.job, settled=True)
+        if entry is None or not entry.admitted or entry.record.state in ("requested", "failed"):
+            return  # not a job of ours, or one that is over
+        try:
+            index = tile_index(frame)
+        except ValueError as exc:
+            self._fail(frame.job, str(exc))
+            return
+        if self._store(entry, index, frame) and self.jobs.entry(frame.job).record.state != "done":
+            self._assemble(frame.job)  # eagerly, unless another replica already finished it
+
+    def _store(self, entry: Entry, index: int, frame) -> bool:
+        """Cache one of the job's tiles; True once every tile is cached."""
+        job = entry.record
+        self.store.ensure(job.job, job.format, job.transform, job.width, job.height, job.tiles_total,
+                          job.created_ms / 1000)
+        status = self.store.add_tile(job.job, index, frame.tile, frame.data, frame.width, frame.height)
+        return status is not None and status.tiles_done >= status.tiles_total
+
+    def collect_again(self, entry: Entry, deadline: float) -> bool:
+        """Read a finished job's tiles into the cache from where the job-state topic says they sit
+        (this replica was not reading when they went by, or has evicted them); True once all
+        are cached. Reads at most up to what was written a minute after the job finished."""
+        job = entry.record
+        stop_ms = (job.finished_ms or int(time.time() * 1000)) + COLLECT_AGAIN_SLACK_MS
+        consumer = make_consumer(self.settings, "viewer-jobs-again", group_id=None, allow_auto_create_topics=False)
+        try:
+            tps = partitions_of(consumer, *slots(self.settings.processed_topic, consumer.topics()))
+            ends = consumer.end_offsets(tps) if tps else {}
+            positions = output_positions(entry, ends)
+            reading = {tp for tp, offset in positions.items() if offset < ends[tp]}
+            if not reading:
+                return False
+            assign_at(consumer, positions)
+            while reading and time.monotonic() < deadline:
+                for tp, records in consumer.poll(timeout_ms=200).items():
+                    for record in records:
+                        if record.timestamp > stop_ms:
+                            reading.discard(tp)
+                            break
+                        try:
+                            frame = decode_record(record)
+                            if frame.job == job.job and self._store(entry, tile_index(frame), frame):
+                                return True
+                        except (WireError, ValueError) as exc:
+                            log.debug("job=%s: offset %d skipped: %s", job.job, record.offset, exc)
+                    if tp not in reading or consumer.position(tp) >= ends[tp]:
+                        reading.discard(tp)
+                        consumer.pause(tp)
             return False
-        index = 0
-        if frame.tile is not None:
-            try:
-                index = TileInfo.from_header(frame.tile).index
-            except ValueError as exc:
-                self.store.fail(frame.job, str(exc))
-                return True
-        status = self.store.add_tile(frame.job, index, frame.tile, frame.data, frame.width, frame.height)
-        if status is not None and status.tiles_done >= status.tiles_total:
-            self._assemble(status.id)
-        return True
+        finally:
+            consumer.close()
+
+    def _fail(self, job_id: str, error: str) -> None:
+        self.store.fail(job_id, error)
+        self.jobs.finish(job_id, state="failed", error=error)
+
+    def assemble(self, job_id: str) -> None:
+        """Build the result from the cached tiles now (if they are complete), unless another
+        worker sharing the cache already is."""
+        self._assemble(job_id)
 
     def _assemble(self, job_id: str) -> None:
         """Build the result from the stored tiles, unless another viewer worker already is."""
@@ -138,9 +200,10 @@ class JobCollector(BackgroundLoop):
                 result = off_hub(encode_image, image, status.format, RESULT_JPEG_QUALITY)
         except (CodecError, ValueError, RuntimeError) as exc:
             log.warning("job=%s cannot be assembled: %s", job_id, exc)
-            self.store.fail(job_id, f"assembly: {exc}")
+            self._fail(job_id, f"assembly: {exc}")
             return
         self.store.finish(job_id, result)
+        self.jobs.finish(job_id, state="done", out_width=status.out_width, out_height=status.out_height)
         log.info("job=%s done: %d tiles, %dx%d, %d bytes, assembled in %.2f s", job_id, len(tiles),
                  status.out_width, status.out_height, len(result), time.monotonic() - started)
 
@@ -153,6 +216,24 @@ class JobCollector(BackgroundLoop):
         for info, (_, data) in zip(infos, tiles, strict=True):
             off_hub(lambda info=info, data=data: assembler.add(info, decode_image(data, max_pixels)))
         return assembler.image()
+
+
+def tile_index(frame) -> int:
+    """Which of its job's records a processed frame is (0: a whole image); ValueError if its tile header is bad."""
+    return 0 if frame.tile is None else TileInfo.from_header(frame.tile).index
+
+
+def output_positions(entry: Entry, ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """Where the job's output starts in each of the partitions ``ends`` holds (their end
+    offsets), from its ``tiles_from``. An offset past the end means the slot was deleted and
+    made again since (the embedded broker's rotation): all of it is read."""
+    by_name = {f"{tp.topic}:{tp.partition}": tp for tp in ends}
+    found = {}
+    for name, offset in entry.record.tiles_from.items():
+        tp = by_name.get(name)
+        if tp is not None:
+            found[tp] = offset if offset <= ends[tp] else 0
+    return found
 
 
 def _transcode(data: bytes, fmt: str) -> bytes:

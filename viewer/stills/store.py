@@ -1,10 +1,12 @@
-"""Still-image job state in SQLite: jobs, their processed tiles, results and the collector's
-read position, so a restarted viewer picks every job up where the last one left it.
+"""A per-host cache of still-image jobs in SQLite: the tiles this viewer collected, and the
+results it assembled, so a result is built once per host and served without rebuilding it.
 
-Why SQLite and not the topics alone: the processed topic holds tiles but not what was asked
-(format, tile grid) nor the assembled result, and the embedded broker forgets everything on
-restart. One file (``JOBS_DB``) keeps all of it; tiles are deleted once assembled, and only
-the newest ``keep`` finished jobs (and at most ``max_result_bytes`` of results) are kept.
+Only a cache: what a job is and how it stands is in the job-state topic (viewer/stills/joblog.py),
+and the tiles are in the processed topic. A replica with an empty cache (another host, a
+deleted file) collects a job's tiles again from where the job-state topic says they sit. Workers of
+one host may share the file (``JOBS_DB``): a claim in the job's row lets only one assemble.
+Tiles are deleted once assembled; only the newest ``keep`` finished jobs (and at most
+``max_result_bytes`` of results) are kept.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ DEFAULT_DB = os.path.join(tempfile.gettempdir(), "kafka-live-video", "jobs.sqlit
 
 # Bump when _SCHEMA changes. Job state is short-lived (results are downloaded within minutes),
 # so a store written by another schema version is dropped and recreated, not migrated.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -45,8 +47,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     out_height INTEGER,
     claimed REAL,
     result BLOB,
-    result_bytes INTEGER NOT NULL DEFAULT 0,
-    client TEXT
+    result_bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tiles (
     job TEXT NOT NULL,
@@ -54,12 +55,6 @@ CREATE TABLE IF NOT EXISTS tiles (
     header TEXT,
     data BLOB NOT NULL,
     PRIMARY KEY (job, idx)
-);
-CREATE TABLE IF NOT EXISTS cursor (
-    topic TEXT NOT NULL,
-    part INTEGER NOT NULL,
-    next_offset INTEGER NOT NULL,
-    PRIMARY KEY (topic, part)
 );
 """
 
@@ -96,14 +91,6 @@ class JobStatus:
 
 
 _STATUS_COLUMNS = ", ".join(JobStatus.__dataclass_fields__)
-
-
-class JobLimit(Exception):
-    """A job refused because too many are in progress (``per_client``: from its client)."""
-
-    def __init__(self, message: str, per_client: bool) -> None:
-        super().__init__(message)
-        self.per_client = per_client
 
 
 class JobStore:
@@ -161,50 +148,21 @@ class JobStore:
                 db.close()
 
     @off_hub_method
-    def create(self, job_id: str, fmt: str, transform: str, width: int, height: int, tiles_total: int,
-               client: str | None = None, max_active: int | None = None, max_per_client: int | None = None) -> None:
-        """Store a queued job; JobLimit when ``max_active`` jobs (or ``max_per_client`` of
-        ``client``'s) are in progress. Count and insert are one transaction, so concurrent
-        uploads, in any viewer worker sharing the file, never get past a limit together."""
+    def ensure(self, job_id: str, fmt: str, transform: str, width: int, height: int, tiles_total: int,
+               created: float) -> None:
+        """Start caching a job (known from the job-state topic) unless it already is."""
         with self._write() as db:
-            if max_active is not None:
-                active = db.execute("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()[0]
-                if active >= max_active:
-                    raise JobLimit(f"{max_active} jobs already in progress (MAX_ACTIVE_JOBS)", per_client=False)
-            if max_per_client is not None:
-                mine = db.execute("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') AND client = ?",
-                                  (client,)).fetchone()[0]
-                if mine >= max_per_client:
-                    raise JobLimit(f"{max_per_client} of your jobs already in progress (MAX_JOBS_PER_CLIENT)",
-                                   per_client=True)
             db.execute(
-                "INSERT INTO jobs (id, state, format, transform, width, height, tiles_total, created, client)"
-                " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, fmt, transform, width, height, tiles_total, time.time(), client),
+                "INSERT OR IGNORE INTO jobs (id, state, format, transform, width, height, tiles_total, created)"
+                " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+                (job_id, fmt, transform, width, height, tiles_total, created),
             )
-
-    @off_hub_method
-    def set_total(self, job_id: str, tiles_total: int) -> None:
-        """The job's record count, known once the image is split (after it was admitted)."""
-        with self._write() as db:
-            db.execute("UPDATE jobs SET tiles_total = ? WHERE id = ?", (tiles_total, job_id))
-
-    @off_hub_method
-    def discard(self, job_id: str) -> None:
-        """Forget a job that never started (its upload was refused after admission)."""
-        with self._write() as db:
-            db.execute("DELETE FROM jobs WHERE id = ? AND state = 'queued' AND tiles_done = 0", (job_id,))
 
     @off_hub_method
     def get(self, job_id: str) -> JobStatus | None:
         with self._connect() as db:
             row = db.execute(f"SELECT {_STATUS_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else JobStatus(*row)
-
-    @off_hub_method
-    def active_count(self) -> int:
-        with self._connect() as db:
-            return db.execute("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()[0]
 
     @off_hub_method
     def add_tile(self, job_id: str, index: int, header: str | None, data: bytes, out_width: int, out_height: int
@@ -266,13 +224,14 @@ class JobStore:
 
     @off_hub_method
     def expire(self, max_age_s: float) -> None:
-        """Fail every unfinished job older than ``max_age_s`` (no processor ever answered)."""
+        """Evict every unassembled job older than ``max_age_s`` and its tiles: the cache's bulk.
+        The job-state topic still knows the job; a result asked for later is collected again."""
         with self._write() as db:
             stale = db.execute("SELECT id FROM jobs WHERE state IN ('queued', 'running') AND created < ?",
                                (time.time() - max_age_s,)).fetchall()
             for (job_id,) in stale:
-                self._fail(db, job_id, f"timed out after {max_age_s:.0f} s: not every tile came back"
-                                       " (are processors running?)")
+                db.execute("DELETE FROM tiles WHERE job = ?", (job_id,))
+                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
     @staticmethod
     def _fail(db: sqlite3.Connection, job_id: str, error: str) -> None:
@@ -295,15 +254,3 @@ class JobStore:
             kept_bytes += size
             if rank > 0 and (rank >= self.keep or kept_bytes > self.max_result_bytes):
                 db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-
-    @off_hub_method
-    def cursor(self, topic: str) -> dict[int, int]:
-        """The collector's next offset per partition of ``topic``."""
-        with self._connect() as db:
-            return dict(db.execute("SELECT part, next_offset FROM cursor WHERE topic = ?", (topic,)).fetchall())
-
-    @off_hub_method
-    def save_cursor(self, topic: str, offsets: dict[int, int]) -> None:
-        with self._write() as db:
-            db.executemany("INSERT OR REPLACE INTO cursor (topic, part, next_offset) VALUES (?, ?, ?)",
-                           [(topic, part, offset) for part, offset in offsets.items()])

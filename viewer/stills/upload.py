@@ -2,8 +2,9 @@
 publish them to the jobs topic as one job for the processor group, and report the job's progress.
 
 Tiles go through the same processor code path as video frames (``pipeline.tiling`` contract);
-the job collector (``viewer.stills.collector``) reassembles them and ``viewer.stills.store``
-keeps the state. The HTTP side is ``viewer.routes.stills``.
+the job-state topic (``viewer.stills.joblog``) holds every job's state for all replicas, the job
+collector (``viewer.stills.collector``) reassembles results and ``viewer.stills.store`` caches
+them on this host. The HTTP side is ``viewer.routes.stills``.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from pipeline.wire import Frame, to_record
 from viewer.errors import ApiError
 from viewer.stills.budget import Busy, MemoryBudget, Reservation
 from viewer.stills.collector import JobCollector
+from viewer.stills.joblog import JobLog
+from viewer.stills.jobstate import Entry, JobRecord, Limits
 from viewer.stills.offload import off_hub
 from viewer.stills.store import JobStatus, JobStore
 
@@ -37,6 +40,9 @@ UPLOAD_STREAM = "upload"
 INTERNAL_ENCODING = "lz4"
 MEMORY_WAIT_S = 2.0  # how long an upload waits for others' memory before a 503
 RETRY_AFTER_S = 5  # what a refused upload is told to wait
+# How long a result request waits for this replica to assemble a job another replica finished
+# (reading its tiles again from the processed topic if it did not cache them).
+RESULT_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -49,15 +55,26 @@ class JobLimits:
     timeout_s: int = 600  # JOB_TIMEOUT_S: a job not done by then has failed
     memory_bytes: int = 512 * 1024 * 1024  # UPLOAD_MEMORY_BYTES: upload bytes + pixels in flight, per process
 
+    def for_record(self) -> Limits:
+        """The limits a job request carries, which admission then applies (viewer.stills.jobstate)."""
+        return Limits(self.max_active, self.max_per_client, self.timeout_s)
+
+
+class ResultGone(Exception):
+    """A finished job whose result this replica cannot build: it has not cached the tiles, and
+    they are no longer in the log (the processed topic's retention, or rotation on the
+    embedded broker, dropped them)."""
+
 
 class Uploads:
-    """Per-app upload machinery: the job store, the collector, one shared producer, the limits
-    and the process's upload memory budget."""
+    """Per-app upload machinery: the job-state topic, the host's job cache, the collector, one
+    shared producer, the limits and the process's upload memory budget."""
 
-    def __init__(self, settings: Settings, store: JobStore, limits: JobLimits) -> None:
+    def __init__(self, settings: Settings, store: JobStore, limits: JobLimits, keep: int = 50) -> None:
         self.settings = settings
         self.store = store
-        self.collector = JobCollector(settings, store)
+        self.jobs = JobLog(settings, keep)
+        self.collector = JobCollector(settings, store, self.jobs, limits.timeout_s)
         self.limits = limits
         self.memory = MemoryBudget(limits.memory_bytes)
         self._producer = None
@@ -73,11 +90,49 @@ class Uploads:
                 self._slot = CurrentSlot(self.settings, self.settings.jobs_topic)
             return self._producer
 
-    def status(self, job_id: str) -> JobStatus | None:
-        # A restarted viewer finishes its predecessor's jobs once anyone asks about a job.
+    def ready(self, timeout_s: float) -> bool:
+        """The job-state topic read through and the collector positioned (both start on first use)."""
+        return self.jobs.wait_ready(timeout_s) and self.collector.wait_ready(timeout_s)
+
+    def entry(self, job_id: str) -> Entry | None:
+        """The job as the job-state topic has it; None when unknown or refused."""
+        # Any request about a job starts this replica's collector: it finishes the job if the
+        # replica that took the upload is gone.
         self.collector.ensure_started()
-        self.store.expire(self.limits.timeout_s)
-        return self.store.get(job_id)
+        entry = self.jobs.entry(job_id)
+        return entry if entry is not None and entry.admitted else None
+
+    def status(self, job_id: str) -> JobStatus | None:
+        entry = self.entry(job_id)
+        if entry is None:
+            return None
+        self.store.expire(self.limits.timeout_s)  # the cache drops tiles of jobs that never finished
+        return job_status(entry, self.store.get(job_id), int(time.time() * 1000))
+
+    def result(self, entry: Entry, wait_s: float = RESULT_WAIT_S) -> bytes | None:
+        """A done job's result from this host's cache, assembled here first if need be (from
+        tiles this replica collected, or reads again now); None if that takes over ``wait_s``;
+        ResultGone if the tiles are no longer in the log."""
+        job_id = entry.record.job
+        deadline = time.monotonic() + wait_s
+        if not self.collector.wait_ready(wait_s):
+            return None
+        read_again = False
+        while True:
+            data = self.store.result(job_id)
+            if data is not None:
+                return data
+            cached = self.store.get(job_id)
+            if cached is not None and cached.state == "running" and cached.tiles_done >= cached.tiles_total:
+                self.collector.assemble(job_id)  # now, unless another worker of this host is
+            elif not read_again:
+                read_again = True
+                if not self.collector.collect_again(entry, deadline) and time.monotonic() < deadline:
+                    raise ResultGone(job_id)
+                continue
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.2)
 
     def publish(self, frames: Iterable[Frame]) -> None:
         """Send every tile, spread round-robin over the jobs topic's partitions, so the whole
@@ -97,10 +152,43 @@ class Uploads:
             future.get(timeout=60)
 
     def close(self) -> None:
-        """Close the producer; the collector is stopped with the viewer's other readers."""
+        """Close the producers; the readers are stopped with the viewer's other readers."""
         if self._producer is not None:
             self._producer.close(timeout=5)
             self._slot.close()
+        self.jobs.close()
+
+
+def new_job(job_id: str, header: ImageHeader, chain: Chain, client: str, limits: JobLimits) -> JobRecord:
+    """The request a new upload publishes to the job-state topic."""
+    return JobRecord(job=job_id, state="requested", format=header.format, transform=chain.spec,
+                     width=header.width, height=header.height, created_ms=int(time.time() * 1000),
+                     client=client, limits=limits.for_record())
+
+
+def job_status(entry: Entry, cached: JobStatus | None, now_ms: int) -> JobStatus:
+    """What a status request answers: the job from the job-state topic, with this host's progress
+    (tiles collected so far) while it runs."""
+    job = entry.record
+    state = entry.state_at(now_ms)
+    tiles_done = cached.tiles_done if cached is not None else 0
+    if state == "requested":
+        state = "queued"  # admitted, tiles not published yet
+    elif state == "queued" and tiles_done:
+        state = "running"
+    elif state == "done":
+        tiles_done = job.tiles_total
+    finished = job.finished_ms / 1000 if job.finished_ms is not None else None
+    if finished is None and state == "failed":
+        finished = job.deadline_ms / 1000
+    return JobStatus(
+        id=job.job, state=state, format=job.format, transform=job.transform, width=job.width,
+        height=job.height, tiles_total=job.tiles_total, tiles_done=min(tiles_done, job.tiles_total),
+        created=job.created_ms / 1000, finished=finished, error=entry.error_at(now_ms),
+        out_width=job.out_width or (cached.out_width if cached else None),
+        out_height=job.out_height or (cached.out_height if cached else None),
+        result_bytes=cached.result_bytes if cached is not None else 0,
+    )
 
 
 def reserve(memory: Reservation, nbytes: int) -> None:
