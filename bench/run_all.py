@@ -29,6 +29,7 @@ BENCHES = {
     "fanout": ("viewer_fanout.py", ["--clients", "100,500,1000", "--seconds", "6"]),
     "proxy": ("proxy_fanout.py", ["--clients", "200", "--seconds", "6"]),
     "stills": ("stills.py", ["--sizes", "1024,2048,4096", "--processors", "1,2"]),
+    "stills-replicas": ("stills_replicas.py", ["--sizes", "1024,2048", "--repeat", "1"]),
     "scale-out": ("processor_scaling.py", ["--frames", "200", "--rounds", "1"]),
     "startup": ("startup.py", ["--rounds", "2", "--watch", "3"]),
     "replay-pace": ("replay_pace.py", ["--history", "24", "--watch", "5", "--rounds", "1"]),

@@ -28,12 +28,11 @@ from kafka import TopicPartition
 
 from bench.report import Row as ReportRow
 from bench.report import ratio, write_json
-from pipeline.codec import encode_image
+from bench.stills import png
 from pipeline.kafka import make_consumer
 from pipeline.local.broker import EmbeddedBroker
 from tests.support.gunicorn_server import Gunicorn
 from tests.support.paths import ROOT
-from tests.support.photos import large_photo
 from tests.support.topics import isolated_settings, settings_env
 
 SPEC = "blur:ksize=9"
@@ -101,7 +100,7 @@ class Row:
 
 
 def measure(side: int, repeat: int) -> Row:
-    data = encode_image(large_photo(side), "png")
+    data = png(side)
     with EmbeddedBroker() as broker:
         settings = dataclasses.replace(isolated_settings(broker), max_message_bytes=MAX_MESSAGE_BYTES)
         env = {"MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES), "MAX_UPLOAD_BYTES": str(100_000_000), "MAX_JOB_WORK_S": "600"}

@@ -14,6 +14,7 @@ from datetime import datetime
 from kafka import KafkaAdminClient, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import (
     IllegalGenerationError,
+    KafkaError,
     NoError,
     RebalanceInProgressError,
     UnknownMemberIdError,
@@ -42,6 +43,12 @@ SCAN_LIMIT = 2000
 
 class OffsetsError(ValueError):
     """Bad input or a state the request cannot apply to (unknown topic, no committed offsets)."""
+
+
+class MetadataNotReady(KafkaError):
+    """The client does not know a partition's leader yet (a topic just created again): retry shortly."""
+
+    retriable = True
 
 
 class GroupActiveError(OffsetsError):
@@ -273,8 +280,14 @@ class OffsetTool:
 
     def _tails(self, tps: list[TopicPartition]) -> tuple[dict, dict, dict[TopicPartition, object]]:
         """ends(), plus each non-empty partition's last record."""
-        earliest = self.consumer.beginning_offsets(tps)
-        reported = self.consumer.end_offsets(tps)
+        try:
+            earliest = self.consumer.beginning_offsets(tps)
+            reported = self.consumer.end_offsets(tps)
+        except KeyError as exc:
+            # kafka-python 3.0.12 raises KeyError for a partition whose leader it does not know
+            # yet (found with the embedded broker's topics recreated every rotation).
+            self.consumer.refresh_metadata()
+            raise MetadataNotReady(f"no leader known yet for {exc}") from None
         tails = self._records_from({tp: reported[tp] - 1 for tp in tps if reported[tp] > earliest[tp]})
         ends = {tp: max(reported[tp], tails[tp][-1].offset + 1) if tails.get(tp) else reported[tp] for tp in tps}
         return earliest, ends, {tp: records[-1] for tp, records in tails.items() if records}

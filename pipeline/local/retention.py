@@ -246,6 +246,8 @@ class EmbeddedRetention:
                     return  # the broker is gone: `up` is stopping
                 except KafkaError as exc:
                     log.warning("embedded retention check failed, retrying: %s", exc)
+                except Exception as exc:  # a bug must not end retention: memory would grow without bound
+                    log.error("embedded retention check failed, retrying: %s: %s", type(exc).__name__, exc)
         finally:
             rotator.close()
 

@@ -63,3 +63,36 @@ def test_a_recreated_topic_is_followed(settings, log):
     new = uuid.uuid4().hex
     log.publish(queued(new))
     wait_until(lambda: log.entry(new) is not None and log.book.get(old) is None, "the new topic read, the old jobs gone")
+
+
+def tombstones(settings) -> list[bytes]:
+    from tests.support.processor_group import Topic
+
+    topic = Topic(settings, settings.job_state_topic)
+    try:
+        return [r.key for r in topic.drain() if r.value is None]
+    finally:
+        topic.close()
+
+
+def test_jobs_dropped_past_keep_are_tombstoned_once(settings):
+    """So a compacted topic stays bounded; a replica reading the history does not write them again."""
+    first = JobLog(settings, keep=2)
+    assert first.wait_ready(30)
+    try:
+        jobs = [uuid.uuid4().hex for _ in range(4)]
+        for job in jobs:
+            first.publish(queued(job).but(state="done"))
+        wait_until(lambda: len(tombstones(settings)) == 2, "two tombstones")
+        second = JobLog(settings, keep=2)
+        try:
+            assert second.wait_ready(30) and second.sync()
+            assert sorted(e.record.job for e in second.entries()) == sorted(jobs[2:])
+        finally:
+            second.stop()
+            second.close()
+        time.sleep(1.0)  # anything the second would have written is in by now
+        assert sorted(tombstones(settings)) == sorted(job.encode() for job in jobs[:2])
+    finally:
+        first.stop()
+        first.close()

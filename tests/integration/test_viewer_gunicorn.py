@@ -214,7 +214,8 @@ def test_concurrent_uploads_on_two_gevent_workers_all_finish_pixel_exact(module_
         job = response.json()
         wait_until(lambda: requests.get(f"{g.url}{job['status_url']}", timeout=10).json()["state"] == "done",
                    f"job {job['job']} to finish", timeout_s=120)
-        result = requests.get(f"{g.url}{job['result_url']}", timeout=30)
+        result = requests.get(f"{g.url}{job['result_url']}", timeout=60)
+        assert result.status_code == 200, result.text
         return cv2.imdecode(np.frombuffer(result.content, np.uint8), cv2.IMREAD_COLOR)
 
     try:

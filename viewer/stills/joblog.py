@@ -82,6 +82,7 @@ class JobLog(BackgroundLoop):
                         position = records[-1].offset + 1
                     if not caught_up and position >= end:
                         caught_up = True
+                        book.pruned.clear()  # history: their tombstones, if due, were written then
                         self.book = book
                         self.ready.set()
                         self.error = None
