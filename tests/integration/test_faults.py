@@ -45,7 +45,7 @@ from tests.support.faults import (
 )
 from tests.support.frame_feed import SMALL, FrameFeed, images
 from tests.support.gunicorn_server import Gunicorn
-from tests.support.mjpeg_client import iter_parts
+from tests.support.mjpeg_client import iter_parts, read_parts
 from tests.support.paths import ROOT
 from tests.support.topics import isolated_settings, settings_env
 
@@ -371,7 +371,12 @@ def test_r7_soak_at_max_fps_with_clients_coming_and_going(tmp_path, record_prope
         started = dict(re.findall(r"started (\S+) \(pid (\d+)\)", stack.up.log()))
         pids = {name: int(pid) for name, pid in started.items()} | {"broker": stack.broker_pid()}
         pids["viewer-worker"] = wait_until(lambda: children_of(pids["viewer"]), "the gunicorn worker")[0]
-        time.sleep(5)  # warm-up: caches, connections, the first rotations of the broker's topics
+        # Warm-up: caches, connections, the first rotations of the broker's topics, and what a
+        # process opens once for all on its first streams of each kind (the control topic's reader
+        # and writer, the metrics files of every worker, part buffers).
+        for url in (f"{stack.url}/stream/sample.mjpg", f"{stack.url}/stream/sample.mjpg?viewer=soak-warm-up"):
+            read_parts(url, count=3)
+        time.sleep(5)
         fds_before = {name: open_fds(pid) for name, pid in pids.items()}
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
         clients = [ChurningClient(f"{stack.url}/stream/sample.mjpg", i, stop) for i in range(50)]
@@ -386,8 +391,12 @@ def test_r7_soak_at_max_fps_with_clients_coming_and_going(tmp_path, record_prope
         for client in clients:
             client.join(15)
         visits = sum(c.visits for c in clients)
-        wait_until(lambda: all(open_fds(pid) <= fds_before[name] + 5 for name, pid in pids.items()),
-                   "every process's descriptors back to where they were", 60, every_s=0.5)
+        try:
+            wait_until(lambda: all(open_fds(pid) <= fds_before[name] + 5 for name, pid in pids.items()),
+                       "every process's descriptors back to where they were", 60, every_s=0.5)
+        except AssertionError as exc:
+            now_open = {name: open_fds(pid) for name, pid in pids.items()}
+            raise AssertionError(f"{exc}: before {fds_before}, now {now_open}") from None
         fds_after = {name: open_fds(pid) for name, pid in pids.items()}
         restarts = "restarting" in stack.up.log()
     finally:

@@ -52,11 +52,11 @@ def _already_handled() -> object | None:
     return ALREADY_HANDLED
 
 
-def send_all(sock: socket.socket, data: bytes, offset: int = 0) -> None:
-    """`data[offset:]` through a gevent socket: `send` until all of it went (waiting, as a
-    greenlet, while the client's buffers are full)."""
+def send_all(sock: socket.socket, data: bytes) -> None:
+    """`data` through a gevent socket: `send` until all of it went (waiting, as a greenlet, while
+    the client's buffers are full)."""
     view = memoryview(data)
-    sent = offset
+    sent = sock.send(view)
     while sent < len(view):
         sent += sock.send(view[sent:])
 
@@ -88,15 +88,16 @@ class SharedBytes(bytes):
             os.close(fd)
 
 
-def send_shared(sock: socket.socket, data: bytes, offset: int = 0) -> None:
-    """`data[offset:]` to a gevent socket, from its memory file when it has one."""
+def send_shared(sock: socket.socket, data: bytes) -> None:
+    """`data` to a gevent socket, from its memory file when it has one."""
     fd = data.file() if isinstance(data, SharedBytes) else None
     if fd is None:
-        send_all(sock, data, offset)
+        send_all(sock, data)
         return
     from gevent.socket import wait_write
 
     out = sock.fileno()
+    offset = 0
     while offset < len(data):
         try:
             offset += os.sendfile(out, fd, offset, len(data) - offset)
@@ -143,12 +144,8 @@ class DirectStreams:
         )
         try:
             send_all(sock, head.encode("latin-1"))
-            write_to = getattr(body, "write_to", None)
-            if write_to is not None:  # a body that writes itself (viewer/live/parked.py)
-                write_to(sock)
-            else:
-                for chunk in body:
-                    send_shared(sock, chunk)
+            for chunk in body:
+                send_shared(sock, chunk)
         except OSError as exc:  # the client went away: how every live stream ends
             log.debug("stream to %s ended: %s", environ.get("REMOTE_ADDR"), exc)
         finally:

@@ -11,7 +11,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from pipeline.generations import slots
 from pipeline.kafka import assign_at, from_end, make_consumer, partitions_of
@@ -21,9 +20,6 @@ from viewer.live.nosignal import STALL_AFTER_S, NoSignalCards
 from viewer.live.reader import FrameReader
 from viewer.live.served import ServedFrame
 from viewer.metrics import ViewerMetrics
-
-if TYPE_CHECKING:
-    from viewer.live.parked import ParkedClient
 
 # A live view shows only frames within this much source time of the newest input: frames a
 # processor sends while draining a backlog (start-up, after a stall) stay in the log only.
@@ -41,8 +37,6 @@ class StreamSlot:
     arrivals: deque = field(default_factory=lambda: deque(maxlen=50))
     fresh: threading.Event = field(default_factory=threading.Event)
     woken_at: float = field(default_factory=time.monotonic)
-    # Direct live clients the reader writes each frame to itself (viewer/live/parked.py).
-    parked: dict[int, ParkedClient] = field(default_factory=dict)
 
     @property
     def latest(self) -> ServedFrame | None:
@@ -56,30 +50,13 @@ class StreamSlot:
         """Make `frame` the newest, then wake its waiters. In this order: a waiter that takes
         `fresh` before checking `current` either sees the new frame or is woken for it."""
         self.current = (self.version + 1, frame)
-        self._offer(frame)
         self.wake()
 
-    def _offer(self, frame: ServedFrame) -> None:
-        """The new frame to every parked client; those it could not be written to in full are
-        unparked and woken, to finish it themselves."""
-        if not self.parked:
-            return
-        version, now = self.version, time.monotonic()
-        for key, client in list(self.parked.items()):
-            if not client.offer(version, frame, now):
-                del self.parked[key]
-                client.woken.set()
-
-    def wake(self, parked_too: bool = False) -> None:
-        """Wake every waiter (with a new frame, or for an idle tick: then the parked clients
-        too) and start a new round."""
+    def wake(self) -> None:
+        """Wake every waiter (with a new frame, or for an idle tick) and start a new round."""
         woken, self.fresh = self.fresh, threading.Event()
         self.woken_at = time.monotonic()
         woken.set()
-        if parked_too:
-            parked, self.parked = self.parked, {}
-            for client in parked.values():
-                client.woken.set()
 
     def stalled(self, now: float, after_s: float = STALL_AFTER_S) -> bool:
         """No new frame for `after_s` (monotonic `now`)."""
@@ -106,7 +83,7 @@ class IdleTicker(BackgroundLoop):
             due = time.monotonic() - self.tick_s
             for slot in list(self.hub.slots.values()):
                 if slot.woken_at <= due:
-                    slot.wake(parked_too=True)
+                    slot.wake()
 
 
 class LiveHub(BackgroundLoop):
@@ -225,26 +202,3 @@ class LiveHub(BackgroundLoop):
             fresh.wait()
             current = slot.current
         return current if current is not None and current[0] > after_version else None
-
-    def next_frame_parked(self, stream: str, client: ParkedClient) -> tuple[int, ServedFrame] | None:
-        """Like `next_frame`, for a direct live client: while it waits it is parked, and the frames
-        that reach it in full meanwhile are written by the reader (client.version follows).
-        Returns when its greenlet has something to do: a newer frame to send itself, a part to
-        finish or an error (client.unfinished / client.error; then None), or an idle tick (None)."""
-        slot = self.slots.get(stream)
-        if slot is None:
-            self.wait_for_stream(stream, self.ticker.tick_s)
-            return None
-        current = slot.current
-        if current is not None and current[0] > client.version:
-            return current
-        client.woken.clear()
-        slot.parked[id(client)] = client
-        try:
-            client.woken.wait()
-        finally:
-            slot.parked.pop(id(client), None)
-        current = slot.current
-        if client.unfinished is not None or client.error is not None:
-            return None
-        return current if current is not None and current[0] > client.version else None

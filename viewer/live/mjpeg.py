@@ -12,8 +12,6 @@ if TYPE_CHECKING:
 BOUNDARY = "frame"
 MIMETYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 _DELIMITER = f"\r\n--{BOUNDARY}\r\n".encode()
-# What a body starts with; every part then ends with the next delimiter.
-FIRST_BOUNDARY = f"--{BOUNDARY}\r\n".encode()
 
 # A stalled stream's clients get its no-signal card this often: enough to show the response
 # is alive, cheap to send.
@@ -40,46 +38,6 @@ def part(frame: ServedFrame) -> bytes:
     return b"".join((head, frame.jpeg, _DELIMITER))
 
 
-class PartChooser:
-    """What one client is sent next, given a new frame or an idle tick (None): the frame's part;
-    on a stalled stream the no-signal card every NO_SIGNAL_EVERY_S; on a quiet one, after
-    `keepalive_s` without a write, the last part again (or `fallback()`'s before any). A server
-    only learns that a client left when a write fails, so an idle stream must still write to
-    release its reader. `sent()` records a frame written to the client by someone else (the
-    live hub's direct writes), so the keep-alive never repeats an older frame."""
-
-    def __init__(
-        self,
-        keepalive_s: float,
-        fallback: Callable[[], ServedFrame | None] = lambda: None,
-        on_frame: Callable[[ServedFrame], None] = lambda frame: None,
-        no_signal: Callable[[], ServedFrame | None] = lambda: None,
-    ) -> None:
-        self.keepalive_s = keepalive_s
-        self.fallback, self.on_frame, self.no_signal = fallback, on_frame, no_signal
-        self.last: ServedFrame | None = None
-        self.last_write = time.monotonic()
-
-    def sent(self, frame: ServedFrame, now: float) -> None:
-        self.on_frame(frame)
-        self.last, self.last_write = frame, now
-
-    def choose(self, frame: ServedFrame | None, now: float) -> bytes | None:
-        if frame is not None:
-            self.sent(frame, now)
-            return frame.part
-        if (card := self.no_signal()) is not None:
-            if now - self.last_write < NO_SIGNAL_EVERY_S:
-                return None
-            self.last_write = now
-            return card.part
-        if now - self.last_write < self.keepalive_s:
-            return None
-        repeat = self.last or self.fallback()
-        self.last_write = now
-        return repeat.part if repeat is not None else None
-
-
 def mjpeg(
     ticks: FrameTicks,
     keepalive_s: float,
@@ -87,19 +45,29 @@ def mjpeg(
     on_frame: Callable[[ServedFrame], None] = lambda frame: None,
     no_signal: Callable[[], ServedFrame | None] = lambda: None,
 ) -> Iterator[bytes]:
-    """The response body: the boundary, then a part per frame and keep-alive as PartChooser
-    says. A real frame takes over from the no-signal card as soon as one comes. Closing this
-    closes `ticks`."""
-    return mjpeg_parts(ticks, PartChooser(keepalive_s, fallback, on_frame, no_signal))
-
-
-def mjpeg_parts(ticks: FrameTicks, chooser: PartChooser) -> Iterator[bytes]:
-    """`mjpeg` with a chooser of the caller's."""
+    """The response body. When no frame came for `keepalive_s`, the last part (or `fallback()`
+    before any) is sent again: a server only learns that a client left when a write fails,
+    so an idle stream must still write to release its reader. While `no_signal()` gives a card
+    (the stream stalled), that card goes out instead, every NO_SIGNAL_EVERY_S; a real frame
+    takes over as soon as one comes. Closing this closes `ticks`."""
+    last: ServedFrame | None = None
+    last_write = time.monotonic()
     try:
-        yield FIRST_BOUNDARY
+        yield f"--{BOUNDARY}\r\n".encode()
         for frame in ticks:
-            part = chooser.choose(frame, time.monotonic())
-            if part is not None:
-                yield part
+            now = time.monotonic()
+            if frame is not None:
+                on_frame(frame)
+                last, last_write = frame, now
+                yield frame.part
+            elif (card := no_signal()) is not None:
+                if now - last_write >= NO_SIGNAL_EVERY_S:
+                    last_write = now
+                    yield card.part
+            elif now - last_write >= keepalive_s:
+                repeat = last or fallback()
+                last_write = now
+                if repeat is not None:
+                    yield repeat.part
     finally:
         ticks.close()

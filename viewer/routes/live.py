@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import weakref
 from collections.abc import Iterator
@@ -16,9 +15,8 @@ from viewer.extension import Viewer, current_viewer
 from viewer.live.delivery import SentBytes, response_socket
 from viewer.live.direct import stream_directly
 from viewer.live.hub import LiveHub
-from viewer.live.mjpeg import MIMETYPE, FrameTicks, PartChooser, mjpeg_parts
+from viewer.live.mjpeg import MIMETYPE, FrameTicks, mjpeg
 from viewer.live.pacing import parse_speed
-from viewer.live.parked import write_live
 from viewer.live.resume import resumed_frames
 from viewer.live.viewer_ids import VIEWER_ID, VIEWER_ID_RULE, TooManyViewers
 from viewer.metrics import ClientTally
@@ -43,68 +41,20 @@ def live_frames(hub: LiveHub, stream: str) -> FrameTicks:
             yield frame
 
 
-class LiveBody:
-    """A live stream's body: any server iterates it (parts as they come); DirectStreams has it
-    write itself to the socket instead, parked in the hub between frames (viewer/live/parked.py)."""
-
-    def __init__(self, hub: LiveHub, stream: str, chooser: PartChooser) -> None:
-        self.hub, self.stream, self.chooser = hub, stream, chooser
-        self._parts = mjpeg_parts(live_frames(hub, stream), chooser)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._parts
-
-    def write_to(self, sock: socket.socket) -> None:
-        write_live(sock, self.hub, self.stream, self.chooser)
-
-    def close(self) -> None:
-        self._parts.close()
-
-
-class Tracked:
-    """Counts the open response in the metrics (and its viewer id for lag) while it is iterated
-    or written; the client's tally is flushed when it ends."""
-
-    def __init__(self, body: Iterator[bytes], st: Viewer, mode: str, viewer_id: str | None, tally: ClientTally) -> None:
-        self.body, self.st, self.mode, self.viewer_id, self.tally = body, st, mode, viewer_id, tally
-        self._iterating: Iterator[bytes] | None = None
-
-    def __iter__(self) -> Iterator[bytes]:
-        self._iterating = self._tracked()
-        return self._iterating
-
-    def _tracked(self) -> Iterator[bytes]:
-        self._opened()
-        try:
-            yield from self.body
-        finally:
-            self._closed()
-
-    def write_to(self, sock: socket.socket) -> None:
-        """The body written straight to `sock` (only for a body that can: LiveBody)."""
-        self._opened()
-        try:
-            self.body.write_to(sock)
-        finally:
-            self._closed()
-
-    def _opened(self) -> None:
-        self.st.metrics.clients.labels(self.mode).inc()
-        if self.viewer_id is not None:
-            self.st.lag.viewer_connected(self.viewer_id, +1)
-
-    def _closed(self) -> None:
-        self.body.close()
-        self.tally.flush()
-        self.st.metrics.clients.labels(self.mode).dec()
-        if self.viewer_id is not None:
-            self.st.lag.viewer_connected(self.viewer_id, -1)
-
-    def close(self) -> None:
-        if self._iterating is not None:
-            self._iterating.close()
-        else:
-            self.body.close()
+def tracked(body: Iterator[bytes], st: Viewer, mode: str, viewer_id: str | None, tally: ClientTally) -> Iterator[bytes]:
+    """Counts the open response in the metrics (and its viewer id for lag) while it is iterated;
+    the client's tally is flushed when it ends."""
+    st.metrics.clients.labels(mode).inc()
+    if viewer_id is not None:
+        st.lag.viewer_connected(viewer_id, +1)
+    try:
+        yield from body
+    finally:
+        body.close()
+        tally.flush()
+        st.metrics.clients.labels(mode).dec()
+        if viewer_id is not None:
+            st.lag.viewer_connected(viewer_id, -1)
 
 
 @bp.get("/")
@@ -130,7 +80,7 @@ def stream_mjpeg(stream: str):
         raise ApiError(404, f"unknown stream {stream!r}")
     lease = None
     if viewer_id is None:
-        mode = "live"
+        mode, ticks = "live", live_frames(hub, stream)
     else:
         mode = "resume"
         st.viewer_ids.ensure_started()
@@ -153,18 +103,17 @@ def stream_mjpeg(stream: str):
             log.warning("viewer group=viewer-%s: claim not written, other processes keep their connection: %s",
                         viewer_id, exc)
     tally = ClientTally(st.metrics, stream, mode)
-    chooser = PartChooser(st.settings.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=tally,
-                          no_signal=lambda: hub.no_signal(stream))
+    body = mjpeg(ticks, st.settings.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=tally,
+                 no_signal=lambda: hub.no_signal(stream))
     if mode == "resume":
-        body = sent.count(mjpeg_parts(ticks, chooser))
+        body = sent.count(body)
     else:
-        body = LiveBody(hub, stream, chooser)
         # Live parts are the same bytes for every client: written straight to the socket where
         # the server allows it (viewer/live/direct.py).
         stream_directly(request.environ)
     # direct_passthrough: gunicorn iterates the body itself, without werkzeug's re-encoding
     # and closing wrappers around every part.
-    response = Response(Tracked(body, st, mode, viewer_id, tally), mimetype=MIMETYPE, direct_passthrough=True)
+    response = Response(tracked(body, st, mode, viewer_id, tally), mimetype=MIMETYPE, direct_passthrough=True)
     response.headers["Cache-Control"] = "no-store"
     # nginx (and proxies that follow it) pass each part on at once instead of buffering it.
     response.headers["X-Accel-Buffering"] = "no"
