@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
-from kafka import KafkaProducer
+from kafka import KafkaProducer, OffsetAndMetadata
 from kafka.errors import KafkaError
 
 from pipeline.generations import CurrentSlot, mirrored, slots
@@ -49,6 +50,11 @@ RECORDS_PER_POLL = 2
 MAX_WAIT_S = 2.0
 # After an error, the jobs loop starts again after this long.
 RETRY_S = 1.0
+# While idle, the jobs loop commits its positions this often: the embedded broker's rotation
+# holds back for the tiles of groups that have offsets on the jobs topic, and a group without
+# any (before its first job, or once both jobs slots were recycled since its last one, which
+# takes their offsets along) would not be waited for.
+MARK_EVERY_S = 5.0
 
 
 class LiveGate:
@@ -131,13 +137,17 @@ class JobWorker:
             try:
                 consumer.subscribe(slots(self.settings.jobs_topic, consumer.topics()), listener=offsets)
                 log.info("jobs: reading %s in group %s", self.settings.jobs_topic, self.group)
+                marked = 0.0
                 while not self.stop.is_set():
                     self.gate.wait(MAX_WAIT_S)
                     if self.stop.is_set():
                         break
                     batch = consumer.poll(timeout_ms=100, max_records=RECORDS_PER_POLL * self.concurrency)
                     if not batch:
-                        offsets.commit()  # retry a commit deferred by a rebalance or a failure
+                        if time.monotonic() - marked >= MARK_EVERY_S:
+                            marked = time.monotonic()
+                            _mark_positions(consumer, offsets)
+                        offsets.commit()  # also retries a commit deferred by a rebalance or a failure
                         continue
                     if not self._handle(batch, consumer, offsets):
                         self.stop.wait(1.0)
@@ -162,3 +172,15 @@ class JobWorker:
             return True
         _redo(consumer, done)
         return False
+
+
+def _mark_positions(consumer, offsets) -> None:
+    """Make every owned partition's position pending for commit (where nothing else is): each
+    poll's tiles are committed (or rewound) before the next poll, so everything before a
+    position is done."""
+    for tp in consumer.assignment():
+        if tp not in offsets.pending:
+            try:
+                offsets.pending[tp] = OffsetAndMetadata(consumer.position(tp), "", -1)
+            except KafkaError as exc:
+                log.debug("jobs: no position for %s yet: %s", tp, exc)

@@ -4,6 +4,7 @@ still come back as a finished job (mixed versions during an upgrade)."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import cv2
 import numpy as np
@@ -64,3 +65,26 @@ def test_job_tiles_an_older_viewer_writes_to_the_raw_topic_still_finish(settings
         processors.stop()
     expected = parse_spec("grayscale")(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
     assert np.array_equal(out, expected)
+
+
+def test_an_idle_jobs_group_keeps_offsets_on_the_jobs_topic_so_rotations_wait_for_it(settings, monkeypatch):
+    """Embedded retention waits for the groups with offsets on a slot it recycles; a jobs group
+    that has processed nothing yet (or whose offsets went with recycled slots) commits its
+    positions while idle, so the tiles of its next job are waited for too."""
+    from pipeline.offsets import OffsetTool
+    from processor import jobs
+
+    monkeypatch.setattr(jobs, "MARK_EVERY_S", 0.5)
+    processors = Processors(settings, 1)
+    try:
+        with OffsetTool(settings) as tool:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                groups = [g for g in tool.groups() if g.endswith(jobs.GROUP_SUFFIX)]
+                if groups and any(tp.topic == settings.jobs_topic for tp in tool.committed(groups[0])):
+                    break
+                time.sleep(0.5)
+            else:
+                raise AssertionError("the idle jobs group never committed offsets on the jobs topic")
+    finally:
+        processors.stop()
