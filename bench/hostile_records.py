@@ -33,6 +33,7 @@ from kafka import KafkaProducer, TopicPartition
 
 from bench.report import Row, ratio, write_json
 from bench.upload_live_stall import wait_for_live
+from pipeline.generations import slots
 from pipeline.kafka import make_consumer
 from pipeline.local.broker import free_port
 from pipeline.settings import Settings
@@ -81,6 +82,8 @@ class LiveClient:
     def _read(self, url: str, stream: str) -> None:
         try:
             with requests.get(f"{url}/stream/{stream}.mjpg", stream=True, timeout=60) as response:
+                if response.status_code != 200:
+                    return  # a stream with no frame served (the bomb's are all dead-lettered): 404
                 for _ in iter_parts(response.raw):
                     self.arrivals.append(time.monotonic())
                     if self.stopping.is_set():
@@ -115,9 +118,11 @@ def hostile_records(settings: Settings, png: bytes, cases: list[str]) -> list[tu
 
 
 def count(settings: Settings, topic: str) -> int:
+    """Records in both generations of `topic` (`pipeline up` writes into whichever is current)."""
     consumer = make_consumer(settings, "bench-count")
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        tps = [TopicPartition(name, p) for name in slots(topic, consumer.topics())
+               for p in sorted(consumer.partitions_for_topic(name) or ())]
         consumer.assign(tps)
         consumer.seek_to_beginning()
         seen, idle_since = 0, time.monotonic()
