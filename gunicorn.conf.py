@@ -31,15 +31,19 @@ _OWN = "VIEWER_METRICS_DIR_OWN"
 
 def _prepare_metrics_dir() -> str:
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if path and os.environ.get(_PREPARED) == path:
+    if path and os.environ.get(_PREPARED) == f"{os.getpid()}:{path}":
         return path
+    if path and os.environ.get(_OWN) == path:
+        # Another gunicorn's private directory, inherited with its environment (a process that
+        # read this file and then started this one): that gunicorn empties and removes it.
+        path = None
     if path:
         os.makedirs(path, exist_ok=True)
         for stale in glob.glob(os.path.join(path, "*.db")):
             os.remove(stale)
     else:
         path = os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[_OWN] = tempfile.mkdtemp(prefix="viewer-metrics-")
-    os.environ[_PREPARED] = path
+    os.environ[_PREPARED] = f"{os.getpid()}:{path}"  # this master's, so a reload keeps it
     return path
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import runpy
+from unittest import mock
 
 from pipeline.local.up import UpOptions, service_commands
 from pipeline.settings import Settings
@@ -176,7 +177,10 @@ def test_nginx_passes_streams_on_unbuffered_and_keeps_them_open():
     server = config.server
     assert server.value("proxy_http_version") == "1.1" and server.one("proxy_set_header", "Connection").args == [
         "Connection", ""], "upstream keep-alive"
-    gunicorn = runpy.run_path(os.path.join(ROOT, "gunicorn.conf.py"))
+    # Reading the file sets up a metrics directory in the environment: undone, as gunicorn's exit would.
+    with mock.patch.dict(os.environ):
+        gunicorn = runpy.run_path(os.path.join(ROOT, "gunicorn.conf.py"))
+        gunicorn["on_exit"](None)
     upstream = config.http.one("upstream", "viewer")
     assert nginx_seconds(upstream.value("keepalive_timeout")) < gunicorn["keepalive"], "nginx must close idle ones first"
     mjpeg = server.one("location", "/stream/")
