@@ -360,6 +360,7 @@ def slope_mb_per_min(samples: list[tuple[float, float]]) -> float:
     return float(np.polyfit(t / 60.0, mb, 1)[0])
 
 
+@pytest.mark.serial  # measures memory and descriptors of the whole stack
 def test_r7_soak_at_max_fps_with_clients_coming_and_going(tmp_path, record_property):
     duration_s = 180 if LONG else 20
     stack = UpStack(tmp_path, "--fps", "max")

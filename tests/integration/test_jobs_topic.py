@@ -67,6 +67,7 @@ def test_job_tiles_an_older_viewer_writes_to_the_raw_topic_still_finish(settings
     assert np.array_equal(out, expected)
 
 
+@pytest.mark.serial  # waits on the idle loop's 5 s commit timer, which a starved process misses
 def test_an_idle_jobs_group_keeps_offsets_on_the_jobs_topic_so_rotations_wait_for_it(settings, monkeypatch):
     """Embedded retention waits for the groups with offsets on a slot it recycles; a jobs group
     that has processed nothing yet (or whose offsets went with recycled slots) commits its

@@ -139,6 +139,7 @@ def test_a_change_mid_stream_switches_every_later_frame_on_both_processors(setti
     assert order == sorted(order, key=lambda spec: spec == NEW)
 
 
+@pytest.mark.serial  # a 1 s group session: a processor starved by parallel tests is evicted mid-frame
 def test_a_processor_joining_later_and_a_restarted_one_apply_the_current_chain(settings):
     group = f"g-{uuid.uuid4().hex[:6]}"
     control = ChainControl(settings, "test-control")
