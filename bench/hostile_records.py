@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import struct
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import requests
 from kafka import KafkaProducer, TopicPartition
 
 from bench.report import Row, ratio, write_json
+from bench.upload_abuse import stop_stack
 from bench.upload_live_stall import wait_for_live
 from pipeline.generations import slots
 from pipeline.kafka import make_consumer
@@ -206,8 +206,7 @@ def main() -> int:
                 "started", ratio(sum(alive.values()), len(alive)), "1×"),
         ])
     finally:
-        os.killpg(up.pid, signal.SIGINT)
-        up.wait(60)
+        stop_stack(up)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import cv2
 import numpy as np
 import requests
 
+from bench.upload_abuse import stop_stack
 from pipeline.local.broker import free_port
 from tests.support.mjpeg_client import iter_parts
 from tests.support.paths import ROOT
@@ -117,8 +117,7 @@ def main() -> int:
                 time.sleep(2)
         client.stopping.set()
     finally:
-        os.killpg(up.pid, signal.SIGINT)
-        up.wait(60)
+        stop_stack(up)
     return 0
 
 
