@@ -24,7 +24,9 @@ from tests.support.nginx import Nginx
 from tests.support.paths import ROOT
 from tests.support.topics import settings_env
 
-pytestmark = pytest.mark.integration
+# Serial: its processor joins with a 1 s group session, and in the parallel run (once in five) it
+# never got the sample to the viewer within a minute while the other worker loaded the machine.
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 
 def local_command(command: list[str], viewer_port: int) -> list[str]:
