@@ -207,6 +207,7 @@ class JobCollector(BackgroundLoop):
             return
         self.store.finish(job_id, result)
         self.jobs.finish(job_id, state="done", out_width=status.out_width, out_height=status.out_height)
+        self.store.drop_tiles(job_id)
         log.info("job=%s done: %d tiles, %dx%d, %d bytes, assembled in %.2f s", job_id, len(tiles),
                  status.out_width, status.out_height, len(result), time.monotonic() - started)
 
