@@ -122,11 +122,12 @@ def upload():
             # An upload that goes as it came is checked while it travels: its job is dropped
             # (and the answer is the same 400) if the check fails.
             decoded = start_decode(data, header)
+            # Where its output will sit, taken before any tile goes out (a replica that did not
+            # see the tiles go by reads them from there), while the decode runs.
+            tiles_from = up.jobs.output_positions()
             image = None if as_is else decoded()
             total, frames = job_frames(job_id, data, image, header, chain, tile, max_record)
-            # Where its output will sit, before any tile goes out: a replica that did not see
-            # the tiles go by reads them from there.
-            up.jobs.publish(record.but(state="queued", tiles_total=total, tiles_from=up.jobs.output_positions()))
+            up.jobs.publish(record.but(state="queued", tiles_total=total, tiles_from=tiles_from))
             up.publish(frames)
             if as_is:
                 decoded()
