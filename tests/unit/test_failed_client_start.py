@@ -10,15 +10,19 @@ import threading
 import pytest
 from kafka.errors import KafkaTimeoutError
 
-from pipeline.kafka import make_admin, make_consumer
+from pipeline.kafka import client_id, make_admin, make_consumer
 from pipeline.local.broker import free_port
 from pipeline.settings import Settings
 
 CYCLES = 3
 
 
+# Only this test's clients: other tests in the same process may still be closing their own.
+OWN_THREADS = (f"kafka-io-{client_id('viewer')}", f"kafka-io-{client_id('admin')}")
+
+
 def io_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("kafka-io-")]
+    return [t.name for t in threading.enumerate() if t.name.startswith(OWN_THREADS)]
 
 
 @pytest.mark.parametrize("build", [
