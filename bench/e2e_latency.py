@@ -229,7 +229,7 @@ def measure_throughput(children: Children, settings: Settings, frames: int, size
 
 
 @contextlib.contextmanager
-def stack(broker: EmbeddedBroker) -> Iterator[tuple[Settings, Children, Gunicorn, subprocess.Popen]]:
+def stack(broker: EmbeddedBroker, concurrency: int = 1) -> Iterator[tuple[Settings, Children, Gunicorn, subprocess.Popen]]:
     """Fresh topics, one processor and the gunicorn viewer; every child stopped on the way out."""
     tag = uuid.uuid4().hex[:8]
     settings = dataclasses.replace(
@@ -239,7 +239,8 @@ def stack(broker: EmbeddedBroker) -> Iterator[tuple[Settings, Children, Gunicorn
     children = Children(settings)
     viewer = None
     try:
-        processor = children.start("processor", "--transform", TRANSFORM, "--group", f"e2e-{tag}")
+        processor = children.start("processor", "--transform", TRANSFORM, "--group", f"e2e-{tag}",
+                                   "--concurrency", str(concurrency))
         viewer = Gunicorn(settings)
         yield settings, children, viewer, processor
     finally:
@@ -253,6 +254,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="latency phase length, after the warm-up (20)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of the MJPEG stream not counted (2)")
     parser.add_argument("--frames", type=int, default=750, help="throughput phase frame count (750)")
+    parser.add_argument("--concurrency", type=int, default=1, metavar="N",
+                        help="the processor's --concurrency (1: the same one thread the in-process loop has)")
     parser.add_argument("--resize", type=size_arg, metavar="WxH",
                         help="producer --resize (and the same in the baseline), e.g. 1280x720 for the 720p goal")
     parser.add_argument("--json", metavar="FILE", help="also write the rows there (bench/report.py)")
@@ -263,8 +266,8 @@ def main() -> int:
     baseline_before = in_process_fps(args.frames, args.resize)
     print(f"{os.cpu_count()} CPUs, load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
           f"KAFKA_FETCH_MAX_WAIT_MS={Settings.from_env().fetch_max_wait_ms}, transform {TRANSFORM!r}, "
-          f"frames {frame_size}")
-    with EmbeddedBroker() as broker, stack(broker) as (settings, children, viewer, processor):
+          f"frames {frame_size}, processor --concurrency {args.concurrency}")
+    with EmbeddedBroker() as broker, stack(broker, args.concurrency) as (settings, children, viewer, processor):
         producer = children.start("producer", "--source", SAMPLE_VIDEO, "--fps", "25", "--loop", *size)
         wait_for_stream(viewer.url, LIVE_STREAM, timeout_s=60)
         latencies, seconds, since_ms = mjpeg_latencies(f"{viewer.url}/stream/{LIVE_STREAM}.mjpg", args.seconds, args.warmup)
@@ -290,9 +293,10 @@ def main() -> int:
     print("  cores busy meanwhile: " + ", ".join(f"{name} {cores:.2f}" for name, cores in result.cores_busy.items()))
     print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     frame_ms = 1000 / baseline  # what one frame costs the in-process loop
+    processor_threads = f", --concurrency {args.concurrency}" if args.concurrency != 1 else ""
     p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
     write_json(args.json, [
-        Row(f"end-to-end fps {frame_size} (--fps max, 1 processor)", round(e2e, 1), "fps", round(baseline, 1),
+        Row(f"end-to-end fps {frame_size} (--fps max, 1 processor{processor_threads})", round(e2e, 1), "fps", round(baseline, 1),
             "in-process loop, one thread", ratio(e2e, baseline), "≥ 1.0×"),
         Row(f"latency p50 at 25 fps {frame_size} (read → MJPEG part)", round(p50, 1), "ms", round(frame_ms, 1),
             "one frame of the in-process loop", ratio(p50, frame_ms), "p99 ≤ 50 ms"),
