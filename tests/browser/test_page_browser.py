@@ -523,9 +523,16 @@ def sample_chain_restored(stack) -> Iterator[None]:
     raise AssertionError("stream sample never went back to grayscale")
 
 
+def open_chain_editor(page: Page, url: str) -> None:
+    """open_page, then until the editor shows the stream's chain: the page loads it after the
+    stream is picked, and that load redraws the editor (a step added before it would vanish)."""
+    open_page(page, url)
+    expect(page.locator("#chain-status")).to_have_text(re.compile(r"chain\.$"), timeout=WAIT_MS)
+
+
 def test_the_editor_changes_the_live_picture_and_the_stats_show_the_applied_chain(
         stack, page, problems, screenshots, sample_chain_restored):
-    open_page(page, stack)
+    open_chain_editor(page, stack)
     panel = page.locator("#chain")
     img = page.locator("#view-processed img")
     expect(page.locator("#stat-transform")).to_have_text("grayscale")
@@ -568,7 +575,7 @@ def test_the_editor_changes_the_live_picture_and_the_stats_show_the_applied_chai
 
 def test_the_editor_fits_a_phone(stack, page, screenshots):
     page.set_viewport_size({"width": 390, "height": 844})
-    open_page(page, stack)
+    open_chain_editor(page, stack)
     panel = page.locator("#chain")
     panel.get_by_role("button", name="Add step").click()
     panel.get_by_label("Step 2 transform").select_option("faceblur")  # the most parameters
