@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -44,6 +45,49 @@ RECONNECT_BACKOFF_MAX_MS = 1000
 # consumer left at the live path's short fetch wait polls ~100 times a second, ~0.12 core idle
 # on Tansu (measured); at 500 ms it is ~0.01 core.
 BACKGROUND_FETCH = {"fetch_max_wait_ms": 500}
+
+# A bursty reader's fetch wait while records flow, and how long after its last record it
+# stays that short (see BurstFetch).
+BURST_FETCH_WAIT_MS = 10
+BURST_LINGER_S = 2.0
+
+
+class BurstFetch:
+    """The long BACKGROUND_FETCH wait while a reader is idle, a short one while its records flow
+    (still-image job tiles come in bursts, and someone waits for the burst's end).
+
+    Why: a consumer has one fetch in flight per broker, for the partitions it has no records
+    buffered for. A reader that takes a few records per poll (or is busy with the last batch)
+    still holds records of partition A when its next fetch goes out, for the other partitions
+    only; when those have nothing new, the broker holds that fetch for the whole wait, and A's
+    next records (already on the broker) are not asked for until it returns. With 500 ms that
+    stalled a job's tiles by up to half a second, once per processor and partition drained
+    (a second processor made tiled jobs slower, not faster).
+
+    kafka-python reads the wait from its fetcher's config for every request it builds, and has
+    no public setter: this class is the one place that changes it.
+    """
+
+    def __init__(self, consumer: KafkaConsumer, busy_ms: int = BURST_FETCH_WAIT_MS,
+                 idle_ms: int = BACKGROUND_FETCH["fetch_max_wait_ms"], linger_s: float = BURST_LINGER_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._config = consumer._fetcher.config
+        self.busy_ms, self.idle_ms, self.linger_s = busy_ms, idle_ms, linger_s
+        self._clock = clock
+        self._last_records = float("-inf")
+        self._config["fetch_max_wait_ms"] = idle_ms
+
+    @property
+    def wait_ms(self) -> int:
+        return self._config["fetch_max_wait_ms"]
+
+    def polled(self, got_records: bool) -> None:
+        """Call after every poll: short waits from the first records until ``linger_s`` after the last."""
+        now = self._clock()
+        if got_records:
+            self._last_records = now
+        busy = now - self._last_records < self.linger_s
+        self._config["fetch_max_wait_ms"] = self.busy_ms if busy else self.idle_ms
 
 
 # Under a default topic's 1 MB max.message.bytes, with room for the batch's own framing.

@@ -32,7 +32,7 @@ from kafka import KafkaProducer, OffsetAndMetadata
 from kafka.errors import KafkaError
 
 from pipeline.generations import CurrentSlot, mirrored, slots
-from pipeline.kafka import BACKGROUND_FETCH, make_consumer
+from pipeline.kafka import BACKGROUND_FETCH, BurstFetch, make_consumer
 from pipeline.priority import lower_priority
 from pipeline.service import StopDeadline
 from pipeline.settings import Settings
@@ -127,8 +127,10 @@ class JobWorker:
     def _session(self) -> None:
         from processor.run import OffsetKeeper  # processor.run starts this worker
 
-        # Nobody watches job tiles arrive: a long fetch wait spares the idle polling.
+        # Nobody watches job tiles arrive: a long fetch wait spares the idle polling, and a short
+        # one while a job's tiles come (BurstFetch: a long one stalled them).
         consumer = make_consumer(self.settings, "processor-jobs", group_id=self.group, **BACKGROUND_FETCH)
+        burst = BurstFetch(consumer)
         offsets = OffsetKeeper(consumer, self.own)
         try:
             # The raw topic's current generation (pipeline/generations.py; always the raw topic
@@ -143,6 +145,7 @@ class JobWorker:
                     if self.stop.is_set():
                         break
                     batch = consumer.poll(timeout_ms=100, max_records=RECORDS_PER_POLL * self.concurrency)
+                    burst.polled(bool(batch))
                     if not batch:
                         if time.monotonic() - marked >= MARK_EVERY_S:
                             marked = time.monotonic()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import uuid
 
 from kafka.errors import KafkaError
 
+from pipeline.control import ControlWriter
 from pipeline.offsets import GroupActiveError, Move, OffsetsError, OffsetTool, Target, format_ts, parse_datetime, parse_duration
 from pipeline.service import fail
 from pipeline.settings import Settings
+from pipeline.viewer_groups import is_viewer_group, write_reset
 
 
 def add_parser(sub) -> None:
@@ -25,7 +28,10 @@ def add_parser(sub) -> None:
         "reset",
         help="reset a group's offsets (dry run unless --execute)",
         description="Prints old -> new offset per partition. Dry run unless --execute. Refuses while the group "
-        "has active members. Every new offset is clamped to the partition's [earliest, end].",
+        "has active members. Every new offset is clamped to the partition's [earliest, end]. "
+        "A viewer's group (viewer-<id>) has no members while its streams are open (they read without "
+        "joining), so --execute first writes the reset to the control topic: every viewer process moves its "
+        "open streams of that id to the new offsets, as POST /api/replay does, and their next commits keep them.",
     )
     reset.add_argument("--group", required=True, help="consumer group id")
     reset.add_argument("--topic", help="only this topic (default: every topic the group committed offsets for)")
@@ -84,23 +90,44 @@ def plan_rows(group: str, moves: list[Move]) -> list[list[str]]:
             for m in moves]
 
 
-def _reset(tool: OffsetTool, args: argparse.Namespace) -> None:
+def _tell_viewers(settings: Settings, group: str, moves: list[Move]) -> int | None:
+    """Write a viewer group's reset to the control topic (before its commit: see
+    viewer/live/broadcast.py), so that streams open on it follow instead of committing their old
+    position over it; the record's offset (None: nothing moves)."""
+    positions = {m.tp: m.new for m in moves if m.new is not None}
+    if not positions:
+        return None
+    writer = ControlWriter(settings)
+    try:
+        return write_reset(writer, group, positions, origin=f"offsets-cli-{uuid.uuid4().hex}")
+    finally:
+        writer.close()
+
+
+def _reset(tool: OffsetTool, args: argparse.Namespace, settings: Settings) -> None:
     target = target_of(args)
     tps = tool.group_partitions(args.group, args.topic)
     tool.ensure_inactive(args.group)
     moves = tool.plan_reset(args.group, tps, target)
     print(_table(["GROUP", "TOPIC", "PARTITION", "OFFSET (OLD → NEW)"], plan_rows(args.group, moves)))
     if args.execute:
+        record = _tell_viewers(settings, args.group, moves) if is_viewer_group(args.group) else None
         tool.apply(args.group, moves)
         print(f"reset {sum(m.new is not None for m in moves)} partition(s) of group {args.group}")
+        if record is not None:
+            print(f"open viewer streams of {args.group} follow it (control record at offset {record})")
     else:
         print("dry run: nothing changed (add --execute to apply)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        with OffsetTool(Settings.from_env()) as tool:
-            (_show if args.action == "show" else _reset)(tool, args)
+        settings = Settings.from_env()
+        with OffsetTool(settings) as tool:
+            if args.action == "show":
+                _show(tool, args)
+            else:
+                _reset(tool, args, settings)
     except (GroupActiveError, OffsetsError) as exc:
         fail(str(exc))
     except KafkaError as exc:

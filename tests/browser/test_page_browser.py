@@ -27,10 +27,12 @@ from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
 from producer import run as producer_run
 from tests.support.broker_helpers import first_seq
+from tests.support.first_parts import FirstParts
 from tests.support.images import is_grayscale
 from tests.support.paths import SAMPLE_PNG, SAMPLE_VIDEO
 from tests.support.server import ServerThread
 from tests.support.stack import running_stack
+from tests.support.waiting import wait_until
 from viewer import create_app
 from viewer.extension import viewer_of
 
@@ -63,9 +65,19 @@ def settings(module_settings):
 
 
 @pytest.fixture(scope="module")
-def stack(settings, serve, tmp_path_factory):
+def first_parts() -> dict[str, FirstParts]:
+    """The stack's FirstParts (under "spy" once the stack runs): what each ?viewer= stream sent first."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def stack(settings, serve, tmp_path_factory, first_parts):
+    def serve_watched(app) -> str:
+        app.wsgi_app = first_parts["spy"] = FirstParts(app.wsgi_app)
+        return serve(app)
+
     jobs_db = str(tmp_path_factory.mktemp("jobs") / "jobs.sqlite3")
-    with running_stack(settings, serve, app_config={"JOBS_DB": jobs_db}) as url:
+    with running_stack(settings, serve_watched, app_config={"JOBS_DB": jobs_db}) as url:
         yield url
 
 
@@ -392,6 +404,98 @@ def test_pause_on_live_keeps_that_moment_and_play_goes_on_from_it(stack, page, p
     # It plays on from the paused frame at the recorded pace: about 2 s behind live now.
     expect(page.locator("#view-processed .timeline-at")).to_have_text(re.compile(r"from live$"), timeout=WAIT_MS)
     assert problems.errors == []
+
+
+def replay_state(page: Page) -> tuple[str, dict]:
+    """This tab's viewer id and what replay.js keeps for a reload."""
+    viewer, state = page.evaluate("[sessionStorage.getItem('viewer-id'), JSON.parse(sessionStorage.getItem('replay-state'))]")
+    return viewer, state
+
+
+def test_a_reload_comes_back_where_the_tab_was(stack, page, problems, first_parts):
+    """Live stays live; a replaying tab resumes at its position (same id, same speed), not at the
+    live end; a paused one comes back paused on the same frame; the reloaded page obeys its CSP."""
+    spy = first_parts["spy"]
+    page.add_init_script("window.cspViolations = []; document.addEventListener('securitypolicyviolation',"
+                         " (e) => window.cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));")
+    open_page(page, stack)
+    img = page.locator("#view-processed img")
+    caption = page.locator("#processed-caption")
+    page.reload()
+    wait_until_painted(page, "#view-processed img")
+    expect(img).to_have_attribute("src", "/stream/sample.mjpg")
+    expect(caption).to_have_text("Processed · live")
+
+    # Replay from the start at half speed, so the tab falls further behind live as it plays.
+    page.locator("#view-processed .replay-speed select").select_option("0.5")
+    page.locator("#view-processed").get_by_role("button", name="Replay from start").click()
+    expect(img).to_have_attribute("src", re.compile(r"\?viewer=.*&speed=0\.5$"), timeout=WAIT_MS)
+    viewer, _ = replay_state(page)
+    deadline = time.monotonic() + 60
+    while True:  # 6 s behind live, so that the live end is far from where the tab is
+        before = viewer_window(stack, page)
+        at = before["viewer"]["ts_ms"]
+        if at is not None and before["newest"]["ts_ms"] - at > 6000:
+            break
+        assert time.monotonic() < deadline, before
+        time.sleep(0.5)
+    opened = len(spy.of(viewer))
+    page.reload()
+    wait_until_painted(page, "#view-processed img")
+    expect(img).to_have_attribute("src", f"/stream/sample.mjpg?viewer={viewer}&speed=0.5")
+    expect(page.locator("#view-processed .replay-speed select")).to_have_value("0.5")
+    expect(caption).to_have_text(re.compile(r"^Processed · replay \d\d:\d\d:\d\d\.\d · 0\.5×$"), timeout=WAIT_MS)
+    expect(page.locator("#view-processed .timeline-at")).to_have_text(re.compile(r"from live$"), timeout=WAIT_MS)
+    wait_until(lambda: len(spy.of(viewer)) > opened, "the reloaded page's stream sent its first frame")
+    first = spy.of(viewer)[opened]
+    behind = before["newest"]["ts_ms"] - at
+    assert at <= first.ts_ms < at + behind / 2, f"first frame after the reload at {first.ts_ms}, was at {at}, live {behind} ms on"
+    assert replay_state(page) == (viewer, {"stream": "sample", "mode": "playing", "speed": "0.5"})
+
+    # Paused: after a reload the same frame, paused, and the position does not move.
+    page.locator("#view-processed .replay-play").click()
+    expect(page.locator("#view-processed .replay-play")).to_have_text("Play")
+    page.wait_for_function("() => sessionStorage.getItem('replay-still')", timeout=WAIT_MS)
+    still = img.evaluate("node => { const c = document.createElement('canvas'); c.width = node.naturalWidth;"
+                         " c.height = node.naturalHeight; c.getContext('2d').drawImage(node, 0, 0);"
+                         " return c.toDataURL('image/png'); }")
+    time.sleep(1.0)  # the server notices the closed stream and commits the last frame sent
+    paused = viewer_window(stack, page)["viewer"]
+    opened = len(spy.of(viewer))
+    page.reload()
+    expect(page.locator("#view-processed .replay-play")).to_have_text("Play", timeout=WAIT_MS)
+    expect(img).to_have_attribute("src", re.compile(r"^data:image/jpeg;base64,"))
+    wait_until_painted(page, "#view-processed img")
+    assert img.evaluate("node => { const c = document.createElement('canvas'); c.width = node.naturalWidth;"
+                        " c.height = node.naturalHeight; c.getContext('2d').drawImage(node, 0, 0);"
+                        " return c.toDataURL('image/png'); }") == still, "a different frame after the reload"
+    expect(caption).to_have_text(re.compile(r"^Processed · paused at \d\d:\d\d:\d\d\.\d$"), timeout=WAIT_MS)
+    time.sleep(1.5)
+    assert viewer_window(stack, page)["viewer"] == paused, "the position moved while paused"
+    assert len(spy.of(viewer)) == opened, "a paused page opened its stream"
+    page.locator("#view-processed .replay-play").click()
+    wait_until(lambda: len(spy.of(viewer)) > opened, "play sent a frame")
+    assert paused["ts_ms"] < spy.of(viewer)[opened].ts_ms < paused["ts_ms"] + 1000, "play went on from elsewhere"
+
+    # Without the paused frame kept (too big for the tab's storage), a reload shows the frame at
+    # the position and pauses again there.
+    wait_until(lambda: viewer_window(stack, page)["viewer"]["offset"] > paused["offset"] + 2, "frames played")
+    page.locator("#view-processed .replay-play").click()
+    page.wait_for_function("() => sessionStorage.getItem('replay-still')", timeout=WAIT_MS)
+    page.evaluate("sessionStorage.removeItem('replay-still')")
+    time.sleep(1.0)
+    paused = viewer_window(stack, page)["viewer"]
+    opened = len(spy.of(viewer))
+    page.reload()
+    expect(img).to_have_attribute("src", re.compile(r"^blob:"), timeout=WAIT_MS)
+    expect(page.locator("#view-processed .replay-play")).to_have_text("Play")
+    wait_until_painted(page, "#view-processed img")
+    (shown,) = spy.of(viewer)[opened:]
+    assert paused["ts_ms"] < shown.ts_ms < paused["ts_ms"] + 1000
+    time.sleep(1.0)
+    assert 0 < viewer_window(stack, page)["viewer"]["offset"] - paused["offset"] <= 3, "it did not stop at the first frame"
+    assert problems.errors == []
+    assert page.evaluate("window.cspViolations") == []
 
 
 def test_page_recovers_after_losing_the_network(stack, browser, page):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,13 +17,14 @@ from pipeline.control import ControlWriter
 from pipeline.kafka import make_producer
 from pipeline.offsets import partition_for_key
 from pipeline.settings import Settings
+from pipeline.viewer_groups import encode_reset, reset_key
 from tests.support.broker_helpers import active_member, committed_offsets, first_frame, send_frames, settled_offsets
 from tests.support.mjpeg_client import iter_parts
 from tests.support.stack import wait_for_resume_consumers_closed
+from tests.support.topics import settings_env
 from tests.support.waiting import wait_until
 from viewer import create_app
 from viewer.extension import viewer_of
-from viewer.live.broadcast import encode_reset, reset_key
 
 pytestmark = pytest.mark.integration
 
@@ -120,6 +124,44 @@ def test_a_reset_reaches_the_open_viewer_stream(stack):
         landed = parts_until(parts, lambda s: len(s) > 1 and s[-1] < s[-2])[-1]
         back_ms = last.ts_ms - int(landed.headers["x-frame-ts"])
         assert 1000 < back_ms < 3000, (now_at.seq, last.seq, landed.seq, back_ms)
+
+
+def offsets_reset(settings, *args: str) -> subprocess.CompletedProcess:
+    """`python -m pipeline offsets reset ... --execute` in a process of its own, as an operator runs it."""
+    return subprocess.run([sys.executable, "-m", "pipeline", "offsets", "reset", *args, "--execute"],
+                          env=settings_env(settings), capture_output=True, text=True, timeout=60, cwd=os.getcwd())
+
+
+def test_the_offsets_cli_moves_an_open_viewer_stream_and_its_reset_holds(stack, module_settings):
+    """A viewer's stream reads without joining its group, so Kafka lets the CLI reset it while it
+    streams; the CLI's control record moves the open stream, whose next commits then build on
+    the reset instead of undoing it."""
+    url, _ = stack
+    tp = TopicPartition(module_settings.processed_topic, partition_for_key(STREAM, module_settings.partitions))
+    with requests.get(f"{url}/stream/{STREAM}.mjpg?viewer=cli", stream=True, timeout=30) as response:
+        parts = iter_parts(response.raw)
+        live = [next(parts).seq for _ in range(3)]
+        assert live[0] > 30, "a new viewer starts at the newest frame"
+        wait_until(lambda: committed_offsets(module_settings, "viewer-cli"), "the stream's first commit")
+
+        done = offsets_reset(module_settings, "--group", "viewer-cli", "--to-earliest")
+        assert done.returncode == 0, done.stderr
+        seqs = seqs_until(parts, lambda s: 0 in s and len(s) - s.index(0) >= 10)
+        assert seqs[seqs.index(0):][:10] == list(range(10))
+        assert "open viewer streams of viewer-cli follow it" in done.stdout, done.stdout
+        committed = committed_offsets(module_settings, "viewer-cli")[tp]
+        assert 0 < committed < live[0], f"the stream committed {committed}, not near the reset's 0"
+
+        done = offsets_reset(module_settings, "--group", "viewer-cli", "--topic", module_settings.processed_topic,
+                             "--to-offset", "7")
+        assert done.returncode == 0, done.stderr
+        seqs = seqs_until(parts, lambda s: len(s) > 1 and s[-1] < s[-2])
+        assert seqs[-1] == 7, seqs
+        seqs = seqs_until(parts, lambda s: len(s) >= 5)
+        assert seqs == [8, 9, 10, 11, 12]
+    wait_for_resume_consumers_closed(url)
+    final = committed_offsets(module_settings, "viewer-cli")[tp]
+    assert 8 <= final < live[0], f"the stream's last commit was {final}, not after the reset's 7"
 
 
 def test_reset_to_a_time_and_an_offset(stack):

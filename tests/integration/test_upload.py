@@ -239,11 +239,18 @@ def strict(module_settings, tmp_path_factory):
     viewer_of(app).shutdown()
 
 
-def corrupt_png() -> bytes:
-    data = bytearray(photo_bytes("chelsea.png"))
+def corrupt_png(data: bytes | None = None) -> bytes:
+    data = bytearray(data or photo_bytes("chelsea.png"))
     middle = len(data) // 2
     data[middle:middle + 64] = bytes(64)  # inside IDAT: checksums and zlib stream break
     return bytes(data)
+
+
+def corrupt_png_sent_as_it_came() -> bytes:
+    """Fits one 100 kB message as a PNG (62 kB), its pixels (98 kB) do not: a whole-image job
+    sends it as it came and checks it while it travels."""
+    ok, buf = cv2.imencode(".png", photo("astronaut.png")[:128, :256])
+    return corrupt_png(buf.tobytes())
 
 
 def stored(name: str):
@@ -275,6 +282,8 @@ BAD_INPUTS = {
     "truncated jpeg": ({"image": lambda: photo_bytes("rocket.jpg")[:60_000]}, 400, "truncated JPEG"),
     # Tiled, so the whole-image message limit (checked before decoding) does not answer first.
     "corrupt png": ({"image": corrupt_png, "tile": "128"}, 400, "corrupt png"),
+    "corrupt png of a whole-image job": ({"image": corrupt_png_sent_as_it_came, "transform": "edges"}, 400,
+                                         "corrupt png"),
     "empty file": ({"image": b""}, 400, "is empty"),
     "too many bytes": ({"image": stored("coffee.png")}, 413, "MAX_UPLOAD_BYTES=300000"),
     "too many pixels": ({"image": stored("rocket.jpg")}, 413, "MAX_UPLOAD_PIXELS=200000"),
@@ -304,6 +313,8 @@ def test_bad_input_is_a_4xx_json_error(strict, case):
     response = strict.post("/upload", data=form, content_type="multipart/form-data")
     assert response.status_code == status, response.get_json()
     assert message in response.get_json()["error"]
+    uploads = viewer_of(strict.application).uploads
+    assert uploads.jobs.sync() and uploads.jobs.in_progress() == []  # every refused job was dropped
     if case == "unknown transform":
         assert "grayscale" in response.get_json()["valid"]
 

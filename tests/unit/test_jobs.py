@@ -26,8 +26,24 @@ def test_tiles_count_once_and_finish_the_job(store):
     store.finish("a", b"result")
     status = store.get("a")
     assert (status.state, status.out_width, status.out_height, status.result_bytes) == ("done", 32, 64, 6)
-    assert store.result("a") == b"result" and store.tiles("a") == []
+    assert store.result("a") == b"result"
     assert store.add_tile("a", 1, "h1", b"t1", 32, 64) is None  # a late duplicate of a finished job
+    # Its tiles go once the job's end is published (deleting tens of MB must not delay it).
+    assert len(store.tiles("a")) == 2
+    store.drop_tiles("a")
+    assert store.tiles("a") == []
+
+
+def test_tiles_are_dropped_only_for_finished_jobs_and_on_reopening_for_those_left_behind(store):
+    store.ensure("a", "png", "grayscale", 1, 1, 2, time.time())
+    store.add_tile("a", 0, None, b"t", 1, 1)
+    store.drop_tiles("a")
+    assert store.tiles("a") == [(None, b"t")]  # still in progress
+    store.ensure("b", "png", "grayscale", 1, 1, 1, time.time())
+    store.add_tile("b", 0, None, b"t", 1, 1)
+    store.finish("b", b"r")  # and the viewer stopped before drop_tiles
+    again = JobStore(store.path)
+    assert again.tiles("b") == [] and again.tiles("a") == [(None, b"t")]
 
 
 def test_a_dead_claim_expires_and_restarts_find_unassembled_jobs(store):

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from tests.support.paths import ROOT
-from viewer.stills.offload import gevent_patched, off_hub
+from viewer.stills.offload import gevent_patched, off_hub, off_hub_start
 
 UNDER_GEVENT = textwrap.dedent("""
     from gevent import monkey
@@ -115,8 +115,48 @@ def test_under_gevent_concurrent_job_store_writes_never_deadlock():
     assert run.stdout.strip() == "tiles 400"
 
 
+STARTED_UNDER_GEVENT = textwrap.dedent("""
+    from gevent import monkey
+    monkey.patch_all()
+    import threading
+    from gevent._threading import Lock  # native, whatever the patching
+    from viewer.stills.offload import off_hub_start
+
+    caller_went_on = Lock()
+    caller_went_on.acquire()
+
+    def check_upload():
+        # Finishes only once its caller has gone on with other work (publishing, in the viewer).
+        return caller_went_on.acquire(True, 10)
+
+    wait = off_hub_start(check_upload)
+    caller_went_on.release()
+    assert wait() is True, "the work did not run while its caller went on"
+    failing = off_hub_start(int, "not a number")
+    try:
+        failing()
+    except ValueError as exc:
+        print("error raised by the wait:", exc)
+    print("ok")
+""")
+
+
+def test_under_gevent_started_work_runs_while_its_caller_goes_on():
+    run = subprocess.run([sys.executable, "-c", STARTED_UNDER_GEVENT], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "error raised by the wait: invalid literal" in run.stdout
+    assert run.stdout.strip().endswith("ok")
+    assert "Traceback" not in run.stderr, run.stderr
+
+
 def test_without_gevent_the_work_runs_in_place():
     assert not gevent_patched()
     assert off_hub(threading.get_native_id) == threading.get_native_id()
     with pytest.raises(ValueError):
         off_hub(int, "x")
+    # Started work runs at once, in place; its wait hands over the result or the error.
+    assert off_hub_start(threading.get_native_id)() == threading.get_native_id()
+    failing = off_hub_start(int, "x")
+    with pytest.raises(ValueError):
+        failing()

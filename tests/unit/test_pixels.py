@@ -77,6 +77,21 @@ def test_upload_records_carry_pixels_not_the_upload_format():
     # A whole-image chain: the decoded pixels, so the processor does not decode the PNG again...
     _, (whole,) = job_frames("j", data, image, header, parse_spec("edges"), 128, 1 << 24)
     assert whole.encoding == "lz4" and np.array_equal(decode_image(whole.data), image)
-    # ...unless they do not fit in one record: then the upload as it came.
-    _, (whole,) = job_frames("j", data, image, header, parse_spec("edges"), 128, 700_000)
-    assert whole.encoding == "png" and whole.data == data
+    # ...unless they do not fit in one record uncompressed: then the upload as it came, which
+    # needs no decoded pixels (the viewer checks the file while it travels).
+    for decoded in (image, None):
+        _, (whole,) = job_frames("j", data, decoded, header, parse_spec("edges"), 128, image.nbytes - 1)
+        assert whole.encoding == "png" and whole.data == data
+    _, (whole,) = job_frames("j", data, image, header, parse_spec("edges"), 128, image.nbytes + 1024)
+    assert whole.encoding == "lz4"
+
+
+def test_only_a_whole_image_job_whose_pixels_exceed_a_record_goes_as_the_upload():
+    from pipeline.imageheader import ImageHeader
+    from viewer.stills.upload import sends_upload_as_is
+
+    header = ImageHeader("png", 4096, 4096)
+    limit = 4096 * 4096 * 3
+    assert sends_upload_as_is(header, True, limit - 1)
+    assert not sends_upload_as_is(header, True, limit)
+    assert not sends_upload_as_is(header, False, 1000)  # tiles always fit

@@ -10,7 +10,8 @@ import pytest
 from kafka import OffsetAndMetadata, TopicPartition
 
 from pipeline.control import is_chain_key
-from viewer.live.broadcast import BadRecord, decode_claim, decode_reset, encode_reset, reset_key, viewer_key
+from pipeline.viewer_groups import MAX_POSITIONS, BadRecord, decode_reset, encode_reset, reset_key
+from viewer.live.broadcast import decode_claim, viewer_key
 from viewer.live.resets import Resets, announce
 from viewer.live.viewer_ids import ViewerIds
 
@@ -126,7 +127,7 @@ def test_reset_records_round_trip_and_bad_ones_are_refused():
         ("viewer-" + "x" * 65, good),
         ("viewer-a", []),
         ("viewer-a", good | {"positions": []}),
-        ("viewer-a", good | {"positions": [["t", 0, 1]] * 17}),
+        ("viewer-a", good | {"positions": [["t", 0, 1]] * (MAX_POSITIONS + 1)}),
         ("viewer-a", good | {"positions": [["t", 0, -1]]}),
         ("viewer-a", good | {"positions": [["t", "0", 1]]}),
         ("viewer-a", good | {"positions": [[1, 0, 1]]}),

@@ -12,6 +12,7 @@ from pipeline.codec import decode_image, encode_image
 from pipeline.heartbeat import Heartbeat, encode_heartbeat
 from pipeline.settings import Settings
 from pipeline.tiling import Geometry
+from pipeline.viewer_groups import VIEWER_ID
 from pipeline.wire import Frame, to_record
 from tests.support.frame_feed import split_frames
 from viewer.live.mjpeg import mjpeg, part
@@ -19,7 +20,6 @@ from viewer.live.ordering import StreamOrder
 from viewer.live.reader import FrameReader
 from viewer.live.served import ServedFrame, served_or_tile
 from viewer.live.tiles import TileError, TileReassembler
-from viewer.live.viewer_ids import VIEWER_ID
 from viewer.metrics import ViewerMetrics
 from viewer.status.heartbeats import ProcessorHeartbeats
 

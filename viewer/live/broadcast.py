@@ -4,11 +4,11 @@ through the control topic: resets of viewer groups, and which connection holds a
 Records (in partition 0 of the compacted control topic, next to the stream chains of
 pipeline/control.py, so every record here is seen by every process in one order):
 
-- ``reset/viewer-<id>`` -> ``{"group", "stream", "positions": [[topic, partition, offset], ...],
-  "origin", "at_ms"}``: the group was reset to these positions by the process `origin` (a
-  random token per process, which skips its own: it told its readers when it wrote the record,
-  and a stream it opened since read the reset's offsets from Kafka). Compaction keeps the
-  newest reset per group; a group's idle expiry writes a tombstone.
+- ``reset/viewer-<id>`` (encoded in pipeline/viewer_groups.py): the group was reset to the
+  record's positions by the process `origin`: this app's replay API (a random token per
+  process, which skips its own: it told its readers when it wrote the record, and a stream it
+  opened since read the reset's offsets from Kafka) or `python -m pipeline offsets reset`.
+  Compaction keeps the newest reset per group; a group's idle expiry writes a tombstone.
 - ``viewer/<id>`` -> ``{"lease", "at_ms"}``: a connection (lease, a random token) took the id;
   an older connection holding it elsewhere ends. Tombstoned with the group.
 
@@ -17,7 +17,7 @@ start: a reset or a claim concerns the connections open when it was written, and
 opened later reads its offsets from Kafka, where the reset is committed. After an error it
 goes on from where it was, so records written meanwhile are not skipped.
 
-Ordering against commits: the request writes the reset record first, then commits the new
+Ordering against commits: the writer (API request or CLI) writes the reset record first, then commits the new
 offsets. An open stream in another process may still commit its old position after that
 commit; it is the reset's record, not the committed offset, that moves it: within one poll of
 its follower it seeks to the record's positions and commits from there, so the reset holds
@@ -41,61 +41,31 @@ from pipeline.control import KIND_SEPARATOR, ControlWriter, ensure_control_topic
 from pipeline.kafka import make_consumer
 from pipeline.offsets import Move, OffsetsError, OffsetTool
 from pipeline.settings import Settings
+from pipeline.viewer_groups import (
+    RECORD_PARTITION,
+    RESET,
+    VIEWER_ID,
+    BadRecord,
+    decode_reset,
+    reset_key,
+    reset_origin,
+    viewer_group,
+    write_reset,
+)
 from viewer.background import BackgroundLoop
 from viewer.live.resets import Resets
-from viewer.live.viewer_ids import GROUP_PREFIX, VIEWER_ID, Lease, ViewerIds, viewer_group
+from viewer.live.viewer_ids import Lease, ViewerIds
 
 log = logging.getLogger(__name__)
 
-RESET = "reset"
 VIEWER = "viewer"
-# A reset moves one stream's partition in each generation of its topic: a handful.
-MAX_POSITIONS = 16
 # The follower's fetch wait: how long a record can sit before this process sees it (and what
 # an idle follower costs: Tansu answers a fetch only after the wait, ~10 fetches a second here).
 FETCH_WAIT_MS = 100
 
 
-class BadRecord(ValueError):
-    """A control record of a kind this module owns that does not hold what it should."""
-
-
-def reset_key(group: str) -> str:
-    return f"{RESET}{KIND_SEPARATOR}{group}"
-
-
 def viewer_key(viewer_id: str) -> str:
     return f"{VIEWER}{KIND_SEPARATOR}{viewer_id}"
-
-
-def encode_reset(group: str, stream: str, positions: dict[TopicPartition, int], origin: str = "") -> bytes:
-    rows = [[tp.topic, tp.partition, offset] for tp, offset in sorted(positions.items())]
-    return json.dumps({"group": group, "stream": stream, "positions": rows, "origin": origin,
-                       "at_ms": int(time.time() * 1000)}).encode()
-
-
-def reset_origin(value: bytes) -> str | None:
-    """Which process wrote a reset record (None if it does not say)."""
-    body = json.loads(value)
-    origin = body.get("origin") if isinstance(body, dict) else None
-    return origin if isinstance(origin, str) else None
-
-
-def decode_reset(group: str, value: bytes) -> dict[TopicPartition, int]:
-    """The positions a reset record of `group` (from its key) holds; BadRecord if malformed."""
-    if not (group.startswith(GROUP_PREFIX) and VIEWER_ID.match(group[len(GROUP_PREFIX):])):
-        raise BadRecord(f"not a viewer group: {group[:80]!r}")
-    body = json.loads(value)
-    rows = body.get("positions") if isinstance(body, dict) else None
-    if not isinstance(rows, list) or not 0 < len(rows) <= MAX_POSITIONS:
-        raise BadRecord(f"group {group}: reset needs 1-{MAX_POSITIONS} positions")
-    positions = {}
-    for row in rows:
-        if not (isinstance(row, list) and len(row) == 3 and isinstance(row[0], str)
-                and all(type(n) is int and n >= 0 for n in row[1:])):
-            raise BadRecord(f"group {group}: a position is [topic, partition, offset]")
-        positions[TopicPartition(row[0], row[1])] = row[2]
-    return positions
 
 
 def decode_claim(viewer_id: str, value: bytes) -> str:
@@ -117,7 +87,7 @@ class ControlBroadcast(BackgroundLoop):
         super().__init__()
         self.settings = settings
         self.resets, self.viewer_ids = resets, viewer_ids
-        self.tp = TopicPartition(settings.control_topic, 0)
+        self.tp = TopicPartition(settings.control_topic, RECORD_PARTITION)
         self.writer = ControlWriter(settings)
         self.origin = uuid.uuid4().hex  # names this process's reset records
         self.position: int | None = None  # the next offset to read, once known
@@ -128,8 +98,7 @@ class ControlBroadcast(BackgroundLoop):
 
     def reset(self, group: str, stream: str, positions: dict[TopicPartition, int]) -> int:
         """Tell every process that `group` was reset to `positions`; the record's offset."""
-        value = encode_reset(group, stream, positions, self.origin)
-        return self.writer.write(reset_key(group), value, partition=self.tp.partition)
+        return write_reset(self.writer, group, positions, stream, self.origin)
 
     def claim(self, lease: Lease) -> None:
         """Tell every process that `lease` holds its viewer id now (their older connections end)."""

@@ -15,12 +15,13 @@ from pipeline.generations import OldestFirst, generations
 from pipeline.kafka import assign_at, make_consumer, partitions_of
 from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
+from pipeline.viewer_groups import viewer_group
 from viewer.live.delivery import SentBytes
 from viewer.live.mjpeg import FrameTicks
 from viewer.live.pacing import Pacer
 from viewer.live.reader import FrameReader
 from viewer.live.resets import Resets, ResetWatch
-from viewer.live.viewer_ids import Lease, viewer_group
+from viewer.live.viewer_ids import Lease
 from viewer.metrics import ViewerMetrics
 
 log = logging.getLogger(__name__)

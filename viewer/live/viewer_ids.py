@@ -25,7 +25,6 @@ to a resume point, and every new id is a new group on the broker.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 import uuid
@@ -35,20 +34,14 @@ from dataclasses import dataclass, field
 
 from pipeline.kafka import make_admin
 from pipeline.settings import Settings
+from pipeline.viewer_groups import GROUP_PREFIX, viewer_group
 from viewer.background import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
-GROUP_PREFIX = "viewer-"
-VIEWER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-VIEWER_ID_RULE = "viewer id must be 1-64 characters of A-Z a-z 0-9 _ . -"
 SWEEP_EVERY_S = 5.0
 # Own claims remembered until read back (a follower that starts after one was written never reads it).
 OWN_CLAIMS_KEPT = 1024
-
-
-def viewer_group(viewer_id: str) -> str:
-    return f"{GROUP_PREFIX}{viewer_id}"
 
 
 class TooManyViewers(Exception):

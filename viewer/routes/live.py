@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, jsonify, render_template, request
 from kafka.errors import KafkaError
 
+from pipeline.viewer_groups import VIEWER_ID, VIEWER_ID_RULE
 from viewer.errors import ApiError
 from viewer.extension import Viewer, current_viewer
 from viewer.live.delivery import SentBytes, response_socket
@@ -18,7 +19,7 @@ from viewer.live.hub import LiveHub
 from viewer.live.mjpeg import MIMETYPE, FrameTicks, mjpeg
 from viewer.live.pacing import parse_speed
 from viewer.live.resume import resumed_frames
-from viewer.live.viewer_ids import VIEWER_ID, VIEWER_ID_RULE, TooManyViewers
+from viewer.live.viewer_ids import TooManyViewers
 from viewer.metrics import ClientTally
 
 bp = Blueprint("viewer", __name__)

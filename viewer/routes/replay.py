@@ -9,22 +9,19 @@ from kafka.errors import KafkaError
 
 from pipeline.generations import slots
 from pipeline.offsets import GroupActiveError, OffsetsError, OffsetTool, parse_target
+from pipeline.viewer_groups import GROUP_PREFIX, VIEWER_ID_RULE, is_viewer_group
 from viewer.admin import admin_json
 from viewer.errors import ApiError
 from viewer.extension import current_viewer
 from viewer.live.resets import announce
-from viewer.live.viewer_ids import VIEWER_ID, VIEWER_ID_RULE
 
 bp = Blueprint("replay", __name__)
-
-VIEWER_GROUP_PREFIX = "viewer-"
-
 
 def _topic_for(group: str, raw: bool) -> str:
     """Viewer groups read the processed topic (raw with ?raw=1); any other group, such as the
     processors, reads the raw topic."""
     settings = current_viewer().settings.shared
-    if group.startswith(VIEWER_GROUP_PREFIX) and not raw:
+    if group.startswith(GROUP_PREFIX) and not raw:
         return settings.processed_topic
     return settings.raw_topic
 
@@ -35,7 +32,7 @@ def replay():
     group, stream, raw = body.get("group"), body.get("stream"), body.get("raw", False)
     if not isinstance(group, str) or not group or len(group) > 255:
         raise ApiError(400, "'group' must be a consumer group id, e.g. viewer-<id> or processors")
-    if group.startswith(VIEWER_GROUP_PREFIX) and not VIEWER_ID.match(group[len(VIEWER_GROUP_PREFIX):]):
+    if group.startswith(GROUP_PREFIX) and not is_viewer_group(group):
         raise ApiError(400, VIEWER_ID_RULE)
     if not isinstance(stream, str) or not stream:
         raise ApiError(400, "'stream' must be a stream name")
@@ -57,7 +54,7 @@ def replay():
                 moves = tool.plan_reset(group, tps, target)
                 positions = {m.tp: m.new for m in moves if m.new is not None}
                 record = None
-                if group.startswith(VIEWER_GROUP_PREFIX) and positions:
+                if group.startswith(GROUP_PREFIX) and positions:
                     # Written before the commit: the record, not the committed offset, moves the
                     # open streams elsewhere, and any of them that commits its old position
                     # after the commit below follows the record afterwards.

@@ -19,11 +19,12 @@ from viewer.stills.upload import (
     ResultGone,
     check_header,
     check_work,
-    decode_upload,
     job_frames,
     new_job,
     reserve,
     retry_after,
+    sends_upload_as_is,
+    start_decode,
 )
 
 bp = Blueprint("upload", __name__)
@@ -111,18 +112,25 @@ def upload():
         if not admission.admitted:
             up.jobs.forget(job_id)
             raise ApiError(429, f"{admission.refusal}; try again shortly", headers=retry_after())
+        max_record = settings.max_message_bytes - RECORD_OVERHEAD_BYTES
+        as_is = sends_upload_as_is(header, whole, max_record)
         try:
-            # The decoded BGR image (and, for a whole-image job, its lz4 copy).
-            reserve(memory, header.pixels * 3 * (2 if whole else 1))
+            # The decoded BGR image (and, for a whole-image job sent as pixels, its lz4 copy).
+            reserve(memory, header.pixels * 3 * (2 if whole and not as_is else 1))
             # Decoding proves the file is whole (a valid header can front corrupt pixel data);
             # only now, with the size checked and the memory reserved, is the allocation bounded.
-            image = decode_upload(data, header)
-            total, frames = job_frames(job_id, data, image, header, chain, tile,
-                                       settings.max_message_bytes - RECORD_OVERHEAD_BYTES)
-            # Where its output will sit, before any tile goes out: a replica that did not see
-            # the tiles go by reads them from there.
-            up.jobs.publish(record.but(state="queued", tiles_total=total, tiles_from=up.jobs.output_positions()))
+            # An upload that goes as it came is checked while it travels: its job is dropped
+            # (and the answer is the same 400) if the check fails.
+            decoded = start_decode(data, header)
+            # Where its output will sit, taken before any tile goes out (a replica that did not
+            # see the tiles go by reads them from there), while the decode runs.
+            tiles_from = up.jobs.output_positions()
+            image = None if as_is else decoded()
+            total, frames = job_frames(job_id, data, image, header, chain, tile, max_record)
+            up.jobs.publish(record.but(state="queued", tiles_total=total, tiles_from=tiles_from))
             up.publish(frames)
+            if as_is:
+                decoded()
         except KafkaError as exc:
             up.jobs.finish(job_id, state="failed", error=f"publishing failed: {exc}")
             raise ApiError(503, f"broker unreachable: {exc}", job=job_id) from None

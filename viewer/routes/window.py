@@ -12,9 +12,9 @@ from kafka.errors import KafkaError
 
 from pipeline.generations import stream_windows
 from pipeline.offsets import OffsetsError, OffsetTool, Window
+from pipeline.viewer_groups import VIEWER_ID, VIEWER_ID_RULE, viewer_group
 from viewer.errors import ApiError
 from viewer.extension import current_viewer
-from viewer.live.viewer_ids import VIEWER_ID, VIEWER_ID_RULE, viewer_group
 from viewer.routes.live import FIRST_FRAME_WAIT_S
 from viewer.shared_offsets import SharedTool
 

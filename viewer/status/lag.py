@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from pipeline.offsets import OffsetsError, OffsetTool
 from pipeline.settings import Settings
+from pipeline.viewer_groups import GROUP_PREFIX
 from viewer.background import BackgroundLoop
 from viewer.metrics import ViewerMetrics
 
@@ -66,7 +67,7 @@ class LagSampler(BackgroundLoop):
     def _groups(self, tool: OffsetTool) -> list[str]:
         with self._lock:
             watched = {f"viewer-{i}" for i in self.viewer_ids}
-        return [g for g in tool.groups() if not g.startswith("viewer-") or g in watched]
+        return [g for g in tool.groups() if not g.startswith(GROUP_PREFIX) or g in watched]
 
     def sample(self, tool: OffsetTool) -> dict[str, dict[str, int]]:
         topics = (self.settings.raw_topic, self.settings.processed_topic)

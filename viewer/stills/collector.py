@@ -22,7 +22,7 @@ from kafka import TopicPartition
 
 from pipeline.codec import CodecError, decode_image, encode_image
 from pipeline.generations import slot_names, slots
-from pipeline.kafka import BACKGROUND_FETCH, assign_at, make_consumer, partitions_of
+from pipeline.kafka import BACKGROUND_FETCH, BurstFetch, assign_at, make_consumer, partitions_of
 from pipeline.pixels import is_pixels
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
@@ -84,8 +84,11 @@ class JobCollector(BackgroundLoop):
             self.ready.set()
             for job_id in self.store.complete_unassembled():
                 self._assemble(job_id)
+            burst = BurstFetch(consumer)  # short fetch waits while a job's tiles come
             while not self.stopping.is_set():
-                for records in consumer.poll(timeout_ms=200).values():
+                batch = consumer.poll(timeout_ms=200)
+                burst.polled(bool(batch))
+                for records in batch.values():
                     for record in records:
                         self.skip_bad_record(self._handle, record)
         finally:
@@ -204,6 +207,7 @@ class JobCollector(BackgroundLoop):
             return
         self.store.finish(job_id, result)
         self.jobs.finish(job_id, state="done", out_width=status.out_width, out_height=status.out_height)
+        self.store.drop_tiles(job_id)
         log.info("job=%s done: %d tiles, %dx%d, %d bytes, assembled in %.2f s", job_id, len(tiles),
                  status.out_width, status.out_height, len(result), time.monotonic() - started)
 

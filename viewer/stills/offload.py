@@ -52,28 +52,52 @@ def native_lock():
     return threading.Lock()
 
 
-def off_hub(fn: Callable[..., T], *args, **kwargs) -> T:
-    """fn(*args, **kwargs), on a native thread unless already on one of the pool's threads;
-    exceptions propagate."""
-    if not gevent_patched() or getattr(_native_local(), "off_hub", False):
-        return fn(*args, **kwargs)
-    import gevent
+def _in_place() -> bool:
+    return not gevent_patched() or getattr(_native_local(), "off_hub", False)
 
-    def call() -> tuple[bool, T | BaseException]:
-        _native_local().off_hub = True
-        try:
-            return True, fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - handed back to the caller, raised there
-            # Returned, not raised: gevent's pool prints a full traceback for every exception
-            # raised in it, although the caller handles it (a corrupt upload is a plain 400).
-            return False, exc
-        finally:
-            _native_local().off_hub = False
 
-    ok, result = gevent.get_hub().threadpool.apply(call)
+def _native_call(fn: Callable[..., T], args: tuple, kwargs: dict) -> tuple[bool, T | BaseException]:
+    _native_local().off_hub = True
+    try:
+        return True, fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - handed back to the caller, raised there
+        # Returned, not raised: gevent's pool prints a full traceback for every exception
+        # raised in it, although the caller handles it (a corrupt upload is a plain 400).
+        return False, exc
+    finally:
+        _native_local().off_hub = False
+
+
+def _outcome(ok: bool, result: T | BaseException) -> T:
     if not ok:
         raise result
     return result
+
+
+def off_hub(fn: Callable[..., T], *args, **kwargs) -> T:
+    """fn(*args, **kwargs), on a native thread unless already on one of the pool's threads;
+    exceptions propagate."""
+    if _in_place():
+        return fn(*args, **kwargs)
+    import gevent
+
+    return _outcome(*gevent.get_hub().threadpool.apply(_native_call, (fn, args, kwargs)))
+
+
+def off_hub_start(fn: Callable[..., T], *args, **kwargs) -> Callable[[], T]:
+    """Start fn(*args, **kwargs) on a native thread and return the wait for its result (which
+    raises its exception), so the caller's greenlet works on meanwhile. Where ``off_hub`` would
+    run in place, it runs now and the wait only hands over the outcome."""
+    if _in_place():
+        try:
+            outcome = (True, fn(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 - raised by the wait, as on the pool
+            outcome = (False, exc)
+        return lambda: _outcome(*outcome)
+    import gevent
+
+    pending = gevent.get_hub().threadpool.spawn(_native_call, fn, args, kwargs)
+    return lambda: _outcome(*pending.get())
 
 
 def off_hub_method(method: Callable[..., T]) -> Callable[..., T]:

@@ -5,7 +5,7 @@ Only a cache: what a job is and how it stands is in the job-state topic (viewer/
 and the tiles are in the processed topic. A replica with an empty cache (another host, a
 deleted file) collects a job's tiles again from where the job-state topic says they sit. Workers of
 one host may share the file (``JOBS_DB``): a claim in the job's row lets only one assemble.
-Tiles are deleted once assembled; only the newest ``keep`` finished jobs (and at most
+Tiles are deleted once the assembled job is published; only the newest ``keep`` finished jobs (and at most
 ``max_result_bytes`` of results) are kept.
 """
 from __future__ import annotations
@@ -112,6 +112,8 @@ class JobStore:
                 db.executescript("DROP TABLE IF EXISTS jobs; DROP TABLE IF EXISTS tiles; DROP TABLE IF EXISTS cursor;")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.executescript(_SCHEMA)
+            # Tiles of finished jobs left by a viewer that stopped between finish() and drop_tiles().
+            db.execute("DELETE FROM tiles WHERE job NOT IN (SELECT id FROM jobs WHERE state IN ('queued', 'running'))")
 
     def _open(self, **options) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, **options)
@@ -207,14 +209,22 @@ class JobStore:
 
     @off_hub_method
     def finish(self, job_id: str, result: bytes) -> None:
+        """Store the result; the job's tiles stay until ``drop_tiles``, so that deleting them
+        (tens of MB for a large image: 0.1-1.3 s measured) does not delay the job's end."""
         with self._write() as db:
             db.execute(
                 "UPDATE jobs SET state = 'done', finished = ?, result = ?, result_bytes = ?"
                 " WHERE id = ? AND state IN ('queued', 'running')",
                 (time.time(), result, len(result), job_id),
             )
-            db.execute("DELETE FROM tiles WHERE job = ?", (job_id,))
             self._prune(db)
+
+    @off_hub_method
+    def drop_tiles(self, job_id: str) -> None:
+        """Delete a finished job's tiles (not those of a job still in progress)."""
+        with self._write() as db:
+            db.execute("DELETE FROM tiles WHERE job = ? AND job NOT IN"
+                       " (SELECT id FROM jobs WHERE state IN ('queued', 'running'))", (job_id,))
 
     @off_hub_method
     def fail(self, job_id: str, error: str) -> None:

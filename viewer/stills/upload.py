@@ -12,7 +12,7 @@ import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -31,7 +31,7 @@ from viewer.stills.budget import Busy, MemoryBudget, Reservation
 from viewer.stills.collector import JobCollector
 from viewer.stills.joblog import JobLog
 from viewer.stills.jobstate import Entry, JobRecord, Limits
-from viewer.stills.offload import off_hub
+from viewer.stills.offload import off_hub, off_hub_start
 from viewer.stills.store import JobStatus, JobStore
 
 UPLOAD_STREAM = "upload"
@@ -232,36 +232,51 @@ def check_work(chain: Chain, header: ImageHeader, max_pixels: int, max_work_s: f
                              " a lighter chain")
 
 
-def decode_upload(data: bytes, header: ImageHeader) -> np.ndarray:
-    """The pixels, on a native thread; ApiError 400 when they do not match the header."""
-    try:
-        image = off_hub(decode_image, data)
-    except (CodecError, cv2.error) as exc:
-        raise ApiError(400, f"corrupt {header.format}: {exc}") from None
-    if image.shape[:2] != (header.height, header.width):
-        raise ApiError(400, f"corrupt {header.format}: decodes to {image.shape[1]}x{image.shape[0]},"
-                             f" header says {header.width}x{header.height}")
-    return image
+def start_decode(data: bytes, header: ImageHeader) -> Callable[[], np.ndarray]:
+    """Start decoding on a native thread; the returned wait gives the pixels, or raises ApiError
+    400 when they do not match the header."""
+    pending = off_hub_start(decode_image, data)
+
+    def pixels() -> np.ndarray:
+        try:
+            image = pending()
+        except (CodecError, cv2.error) as exc:
+            raise ApiError(400, f"corrupt {header.format}: {exc}") from None
+        if image.shape[:2] != (header.height, header.width):
+            raise ApiError(400, f"corrupt {header.format}: decodes to {image.shape[1]}x{image.shape[0]},"
+                                 f" header says {header.width}x{header.height}")
+        return image
+
+    return pixels
+
+
+def sends_upload_as_is(header: ImageHeader, whole: bool, max_record_bytes: int) -> bool:
+    """A whole-image job whose pixels would not fit one record uncompressed goes as the upload
+    itself: lz4 seldom shrinks a photograph enough (a 4096² one did not fit 32 MiB), and trying
+    costs the decode and a full compression before anything is sent. The processor decodes it
+    instead, while the viewer's own decode only checks the file."""
+    return whole and header.pixels * 3 > max_record_bytes
 
 
 def _encode_pixels(pixels: np.ndarray) -> bytes:
     return encode_image(pixels, INTERNAL_ENCODING)
 
 
-def job_frames(job_id: str, data: bytes, image: np.ndarray, header: ImageHeader, chain: Chain, tile: int,
+def job_frames(job_id: str, data: bytes, image: np.ndarray | None, header: ImageHeader, chain: Chain, tile: int,
                max_record_bytes: int) -> tuple[int, Iterator[Frame]]:
     """(record count, the job's records): halo'd tiles when the chain can be tiled and the
     image is larger than a tile, else one whole frame (no tile header).
 
     Records carry the decoded pixels (lz4), so no stage decodes the upload again; only a whole
-    image whose pixels exceed one record goes as the untouched upload.
+    image whose pixels exceed one record (``sends_upload_as_is``: ``image`` may be None then)
+    goes as the untouched upload.
     Tiles are encoded lazily, so the first ones are being processed while later ones encode.
     """
     base = Frame(stream=UPLOAD_STREAM, seq=0, ts_ms=int(time.time() * 1000), encoding=INTERNAL_ENCODING,
                  width=header.width, height=header.height, data=b"", job=job_id, transform=chain.spec)
     if not chain.tileable or (header.width <= tile and header.height <= tile):
-        # Pixels that would have to compress better than 2:1 to fit are not worth trying.
-        pixels = off_hub(_encode_pixels, image) if image.nbytes <= 2 * max_record_bytes else None
+        as_is = image is None or sends_upload_as_is(header, True, max_record_bytes)
+        pixels = None if as_is else off_hub(_encode_pixels, image)
         if pixels is not None and len(pixels) <= max_record_bytes:
             return 1, iter([dataclasses.replace(base, data=pixels)])
         return 1, iter([dataclasses.replace(base, data=data, encoding=header.format)])

@@ -1,0 +1,57 @@
+"""BurstFetch (pipeline/kafka.py): a bursty reader fetches with a short wait while its records
+flow and the long background wait once idle, on kafka-python's own fetcher."""
+
+from __future__ import annotations
+
+from kafka import KafkaConsumer
+
+from pipeline.kafka import BACKGROUND_FETCH, BurstFetch
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def offline_consumer() -> KafkaConsumer:
+    # api_version given: the constructor does not contact the (absent) broker.
+    return KafkaConsumer(bootstrap_servers=["127.0.0.1:1"], api_version=(2, 8), **BACKGROUND_FETCH)
+
+
+def test_short_waits_from_the_first_records_until_the_burst_has_been_over_a_while():
+    consumer = offline_consumer()
+    clock = Clock()
+    try:
+        burst = BurstFetch(consumer, busy_ms=10, idle_ms=500, linger_s=2.0, clock=clock)
+
+        def fetcher_wait() -> int:  # what its fetch requests carry
+            return consumer._fetcher.config["fetch_max_wait_ms"]
+
+        burst.polled(False)
+        assert fetcher_wait() == burst.wait_ms == 500
+
+        burst.polled(True)
+        assert fetcher_wait() == 10
+        clock.now += 1.5
+        burst.polled(False)  # a gap inside the burst (the last tiles still being published)
+        assert fetcher_wait() == 10
+        clock.now += 1.0
+        burst.polled(False)
+        assert fetcher_wait() == 500
+
+        burst.polled(True)  # the next job
+        assert fetcher_wait() == 10
+    finally:
+        consumer.close()
+
+
+def test_a_new_reader_starts_idle_whatever_wait_it_was_built_with():
+    consumer = KafkaConsumer(bootstrap_servers=["127.0.0.1:1"], api_version=(2, 8), fetch_max_wait_ms=10)
+    try:
+        BurstFetch(consumer, busy_ms=10, idle_ms=500)
+        assert consumer._fetcher.config["fetch_max_wait_ms"] == 500
+    finally:
+        consumer.close()
