@@ -492,8 +492,16 @@ def test_a_reload_comes_back_where_the_tab_was(stack, page, problems, first_part
     wait_until_painted(page, "#view-processed img")
     (shown,) = spy.of(viewer)[opened:]
     assert paused["ts_ms"] < shown.ts_ms < paused["ts_ms"] + 1000
-    time.sleep(1.0)
-    assert 0 < viewer_window(stack, page)["viewer"]["offset"] - paused["offset"] <= 3, "it did not stop at the first frame"
+    # It stops there: the position settles and stays. (It settles a few frames on: what reached
+    # the tab's machine before the stream closed, more of them the more loaded the machine.)
+    deadline = time.monotonic() + 30
+    while True:
+        stopped = viewer_window(stack, page)["viewer"]
+        time.sleep(1.0)
+        if viewer_window(stack, page)["viewer"] == stopped:
+            break
+        assert time.monotonic() < deadline, "it did not stop at the first frame: the position kept moving"
+    assert stopped["offset"] > paused["offset"] and stopped["ts_ms"] < shown.ts_ms + 1000, (paused, shown.ts_ms, stopped)
     assert problems.errors == []
     assert page.evaluate("window.cspViolations") == []
 
