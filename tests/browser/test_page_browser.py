@@ -272,12 +272,14 @@ def test_banner_says_broker_down_then_server_gone(page, screenshots):
 
 def test_processors_panel_renders_heartbeats(stack, page):
     """The panel draws what /workers answers (here a fixed answer in the viewer's shape:
-    epoch-second heartbeats), marking silent processors and naming the transform."""
+    epoch-second heartbeats), marking silent processors and naming the chain each stream got
+    (the default when a heartbeat names no streams)."""
     def answer(route) -> None:
         now = time.time()  # at answer time, so the shown age is ~1 s however slow the page is
         beat = {"transform": "grayscale"}
         workers = [
-            {**beat, "id": "proc-a", "host": "host1", "partitions": [0, 2], "fps": 12.5, "last_heartbeat": now - 1},
+            {**beat, "id": "proc-a", "host": "host1", "partitions": [0, 2], "fps": 12.5, "last_heartbeat": now - 1,
+             "chains": {"cam": "blur:ksize=5", "door": "grayscale"}},
             {**beat, "id": "proc-b", "host": "h2", "partitions": [], "fps": 0.0, "last_heartbeat": now - 30, "state": "stopping"},
         ]
         route.fulfill(json={"workers": workers, "error": None})
@@ -286,8 +288,10 @@ def test_processors_panel_renders_heartbeats(stack, page):
     open_page(page, stack)
     rows = page.locator("#workers-table tbody tr")
     expect(rows).to_have_count(2, timeout=WAIT_MS)
-    expect(rows.nth(0).locator("td")).to_have_text(["proc-a", "host1", "0, 2", "12.5", re.compile(r"^(\d+ ms|[12]\.\d s) ago$")])
+    expect(rows.nth(0).locator("td")).to_have_text(["proc-a", "host1", "0, 2", "12.5", re.compile(r"^(\d+ ms|[12]\.\d s) ago$"),
+                                                    "cam: blur:ksize=5; door: grayscale"])
     expect(rows.nth(1).locator("td").nth(0)).to_have_text("proc-b (stopping)")
+    expect(rows.nth(1).locator("td").nth(5)).to_have_text("grayscale (default)")
     expect(rows.nth(1).locator("td").nth(2)).to_have_text("none")
     expect(rows.nth(1)).to_have_class("stale")
     expect(page.locator("#stat-transform")).to_have_text("grayscale")
