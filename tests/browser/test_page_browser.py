@@ -496,8 +496,16 @@ def test_a_reload_comes_back_where_the_tab_was(stack, page, problems, first_part
     wait_until_painted(page, "#view-processed img")
     (shown,) = spy.of(viewer)[opened:]
     assert paused["ts_ms"] < shown.ts_ms < paused["ts_ms"] + 1000
-    time.sleep(1.0)
-    assert 0 < viewer_window(stack, page)["viewer"]["offset"] - paused["offset"] <= 3, "it did not stop at the first frame"
+    # It stops there: the position settles and stays. (It settles a few frames on: what reached
+    # the tab's machine before the stream closed, more of them the more loaded the machine.)
+    deadline = time.monotonic() + 30
+    while True:
+        stopped = viewer_window(stack, page)["viewer"]
+        time.sleep(1.0)
+        if viewer_window(stack, page)["viewer"] == stopped:
+            break
+        assert time.monotonic() < deadline, "it did not stop at the first frame: the position kept moving"
+    assert stopped["offset"] > paused["offset"] and stopped["ts_ms"] < shown.ts_ms + 1000, (paused, shown.ts_ms, stopped)
     assert problems.errors == []
     assert page.evaluate("window.cspViolations") == []
 
@@ -631,9 +639,16 @@ def sample_chain_restored(stack) -> Iterator[None]:
     raise AssertionError("stream sample never went back to grayscale")
 
 
+def open_chain_editor(page: Page, url: str) -> None:
+    """open_page, then until the editor shows the stream's chain: the page loads it after the
+    stream is picked, and that load redraws the editor (a step added before it would vanish)."""
+    open_page(page, url)
+    expect(page.locator("#chain-status")).to_have_text(re.compile(r"chain\.$"), timeout=WAIT_MS)
+
+
 def test_the_editor_changes_the_live_picture_and_the_stats_show_the_applied_chain(
         stack, page, problems, screenshots, sample_chain_restored):
-    open_page(page, stack)
+    open_chain_editor(page, stack)
     panel = page.locator("#chain")
     img = page.locator("#view-processed img")
     expect(page.locator("#stat-transform")).to_have_text("grayscale")
@@ -676,7 +691,7 @@ def test_the_editor_changes_the_live_picture_and_the_stats_show_the_applied_chai
 
 def test_the_editor_fits_a_phone(stack, page, screenshots):
     page.set_viewport_size({"width": 390, "height": 844})
-    open_page(page, stack)
+    open_chain_editor(page, stack)
     panel = page.locator("#chain")
     panel.get_by_role("button", name="Add step").click()
     panel.get_by_label("Step 2 transform").select_option("faceblur")  # the most parameters
