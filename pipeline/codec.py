@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import simplejpeg
+
+try:
+    import simplejpeg
+except ImportError:  # a venv made before it was a requirement (`make venv` adds it): OpenCV decodes, same pixels
+    simplejpeg = None
 
 from pipeline.imageheader import JPEG_SOI, ImageHeader, ImageHeaderError, check_pixels, jpeg_has_exif, read_header
 from pipeline.pixels import PixelsError, decode_pixels, encode_pixels, is_pixels, pixels_shape
@@ -83,6 +87,8 @@ def _fast_jpeg(data: bytes) -> np.ndarray | None:
     """The JPEG decoded by simplejpeg, or None where OpenCV must decide: an Exif block (OpenCV
     applies its orientation), another colour space, or anything simplejpeg reports (it refuses
     even libjpeg's warnings, e.g. a truncated file, which OpenCV decodes as far as it goes)."""
+    if simplejpeg is None:
+        return None
     try:
         if jpeg_has_exif(data) or simplejpeg.decode_jpeg_header(data)[2] not in _FAST_JPEG_COLORSPACES:
             return None
