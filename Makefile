@@ -29,10 +29,9 @@ demo: $(RUNTIME)
 	$(PY) -m pipeline up $(ARGS)
 
 # Tests run in TEST_WORKERS processes (a module stays on one worker, with its broker); the few
-# that measure the machine run alone afterwards. The default is 1: with 2 on two cores, a
-# different timing-sensitive test failed in most full runs (starved 1 s group sessions, browser
-# waits). TEST_WORKERS=2 takes ~7 min instead of ~12, for local runs.
-TEST_WORKERS ?= 1
+# that measure timing or memory against the machine run alone afterwards (marker serial).
+# TEST_WORKERS=1 runs the first part one test at a time (about 12 min instead of about 7).
+TEST_WORKERS ?= 2
 
 test: $(DEV)
 	$(PY) -m ruff check .

@@ -1,12 +1,23 @@
 """Image codecs shared by every stage: encode to JPEG/PNG (the edges) or lz4 pixels (hops inside
-the pipeline, see pipeline/pixels.py) and decode any of them back to numpy."""
+the pipeline, see pipeline/pixels.py) and decode any of them back to numpy.
+
+JPEG decoding goes through simplejpeg (libjpeg-turbo's TurboJPEG API) where it gives exactly
+what ``cv2.imdecode`` gives, about twice as fast here (640x360: 0.6 vs 1.1 ms; 1280x720: 2.0 vs
+4.2 ms); every other JPEG, and every PNG, is decoded by OpenCV as before. Encoding stays on
+OpenCV, whose JPEG encoder is the faster one.
+"""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from pipeline.imageheader import ImageHeader, ImageHeaderError, check_pixels, read_header
+try:
+    import simplejpeg
+except ImportError:  # a venv made before it was a requirement (`make venv` adds it): OpenCV decodes, same pixels
+    simplejpeg = None
+
+from pipeline.imageheader import JPEG_SOI, ImageHeader, ImageHeaderError, check_pixels, jpeg_has_exif, read_header
 from pipeline.pixels import PixelsError, decode_pixels, encode_pixels, is_pixels, pixels_shape
 
 
@@ -59,7 +70,28 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
         if image.ndim == 2:
             return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    image = _fast_jpeg(data) if data[:2] == JPEG_SOI else None
+    if image is None:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise CodecError(f"cannot decode image ({len(data)} bytes)")
     return image
+
+
+# The colour spaces simplejpeg converts to BGR exactly as OpenCV does (CMYK, YCCK and RGB JPEGs
+# are left to OpenCV).
+_FAST_JPEG_COLORSPACES = ("YCbCr", "Gray")
+
+
+def _fast_jpeg(data: bytes) -> np.ndarray | None:
+    """The JPEG decoded by simplejpeg, or None where OpenCV must decide: an Exif block (OpenCV
+    applies its orientation), another colour space, or anything simplejpeg reports (it refuses
+    even libjpeg's warnings, e.g. a truncated file, which OpenCV decodes as far as it goes)."""
+    if simplejpeg is None:
+        return None
+    try:
+        if jpeg_has_exif(data) or simplejpeg.decode_jpeg_header(data)[2] not in _FAST_JPEG_COLORSPACES:
+            return None
+        return simplejpeg.decode_jpeg(data, colorspace="BGR")
+    except ValueError:  # ImageHeaderError is one too
+        return None

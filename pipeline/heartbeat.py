@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 HEARTBEAT_INTERVAL_S = 2.0
 """How often a processor publishes; a worker silent for several intervals is gone."""
 
 STALE_AFTER_S = 3 * HEARTBEAT_INTERVAL_S
+
+MAX_CHAINS = 32
+"""Streams a heartbeat names the chain of: bounds the record, and what a reader keeps of one."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class Heartbeat:
     pid: int
     group: str
     transform: str
+    """The processor's default chain (``--transform``): what a stream without a chain of its own gets."""
     topic: str
     partitions: list[int] = field(default_factory=list)
     """Partitions of ``topic`` assigned to this processor when the record was sent."""
@@ -41,6 +45,10 @@ class Heartbeat:
     state: str = "running"
     ts: int = 0
     """Wall-clock milliseconds when sent."""
+    chains: dict[str, str] = field(default_factory=dict)
+    """Stream -> the chain applied to its frames, for the streams processed since the previous
+    heartbeat (the first ``MAX_CHAINS`` seen): a stream's live chain (the control topic) or
+    the default. Empty while idle and from processors older than this field."""
 
 
 class HeartbeatError(ValueError):
@@ -62,6 +70,11 @@ def decode_heartbeat(value: bytes | None) -> Heartbeat:
         raise HeartbeatError(f"not a heartbeat record: {exc}") from None
     if not isinstance(beat.partitions, list) or not isinstance(beat.ts, int):
         raise HeartbeatError("heartbeat has malformed partitions or ts")
+    chains = beat.chains
+    if not isinstance(chains, dict) or not all(isinstance(v, str) for v in chains.values()):
+        raise HeartbeatError("heartbeat has malformed chains")
+    if len(chains) > MAX_CHAINS:  # anyone can write to the topic: keep what a processor would send
+        beat = replace(beat, chains=dict(list(chains.items())[:MAX_CHAINS]))
     return beat
 
 

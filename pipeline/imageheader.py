@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -18,6 +19,8 @@ JPEG_EOI = b"\xff\xd9"
 # Start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range.
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _JPEG_SOS = 0xDA
+_JPEG_APP1 = 0xE1
+_EXIF = b"Exif\x00\x00"
 # Markers without a length field: TEM and the restart markers.
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
 
@@ -110,13 +113,33 @@ def _png_header(data: bytes) -> ImageHeader:
 
 
 def _jpeg_header(data: bytes) -> ImageHeader:
-    """Walk the marker segments to the first scan; the size is in the start-of-frame segment.
+    """The size is in the start-of-frame segment, before the first scan.
 
     The file is complete when an EOI marker follows the scan: entropy-coded data stuffs every
     0xFF with 0x00, so FF D9 after the scan start can only be a real end of image.
     """
-    pos = len(JPEG_SOI)
     size: tuple[int, int] | None = None
+    for marker, pos, length in jpeg_segments(data):
+        if marker in _JPEG_SOF and size is None:
+            if length < 7:
+                raise CorruptImage("corrupt JPEG: start-of-frame segment too short")
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            if width == 0 or height == 0:
+                raise CorruptImage("corrupt JPEG: zero width or height")
+            size = (width, height)
+        if marker == _JPEG_SOS:
+            if size is None:
+                raise CorruptImage("corrupt JPEG: image data before the start-of-frame segment")
+            if data.find(JPEG_EOI, pos + 2 + length) < 0:
+                raise CorruptImage("truncated JPEG: no end-of-image marker after the image data")
+            return ImageHeader("jpeg", size[0], size[1])
+    raise AssertionError("jpeg_segments ends at the first scan or raises")  # pragma: no cover
+
+
+def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(marker, position, length field) of each marker segment of a JPEG that starts with SOI,
+    up to and including the first scan (SOS); CorruptImage if it is malformed before then."""
+    pos = len(JPEG_SOI)
     while True:
         while data[pos:pos + 2] == b"\xff\xff":
             pos += 1  # fill bytes before a marker
@@ -135,17 +158,13 @@ def _jpeg_header(data: bytes) -> ImageHeader:
         (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
         if length < 2 or pos + 2 + length > len(data):
             raise CorruptImage("truncated JPEG: a segment runs past the end of the file")
-        if marker in _JPEG_SOF and size is None:
-            if length < 7:
-                raise CorruptImage("corrupt JPEG: start-of-frame segment too short")
-            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
-            if width == 0 or height == 0:
-                raise CorruptImage("corrupt JPEG: zero width or height")
-            size = (width, height)
+        yield marker, pos, length
         if marker == _JPEG_SOS:
-            if size is None:
-                raise CorruptImage("corrupt JPEG: image data before the start-of-frame segment")
-            if data.find(JPEG_EOI, pos + 2 + length) < 0:
-                raise CorruptImage("truncated JPEG: no end-of-image marker after the image data")
-            return ImageHeader("jpeg", size[0], size[1])
+            return
         pos += 2 + length
+
+
+def jpeg_has_exif(data: bytes) -> bool:
+    """Whether a JPEG carries an Exif block (APP1), which may say how to rotate the image."""
+    return any(marker == _JPEG_APP1 and data[pos + 4:pos + 10] == _EXIF
+               for marker, pos, _ in jpeg_segments(data))

@@ -159,7 +159,11 @@ def make_producer(settings: Settings, role: str = "producer", **overrides) -> Ka
         "acks": "all" if settings.producer_acks == "all" else int(settings.producer_acks),
         "linger_ms": 0,
         # No waiting (linger 0), but records that queue up while a request is in flight share the
-        # next one: at 16 KiB (the default) every 30-60 KB frame was a request of its own.
+        # next one: at 16 KiB (the default) every 30-60 KB frame was a request of its own. One
+        # request in flight (default 5) so that they do queue up: at full speed each frame was
+        # otherwise still a request of its own, and the producer spent ~15% more CPU per frame
+        # (the broker ~25% more). It also keeps a partition's order through retries.
+        "max_in_flight_requests_per_connection": 1,
         "batch_size": BATCH_BYTES,
         "max_request_size": settings.max_message_bytes,
         "retries": 5,

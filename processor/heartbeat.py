@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from pipeline.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat, encode_heartbeat
+from pipeline.heartbeat import HEARTBEAT_INTERVAL_S, MAX_CHAINS, Heartbeat, encode_heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ class ProcessorStats:
     commits: int = 0
     rebalances: int = 0
     partitions: list[int] = field(default_factory=list)
+    # Stream -> chain applied, since the last heartbeat took them (at most MAX_CHAINS streams).
+    chains: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, frames: int = 0, dead_letters: int = 0, commits: int = 0) -> None:
@@ -33,6 +35,12 @@ class ProcessorStats:
             self.frames += frames
             self.dead_letters += dead_letters
             self.commits += commits
+
+    def applied(self, stream: str, spec: str) -> None:
+        """A frame of `stream` got chain `spec` (the stream's live chain or the default)."""
+        with self.lock:
+            if stream in self.chains or len(self.chains) < MAX_CHAINS:
+                self.chains[stream] = spec
 
     def assign(self, partitions: list[int]) -> None:
         with self.lock:
@@ -80,13 +88,15 @@ class HeartbeatPublisher:
         with self.stats.lock:
             frames, errors, partitions = self.stats.frames, self.stats.dead_letters, list(self.stats.partitions)
             rebalances = self.stats.rebalances
+            chains, self.stats.chains = self.stats.chains, {}  # each heartbeat names the streams of its interval
         then, frames_then = self._last
         self._last = (now, frames)
         fps = (frames - frames_then) / (now - then) if now > then else 0.0
         w = self.who
         return Heartbeat(id=w.id, host=w.host, pid=w.pid, group=w.group, transform=w.transform, topic=w.topic,
                          partitions=partitions, frames=frames, fps=round(fps, 2), errors=errors, rebalances=rebalances,
-                         concurrency=w.concurrency, tile=w.tile, state=state, ts=int(time.time() * 1000))
+                         concurrency=w.concurrency, tile=w.tile, state=state, ts=int(time.time() * 1000),
+                         chains=chains)
 
     def _publish(self, state: str = "running") -> None:
         key, value = encode_heartbeat(self.beat(state))

@@ -213,12 +213,15 @@
     if (node.textContent !== text) node.textContent = text;
   }
 
-  // Processors announce their transform in heartbeats; /streams may also name it per stream.
+  // The newest frame names its chain (/streams); until one comes, the processors' heartbeats
+  // say which chain each stream they processed got, and failing that their default.
   let workerTransforms = [];
+  let workerChains = {};
 
   function showStats(info) {
     const delay = info ? info.age_ms ?? info.lag_ms : null;
-    setText("#stat-transform", (info && info.transform) || workerTransforms.join(" / ") || "–");
+    const fallback = workerChains[selection.stream] || workerTransforms.join(" / ");
+    setText("#stat-transform", (info && info.transform) || fallback || "–");
     setText("#stat-fps", info && typeof info.fps === "number" ? `${info.fps.toFixed(1)} fps` : "–");
     setText("#stat-delay", formatMs(delay));
     setText("#stat-lag", formatLag(info ? info.lag : null));
@@ -281,6 +284,14 @@
     return null;
   }
 
+  // Per stream processed since the last heartbeat, the chain it got; an idle processor (or an
+  // older one, whose heartbeats name no streams) shows its default chain.
+  function workerChainsText(worker) {
+    const chains = worker.chains && typeof worker.chains === "object" ? Object.entries(worker.chains) : [];
+    if (chains.length) return chains.map(([stream, spec]) => `${stream}: ${spec}`).join("; ");
+    return worker.transform ? `${worker.transform} (default)` : "–";
+  }
+
   function workerRow(worker, nowMs) {
     const age = heartbeatAgeS(worker, nowMs);
     const partitions = Array.isArray(worker.partitions) ? worker.partitions.join(", ") : worker.partitions ?? "–";
@@ -291,6 +302,7 @@
       partitions === "" ? "none" : String(partitions),
       typeof fps === "number" ? fps.toFixed(1) : "–",
       age === null ? "–" : `${formatMs(age * 1000)} ago`,
+      workerChainsText(worker),
     ];
     const row = document.createElement("tr");
     if (age !== null && age > STALE_HEARTBEAT_S) row.className = "stale";
@@ -321,6 +333,7 @@
       return;
     }
     workerTransforms = [...new Set(workers.map((w) => w.transform).filter(Boolean))];
+    workerChains = Object.assign({}, ...workers.map((w) => (w.chains && typeof w.chains === "object" ? w.chains : {})));
     if (workers.length === 0 && Date.now() - pageOpened < FIRST_HEARTBEATS_MS) {
       // The viewer starts its heartbeat reader on first use: its first answers are empty.
       showWorkersNote("Looking for processors…");

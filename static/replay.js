@@ -4,7 +4,9 @@
 // switches the image from the live stream to ?viewer=; a reset reaches the open stream, which
 // goes on from the new position without a reload. Pause closes the stream (the server keeps
 // the position of the last frame the tab received) and shows the frame it stopped on; play
-// opens it again from there.
+// opens it again from there. A reload keeps all this: the mode, the speed and the paused frame
+// are kept per tab (sessionStorage, like the viewer id), so a replaying tab resumes from its
+// group's committed offsets and a paused one shows the same frame, paused; a live tab stays live.
 (() => {
   "use strict";
 
@@ -12,6 +14,9 @@
   const STEP_MS = 10000;
   // A shift+drag shorter than this is a click: it clears the mark.
   const MIN_MARK_MS = 500;
+  // What a reload restores: {stream, mode, speed}, and the paused frame (a data: URL).
+  const STATE_KEY = "replay-state";
+  const STILL_KEY = "replay-still";
 
   // Per tab (sessionStorage, which a reload keeps): each tab has a position of its own.
   function viewerId() {
@@ -78,7 +83,28 @@
       figure.dataset.replay = mode === "live" ? "" : mode;
       playButton.textContent = mode === "paused" ? "Play" : "Pause";
       playButton.dataset.action = mode === "paused" ? "play" : "pause";
+      if (mode !== "paused") sessionStorage.removeItem(STILL_KEY);
+      saveState();
       render();
+    }
+
+    function saveState() {
+      sessionStorage.setItem(STATE_KEY, JSON.stringify({ stream: stream(), mode: view.mode, speed: speed() }));
+    }
+
+    // The paused frame, for a reload; a frame too big for the tab's storage is not kept (a
+    // reload then shows the next frame instead).
+    function keepStill(blob, url) {
+      const reader = new FileReader();
+      reader.onload = () => {
+        if (view.mode !== "paused" || view.snapshot !== url) return;
+        try {
+          sessionStorage.setItem(STILL_KEY, reader.result);
+        } catch (error) {
+          sessionStorage.removeItem(STILL_KEY);
+        }
+      };
+      reader.readAsDataURL(blob);
     }
 
     function play() {
@@ -101,11 +127,45 @@
       view.snapshot = still ? URL.createObjectURL(still) : null;
       if (view.snapshot) img.src = view.snapshot;
       else img.removeAttribute("src");
+      sessionStorage.removeItem(STILL_KEY);
       setMode("paused");
+      if (still) keepStill(still, view.snapshot);
+    }
+
+    // After a reload: the tab's mode and speed as they were, if it still shows the same stream.
+    function restore() {
+      let saved = null;
+      try {
+        saved = JSON.parse(sessionStorage.getItem(STATE_KEY));
+      } catch (error) {
+        saved = null;
+      }
+      if (saved && [...speedPicker.options].some((option) => option.value === saved.speed)) {
+        speedPicker.value = saved.speed;
+      }
+      if (!saved || !stream() || saved.stream !== stream() || figure.hidden) {
+        setMode("live");
+      } else if (saved.mode === "playing") {
+        play();
+      } else if (saved.mode === "paused") {
+        const still = sessionStorage.getItem(STILL_KEY);
+        if (still) {
+          // The frame it was paused on; the position stays where the server committed it.
+          view.snapshot = still;
+          img.src = still;
+          setMode("paused");
+        } else {
+          // No frame kept: show the one at the position, then pause there.
+          play();
+          img.addEventListener("load", () => view.mode === "playing" && pause(), { once: true });
+        }
+      } else {
+        setMode("live");
+      }
     }
 
     function releaseSnapshot() {
-      if (view.snapshot) URL.revokeObjectURL(view.snapshot);
+      if (view.snapshot && view.snapshot.startsWith("blob:")) URL.revokeObjectURL(view.snapshot);
       view.snapshot = null;
     }
 
@@ -290,6 +350,7 @@
     speedPicker.addEventListener("change", () => {
       if (view.mode === "playing") play(); // reopen at the same frame, at the new pace
       else render();
+      saveState();
     });
 
     // The page's stream picker (or hiding the view) points the image at a live view or at
@@ -307,7 +368,7 @@
       refresh();
     });
 
-    setMode("live");
+    restore();
     every(WINDOW_EVERY_MS, refresh);
   }
 })();

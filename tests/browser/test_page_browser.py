@@ -27,10 +27,12 @@ from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
 from producer import run as producer_run
 from tests.support.broker_helpers import first_seq
+from tests.support.first_parts import FirstParts
 from tests.support.images import is_grayscale
 from tests.support.paths import SAMPLE_PNG, SAMPLE_VIDEO
 from tests.support.server import ServerThread
 from tests.support.stack import running_stack
+from tests.support.waiting import wait_until
 from viewer import create_app
 from viewer.extension import viewer_of
 
@@ -63,9 +65,19 @@ def settings(module_settings):
 
 
 @pytest.fixture(scope="module")
-def stack(settings, serve, tmp_path_factory):
+def first_parts() -> dict[str, FirstParts]:
+    """The stack's FirstParts (under "spy" once the stack runs): what each ?viewer= stream sent first."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def stack(settings, serve, tmp_path_factory, first_parts):
+    def serve_watched(app) -> str:
+        app.wsgi_app = first_parts["spy"] = FirstParts(app.wsgi_app)
+        return serve(app)
+
     jobs_db = str(tmp_path_factory.mktemp("jobs") / "jobs.sqlite3")
-    with running_stack(settings, serve, app_config={"JOBS_DB": jobs_db}) as url:
+    with running_stack(settings, serve_watched, app_config={"JOBS_DB": jobs_db}) as url:
         yield url
 
 
@@ -260,12 +272,14 @@ def test_banner_says_broker_down_then_server_gone(page, screenshots):
 
 def test_processors_panel_renders_heartbeats(stack, page):
     """The panel draws what /workers answers (here a fixed answer in the viewer's shape:
-    epoch-second heartbeats), marking silent processors and naming the transform."""
+    epoch-second heartbeats), marking silent processors and naming the chain each stream got
+    (the default when a heartbeat names no streams)."""
     def answer(route) -> None:
         now = time.time()  # at answer time, so the shown age is ~1 s however slow the page is
         beat = {"transform": "grayscale"}
         workers = [
-            {**beat, "id": "proc-a", "host": "host1", "partitions": [0, 2], "fps": 12.5, "last_heartbeat": now - 1},
+            {**beat, "id": "proc-a", "host": "host1", "partitions": [0, 2], "fps": 12.5, "last_heartbeat": now - 1,
+             "chains": {"cam": "blur:ksize=5", "door": "grayscale"}},
             {**beat, "id": "proc-b", "host": "h2", "partitions": [], "fps": 0.0, "last_heartbeat": now - 30, "state": "stopping"},
         ]
         route.fulfill(json={"workers": workers, "error": None})
@@ -274,8 +288,10 @@ def test_processors_panel_renders_heartbeats(stack, page):
     open_page(page, stack)
     rows = page.locator("#workers-table tbody tr")
     expect(rows).to_have_count(2, timeout=WAIT_MS)
-    expect(rows.nth(0).locator("td")).to_have_text(["proc-a", "host1", "0, 2", "12.5", re.compile(r"^(\d+ ms|[12]\.\d s) ago$")])
+    expect(rows.nth(0).locator("td")).to_have_text(["proc-a", "host1", "0, 2", "12.5", re.compile(r"^(\d+ ms|[12]\.\d s) ago$"),
+                                                    "cam: blur:ksize=5; door: grayscale"])
     expect(rows.nth(1).locator("td").nth(0)).to_have_text("proc-b (stopping)")
+    expect(rows.nth(1).locator("td").nth(5)).to_have_text("grayscale (default)")
     expect(rows.nth(1).locator("td").nth(2)).to_have_text("none")
     expect(rows.nth(1)).to_have_class("stale")
     expect(page.locator("#stat-transform")).to_have_text("grayscale")
@@ -392,6 +408,106 @@ def test_pause_on_live_keeps_that_moment_and_play_goes_on_from_it(stack, page, p
     # It plays on from the paused frame at the recorded pace: about 2 s behind live now.
     expect(page.locator("#view-processed .timeline-at")).to_have_text(re.compile(r"from live$"), timeout=WAIT_MS)
     assert problems.errors == []
+
+
+def replay_state(page: Page) -> tuple[str, dict]:
+    """This tab's viewer id and what replay.js keeps for a reload."""
+    viewer, state = page.evaluate("[sessionStorage.getItem('viewer-id'), JSON.parse(sessionStorage.getItem('replay-state'))]")
+    return viewer, state
+
+
+def test_a_reload_comes_back_where_the_tab_was(stack, page, problems, first_parts):
+    """Live stays live; a replaying tab resumes at its position (same id, same speed), not at the
+    live end; a paused one comes back paused on the same frame; the reloaded page obeys its CSP."""
+    spy = first_parts["spy"]
+    page.add_init_script("window.cspViolations = []; document.addEventListener('securitypolicyviolation',"
+                         " (e) => window.cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));")
+    open_page(page, stack)
+    img = page.locator("#view-processed img")
+    caption = page.locator("#processed-caption")
+    page.reload()
+    wait_until_painted(page, "#view-processed img")
+    expect(img).to_have_attribute("src", "/stream/sample.mjpg")
+    expect(caption).to_have_text("Processed · live")
+
+    # Replay from the start at half speed, so the tab falls further behind live as it plays.
+    page.locator("#view-processed .replay-speed select").select_option("0.5")
+    page.locator("#view-processed").get_by_role("button", name="Replay from start").click()
+    expect(img).to_have_attribute("src", re.compile(r"\?viewer=.*&speed=0\.5$"), timeout=WAIT_MS)
+    viewer, _ = replay_state(page)
+    deadline = time.monotonic() + 60
+    while True:  # 6 s behind live, so that the live end is far from where the tab is
+        before = viewer_window(stack, page)
+        at = before["viewer"]["ts_ms"]
+        if at is not None and before["newest"]["ts_ms"] - at > 6000:
+            break
+        assert time.monotonic() < deadline, before
+        time.sleep(0.5)
+    opened = len(spy.of(viewer))
+    page.reload()
+    wait_until_painted(page, "#view-processed img")
+    expect(img).to_have_attribute("src", f"/stream/sample.mjpg?viewer={viewer}&speed=0.5")
+    expect(page.locator("#view-processed .replay-speed select")).to_have_value("0.5")
+    expect(caption).to_have_text(re.compile(r"^Processed · replay \d\d:\d\d:\d\d\.\d · 0\.5×$"), timeout=WAIT_MS)
+    expect(page.locator("#view-processed .timeline-at")).to_have_text(re.compile(r"from live$"), timeout=WAIT_MS)
+    wait_until(lambda: len(spy.of(viewer)) > opened, "the reloaded page's stream sent its first frame")
+    first = spy.of(viewer)[opened]
+    behind = before["newest"]["ts_ms"] - at
+    assert at <= first.ts_ms < at + behind / 2, f"first frame after the reload at {first.ts_ms}, was at {at}, live {behind} ms on"
+    assert replay_state(page) == (viewer, {"stream": "sample", "mode": "playing", "speed": "0.5"})
+
+    # Paused: after a reload the same frame, paused, and the position does not move.
+    page.locator("#view-processed .replay-play").click()
+    expect(page.locator("#view-processed .replay-play")).to_have_text("Play")
+    page.wait_for_function("() => sessionStorage.getItem('replay-still')", timeout=WAIT_MS)
+    still = img.evaluate("node => { const c = document.createElement('canvas'); c.width = node.naturalWidth;"
+                         " c.height = node.naturalHeight; c.getContext('2d').drawImage(node, 0, 0);"
+                         " return c.toDataURL('image/png'); }")
+    time.sleep(1.0)  # the server notices the closed stream and commits the last frame sent
+    paused = viewer_window(stack, page)["viewer"]
+    opened = len(spy.of(viewer))
+    page.reload()
+    expect(page.locator("#view-processed .replay-play")).to_have_text("Play", timeout=WAIT_MS)
+    expect(img).to_have_attribute("src", re.compile(r"^data:image/jpeg;base64,"))
+    wait_until_painted(page, "#view-processed img")
+    assert img.evaluate("node => { const c = document.createElement('canvas'); c.width = node.naturalWidth;"
+                        " c.height = node.naturalHeight; c.getContext('2d').drawImage(node, 0, 0);"
+                        " return c.toDataURL('image/png'); }") == still, "a different frame after the reload"
+    expect(caption).to_have_text(re.compile(r"^Processed · paused at \d\d:\d\d:\d\d\.\d$"), timeout=WAIT_MS)
+    time.sleep(1.5)
+    assert viewer_window(stack, page)["viewer"] == paused, "the position moved while paused"
+    assert len(spy.of(viewer)) == opened, "a paused page opened its stream"
+    page.locator("#view-processed .replay-play").click()
+    wait_until(lambda: len(spy.of(viewer)) > opened, "play sent a frame")
+    assert paused["ts_ms"] < spy.of(viewer)[opened].ts_ms < paused["ts_ms"] + 1000, "play went on from elsewhere"
+
+    # Without the paused frame kept (too big for the tab's storage), a reload shows the frame at
+    # the position and pauses again there.
+    wait_until(lambda: viewer_window(stack, page)["viewer"]["offset"] > paused["offset"] + 2, "frames played")
+    page.locator("#view-processed .replay-play").click()
+    page.wait_for_function("() => sessionStorage.getItem('replay-still')", timeout=WAIT_MS)
+    page.evaluate("sessionStorage.removeItem('replay-still')")
+    time.sleep(1.0)
+    paused = viewer_window(stack, page)["viewer"]
+    opened = len(spy.of(viewer))
+    page.reload()
+    expect(img).to_have_attribute("src", re.compile(r"^blob:"), timeout=WAIT_MS)
+    expect(page.locator("#view-processed .replay-play")).to_have_text("Play")
+    wait_until_painted(page, "#view-processed img")
+    (shown,) = spy.of(viewer)[opened:]
+    assert paused["ts_ms"] < shown.ts_ms < paused["ts_ms"] + 1000
+    # It stops there: the position settles and stays. (It settles a few frames on: what reached
+    # the tab's machine before the stream closed, more of them the more loaded the machine.)
+    deadline = time.monotonic() + 30
+    while True:
+        stopped = viewer_window(stack, page)["viewer"]
+        time.sleep(1.0)
+        if viewer_window(stack, page)["viewer"] == stopped:
+            break
+        assert time.monotonic() < deadline, "it did not stop at the first frame: the position kept moving"
+    assert stopped["offset"] > paused["offset"] and stopped["ts_ms"] < shown.ts_ms + 1000, (paused, shown.ts_ms, stopped)
+    assert problems.errors == []
+    assert page.evaluate("window.cspViolations") == []
 
 
 def test_page_recovers_after_losing_the_network(stack, browser, page):
@@ -523,9 +639,16 @@ def sample_chain_restored(stack) -> Iterator[None]:
     raise AssertionError("stream sample never went back to grayscale")
 
 
+def open_chain_editor(page: Page, url: str) -> None:
+    """open_page, then until the editor shows the stream's chain: the page loads it after the
+    stream is picked, and that load redraws the editor (a step added before it would vanish)."""
+    open_page(page, url)
+    expect(page.locator("#chain-status")).to_have_text(re.compile(r"chain\.$"), timeout=WAIT_MS)
+
+
 def test_the_editor_changes_the_live_picture_and_the_stats_show_the_applied_chain(
         stack, page, problems, screenshots, sample_chain_restored):
-    open_page(page, stack)
+    open_chain_editor(page, stack)
     panel = page.locator("#chain")
     img = page.locator("#view-processed img")
     expect(page.locator("#stat-transform")).to_have_text("grayscale")
@@ -568,7 +691,7 @@ def test_the_editor_changes_the_live_picture_and_the_stats_show_the_applied_chai
 
 def test_the_editor_fits_a_phone(stack, page, screenshots):
     page.set_viewport_size({"width": 390, "height": 844})
-    open_page(page, stack)
+    open_chain_editor(page, stack)
     panel = page.locator("#chain")
     panel.get_by_role("button", name="Add step").click()
     panel.get_by_label("Step 2 transform").select_option("faceblur")  # the most parameters

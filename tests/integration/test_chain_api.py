@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 import uuid
 
 import pytest
@@ -151,3 +152,19 @@ def test_another_viewer_replica_reads_the_same_chain(stack, module_settings, ser
         assert requests.get(f"{stack}/api/streams/{STREAM}/transform", timeout=30).json()["spec"] == "sepia"
     finally:
         viewer_of(other).shutdown()
+
+
+def test_workers_say_which_chain_each_stream_got(stack):
+    """A stream's own chain is what the processor's heartbeat names for it; `transform` stays
+    the processor's default."""
+    assert put(stack, STREAM, {"spec": "blur:ksize=5"}).status_code == 200
+    deadline = time.monotonic() + 60
+    while True:
+        workers = requests.get(f"{stack}/workers", timeout=10).json()["workers"]
+        if any(w["chains"].get(STREAM) == "blur:ksize=5" for w in workers):
+            break
+        assert time.monotonic() < deadline, f"no heartbeat named the new chain: {workers}"
+        time.sleep(0.2)
+    (worker,) = workers
+    assert worker["transform"] == "grayscale" and worker["chains"] == {STREAM: "blur:ksize=5"}
+    assert worker["partitions"] and worker["fps"] > 0

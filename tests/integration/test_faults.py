@@ -40,6 +40,7 @@ from tests.support.faults import (
     report,
     rss_mb,
     serving,
+    stop_all,
     viewer_args,
     wait_until,
 )
@@ -95,8 +96,7 @@ def test_r1_kill_9_of_the_working_processor_loses_nothing(broker, tmp_path, reco
         wait_until(lambda: len(raw.snapshot()) and set(raw.seqs()) <= set(processed.seqs()),
                    "every raw frame processed", 120, every_s=0.5)
     finally:
-        for service in (producer, *processors):
-            service.stop()
+        stop_all([producer, *processors])
         raw.close()
         processed.close()
     sent, done = set(raw.seqs()), processed.seqs()
@@ -205,8 +205,7 @@ class StandaloneStack:
         return wait_until(self.probe.newest_seq, "frames at the viewer", timeout_s)
 
     def close(self) -> None:
-        for service in self.services.values():
-            service.stop()
+        stop_all(list(self.services.values()))
         self.broker.stop()
 
 

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import requests
+from kafka import OffsetAndMetadata, TopicPartition
 
 from pipeline.codec import encode_image
 from pipeline.generations import CurrentSlot, OldestFirst, generations, slot_names
@@ -103,6 +104,62 @@ def test_clip_spans_both_generations(settings, serve):
         assert response.status_code == 200, response.text
         assert response.headers["X-Clip-Frames"] == "100"
         assert response.headers["X-Clip-First-Ts"] == str(t0)
+    finally:
+        viewer_of(app).shutdown()
+        producer.close()
+        rotator.close()
+
+
+def commit(settings, group: str, tp: TopicPartition, offset: int) -> None:
+    consumer = make_consumer(settings, "test", group_id=group)
+    try:
+        consumer.assign([tp])
+        consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
+    finally:
+        consumer.close()
+
+
+def test_streams_lag_counts_what_a_group_has_left_in_every_generation(settings, serve):
+    rotator = TopicRotator(settings)
+    producer = make_producer(settings, "test")
+    app = create_app({"SETTINGS": settings})
+    raw, processed = slot_names(settings.raw_topic), slot_names(settings.processed_topic)
+    try:
+        with OffsetTool(settings) as tool:
+            raw_tps = [tool.stream_partition(topic, "gen") for topic in raw]
+            processed_tps = [tool.stream_partition(topic, "gen") for topic in processed]
+        t0 = int(time.time() * 1000)
+        send(producer, raw[0], range(10), t0)
+        send(producer, processed[0], range(6), t0)
+        commit(settings, "behind-in-both", raw_tps[0], 3)
+        commit(settings, "old-slot-only", raw_tps[0], 3)
+        commit(settings, "viewer-lagtest", processed_tps[0], 2)
+        rotator.rotate()  # the second slots are current now; the first ones hold the previous generation
+        send(producer, raw[1], range(10, 22), t0)
+        send(producer, processed[1], range(6, 10), t0)
+        commit(settings, "behind-in-both", raw_tps[1], 5)
+        viewer_of(app).lag.viewer_connected("lagtest", +1)
+        url = serve(app)
+        expected = {
+            # 7 left in the previous generation, 7 in the current one.
+            "behind-in-both": 7 + 7,
+            # A processor starts a slot it has no offset on at the earliest: all 12 to go there.
+            "old-slot-only": 7 + 12,
+            # A viewer starts such a slot at its end: only the 4 left in the slot it committed.
+            "viewer-lagtest": 4,
+        }
+
+        def lag():
+            for s in requests.get(f"{url}/streams", timeout=10).json()["streams"]:
+                if s["stream"] == "gen" and expected.keys() <= s["lag"].keys():
+                    return s["lag"]
+
+        deadline = time.monotonic() + 30
+        while not (found := lag()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert found == expected
+        metrics = requests.get(f"{url}/metrics", timeout=10).text
+        assert f'viewer_consumer_lag{{group="behind-in-both",stream="gen",topic="{settings.raw_topic}"}} 14.0' in metrics
     finally:
         viewer_of(app).shutdown()
         producer.close()

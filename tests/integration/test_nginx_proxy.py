@@ -19,7 +19,7 @@ from pipeline.kafka import make_producer
 from pipeline.wire import Frame, to_record
 from tests.support.faults import Service, processor_args
 from tests.support.frame_feed import BIG, images
-from tests.support.gunicorn_server import Gunicorn
+from tests.support.gunicorn_server import Gunicorn, start_together, stop_together
 from tests.support.mjpeg_client import iter_parts
 from tests.support.nginx import Nginx
 from tests.support.photos import photo_bytes
@@ -38,12 +38,10 @@ def replicas(module_settings, tmp_path_factory):
            "JOBS_DB": str(tmp_path_factory.mktemp("jobs") / "jobs.sqlite3")}
     started: list[Gunicorn] = []
     try:
-        for _ in range(2):
-            started.append(Gunicorn(module_settings, env))
+        started = start_together(module_settings, (env, 1), (env, 1))
         yield started
     finally:
-        for replica in started:
-            replica.stop()
+        stop_together(started)
 
 
 @pytest.fixture(scope="module")

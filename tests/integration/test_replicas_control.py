@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.support.frame_feed import SMALL, FrameFeed, images
-from tests.support.gunicorn_server import Gunicorn
+from tests.support.gunicorn_server import Gunicorn, start_together, stop_together
 from tests.support.mjpeg_client import iter_parts
 from tests.support.topics import delete_topics
 from tests.support.waiting import wait_for_snapshot, wait_until
@@ -74,14 +74,12 @@ def viewers(module_settings, tmp_path_factory):
     with FrameFeed(s, s.processed_topic, {STREAM: (SMALL, images(SMALL, False))}):
         started: list[Gunicorn] = []
         try:
-            for workers in (1, 1, 2):
-                started.append(Gunicorn(s, env, workers=workers))
+            started = start_together(s, (env, 1), (env, 1), (env, 2))
             for viewer in started:
                 wait_for_snapshot(viewer.url, STREAM)
             yield started
         finally:
-            for viewer in started:
-                viewer.stop()
+            stop_together(started)
     delete_topics(s, s.processed_topic)
 
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from pipeline.transforms import parse_spec
-from tests.support.gunicorn_server import Gunicorn
+from tests.support.gunicorn_server import Gunicorn, start_together, stop_together
 from tests.support.photos import decode, photo, photo_bytes
 from tests.support.topics import isolated_settings
 from tests.support.uploads import JOB_WAIT_S, Processors
@@ -79,12 +79,11 @@ def stack(broker, tmp_path_factory):
     processors = Processors(settings, 2)
     servers = []
     try:
-        for name, workers in (("a", 1), ("b", 1), ("g", 2)):
-            servers.append(Gunicorn(settings, {"JOBS_DB": str(caches / f"{name}.db")}, workers=workers))
+        servers = start_together(settings, *(({"JOBS_DB": str(caches / f"{name}.db")}, workers)
+                                             for name, workers in (("a", 1), ("b", 1), ("g", 2))))
         yield settings, servers
     finally:
-        for server in servers:
-            server.stop()
+        stop_together(servers)
         processors.stop()
 
 
@@ -117,8 +116,8 @@ def test_limits_hold_across_processes(broker, tmp_path):
     """MAX_JOBS_PER_CLIENT counted across two replicas: the third job of one client is refused
     wherever it lands (no processors run, so the first two stay in progress)."""
     settings = isolated_settings(broker)
-    replicas = [Gunicorn(settings, {"JOBS_DB": str(tmp_path / f"{i}.db"), "MAX_JOBS_PER_CLIENT": "2"})
-                for i in range(2)]
+    replicas = start_together(settings, *(({"JOBS_DB": str(tmp_path / f"{i}.db"), "MAX_JOBS_PER_CLIENT": "2"}, 1)
+                                          for i in range(2)))
     try:
         data = photo_bytes("coffee.png")
         upload(replicas[0].url, data)
@@ -128,8 +127,7 @@ def test_limits_hold_across_processes(broker, tmp_path):
             assert refused.status_code == 429 and "MAX_JOBS_PER_CLIENT" in refused.json()["error"], refused.text
             assert int(refused.headers["Retry-After"]) > 0
     finally:
-        for replica in replicas:
-            replica.stop()
+        stop_together(replicas)
 
 
 @pytest.mark.faults

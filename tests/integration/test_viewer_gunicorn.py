@@ -145,11 +145,13 @@ def test_connect_disconnect_churn_leaks_nothing(server):
 def test_viewer_resumes_across_a_server_restart(module_settings, feed, server):
     first = Gunicorn(module_settings)
     try:
-        visit = read_parts(f"{first.url}/stream/cam.mjpg?viewer=restart", count=10, timeout=60)
+        # Every part received is parsed (read_parts would leave some unparsed in its buffers,
+        # though the client's machine acknowledged them).
+        visit = read_then_leave(f"{first.url}/stream/cam.mjpg?viewer=restart", 10, timeout=60)
     finally:
         first.stop()
     seqs = [p.seq for p in visit]
-    assert seqs == list(range(seqs[0], seqs[0] + 10))
+    assert len(seqs) >= 10 and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
     ((tp, committed),) = settled_offsets(module_settings, "viewer-restart").items()
     expected = first_seq(module_settings, tp, offset=committed, stream="cam")

@@ -97,17 +97,26 @@ class Service:
 
     def stop(self) -> None:
         """Whatever state it is in: SIGTERM, then SIGKILL the whole session after 20 s."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                pass
+        stop_all([self])
+
+
+def stop_all(services: list[Service]) -> None:
+    """Service.stop for several at once: every one gets its SIGTERM before any is waited for,
+    so their graceful stops overlap (20 s for all of them, then SIGKILL)."""
+    for service in services:
+        if service.proc.poll() is None:
+            service.proc.terminate()
+    deadline = time.monotonic() + 20
+    for service in services:
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            service.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(service.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        self.proc.wait()
+        service.proc.wait()
 
 
 def producer_args(stream: str = "cam", fps: str = "25") -> list[str]:

@@ -12,12 +12,13 @@ import requests
 from pipeline.local.broker import free_port
 from pipeline.settings import Settings
 from tests.support.paths import ROOT
-from tests.support.processes import stop_on_sigterm
+from tests.support.processes import stop_all_on_sigterm, stop_on_sigterm
 from tests.support.topics import settings_env
 
 
 class Gunicorn:
-    def __init__(self, settings: Settings, env: dict[str, str] | None = None, workers: int = 1) -> None:
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None, workers: int = 1,
+                 wait: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [
@@ -25,8 +26,13 @@ class Gunicorn:
             "--graceful-timeout", "3", "--log-level", "warning", "viewer:create_app()",
         ]
         self.proc = subprocess.Popen(cmd, env=settings_env(settings) | (env or {}), cwd=ROOT)
+        if wait:
+            self.wait_until_serving()
+
+    def wait_until_serving(self, timeout_s: float = 60.0) -> None:
+        """Until /healthz answers; a gunicorn that does not serve by then is killed."""
         try:
-            self._wait_until_serving(timeout_s=60)
+            self._wait_until_serving(timeout_s)
         except BaseException:
             self.proc.kill()
             self.proc.wait(5)
@@ -68,3 +74,23 @@ class Gunicorn:
 
     def stop(self) -> None:
         stop_on_sigterm(self.proc, "gunicorn")
+
+
+def start_together(settings: Settings, *configs: tuple[dict[str, str] | None, int]) -> list[Gunicorn]:
+    """One gunicorn per (env, workers), all booting at once (each spends seconds importing and
+    forking before it serves); returned when every one serves. On a failure none is left running."""
+    servers = [Gunicorn(settings, env, workers, wait=False) for env, workers in configs]
+    try:
+        for server in servers:
+            server.wait_until_serving()
+    except BaseException:
+        for server in servers:
+            server.proc.kill()
+            server.proc.wait(5)
+        raise
+    return servers
+
+
+def stop_together(servers: list[Gunicorn]) -> None:
+    """Gunicorn.stop for several at once: their graceful stops overlap."""
+    stop_all_on_sigterm([server.proc for server in servers], "gunicorn")

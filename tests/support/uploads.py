@@ -21,10 +21,10 @@ class Processors:
     def __init__(self, settings, count: int, transform: str = "grayscale") -> None:
         self.stop_event = threading.Event()
         self.stats: list = [None] * count
-        group = f"processors-{uuid.uuid4().hex[:8]}"  # a group of its own: other tests' members never join it
+        self.group = f"processors-{uuid.uuid4().hex[:8]}"  # a group of its own: other tests' members never join it
 
         def member(i: int) -> None:
-            self.stats[i] = processor_run.run(settings, transform=transform, group=group, stop=self.stop_event)
+            self.stats[i] = processor_run.run(settings, transform=transform, group=self.group, stop=self.stop_event)
 
         self.threads = [threading.Thread(target=member, args=(i,), daemon=True) for i in range(count)]
         for thread in self.threads:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.heartbeat import Heartbeat, HeartbeatError, decode_heartbeat, encode_heartbeat, live_workers
+from pipeline.heartbeat import MAX_CHAINS, Heartbeat, HeartbeatError, decode_heartbeat, encode_heartbeat, live_workers
 from processor.heartbeat import HeartbeatPublisher, Identity, ProcessorStats
 
 
@@ -49,3 +49,31 @@ def test_a_processors_heartbeat_reports_its_rebalances():
     beat = HeartbeatPublisher(producer=None, topic="hb", who=who, stats=stats).beat()
     assert (beat.partitions, beat.rebalances) == ([1], 2)
     assert decode_heartbeat(encode_heartbeat(beat)[1]).rebalances == 2
+
+
+def test_each_heartbeat_names_the_chains_of_the_streams_since_the_last_one():
+    stats = ProcessorStats()
+    publisher = HeartbeatPublisher(producer=None, topic="hb", who=Identity(id="p1", group="g", transform="grayscale",
+                                                                           topic="raw"), stats=stats)
+    stats.applied("cam", "grayscale")
+    stats.applied("cam", "blur:ksize=5")  # the stream's live chain changed within the interval: the newest
+    stats.applied("door", "grayscale")
+    for i in range(MAX_CHAINS + 5):
+        stats.applied(f"s{i}", "edges")
+    beat = publisher.beat()
+    assert len(beat.chains) == MAX_CHAINS
+    assert (beat.chains["cam"], beat.chains["door"], beat.transform) == ("blur:ksize=5", "grayscale", "grayscale")
+    assert decode_heartbeat(encode_heartbeat(beat)[1]).chains == beat.chains
+    assert publisher.beat().chains == {}  # nothing processed since
+
+
+def test_chains_from_a_hostile_writer_are_checked_and_capped():
+    many = {f"s{i}": "edges" for i in range(MAX_CHAINS * 4)}
+    _, value = encode_heartbeat(beat("p1", 5, chains=many))
+    assert len(decode_heartbeat(value).chains) == MAX_CHAINS
+    _, value = encode_heartbeat(beat("p1", 5))
+    for chains in (b'"chains":["edges"]', b'"chains":{"cam":5}', b'"chains":"edges"'):
+        with pytest.raises(HeartbeatError):
+            decode_heartbeat(value[:-1] + b"," + chains + b"}")
+    older = value.replace(b',"chains":{}', b"")
+    assert b"chains" not in older and decode_heartbeat(older).chains == {}

@@ -176,3 +176,17 @@ def test_the_last_commit_at_a_stop_is_tried_even_while_backing_off():
     assert not offsets.commit()  # backing off: not tried
     assert offsets.commit(timeout_s=1.0, last=True)
     assert consumer.attempts == 2
+
+
+def test_commits_are_made_at_most_every_interval_and_the_last_one_regardless():
+    now = [0.0]
+    consumer = Consumer(TopicPartition("raw", 0))
+    offsets = OffsetKeeper(consumer, ProcessorStats(), clock=lambda: now[0], every_s=0.5)
+    for t, offset in [(0.0, 3), (0.1, 5), (0.4, 7), (0.5, 9), (0.6, 11)]:  # a batch acknowledged at each t
+        now[0] = t
+        offsets.pending[TopicPartition("raw", 0)] = OffsetAndMetadata(offset, "", -1)
+        offsets.commit()
+    assert [c[TopicPartition("raw", 0)].offset for c in consumer.commits] == [3, 9]
+    assert offsets.pending  # 11 waits for the interval...
+    assert offsets.commit(last=True)  # ...unless the processor is stopping
+    assert [c[TopicPartition("raw", 0)].offset for c in consumer.commits] == [3, 9, 11]
