@@ -10,6 +10,10 @@ Three jobs per size: `whole` sends one record (`edges`, not tileable), `tiled` 5
 (`blur:ksize=9`) and `heavy` 512 px tiles of a chain whose own work outweighs the decode and
 encode around it (`cartoon`: a bilateral filter), the case a second processor is for. The
 image is a photograph (tests/photos.large_photo) as PNG.
+
+Each job's line also gives the CPU seconds the viewer, the broker and the processors spent on
+it: the viewer and the broker are not pinned and share both cores with the processors, so what
+a second processor can buy is bounded by what the whole job costs the two cores.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import uuid
 import cv2
 import requests
 
+from bench.processor_scaling import cpu_seconds
 from bench.report import Row as ReportRow
 from bench.report import ratio, write_json
 from pipeline.codec import decode_image, encode_image
@@ -92,6 +97,12 @@ class Row:
         return self.job_s / self.in_process_s
 
 
+def cpu_use(pids: dict[str, list[int]], before: dict[str, float] | None = None) -> dict[str, float]:
+    """CPU seconds by role so far, or since ``before``."""
+    now = {role: cpu_seconds(ids) for role, ids in pids.items()}
+    return {role: now[role] - (before or {}).get(role, 0.0) for role in now}
+
+
 def measure(broker: EmbeddedBroker, images: dict[int, bytes], processors: int, repeat: int) -> list[Row]:
     settings = dataclasses.replace(isolated_settings(broker), max_message_bytes=MAX_MESSAGE_BYTES)
     env = settings_env(settings) | {"MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES)}
@@ -110,13 +121,18 @@ def measure(broker: EmbeddedBroker, images: dict[int, bytes], processors: int, r
         for _ in range(2):
             run_job(server.url, images[min(images)], MODES["tiled"])
         rows = []
+        roles = {"viewer": [server.worker_pid()], "broker": [broker.process.pid],
+                 "processors": [member.pid for member in members]}
         for side, data in images.items():
             for mode, spec in MODES.items():
+                before = cpu_use(roles)
                 job = statistics.median(run_job(server.url, data, spec) for _ in range(repeat))
+                used = cpu_use(roles, before)
                 base = statistics.median(in_process_s(data, spec) for _ in range(repeat))
                 rows.append(Row(side, mode, processors, job, base))
                 print(f"  {processors} processor(s) {side}² {mode:<5} job {job:6.2f} s, in-process {base:5.2f} s "
-                      f"({job / base:.2f}x); load {os.getloadavg()[0]:.1f}", flush=True)
+                      f"({job / base:.2f}x); load {os.getloadavg()[0]:.1f}; CPU s per job: "
+                      + ", ".join(f"{role} {used[role] / repeat:.2f}" for role in roles), flush=True)
         return rows
     finally:
         server.stop()

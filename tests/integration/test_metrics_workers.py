@@ -23,8 +23,10 @@ STREAMS = ("left", "right")
 
 
 class Client:
-    """One MJPEG client counting the frames it received (keep-alive repeats and no-signal
-    cards carry the previous part's seq, and the server does not count them either)."""
+    """One MJPEG client counting the frames it received, as the server counts them: keep-alive
+    repeats (the previous part's seq again) and no-signal cards (X-No-Signal) are not frames.
+    A card carries the seq of the stream's last frame, which is not this client's previous part
+    when its replay runs behind the live end."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -39,7 +41,7 @@ class Client:
             assert response.status_code == 200, response.text
             last = None
             for part in iter_parts(response.raw):
-                if part.seq != last:
+                if part.seq != last and "x-no-signal" not in part.headers:
                     self.frames += 1
                     last = part.seq
                 self.first.set()

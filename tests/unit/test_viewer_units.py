@@ -15,6 +15,7 @@ from pipeline.tiling import Geometry
 from pipeline.viewer_groups import VIEWER_ID
 from pipeline.wire import Frame, to_record
 from tests.support.frame_feed import split_frames
+from viewer.live import mjpeg as mjpeg_module
 from viewer.live.mjpeg import mjpeg, part
 from viewer.live.ordering import StreamOrder
 from viewer.live.reader import FrameReader
@@ -188,6 +189,17 @@ def test_keepalive_waits_for_its_interval():
     body = mjpeg((t for t in [served(1), None, None, served(2)]), keepalive_s=3600.0, on_frame=lambda f: counted.append(f.seq))
     assert list(body) == [b"--frame\r\n", part(served(1)), part(served(2))]
     assert counted == [1, 2]
+
+
+def test_the_no_signal_card_goes_only_to_clients_that_have_the_frame_the_stream_stalled_on(monkeypatch):
+    """The card carries the seq of the stream's last frame: a replay still behind it gets no card
+    between its own frames (a client counting seqs would take it for a frame), and gets the
+    card once it has that frame."""
+    monkeypatch.setattr(mjpeg_module, "NO_SIGNAL_EVERY_S", 0.0)
+    card = ServedFrame("s", 3, 1003, 1, 1, b"\xff\xd8card", "jpeg")  # the stream stalled on frame 3
+    body = mjpeg((t for t in [served(1), None, served(2), None, served(3), None]), keepalive_s=3600.0,
+                 no_signal=lambda: card)
+    assert list(body) == [b"--frame\r\n", part(served(1)), part(served(2)), part(served(3)), part(card)]
 
 
 @pytest.mark.parametrize("viewer_id, ok", [("a", True), ("tab-1_x.y", True), ("x" * 64, True), ("x" * 65, False),

@@ -48,8 +48,10 @@ def mjpeg(
     """The response body. When no frame came for `keepalive_s`, the last part (or `fallback()`
     before any) is sent again: a server only learns that a client left when a write fails,
     so an idle stream must still write to release its reader. While `no_signal()` gives a card
-    (the stream stalled), that card goes out instead, every NO_SIGNAL_EVERY_S; a real frame
-    takes over as soon as one comes. Closing this closes `ticks`."""
+    (the stream stalled) and this client already has the frame the stream stalled on, that card
+    goes out instead, every NO_SIGNAL_EVERY_S; a real frame takes over as soon as one comes. (A
+    replay still behind that frame waits for its next frame, not for the live end.) Closing
+    this closes `ticks`."""
     last: ServedFrame | None = None
     last_write = time.monotonic()
     try:
@@ -60,7 +62,7 @@ def mjpeg(
                 on_frame(frame)
                 last, last_write = frame, now
                 yield frame.part
-            elif (card := no_signal()) is not None:
+            elif (card := no_signal()) is not None and (last is None or (last.seq, last.ts_ms) == (card.seq, card.ts_ms)):
                 if now - last_write >= NO_SIGNAL_EVERY_S:
                     last_write = now
                     yield card.part
