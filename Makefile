@@ -30,7 +30,8 @@ demo: $(RUNTIME)
 
 # Tests run in TEST_WORKERS processes (a module stays on one worker, with its broker); the few
 # that measure timing or memory against the machine run alone afterwards (marker serial).
-# TEST_WORKERS=1 runs the first part one test at a time (about 12 min instead of about 7).
+# Two workers: ~6 + ~3 min on a quiet 2-core machine (7.8 + 4.1 min at load ~10 from other
+# jobs); TEST_WORKERS=1 runs the first part one test at a time (~12 min quiet).
 TEST_WORKERS ?= 2
 
 test: $(DEV)

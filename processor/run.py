@@ -66,10 +66,11 @@ log = logging.getLogger(__name__)
 DEFAULT_GROUP = "processors"
 
 # Records per poll, per worker thread: big enough to keep every worker busy and to amortise the
-# batch's flush and commit round trips (4 gave 0.55x the in-process loop at --fps max, 16 gave
-# 0.74x: bench/e2e_latency.py), small enough
-# that a batch (the unit of commit and of graceful shutdown) finishes in well under a second.
-RECORDS_PER_WORKER = 16
+# batch's round trips (4 gave 0.55x the in-process loop at --fps max, 16 gave 0.74x:
+# bench/e2e_latency.py; each poll and chain sync still waits on kafka-python's I/O thread, 15-25%
+# of the loop at 16 under load, py-spy), small enough that a batch (the unit of graceful
+# shutdown) finishes in well under a second (32 x 1280x720 grayscale: ~0.15 s).
+RECORDS_PER_WORKER = 32
 
 # A commit waits at most this long in the processing loop; after a failure the next attempt
 # waits COMMIT_BACKOFF_S, doubling up to COMMIT_BACKOFF_MAX_S (kafka-python alone retried every
