@@ -89,7 +89,10 @@ def process_rss_bytes(pid: int) -> int:
 class Rotation:
     number: int
     reason: str  # "window" or "memory"
-    rss_before: int
+    rss_before: int  # when the rotation was decided
+    # Just before the recycling: the rotation may first wait for processors while the current
+    # generation grows, so what the recycling freed is rss_recycling - rss_after.
+    rss_recycling: int
     rss_after: int
     # How far back the previous generation, now the oldest kept, reaches (s).
     kept_s: float | None
@@ -272,16 +275,18 @@ class EmbeddedRetention:
             if caught_up:
                 self._await_processors(rotator)
             with self.processors_paused():
+                recycling = process_rss_bytes(self.broker_pid)
                 rotator.rotate()
         kept_s = rotator.oldest_kept_s()
-        rotation = Rotation(len(self.rotations) + 1, "window" if by_window else "memory", before,
+        rotation = Rotation(len(self.rotations) + 1, "window" if by_window else "memory", before, recycling,
                             process_rss_bytes(self.broker_pid), kept_s)
         self.rotations.append(rotation)
         log.info(
-            "embedded broker at %d MB (budget %d MB), %s: previous generation recycled in %.0f ms, replay reaches back "
-            "%s s, now %d MB (rotation %d)",
+            "embedded broker at %d MB (budget %d MB), %s: previous generation recycled at %d MB in %.0f ms, replay "
+            "reaches back %s s, now %d MB (rotation %d)",
             before >> 20, self.budget_bytes >> 20,
-            f"generation {age_s:.0f} s old" if by_window else "over budget", (time.monotonic() - started) * 1000,
+            f"generation {age_s:.0f} s old" if by_window else "over budget", recycling >> 20,
+            (time.monotonic() - started) * 1000,
             "-" if kept_s is None else f"{kept_s:.0f}", rotation.rss_after >> 20, rotation.number,
         )
         if not by_window and self.window_s > 0:

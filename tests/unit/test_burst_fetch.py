@@ -55,3 +55,21 @@ def test_a_new_reader_starts_idle_whatever_wait_it_was_built_with():
         assert consumer._fetcher.config["fetch_max_wait_ms"] == 500
     finally:
         consumer.close()
+
+
+def test_the_collector_counts_only_job_records_as_a_burst():
+    """Live frames share the processed topic: they must not keep the collector at short waits."""
+    from types import SimpleNamespace
+
+    from pipeline.wire import Frame, to_record
+    from viewer.stills.collector import is_job_record
+
+    def record(frame: Frame) -> SimpleNamespace:
+        _, _, headers = to_record(frame)
+        return SimpleNamespace(headers=headers)
+
+    live = Frame(stream="cam", seq=1, ts_ms=0, encoding="jpeg", width=4, height=4, data=b"x")
+    tile = Frame(stream="upload", seq=0, ts_ms=0, encoding="lz4", width=4, height=4, data=b"x", job="j1",
+                 transform="invert")
+    assert is_job_record(record(tile)) and not is_job_record(record(live))
+    assert not is_job_record(SimpleNamespace(headers=None))

@@ -16,13 +16,15 @@ from pipeline.generations import slots
 from pipeline.kafka import assign_at, from_end, make_consumer, partitions_of
 from pipeline.settings import Settings
 from viewer.background import BackgroundLoop
+from viewer.live.latewindow import LateWindow
 from viewer.live.nosignal import STALL_AFTER_S, NoSignalCards
 from viewer.live.reader import FrameReader
 from viewer.live.served import ServedFrame
 from viewer.metrics import ViewerMetrics
 
 # A live view shows only frames within this much source time of the newest input: frames a
-# processor sends while draining a backlog (start-up, after a stall) stay in the log only.
+# processor sends while draining a backlog (start-up, after a stall) stay in the log only; a
+# processor behind for longer than the no-signal delay is shown late (viewer/live/latewindow.py).
 LIVE_WINDOW_MS = 500
 
 
@@ -103,8 +105,8 @@ class LiveHub(BackgroundLoop):
         self.settings = settings
         self.topic = topic
         self.metrics = metrics
-        self.reader = FrameReader(topic, settings.max_frame_pixels, metrics=metrics, max_behind_ms=LIVE_WINDOW_MS,
-                                  guard=self.skip_bad_record)
+        self.reader = FrameReader(topic, settings.max_frame_pixels, metrics=metrics, guard=self.skip_bad_record,
+                                  late=LateWindow(LIVE_WINDOW_MS, patience_s=STALL_AFTER_S))
         self.slots: dict[str, StreamSlot] = {}
         # Set (then replaced) whenever any stream gets a frame: what a request for a stream
         # not seen yet waits on.

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from viewer.live.latewindow import LateWindow
 from viewer.live.ordering import StreamOrder
 from viewer.live.served import ServedFrame, accept_record
 from viewer.live.tiles import TileReassembler
@@ -31,12 +32,12 @@ class FrameReader:
     """Frames of `topic` (only `stream`'s when given), each with the record that completed it."""
 
     def __init__(self, topic: str, max_pixels: int, stream: str | None = None, metrics: ViewerMetrics | None = None,
-                 max_behind_ms: int | None = None, guard: Guard | None = None) -> None:
+                 late: LateWindow | None = None, guard: Guard | None = None) -> None:
         self.topic = topic
         self.max_pixels = max_pixels  # frames are checked against it from their headers, before decoding
         self.stream = stream
         self.metrics = metrics
-        self.max_behind_ms = max_behind_ms  # skip frames a processor sent this far behind its input
+        self.late = late  # skips frames a processor sent too far behind its input
         self.guard = guard
         self.tiles = TileReassembler(max_pixels=max_pixels)
         self.order: StreamOrder[tuple[ServedFrame, ConsumerRecord]] = StreamOrder()
@@ -82,4 +83,4 @@ class FrameReader:
     def accept(self, record: ConsumerRecord) -> ServedFrame | None:
         """One record as a frame to show, or None (see ``served.accept_record``: still jobs,
         another stream, too far behind, a tile waiting for its siblings, or not a servable frame)."""
-        return accept_record(record, self.tiles, self.max_pixels, self.metrics, self.stream, self.max_behind_ms)
+        return accept_record(record, self.tiles, self.max_pixels, self.metrics, self.stream, self.late)

@@ -14,6 +14,7 @@ from pipeline.imageheader import TooManyPixels, check_pixels
 from pipeline.settings import Settings
 from pipeline.wire import Frame, WireError, decode_record
 from viewer.live.direct import SharedBytes
+from viewer.live.latewindow import LateWindow
 from viewer.live.mjpeg import part as mjpeg_part
 from viewer.live.tiles import TileError, TileReassembler
 from viewer.metrics import ViewerMetrics
@@ -99,16 +100,16 @@ def served_or_tile(frame: Frame, tiles: TileReassembler, max_pixels: int = Setti
 
 
 def accept_record(record: ConsumerRecord, tiles: TileReassembler, max_pixels: int, metrics: ViewerMetrics | None,
-                  stream: str | None = None, max_behind_ms: int | None = None) -> ServedFrame | None:
+                  stream: str | None = None, late: LateWindow | None = None) -> ServedFrame | None:
     """One consumed record as a live frame to serve (of `stream`, if given), or None: tiles wait
-    for their siblings, still-image job records are not live video, a frame more than
-    `max_behind_ms` behind its input is skipped, and a record that is not a servable frame is
+    for their siblings, still-image job records are not live video, a frame too far behind its
+    input for the `late` window is skipped, and a record that is not a servable frame is
     logged, counted and dropped (one bad record must not end a stream)."""
     try:
         frame = decode_record(record)
         if frame.job is not None or (stream is not None and frame.stream != stream):
             return None
-        if max_behind_ms is not None and frame.behind_ms is not None and frame.behind_ms > max_behind_ms:
+        if late is not None and not late.shows(frame.stream, frame.behind_ms):
             if metrics is not None:
                 metrics.frames_behind.labels(record.topic).inc()
             return None

@@ -84,10 +84,12 @@ class JobCollector(BackgroundLoop):
             self.ready.set()
             for job_id in self.store.complete_unassembled():
                 self._assemble(job_id)
-            burst = BurstFetch(consumer)  # short fetch waits while a job's tiles come
+            # Short fetch waits while a job's tiles come; live frames on the same topic do not
+            # count (they would keep this reader polling every 10 ms as long as video flows).
+            burst = BurstFetch(consumer)
             while not self.stopping.is_set():
                 batch = consumer.poll(timeout_ms=200)
-                burst.polled(bool(batch))
+                burst.polled(any(is_job_record(record) for records in batch.values() for record in records))
                 for records in batch.values():
                     for record in records:
                         self.skip_bad_record(self._handle, record)
@@ -220,6 +222,11 @@ class JobCollector(BackgroundLoop):
         for info, (_, data) in zip(infos, tiles, strict=True):
             off_hub(lambda info=info, data=data: assembler.add(info, decode_image(data, max_pixels)))
         return assembler.image()
+
+
+def is_job_record(record) -> bool:
+    """A still job's processed tile or dead letter (both carry the job header), not live video."""
+    return any(key == "job" for key, _ in record.headers or ())
 
 
 def tile_index(frame) -> int:
