@@ -1,8 +1,8 @@
-"""`make bench`: every benchmark in short form (~10 minutes on 2 cores), one markdown table.
+"""`make bench`: every benchmark in short form (~7 minutes on 2 cores, a quiet machine), one markdown table.
 
 Each figure comes with a baseline measured in the same run and their ratio (bench/report.py).
 The table is printed, written with the raw rows to bench/results.json, and put into docs/benchmarks.md
-between the `bench-table` markers. Only benchmarks that exist are run (bench/replay_pace.py
+and README.md between their `bench-table` markers. Only benchmarks that exist are run (bench/replay_pace.py
 joins when present).
 
     .venv/bin/python -m bench.run_all [--only NAME,...] [--keep] [--no-readme]
@@ -40,7 +40,8 @@ BENCHES = {
     "live-priority": ("live_priority.py", ["--rounds", "1", "--quiet-s", "8", "--side", "3072"]),
 }
 RESULTS = os.path.join(ROOT, "bench", "results.json")
-README = os.path.join(ROOT, "docs", "benchmarks.md")
+# The pages that show the latest table (between BEGIN and END).
+PAGES = (os.path.join(ROOT, "docs", "benchmarks.md"), os.path.join(ROOT, "README.md"))
 BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
 
 
@@ -56,16 +57,17 @@ def run_bench(name: str, script: str, args: list[str]) -> list[dict]:
         return [row | {"bench": name} for row in json.loads(out.read() or b"[]")]
 
 
-def put_in_readme(table: str) -> None:
-    with open(README) as f:
-        text = f.read()
-    if BEGIN not in text or END not in text:
-        print(f"docs/benchmarks.md has no {BEGIN} ... {END} block: table not copied there")
-        return
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    with open(README, "w") as f:
-        f.write(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+def put_in_pages(table: str) -> None:
+    for page in PAGES:
+        with open(page) as f:
+            text = f.read()
+        if BEGIN not in text or END not in text:
+            print(f"{os.path.relpath(page, ROOT)} has no {BEGIN} ... {END} block: table not copied there")
+            continue
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        with open(page, "w") as f:
+            f.write(f"{head}{BEGIN}\n{table}\n{END}{tail}")
 
 
 def main() -> int:
@@ -73,7 +75,7 @@ def main() -> int:
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHES)}")
     parser.add_argument("--keep", action="store_true",
                         help="keep the previous results.json rows of benchmarks not run now (their load column says when)")
-    parser.add_argument("--no-readme", action="store_true", help="do not copy the table into docs/benchmarks.md")
+    parser.add_argument("--no-readme", action="store_true", help="do not copy the table into docs/benchmarks.md and README.md")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(BENCHES)
     unknown = [n for n in names if n not in BENCHES]
@@ -104,7 +106,7 @@ def main() -> int:
     with open(RESULTS, "w") as f:
         json.dump({"minutes": round(minutes, 1), "rows": rows, "failed": failed}, f, indent=1)
     if not args.no_readme:
-        put_in_readme(table + note)
+        put_in_pages(table + note)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

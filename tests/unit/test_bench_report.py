@@ -17,9 +17,13 @@ def test_rows_become_one_markdown_table(tmp_path):
     assert table.splitlines()[3] == "| oldest frame | 420 ms |  | – | ≤ 500 ms | 3.0 |"
 
 
-def test_the_table_replaces_only_the_readme_block(tmp_path, monkeypatch):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{run_all.BEGIN}\nold table\n{run_all.END}\nrest\n")
-    monkeypatch.setattr(run_all, "README", str(readme))
-    run_all.put_in_readme("| new |")
-    assert readme.read_text() == f"intro\n{run_all.BEGIN}\n| new |\n{run_all.END}\nrest\n"
+def test_the_table_replaces_only_the_block_of_each_page(tmp_path, monkeypatch):
+    docs, readme, other = tmp_path / "benchmarks.md", tmp_path / "README.md", tmp_path / "other.md"
+    docs.write_text(f"intro\n{run_all.BEGIN}\nold table\n{run_all.END}\nrest\n")
+    readme.write_text(f"# project\n{run_all.BEGIN}\nolder table\n{run_all.END}\n")
+    other.write_text("no block here\n")
+    monkeypatch.setattr(run_all, "PAGES", (str(docs), str(readme), str(other)))
+    run_all.put_in_pages("| new |")
+    assert docs.read_text() == f"intro\n{run_all.BEGIN}\n| new |\n{run_all.END}\nrest\n"
+    assert readme.read_text() == f"# project\n{run_all.BEGIN}\n| new |\n{run_all.END}\n"
+    assert other.read_text() == "no block here\n"
