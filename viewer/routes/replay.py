@@ -17,6 +17,7 @@ from viewer.live.resets import announce
 
 bp = Blueprint("replay", __name__)
 
+
 def _topic_for(group: str, raw: bool) -> str:
     """Viewer groups read the processed topic (raw with ?raw=1); any other group, such as the
     processors, reads the raw topic."""

@@ -32,7 +32,7 @@ from prometheus_client.core import GaugeMetricFamily
 from pipeline.generations import slots
 from pipeline.offsets import OffsetsError, OffsetTool
 from pipeline.settings import Settings
-from pipeline.viewer_groups import GROUP_PREFIX
+from pipeline.viewer_groups import GROUP_PREFIX, viewer_group
 from viewer.background import BackgroundLoop
 from viewer.metrics import ViewerMetrics
 
@@ -94,7 +94,7 @@ class LagSampler(BackgroundLoop):
 
     def _groups(self, tool: OffsetTool) -> list[str]:
         with self._lock:
-            watched = {f"viewer-{i}" for i in self.viewer_ids}
+            watched = {viewer_group(i) for i in self.viewer_ids}
         return [g for g in tool.groups() if not g.startswith(GROUP_PREFIX) or g in watched]
 
     def sample(self, tool: OffsetTool) -> dict[str, dict[str, int]]:
