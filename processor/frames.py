@@ -116,7 +116,7 @@ class FrameProcessor:
     def __init__(self, default_spec: str, tile_size: int | None = None, pool: OrderedPool | None = None,
                  live_spec: Callable[[str], str | None] = lambda stream: None,
                  max_pixels: int = Settings.max_frame_pixels,
-                 applied: Callable[[str, str], None] = lambda stream, spec: None) -> None:
+                 report_chain: Callable[[str, str], None] = lambda stream, spec: None) -> None:
         if tile_size is not None and tile_size < 1:
             raise ValueError(f"tile size must be >= 1, got {tile_size}")
         self.default_spec = parse_spec(default_spec).spec  # fails fast on a bad spec
@@ -124,7 +124,7 @@ class FrameProcessor:
         self.max_pixels = max_pixels
         self.pool = pool or OrderedPool(1)
         self.live_spec = live_spec
-        self.applied = applied  # told each stream's chosen chain (the heartbeat reports them)
+        self.report_chain = report_chain  # told each stream's chosen chain (the heartbeat reports them)
         # Touched only by the batch's calling thread:
         self._per_stream = ChainCache()
         self._applied: dict[str, str] = {}  # stream -> the live or default spec it last got
@@ -190,7 +190,7 @@ class FrameProcessor:
         if self._applied.get(frame.stream, spec) != spec:
             log.info("stream=%s seq=%d chain now %r (was %r)", frame.stream, frame.seq, spec, self._applied[frame.stream])
         self._applied[frame.stream] = spec
-        self.applied(frame.stream, spec)
+        self.report_chain(frame.stream, spec)
         return spec
 
     def _stream_chain(self, frame: Frame) -> Chain:

@@ -182,7 +182,7 @@ def run(
     control = ChainControl(settings, "processor-control")
     frames.live_spec = _live_spec(control)
     stats = ProcessorStats()
-    frames.applied = stats.applied
+    frames.report_chain = stats.applied
     # host-pid says where it runs; the suffix keeps ids unique for members sharing a process.
     default_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
     who = Identity(processor_id or default_id, group, frames.default_spec,
