@@ -12,6 +12,7 @@ import pytest
 from pipeline.kafka import make_admin
 from tests.support.frame_feed import SMALL, FrameFeed, images
 from tests.support.mjpeg_client import watch_seqs
+from tests.support.stack import wait_for_resume_consumers_closed
 from viewer import create_app
 from viewer.extension import viewer_of
 from viewer.live.viewer_ids import TooManyViewers, ViewerIds
@@ -110,6 +111,8 @@ def test_made_up_ids_leave_at_most_max_viewer_groups(viewer):
         seqs, ended = [], threading.Event()
         watch_seqs(f"{url}/stream/cam.mjpg?viewer=made-up-{i}", seqs, ended=ended, count=3)
         assert ended.wait(30)
+        # The server's end of the stream, not just the client's: ids go idle in this order.
+        wait_for_resume_consumers_closed(url)
     mine = lambda: {g for g in viewer_groups(settings) - before if g.startswith("viewer-made-up-")}  # noqa: E731
     wait_for(lambda: len(mine()) <= 2, "idle viewer groups beyond the cap to be deleted")
     assert mine() <= {"viewer-made-up-3", "viewer-made-up-4"}  # the most recently used stay

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
@@ -88,6 +89,7 @@ def resumed_frames(
     speed: float | None = 1.0,
     idle_s: float = 0.25,
     lease: Lease | None = None,
+    release: Callable[[Lease], None] | None = None,
 ) -> FrameTicks:
     """Frames of `stream` from the viewer's committed offsets (a new viewer starts at the newest
     frame), or None after each idle wait. Behind the live end frames are sent `speed` times as
@@ -96,7 +98,8 @@ def resumed_frames(
     `sent` counts the response's bytes: a frame's offset is committed once the client has
     acknowledged its part, so a closed tab or a restarted server resumes right after the last
     frame that reached the client. When `lease` is superseded (a newer connection with the same
-    id took over) the frames end at once, committing nothing more. Tiled frames are reassembled and a stream spread over
+    id took over) the frames end at once, committing nothing more; `release(lease)` is called
+    once the last commit is made. Tiled frames are reassembled and a stream spread over
     partitions is put back in order, per viewer; each frame commits its own record's offset, so
     a resume can lose a frame held back at that moment (early tiles of the next frame, or a
     frame waiting for a gap).
@@ -108,6 +111,8 @@ def resumed_frames(
     reader = FrameReader(topic, settings.max_frame_pixels, stream, metrics)
     pacer = Pacer(speed)
     metrics.resume_consumers.inc()
+    if lease is not None:
+        lease.started = True  # from here on the finally below frees the id
     try:
         # Every generation of the topic, oldest first (pipeline/generations.py; one on Apache Kafka).
         topics = [slot.topic for slot in generations(consumer, topic)]
@@ -168,4 +173,6 @@ def resumed_frames(
             log.warning("viewer group=%s stream=%s last commit failed: %s", group, stream, exc)
         watch.close()
         consumer.close()
+        if lease is not None and release is not None:
+            release(lease)
         metrics.resume_consumers.dec()

@@ -56,6 +56,7 @@ class Lease:
     superseded: threading.Event = field(default_factory=threading.Event)
     token: str = field(default_factory=lambda: uuid.uuid4().hex)  # names it in the control topic
     record: int | None = None  # the control-topic offset of its claim, once written
+    started: bool = False  # its stream began reading (and so frees the id itself, after its last commit)
 
 
 class ViewerIds(BackgroundLoop):
@@ -92,8 +93,14 @@ class ViewerIds(BackgroundLoop):
             self._idle.pop(viewer_id, None)
         return lease
 
+    def close_unstarted(self, lease: Lease) -> None:
+        """The lease's stream was dropped before it began: it never commits, so the id is idle now."""
+        if not lease.started:
+            self.close(lease)
+
     def close(self, lease: Lease) -> None:
-        """The lease's stream ended (a superseded lease leaves its successor alone)."""
+        """The lease's stream ended, its last commit made (a superseded lease leaves its
+        successor alone). Idle from now: a commit after this could make a deleted group again."""
         with self._lock:
             if self._open.get(lease.viewer_id) is lease:
                 del self._open[lease.viewer_id]

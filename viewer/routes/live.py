@@ -93,11 +93,10 @@ def stream_mjpeg(stream: str):
         # A resuming stream commits what the client acknowledged, so it watches its socket.
         sent = SentBytes(response_socket(request.environ))
         ticks = resumed_frames(st.settings.shared, hub.topic, stream, viewer_id, st.metrics, sent, st.resets, speed,
-                               idle_s=st.settings.tick_s, lease=lease)
-        # The id is free again once its stream is gone: ended, failed, or dropped unstarted (a
-        # client that left before the first byte; the response's close hooks do not run for
-        # a passthrough body).
-        weakref.finalize(ticks, st.viewer_ids.close, lease)
+                               idle_s=st.settings.tick_s, lease=lease, release=st.viewer_ids.close)
+        # A stream dropped unstarted (a client that left before the first byte; the response's
+        # close hooks do not run for a passthrough body) never runs its end, which frees the id.
+        weakref.finalize(ticks, st.viewer_ids.close_unstarted, lease)
         try:
             st.broadcast.claim(lease)  # a connection with this id in another process ends
         except KafkaError as exc:

@@ -127,7 +127,7 @@ class Uploads:
         deadline = time.monotonic() + wait_s
         if not self.collector.wait_ready(wait_s):
             return None
-        read_again = False
+        read_again = gone = False
         while True:
             data = self.store.result(job_id)
             if data is not None:
@@ -135,10 +135,13 @@ class Uploads:
             cached = self.store.get(job_id)
             if cached is not None and cached.state == "running" and cached.tiles_done >= cached.tiles_total:
                 self.collector.assemble(job_id)  # now, unless another worker of this host is
+            elif gone:
+                raise ResultGone(job_id)
             elif not read_again:
                 read_again = True
-                if not self.collector.collect_again(entry, deadline) and time.monotonic() < deadline:
-                    raise ResultGone(job_id)
+                # Not all found may also mean the collector finished the job meanwhile (its tiles
+                # then no longer count): the cache is looked at once more before giving up.
+                gone = not self.collector.collect_again(entry, deadline) and time.monotonic() < deadline
                 continue
             if time.monotonic() > deadline:
                 return None
