@@ -90,9 +90,7 @@ class JobCollector(BackgroundLoop):
             while not self.stopping.is_set():
                 batch = consumer.poll(timeout_ms=200)
                 burst.polled(any(is_job_record(record) for records in batch.values() for record in records))
-                for records in batch.values():
-                    for record in records:
-                        self.skip_bad_record(self._handle, record)
+                self._handle_batch([record for records in batch.values() for record in records])
         finally:
             consumer.close()
 
@@ -105,44 +103,59 @@ class JobCollector(BackgroundLoop):
                 positions[tp] = min(positions[tp], offset)
         return positions
 
-    def _handle(self, record) -> None:
-        """Store a job's tile or failure."""
+    def _handle_batch(self, records: list) -> None:
+        """Store a poll's job tiles, one store call per job (a transaction per tile made the
+        viewer fall behind two processors), and its failures."""
+        tiles: dict[str, tuple[Entry, list]] = {}
+        for record in records:
+            found = self.skip_bad_record(self._tile, record)
+            if found is not None:
+                entry, index, frame = found
+                tiles.setdefault(frame.job, (entry, []))[1].append((index, frame))
+        for job_id, (entry, frames) in tiles.items():
+            if self._store(entry, frames) and self.jobs.entry(job_id).record.state != "done":
+                self._assemble(job_id)  # eagerly, unless another replica already finished it
+
+    def _tile(self, record) -> tuple[Entry, int, object] | None:
+        """(job entry, tile index, frame) of a job's processed tile; a job's failure is recorded
+        on the way; None for anything else."""
         if record.topic in slot_names(self.settings.dead_letter_topic):
             # Only the headers: a dead letter may come without the original's bytes.
             headers = dict(record.headers or [])
             job = headers.get("job")
             if job is None:
-                return
+                return None
             job_id = job.decode(errors="replace")
             if self.jobs.entry(job_id) is None:
-                return
+                return None
             reason = headers.get("error", b"unknown error").decode(errors="replace")
             log.warning("job=%s failed in the processor: %s", job_id, reason)
             self._fail(job_id, f"processor: {reason}")
-            return
+            return None
         try:
             frame = decode_record(record)
         except WireError:
-            return
+            return None
         if frame.job is None:
-            return
+            return None
         entry = self.jobs.entry(frame.job, settled=True)
         if entry is None or not entry.admitted or entry.record.state in ("requested", "failed"):
-            return  # not a job of ours, or one that is over
+            return None  # not a job of ours, or one that is over
         try:
             index = tile_index(frame)
         except ValueError as exc:
             self._fail(frame.job, str(exc))
-            return
-        if self._store(entry, index, frame) and self.jobs.entry(frame.job).record.state != "done":
-            self._assemble(frame.job)  # eagerly, unless another replica already finished it
+            return None
+        return entry, index, frame
 
-    def _store(self, entry: Entry, index: int, frame) -> bool:
-        """Cache one of the job's tiles; True once every tile is cached."""
+    def _store(self, entry: Entry, frames: list[tuple[int, object]]) -> bool:
+        """Cache some of the job's tiles, (index, frame) each; True once every tile is cached."""
         job = entry.record
         self.store.ensure(job.job, job.format, job.transform, job.width, job.height, job.tiles_total,
                           job.created_ms / 1000)
-        status = self.store.add_tile(job.job, index, frame.tile, frame.data, frame.width, frame.height)
+        last = frames[-1][1]
+        status = self.store.add_tiles(job.job, [(index, frame.tile, frame.data) for index, frame in frames],
+                                      last.width, last.height)
         return status is not None and status.tiles_done >= status.tiles_total
 
     def collect_again(self, entry: Entry, deadline: float) -> bool:
@@ -168,7 +181,7 @@ class JobCollector(BackgroundLoop):
                             break
                         try:
                             frame = decode_record(record)
-                            if frame.job == job.job and self._store(entry, tile_index(frame), frame):
+                            if frame.job == job.job and self._store(entry, [(tile_index(frame), frame)]):
                                 return True
                         except (WireError, ValueError) as exc:
                             log.debug("job=%s: offset %d skipped: %s", job.job, record.offset, exc)
@@ -192,6 +205,7 @@ class JobCollector(BackgroundLoop):
         """Build the result from the stored tiles, unless another viewer worker already is."""
         if not self.store.claim_assembly(job_id):
             return
+
         status = self.store.get(job_id)
         started = time.monotonic()
         try:
