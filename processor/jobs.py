@@ -15,7 +15,9 @@ a consumer of their own in a group of their own (``<group>.jobs``), on a thread 
   progress (slowly) on a saturated processor too. A group of its own also means that a
   rebalance of the jobs consumers never pauses the live ones.
 - **At-least-once** as for frames: a poll's outputs are sent, acknowledged, then committed
-  (per topic-partition, by the same code as the live loop); a failure rewinds and redoes them.
+  (per topic-partition, by the same code as the live loop, and pipelined the same way: a poll's
+  acknowledgements are awaited once the next poll's tiles are sent); a failure rewinds and
+  redoes them.
 
 Job tiles still written to the raw topic (an older viewer, records from before) are processed
 by the live loop as before.
@@ -125,13 +127,19 @@ class JobWorker:
                 self.stop.wait(RETRY_S)
 
     def _session(self) -> None:
-        from processor.run import OffsetKeeper  # processor.run starts this worker
+        from processor.run import COMMIT_EVERY_S, OffsetKeeper  # processor.run starts this worker
 
         # Nobody watches job tiles arrive: a long fetch wait spares the idle polling, and a short
         # one while a job's tiles come (BurstFetch: a long one stalled them).
         consumer = make_consumer(self.settings, "processor-jobs", group_id=self.group, **BACKGROUND_FETCH)
         burst = BurstFetch(consumer)
-        offsets = OffsetKeeper(consumer, self.own)
+        # Commits at most every COMMIT_EVERY_S, as the live loop's: a blocking commit after every
+        # poll of two tiles left the processor idle for a third of a blur job's tiles.
+        offsets = OffsetKeeper(consumer, self.own, every_s=COMMIT_EVERY_S)
+        # The poll whose outputs are sent but not yet acknowledged: settled after the next poll's
+        # tiles are processed and sent, as in the live loop (waiting for the acks before the next
+        # poll left the processor idle while they came).
+        in_flight = None
         try:
             # The raw topic's current generation (pipeline/generations.py; always the raw topic
             # itself on a broker with real retention).
@@ -141,46 +149,66 @@ class JobWorker:
                 log.info("jobs: reading %s in group %s", self.settings.jobs_topic, self.group)
                 marked = 0.0
                 while not self.stop.is_set():
-                    self.gate.wait(MAX_WAIT_S)
-                    if self.stop.is_set():
-                        break
-                    batch = consumer.poll(timeout_ms=100, max_records=RECORDS_PER_POLL * self.concurrency)
+                    if in_flight is not None and not self.gate.wait(0):
+                        self._settle(in_flight, consumer, offsets)  # live frames first
+                        in_flight = None
+                        continue
+                    if in_flight is None:
+                        self.gate.wait(MAX_WAIT_S)
+                        if self.stop.is_set():
+                            break
+                    batch = consumer.poll(timeout_ms=0 if in_flight else 100,
+                                          max_records=RECORDS_PER_POLL * self.concurrency)
                     burst.polled(bool(batch))
                     if not batch:
-                        if time.monotonic() - marked >= MARK_EVERY_S:
+                        if in_flight is not None:
+                            self._settle(in_flight, consumer, offsets)
+                            in_flight = None
+                        elif time.monotonic() - marked >= MARK_EVERY_S:
                             marked = time.monotonic()
                             _mark_positions(consumer, offsets)
                         offsets.commit()  # also retries a commit deferred by a rebalance or a failure
                         continue
-                    if not self._handle(batch, consumer, offsets):
-                        self.stop.wait(1.0)
+                    current = self._send(batch)
+                    if in_flight is not None and not self._settle(in_flight, consumer, offsets, current):
+                        in_flight = None
+                        continue
+                    in_flight = current
             finally:
                 self._slot.close()
         finally:
             try:
+                if in_flight is not None:
+                    self._settle(in_flight, consumer, offsets)
                 offsets.commit(StopDeadline(self.stop).left(), last=True)
             finally:
                 consumer.close(timeout_ms=int(min(StopDeadline(self.stop).left(), 5.0) * 1000))
 
-    def _handle(self, batch: dict, consumer, offsets) -> bool:
-        """Process, send and commit one poll's tiles; False (rewound, to redo) if not delivered."""
-        from processor.run import _Batch, _complete, _process_batch, _redo
+    def _send(self, batch: dict):
+        """Process one poll's tiles (on the low-priority thread) and send their outputs."""
+        from processor.run import _Batch, _process_batch
 
         behind = [None] * sum(len(records) for records in batch.values())
         sends = self._niced.submit(_process_batch, batch, self.frames, self.producer, self.settings, self.stats,
                                    self.out_partitions, behind, self._route).result()
-        done = _Batch(batch, sends)
+        return _Batch(batch, sends)
+
+    def _settle(self, done, consumer, offsets, after=None) -> bool:
+        """Wait for a poll's outputs to be acknowledged and commit it. If they were not delivered,
+        rewind to redo it (and ``after``, the poll sent after it), pause, and say False."""
+        from processor.run import _complete, _redo
+
         if _complete(done, consumer, offsets, self.producer, self.settings, self.stats, StopDeadline(self.stop),
                      self._route):
             return True
-        _redo(consumer, done)
+        _redo(consumer, *(b for b in (after, done) if b is not None))
+        self.stop.wait(1.0)
         return False
 
 
 def _mark_positions(consumer, offsets) -> None:
-    """Make every owned partition's position pending for commit (where nothing else is): each
-    poll's tiles are committed (or rewound) before the next poll, so everything before a
-    position is done."""
+    """Make every owned partition's position pending for commit (where nothing else is): called
+    only with no poll in flight, when every tile before a position is done."""
     for tp in consumer.assignment():
         if tp not in offsets.pending:
             try:
