@@ -89,7 +89,7 @@ def decode_frame(data: bytes, chain: Chain, max_pixels: int) -> np.ndarray:
 
 
 def _output(frame: Frame, chain: Chain, image: np.ndarray, width: int, height: int) -> Frame:
-    data = encode_image(image, frame.encoding)
+    data = encode_image(image, frame.encoding, gray=chain.gray_output)
     return replace(frame.with_image(data, width, height), transform=chain.spec)
 
 
