@@ -47,6 +47,7 @@ POISON = (ValueError, cv2.error)
 
 _MAX_CHAINS = 64  # bounds memory when uploads carry many distinct specs
 _MAX_PINS = 256  # tiled frames whose chain is remembered: far more than are ever in flight
+_MAX_STREAMS = 1024  # streams whose last chain is remembered (for the log line of a change): names come from records
 
 
 def process_frame(frame: Frame, chain: Chain, max_pixels: int = Settings.max_frame_pixels) -> Frame:
@@ -127,7 +128,7 @@ class FrameProcessor:
         self.report_chain = report_chain  # told each stream's chosen chain (the heartbeat reports them)
         # Touched only by the batch's calling thread:
         self._per_stream = ChainCache()
-        self._applied: dict[str, str] = {}  # stream -> the live or default spec it last got
+        self._applied: OrderedDict[str, str] = OrderedDict()  # stream -> the live or default spec it last got
         # (stream, seq) -> spec of the newest tiled frames: a frame's tiles may span batches,
         # and a stream spread over partitions interleaves its frames' tiles.
         self._tile_pins: OrderedDict[tuple[str, int], str] = OrderedDict()
@@ -190,6 +191,9 @@ class FrameProcessor:
         if self._applied.get(frame.stream, spec) != spec:
             log.info("stream=%s seq=%d chain now %r (was %r)", frame.stream, frame.seq, spec, self._applied[frame.stream])
         self._applied[frame.stream] = spec
+        self._applied.move_to_end(frame.stream)
+        while len(self._applied) > _MAX_STREAMS:
+            self._applied.popitem(last=False)
         self.report_chain(frame.stream, spec)
         return spec
 

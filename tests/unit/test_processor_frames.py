@@ -12,6 +12,7 @@ from pipeline.codec import CodecError, decode_image, encode_image
 from pipeline.tiling import TileInfo, check_context, split
 from pipeline.transforms import REGISTRY, TransformError, parse_spec
 from pipeline.wire import Frame
+from processor import frames as frames_module
 from processor.frames import FrameProcessor
 from processor.pool import OrderedPool
 from tests.support.frame_feed import assemble
@@ -180,3 +181,16 @@ def test_live_chain_changes_apply_per_frame_and_never_split_a_tiled_frame(image,
     # A whole frame of another stream gets the default, and a frame's own header wins.
     other, own = frames.process_batch([png_frame(image, stream="door"), png_frame(image, stream="cam", transform="sepia")])
     assert (other.transform, own.transform) == ("grayscale", "sepia")
+
+
+def test_what_streams_last_got_is_remembered_for_a_bounded_number_of_names(caplog):
+    """Stream names come from records: a flood of new names must not grow the processor."""
+    processor = FrameProcessor("invert")
+    small = np.zeros((2, 2, 3), np.uint8)
+    processor.process(png_frame(small, stream="first"))
+    for i in range(frames_module._MAX_STREAMS + 10):
+        processor.process(png_frame(small, stream=f"s{i}"))
+    assert len(processor._applied) == frames_module._MAX_STREAMS
+    assert "first" not in processor._applied  # the least recently seen went first
+    processor.process(png_frame(small, stream="s5"))  # a recent name stays; its chain did not change
+    assert "chain now" not in caplog.text
