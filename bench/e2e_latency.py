@@ -17,7 +17,8 @@ the viewer under `gunicorn -k gevent -w 1`.
    stages' way on the 2 cores: its reader long-polls (500 ms fetch wait; at the live path's
    10 ms it cost ~0.08 core and the broker ~0.06 more). Baseline, same run: the in-process loop
    on one thread (cv2 decode of the mp4 -> JPEG encode -> decode -> grayscale -> encode, with
-   the pipeline's own codec functions) over the same number of frames.
+   the pipeline's own codec functions, so its gray output is a one-channel JPEG as the
+   processor's is) over the same number of frames.
 
 Run: .venv/bin/python -m bench.e2e_latency [--seconds 20] [--frames 750]
 On 2 shared cores the machine's other load matters: the load average is printed at start/end.
@@ -79,7 +80,7 @@ def in_process_fps(count: int, resize: tuple[int, int] | None) -> float:
         if not ok:  # loop the sample, as the producer's --loop does
             video.set(cv2.CAP_PROP_POS_FRAMES, 0)
             continue
-        encode_image(chain(decode_image(encode_image(resized(image, opts), "jpeg"))), "jpeg")
+        encode_image(chain(decode_image(encode_image(resized(image, opts), "jpeg"))), "jpeg", gray=chain.gray_output)
         done += 1
     elapsed = time.perf_counter() - started
     video.release()

@@ -71,7 +71,7 @@ def in_process_fps(spec: str, frames: list[bytes]) -> float:
     chain = parse_spec(spec)
     started = time.perf_counter()
     for data in frames:
-        encode_image(chain(decode_image(data)), "jpeg")
+        encode_image(chain(decode_image(data)), "jpeg", gray=chain.gray_output)
     return len(frames) / (time.perf_counter() - started)
 
 

@@ -9,8 +9,9 @@ every change is seen in one order.
 
 Readers keep no group and no committed offsets: a :class:`ChainControl` reads the topic from
 the start when it is created and catches up again on each :meth:`ChainControl.sync`, which
-costs one ListOffsets round trip when nothing changed. A processor syncs before each batch,
-so a change acknowledged before a frame was produced applies to that frame.
+costs one ListOffsets round trip when nothing changed. A processor syncs for each batch it
+polled (:meth:`ChainControl.start_sync`, beside the batch's work; frames whose chain the sync
+changed are redone), so a change acknowledged before a frame was produced applies to that frame.
 
 The viewers share the topic for records of other kinds (viewer/live/broadcast.py), keyed
 ``<kind>/<name>``: a slash is never in a stream name, so those keys never name a stream, and
@@ -23,6 +24,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from kafka import KafkaProducer, TopicPartition
@@ -164,6 +167,9 @@ class ChainControl:
     """Every stream's entry in the control topic, kept current by :meth:`sync`; :meth:`set`
     writes a new one. One lock serialises callers (the viewer's requests share one)."""
 
+    # Counts the chain records read (and forgets): an unchanged count means unchanged entries.
+    revision: int = 0
+
     def __init__(self, settings: Settings, role: str) -> None:
         self.settings = settings
         self.topic = settings.control_topic
@@ -178,10 +184,13 @@ class ChainControl:
         self._entries: dict[str, ChainEntry] = {}
         self._metadata_at = time.monotonic()
         self._lock = threading.Lock()
+        self._background: ThreadPoolExecutor | None = None
         self.synced = False
         self.sync()
 
     def close(self) -> None:
+        if self._background is not None:
+            self._background.shutdown(wait=True)
         with self._lock:
             self._consumer.close()
             self._ends.close()
@@ -203,6 +212,19 @@ class ChainControl:
                 log.warning("control topic %s not read: %s", self.topic, exc)
                 self.synced = False
             return self.synced
+
+    def start_sync(self) -> Callable[[], bool]:
+        """Start a :meth:`sync` on a thread of its own and return at once; the function returned
+        waits for it and says whether any entry changed from the start until then."""
+        if self._background is None:
+            self._background = ThreadPoolExecutor(1, thread_name_prefix="control-sync")
+        revision = self.revision
+        running = self._background.submit(self.sync)
+
+        def changed() -> bool:
+            running.result()
+            return self.revision != revision
+        return changed
 
     def _catch_up(self, deadline: float) -> bool:
         consumer = self._consumer
@@ -233,6 +255,7 @@ class ChainControl:
             # whose entry is gone are back on the processors' default.
             log.warning("control topic %s was recreated: %d stream chain(s) forgotten", self.topic, len(self._entries))
             self._entries.clear()
+            self.revision += 1
             consumer.seek_to_beginning(*tps)
         while any(consumer.position(tp) < ends[tp] for tp in tps):
             if time.monotonic() > deadline:
@@ -255,6 +278,7 @@ class ChainControl:
             self._entries.pop(stream, None)
         else:
             self._entries[stream] = entry
+        self.revision += 1
 
     def set(self, stream: str, spec: str, size: tuple[int, int] = REFERENCE_SIZE) -> ChainEntry:
         """Validate ``spec`` (its work costed at ``size``, the stream's frame height and width) and
@@ -271,5 +295,6 @@ class ChainControl:
             entry = ChainEntry(stream, chain.spec, (current.version if current else 0) + 1, int(time.time() * 1000))
             self._writer.write(stream, json.dumps(entry.to_json()).encode())
             self._entries[stream] = entry
+            self.revision += 1
         log.info("stream=%s chain set to %r (version %d)", stream, entry.spec, entry.version)
         return entry

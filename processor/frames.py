@@ -12,7 +12,11 @@ Three kinds of input frame:
 Which chain: a frame's own ``transform`` header (still-image jobs) wins; else the stream's
 live chain (the control topic, looked up through ``live_spec``); else the processor's default.
 The chain is decided once per frame, before any work starts, and every tile of a frame gets
-the chain its first tile got, even when the live chain changes in between.
+the chain its first tile got, even when the live chain changes in between. The processor's
+catch-up of the live chains runs beside a batch's work (it is a broker round trip); when it
+changed a chain, the batch's frames that the change reaches are redone with the new chain
+before anything is sent (the old chain's instance has then seen them too: for a stateful
+chain, a stream that switches back continues from that state).
 
 Concurrency: frames of a batch run on the pool in parallel when their chain is tileable
 (stateless, so each worker thread builds its own chain instance); a non-tileable chain may
@@ -41,12 +45,17 @@ from processor.pool import OrderedPool
 
 log = logging.getLogger(__name__)
 
+# Starts a catch-up of the live chains; the function it returns waits for it and says whether
+# any chain changed (pipeline.control.ChainControl.start_sync).
+CatchUp = Callable[[], Callable[[], bool]]
+
 POISON = (ValueError, cv2.error)
 """Errors that mean "this record cannot be processed": wire, codec, transform, tile errors
 (all ValueError) and OpenCV rejecting an image. The processor dead-letters them and goes on."""
 
 _MAX_CHAINS = 64  # bounds memory when uploads carry many distinct specs
 _MAX_PINS = 256  # tiled frames whose chain is remembered: far more than are ever in flight
+_MAX_STREAMS = 1024  # streams whose last chain is remembered (for the log line of a change): names come from records
 
 
 def process_frame(frame: Frame, chain: Chain, max_pixels: int = Settings.max_frame_pixels) -> Frame:
@@ -89,7 +98,7 @@ def decode_frame(data: bytes, chain: Chain, max_pixels: int) -> np.ndarray:
 
 
 def _output(frame: Frame, chain: Chain, image: np.ndarray, width: int, height: int) -> Frame:
-    data = encode_image(image, frame.encoding)
+    data = encode_image(image, frame.encoding, gray=chain.gray_output)
     return replace(frame.with_image(data, width, height), transform=chain.spec)
 
 
@@ -127,26 +136,36 @@ class FrameProcessor:
         self.report_chain = report_chain  # told each stream's chosen chain (the heartbeat reports them)
         # Touched only by the batch's calling thread:
         self._per_stream = ChainCache()
-        self._applied: dict[str, str] = {}  # stream -> the live or default spec it last got
+        self._applied: OrderedDict[str, str] = OrderedDict()  # stream -> the live or default spec it last got
         # (stream, seq) -> spec of the newest tiled frames: a frame's tiles may span batches,
         # and a stream spread over partitions interleaves its frames' tiles.
         self._tile_pins: OrderedDict[tuple[str, int], str] = OrderedDict()
         self._local = threading.local()
 
-    def process_batch(self, frames: list[Frame]) -> list[Frame | Exception]:
-        """Output frame (or the POISON error) for each input frame, in input order."""
+    def process_batch(self, frames: list[Frame], catch_up: CatchUp | None = None) -> list[Frame | Exception]:
+        """Output frame (or the POISON error) for each input frame, in input order.
+
+        ``catch_up``: starts a catch-up of the live chains (``ChainControl.start_sync``) and
+        returns the function that waits for it and says whether a chain changed. It is started
+        once every frame's chain is decided and runs while they are processed; if it changed a
+        chain, the frames it changes (all of a stream's, in order) are redone with the new one.
+        """
         results: list[Frame | Exception | None] = [None] * len(frames)
         lanes: dict[object, list[int]] = {}
         chains: dict[int, Chain] = {}
+        specs: list[str] = []
+        new_pins: set[tuple[str, int]] = set()  # tiled frames whose chain this batch decided
         for i, frame in enumerate(frames):
+            specs.append(self._spec(frame, new_pins))
             try:
-                chains[i] = chain = self._stream_chain(frame)
+                chains[i] = chain = self._per_stream.get((frame.stream, specs[i]), specs[i])
             except TransformError as exc:
                 results[i] = exc
                 continue
             # A stateless chain's frames are independent; a stateful one's must go in order.
             lane = i if chain.tileable else (frame.stream, chain.spec)
             lanes.setdefault(lane, []).append(i)
+        caught_up = catch_up() if catch_up is not None else None
 
         def run_lane(indices: list[int]) -> list[Frame | Exception]:
             return [self._guarded(frames[i], chains[i]) for i in indices]
@@ -160,7 +179,28 @@ class FrameProcessor:
         for indices, outs in zip(lane_list, outputs, strict=True):
             for i, out in zip(indices, outs, strict=True):
                 results[i] = out
+        if caught_up is not None and caught_up():
+            self._redo_changed(frames, specs, new_pins, results)
         return results  # type: ignore[return-value]
+
+    def _redo_changed(self, frames: list[Frame], specs: list[str], new_pins: set[tuple[str, int]],
+                      results: list[Frame | Exception | None]) -> None:
+        """Redo, in order, the frames whose live chain changed after it was decided for them:
+        not frames with their own spec, nor tiles of a frame whose chain an earlier batch pinned."""
+        for i, frame in enumerate(frames):
+            key = (frame.stream, frame.seq)
+            if frame.transform or frame.tile is not None and key not in new_pins:
+                continue
+            spec = self._live_or_default(frame)
+            if spec == specs[i]:
+                continue
+            if frame.tile is not None:
+                self._tile_pins[key] = spec  # the frame's other tiles, here or later, get it too
+            specs[i] = spec
+            try:
+                results[i] = self._guarded(frame, self._per_stream.get((frame.stream, spec), spec))
+            except TransformError as exc:
+                results[i] = exc
 
     def process(self, frame: Frame, chain: Chain | None = None) -> Frame:
         """One frame, with ``chain`` if decided already; raises a POISON error if it cannot be processed."""
@@ -176,20 +216,31 @@ class FrameProcessor:
         except POISON as exc:
             return exc
 
-    def _spec(self, frame: Frame) -> str:
+    def _spec(self, frame: Frame, new_pins: set[tuple[str, int]] | None = None) -> str:
         if frame.transform:
             return frame.transform
-        pinned = self._tile_pins.get((frame.stream, frame.seq)) if frame.tile is not None else None
+        key = (frame.stream, frame.seq)
+        pinned = self._tile_pins.get(key) if frame.tile is not None else None
         if pinned is not None:
             return pinned
-        spec = self.live_spec(frame.stream) or self.default_spec
+        spec = self._live_or_default(frame)
         if frame.tile is not None:
-            self._tile_pins[(frame.stream, frame.seq)] = spec
+            self._tile_pins[key] = spec
+            if new_pins is not None:
+                new_pins.add(key)
             while len(self._tile_pins) > _MAX_PINS:
                 self._tile_pins.popitem(last=False)
+        return spec
+
+    def _live_or_default(self, frame: Frame) -> str:
+        """The stream's live chain (else the default), noted and reported as the one it now gets."""
+        spec = self.live_spec(frame.stream) or self.default_spec
         if self._applied.get(frame.stream, spec) != spec:
             log.info("stream=%s seq=%d chain now %r (was %r)", frame.stream, frame.seq, spec, self._applied[frame.stream])
         self._applied[frame.stream] = spec
+        self._applied.move_to_end(frame.stream)
+        while len(self._applied) > _MAX_STREAMS:
+            self._applied.popitem(last=False)
         self.report_chain(frame.stream, spec)
         return spec
 

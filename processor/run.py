@@ -17,9 +17,9 @@ spread over partitions (for more parallelism) is put back in seq order by the re
 ``pipeline.reorder.Reorderer``. See docs/design.md, "Design notes".
 
 Chains: a stream's live chain comes from the control topic (``pipeline.control``), read in
-full before joining and caught up again before each batch is processed, so a change applies
-from the first batch polled after it, with no restart and no rebalance; streams without an
-entry get ``--transform``.
+full before joining and caught up again for each batch (beside its processing: the frames a
+change reaches are redone before anything is sent), so a change applies from the first batch
+polled after it, with no restart and no rebalance; streams without an entry get ``--transform``.
 
 Shutdown: when ``stop`` is set the current batch finishes (in-flight frames are not dropped),
 its outputs are flushed and its offsets committed, then the consumer closes, which leaves
@@ -57,7 +57,7 @@ from pipeline.wire import Frame, decode_record, to_record
 from processor.backlog import InputBacklog
 from processor.dead_letters import dead_letter, short_reason
 from processor.frame_commits import FrameCommits
-from processor.frames import POISON, FrameProcessor
+from processor.frames import POISON, CatchUp, FrameProcessor
 from processor.heartbeat import HeartbeatPublisher, Identity, ProcessorStats
 from processor.pool import OrderedPool, limit_opencv_threads
 
@@ -215,10 +215,12 @@ def run(
             batch = consumer.poll(timeout_ms=0 if in_flight else 200, max_records=RECORDS_PER_WORKER * concurrency)
             if batch:
                 gate.live_busy()
-                # Every chain change acknowledged before these frames were produced applies to them.
-                control.sync()
+            # Every chain change acknowledged before these frames were produced applies to them: the
+            # catch-up (a broker round trip, 20 ms on average under load, py-spy) runs beside their
+            # processing, and the frames a change reaches are redone before anything is sent.
             current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions,
-                                                   _behind(batch, consumer, backlog))) if batch else None
+                                                   _behind(batch, consumer, backlog),
+                                                   catch_up=control.start_sync)) if batch else None
             if in_flight is None and current is None:
                 offsets.commit()  # retry a commit deferred by a rebalance or a failure
                 continue
@@ -331,8 +333,9 @@ def _behind(batch: dict, consumer: KafkaConsumer, backlog: InputBacklog) -> list
 
 def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer, settings: Settings,
                    stats: ProcessorStats, out_partitions: int, behind: list[int | None],
-                   route: Route | None = None) -> list[_Send]:
-    """Process and send one polled batch; returns the sends, to settle once acknowledged."""
+                   route: Route | None = None, catch_up: CatchUp | None = None) -> list[_Send]:
+    """Process and send one polled batch; returns the sends, to settle once acknowledged.
+    ``catch_up``: the live chains' catch-up, run beside the work (FrameProcessor.process_batch)."""
     route = route or _mirrored(settings)
     records = [record for tp_records in batch.values() for record in tp_records]
     decoded: list[Frame | Exception] = []
@@ -346,7 +349,7 @@ def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer,
         except POISON as exc:
             decoded.append(exc)
     good = [i for i, item in enumerate(decoded) if isinstance(item, Frame)]
-    for i, out in zip(good, frames.process_batch([decoded[i] for i in good]), strict=True):
+    for i, out in zip(good, frames.process_batch([decoded[i] for i in good], catch_up), strict=True):
         decoded[i] = out
     sends = []
     for record, out, behind_ms in zip(records, decoded, behind, strict=True):

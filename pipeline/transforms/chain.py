@@ -14,7 +14,18 @@ from typing import Any
 import numpy as np
 
 from pipeline.tiling import IDENTITY, Geometry
-from pipeline.transforms.registry import Kwargs, Size, Transform, TransformError, as_bgr, format_value, lookup, pixels
+from pipeline.transforms.registry import (
+    KEEPS_GRAY,
+    MAKES_GRAY,
+    Kwargs,
+    Size,
+    Transform,
+    TransformError,
+    as_bgr,
+    format_value,
+    lookup,
+    pixels,
+)
 
 IDENTITY_NAMES = ("", "none", "identity")
 # Specs arrive with uploads and records: a chain's length (and its text's) is bounded before
@@ -142,6 +153,15 @@ class Chain:
                 return False
             oriented = oriented or any(op != "scale" for op, _ in transform.geometry_of(kwargs).ops)
         return True
+
+    @property
+    def gray_output(self) -> bool:
+        """True when every output's three channels are equal: a step that makes gray, then only
+        steps that keep it. Its JPEG can then hold one channel (pipeline.codec.encode_image)."""
+        gray = False
+        for transform, _ in self.steps:
+            gray = transform.gray == MAKES_GRAY or gray and transform.gray == KEEPS_GRAY
+        return gray
 
     def split_tileable(self) -> tuple[Chain, Chain]:
         """(longest tileable prefix, the rest), sharing this chain's step state.

@@ -5,21 +5,23 @@ import cv2
 import numpy as np
 
 from pipeline.tiling import Geometry, scaled_length
-from pipeline.transforms.registry import ImageFn, Param, per_pixel, register
+from pipeline.transforms.registry import KEEPS_GRAY, ImageFn, Param, per_pixel, register
 
 
-@register("rotate90", "Rotate 90 degrees clockwise.", geometry=lambda kwargs: Geometry((("rotate", 1),)))
+@register("rotate90", "Rotate 90 degrees clockwise.", geometry=lambda kwargs: Geometry((("rotate", 1),)),
+          gray=KEEPS_GRAY)
 def _rotate90() -> ImageFn:
     return lambda image: cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
 
 
-@register("rotate180", "Rotate 180 degrees.", geometry=lambda kwargs: Geometry((("rotate", 2),)))
+@register("rotate180", "Rotate 180 degrees.", geometry=lambda kwargs: Geometry((("rotate", 2),)),
+          gray=KEEPS_GRAY)
 def _rotate180() -> ImageFn:
     return lambda image: cv2.rotate(image, cv2.ROTATE_180)
 
 
 @register("rotate270", "Rotate 90 degrees counter-clockwise.",
-          geometry=lambda kwargs: Geometry((("rotate", 3),)))
+          geometry=lambda kwargs: Geometry((("rotate", 3),)), gray=KEEPS_GRAY)
 def _rotate270() -> ImageFn:
     return lambda image: cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
 
@@ -31,7 +33,7 @@ _FLIP_GEOMETRY = {"h": Geometry((("flip", "h"),)), "v": Geometry((("flip", "v"),
 
 @register("flip", "Mirror: h = left-right, v = upside down, both = both.",
           Param("axis", str, "h", "mirror axis", choices=tuple(_FLIP_CODES)),
-          geometry=lambda kwargs: _FLIP_GEOMETRY[kwargs["axis"]])
+          geometry=lambda kwargs: _FLIP_GEOMETRY[kwargs["axis"]], gray=KEEPS_GRAY)
 def _flip(axis: str) -> ImageFn:
     return lambda image: cv2.flip(image, _FLIP_CODES[axis])
 
@@ -68,6 +70,7 @@ _RESIZE_TILING = {
     "halo": lambda kwargs: _INTERPOLATION_HALO[kwargs["interpolation"]],
     "geometry": lambda kwargs: Geometry((("scale", kwargs["factor"]),)),
     "work": per_pixel(lambda kwargs: _INTERPOLATION_WORK[kwargs["interpolation"]]),
+    "gray": KEEPS_GRAY,
 }
 
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.transforms.registry import ImageFn, Param, TransformError, kernel_halo, per_pixel, register, to_gray
+from pipeline.transforms.registry import (
+    KEEPS_GRAY,
+    MAKES_GRAY,
+    ImageFn,
+    Param,
+    TransformError,
+    kernel_halo,
+    per_pixel,
+    register,
+    to_gray,
+)
 
 # Work estimates: ns per pixel measured single-threaded on a 1 MP image, rounded up. A separable
 # kernel costs in proportion to its size; a median above 5 switches to a histogram method.
@@ -13,14 +23,15 @@ from pipeline.transforms.registry import ImageFn, Param, TransformError, kernel_
 @register("blur", "Gaussian blur.",
           Param("ksize", int, 9, "kernel size in pixels", min=1, max=99, odd=True),
           Param("sigma", float, 0.0, "standard deviation; 0 derives it from ksize", min=0.0, max=100.0),
-          halo=kernel_halo("ksize"), work=per_pixel(lambda kwargs: 2 + 1.8 * kwargs["ksize"]))
+          halo=kernel_halo("ksize"), work=per_pixel(lambda kwargs: 2 + 1.8 * kwargs["ksize"]), gray=KEEPS_GRAY)
 def _blur(ksize: int, sigma: float) -> ImageFn:
     return lambda image: cv2.GaussianBlur(image, (ksize, ksize), sigma)
 
 
 @register("median", "Median filter: removes speckle noise, keeps edges.",
           Param("ksize", int, 5, "aperture in pixels", min=1, max=99, odd=True),
-          halo=kernel_halo("ksize"), work=per_pixel(lambda kwargs: 12 if kwargs["ksize"] <= 5 else 200))
+          halo=kernel_halo("ksize"), work=per_pixel(lambda kwargs: 12 if kwargs["ksize"] <= 5 else 200),
+          gray=KEEPS_GRAY)
 def _median(ksize: int) -> ImageFn:
     return lambda image: cv2.medianBlur(image, ksize)
 
@@ -28,7 +39,7 @@ def _median(ksize: int) -> ImageFn:
 @register("sharpen", "Unsharp mask: in + amount * (in - gaussian blur of in).",
           Param("amount", float, 1.0, "strength; 0 leaves the image unchanged", min=0.0, max=10.0),
           Param("ksize", int, 5, "blur kernel size", min=1, max=99, odd=True),
-          halo=kernel_halo("ksize"), work=per_pixel(lambda kwargs: 4 + 1.6 * kwargs["ksize"]))
+          halo=kernel_halo("ksize"), work=per_pixel(lambda kwargs: 4 + 1.6 * kwargs["ksize"]), gray=KEEPS_GRAY)
 def _sharpen(amount: float, ksize: int) -> ImageFn:
     def sharpen(image: np.ndarray) -> np.ndarray:
         blurred = cv2.GaussianBlur(image, (ksize, ksize), 0)
@@ -42,7 +53,7 @@ def _sharpen(amount: float, ksize: int) -> ImageFn:
           Param("low", int, 100, "hysteresis low threshold", min=0, max=2000),
           Param("high", int, 200, "hysteresis high threshold (>= low)", min=0, max=2000),
           Param("aperture", int, 3, "Sobel aperture", choices=(3, 5, 7)),
-          tileable=False, work=per_pixel(lambda kwargs: 15 * kwargs["aperture"]))
+          tileable=False, work=per_pixel(lambda kwargs: 15 * kwargs["aperture"]), gray=MAKES_GRAY)
 def _edges(low: int, high: int, aperture: int) -> ImageFn:
     if low > high:
         raise TransformError(f"edges: low ({low}) must not exceed high ({high})")
@@ -53,7 +64,7 @@ def _edges(low: int, high: int, aperture: int) -> ImageFn:
 @register("sobel", "Sobel gradient magnitude |dx| + |dy| of the gray image, saturated.",
           Param("ksize", int, 3, "Sobel aperture", choices=(1, 3, 5, 7)),
           halo=lambda kwargs: max(1, kwargs["ksize"] // 2),  # ksize 1 still reads a 3-tap row
-          work=per_pixel(lambda kwargs: 3 + 2.5 * kwargs["ksize"]))
+          work=per_pixel(lambda kwargs: 3 + 2.5 * kwargs["ksize"]), gray=MAKES_GRAY)
 def _sobel(ksize: int) -> ImageFn:
     def sobel(image: np.ndarray) -> np.ndarray:
         gray = to_gray(image)
@@ -80,7 +91,7 @@ def pixelate_blocks(image: np.ndarray, block: int) -> np.ndarray:
 
 @register("pixelate", "Mosaic of block x block cells, each its mean colour.",
           Param("block", int, 16, "cell size in pixels", min=1, max=512),
-          align=lambda kwargs: kwargs["block"], work=per_pixel(16))
+          align=lambda kwargs: kwargs["block"], work=per_pixel(16), gray=KEEPS_GRAY)
 def _pixelate(block: int) -> ImageFn:
     return lambda image: pixelate_blocks(image, block)
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.transforms.registry import ImageFn, Param, register
+from pipeline.transforms.registry import KEEPS_GRAY, MAKES_GRAY, ImageFn, Param, register
 
 
-@register("grayscale", "Gray look; output stays 3-channel BGR so JPEG and tiling stay uniform.")
+@register("grayscale", "Gray look; output stays 3-channel BGR so JPEG and tiling stay uniform.", gray=MAKES_GRAY)
 def _grayscale() -> ImageFn:
     return lambda image: cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
 
 
-@register("invert", "Photographic negative (255 - value).")
+@register("invert", "Photographic negative (255 - value).", gray=KEEPS_GRAY)
 def _invert() -> ImageFn:
     return cv2.bitwise_not
 
@@ -39,11 +39,13 @@ def _gain_params(alpha: float, beta: float) -> tuple[Param, Param]:
             Param("beta", float, beta, "offset (brightness) added after the gain", min=-255.0, max=255.0))
 
 
-@register("brightness", "Brighten or darken: out = alpha * in + beta, saturated.", *_gain_params(1.0, 40.0))
+@register("brightness", "Brighten or darken: out = alpha * in + beta, saturated.", *_gain_params(1.0, 40.0),
+          gray=KEEPS_GRAY)
 def _brightness(alpha: float, beta: float) -> ImageFn:
     return _linear_lut(alpha, beta)
 
 
-@register("contrast", "Stretch contrast: out = alpha * in + beta, saturated.", *_gain_params(1.5, -64.0))
+@register("contrast", "Stretch contrast: out = alpha * in + beta, saturated.", *_gain_params(1.5, -64.0),
+          gray=KEEPS_GRAY)
 def _contrast(alpha: float, beta: float) -> ImageFn:
     return _linear_lut(alpha, beta)

@@ -146,6 +146,9 @@ class Transform:
     ``geometry_of`` how output pixels map from input. ``tileable`` is False for stateful and
     global transforms, whose tiled output could not equal whole-image output. ``work_of``
     estimates the CPU time of one run, so a server can refuse a chain before running it.
+    ``gray`` says what it does to gray: MAKES_GRAY (its output's three channels are always
+    equal), KEEPS_GRAY (equal channels in, equal channels out), or "" (no promise); a chain
+    whose output is gray is encoded as a one-channel JPEG (see ``Chain.gray_output``).
     """
 
     name: str
@@ -157,6 +160,7 @@ class Transform:
     geometry_of: Callable[[Kwargs], Geometry] = _same
     align_of: Callable[[Kwargs], int] = _one
     work_of: WorkFn = _CHEAP
+    gray: str = ""
 
     def resolve(self, kwargs: Kwargs) -> dict[str, Any]:
         """All parameters, defaults filled in, converted and validated."""
@@ -189,15 +193,21 @@ class Transform:
 
 REGISTRY: dict[str, Transform] = {}
 
+MAKES_GRAY = "makes"
+KEEPS_GRAY = "keeps"
+
 
 def register(name: str, help: str, *params: Param, tileable: bool = True,
              halo: Callable[[Kwargs], int] = _zero,
              geometry: Callable[[Kwargs], Geometry] = _same,
              align: Callable[[Kwargs], int] = _one,
-             work: WorkFn = _CHEAP) -> Callable:
+             work: WorkFn = _CHEAP, gray: str = "") -> Callable:
     """Decorator: register ``factory`` under ``name`` in :data:`REGISTRY`."""
+    if gray not in ("", MAKES_GRAY, KEEPS_GRAY):
+        raise ValueError(f"{name}: gray must be '', {MAKES_GRAY!r} or {KEEPS_GRAY!r}, not {gray!r}")
+
     def decorate(factory: Callable[..., ImageFn]) -> Callable[..., ImageFn]:
-        REGISTRY[name] = Transform(name, help, params, factory, tileable, halo, geometry, align, work)
+        REGISTRY[name] = Transform(name, help, params, factory, tileable, halo, geometry, align, work, gray)
         return factory
     return decorate
 

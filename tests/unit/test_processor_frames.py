@@ -12,6 +12,7 @@ from pipeline.codec import CodecError, decode_image, encode_image
 from pipeline.tiling import TileInfo, check_context, split
 from pipeline.transforms import REGISTRY, TransformError, parse_spec
 from pipeline.wire import Frame
+from processor import frames as frames_module
 from processor.frames import FrameProcessor
 from processor.pool import OrderedPool
 from tests.support.frame_feed import assemble
@@ -180,3 +181,88 @@ def test_live_chain_changes_apply_per_frame_and_never_split_a_tiled_frame(image,
     # A whole frame of another stream gets the default, and a frame's own header wins.
     other, own = frames.process_batch([png_frame(image, stream="door"), png_frame(image, stream="cam", transform="sepia")])
     assert (other.transform, own.transform) == ("grayscale", "sepia")
+
+
+def test_what_streams_last_got_is_remembered_for_a_bounded_number_of_names(caplog):
+    """Stream names come from records: a flood of new names must not grow the processor."""
+    processor = FrameProcessor("invert")
+    small = np.zeros((2, 2, 3), np.uint8)
+    processor.process(png_frame(small, stream="first"))
+    for i in range(frames_module._MAX_STREAMS + 10):
+        processor.process(png_frame(small, stream=f"s{i}"))
+    assert len(processor._applied) == frames_module._MAX_STREAMS
+    assert "first" not in processor._applied  # the least recently seen went first
+    processor.process(png_frame(small, stream="s5"))  # a recent name stays; its chain did not change
+    assert "chain now" not in caplog.text
+
+
+class CatchUpDuringWork:
+    """A catch-up of the live chains that applies ``changes`` while the batch is processed, as
+    ChainControl.start_sync does when it reads a new control record; records when it started."""
+
+    def __init__(self, live: dict[str, str], changes: dict[str, str]) -> None:
+        self.live, self.changes = live, changes
+        self.started_after: list[str] | None = None
+        self.asked: list[str] = []
+
+    def live_spec(self, stream: str) -> str | None:
+        self.asked.append(stream)
+        return self.live.get(stream)
+
+    def __call__(self):
+        self.started_after = list(self.asked)  # what had been decided when it started
+        self.live.update(self.changes)
+        return lambda: bool(self.changes)
+
+
+def test_a_chain_change_found_beside_the_batch_redoes_the_frames_it_reaches(image, pool):
+    catch_up = CatchUpDuringWork({"cam": "invert"}, {"cam": "blur:ksize=5"})
+    reported = {}
+    frames = FrameProcessor("grayscale", pool=pool, live_spec=catch_up.live_spec,
+                            report_chain=reported.__setitem__)
+    batch = [png_frame(np.roll(image, i, axis=1), i, "cam") for i in range(4)]
+    batch += [png_frame(image, 9, "door"), png_frame(image, 10, "cam", transform="sepia")]
+    outputs = frames.process_batch(batch, catch_up)
+    assert catch_up.started_after == ["cam"] * 4 + ["door"]  # started once every chain was decided
+    assert [out.transform for out in outputs] == ["blur:ksize=5"] * 4 + ["grayscale", "sepia"]
+    blur = parse_spec("blur:ksize=5")
+    for i in range(4):
+        assert np.array_equal(decode_image(outputs[i].data), blur(np.roll(image, i, axis=1)))
+    assert reported["cam"] == "blur:ksize=5"
+
+
+def test_a_catch_up_that_changed_nothing_leaves_the_batch_as_it_was(image, pool):
+    batch = [png_frame(np.roll(image, i, axis=1), i, "cam") for i in range(4)]
+    catch_up = CatchUpDuringWork({"cam": "invert"}, {})
+    with_catch_up = FrameProcessor("grayscale", pool=pool, live_spec=catch_up.live_spec).process_batch(batch, catch_up)
+    without = FrameProcessor("grayscale", pool=pool, live_spec={"cam": "invert"}.get).process_batch(batch)
+    assert catch_up.started_after is not None
+    assert [o.data for o in with_catch_up] == [o.data for o in without]
+
+
+def test_a_chain_change_beside_the_batch_never_splits_a_tiled_frame(image, pool):
+    """Tiles of a frame whose chain an earlier batch pinned keep it; a frame first seen in this
+    batch is redone whole with the new chain, and its later tiles get that one too."""
+    live = {"cam": "invert"}
+    frames = FrameProcessor("grayscale", pool=pool, live_spec=lambda stream: live.get(stream))
+
+    def video_tiles(seq: int) -> list[Frame]:
+        return [replace(tile, stream="cam", seq=seq, job=None, transform=None)
+                for tile in tile_frames(image, "blur", 64, halo=8)]
+
+    first, second = video_tiles(1), video_tiles(2)
+    outputs = frames.process_batch(first[:2])
+    catch_up = CatchUpDuringWork(live, {"cam": "blur:ksize=5"})
+    outputs += frames.process_batch(first[2:] + second[:3], catch_up)
+    outputs += frames.process_batch(second[3:])
+    assert [out.transform for out in outputs] == ["invert"] * len(first) + ["blur:ksize=5"] * len(second)
+    assert np.array_equal(assemble(outputs[:len(first)]), parse_spec("invert")(image))
+    assert np.array_equal(assemble(outputs[len(first):]), parse_spec("blur:ksize=5")(image))
+
+
+def test_a_stateful_chain_redone_after_a_change_still_sees_the_frames_in_order(image, pool):
+    sequence = [png_frame(np.roll(image, 3 * i, axis=0), i, "cam") for i in range(6)]
+    catch_up = CatchUpDuringWork({"cam": "invert"}, {"cam": "bgremove"})
+    redone = FrameProcessor("grayscale", pool=pool, live_spec=catch_up.live_spec).process_batch(sequence, catch_up)
+    direct = FrameProcessor("grayscale", live_spec={"cam": "bgremove"}.get).process_batch(sequence)
+    assert [o.data for o in redone] == [o.data for o in direct]

@@ -168,12 +168,24 @@ def test_idle_stream_repeats_its_last_part_and_closing_closes_the_source():
         finally:
             closed.append(True)
 
-    body = mjpeg(ticks(), keepalive_s=0.0, fallback=lambda: served(0))
+    counted = []
+    body = mjpeg(ticks(), keepalive_s=0.0, fallback=lambda: served(0), on_frame=lambda f: counted.append(f.seq))
     chunks = [next(body) for _ in range(5)]
     assert chunks[0] == b"--frame\r\n"
     assert chunks[1:] == [part(served(0)), part(served(1)), part(served(1)), part(served(1))]
     body.close()
     assert closed == [True]
+    assert counted == [0, 1]  # the fallback is a frame to the client; repeats are not
+
+
+def test_a_frame_sent_again_in_a_row_is_counted_once():
+    """A redelivered record, or a replay's first frame that the fallback already showed: the
+    client sees the same frame twice in a row, and counts it once."""
+    counted = []
+    body = mjpeg((t for t in [None, served(1), served(1), served(2)]), keepalive_s=0.0, fallback=lambda: served(1),
+                 on_frame=lambda f: counted.append(f.seq))
+    assert list(body) == [b"--frame\r\n", part(served(1)), part(served(1)), part(served(1)), part(served(2))]
+    assert counted == [1, 2]
 
 
 def test_keepalive_waits_for_its_interval():

@@ -51,16 +51,26 @@ def mjpeg(
     (the stream stalled) and this client already has the frame the stream stalled on, that card
     goes out instead, every NO_SIGNAL_EVERY_S; a real frame takes over as soon as one comes. (A
     replay still behind that frame waits for its next frame, not for the live end.) Closing
-    this closes `ticks`."""
+    this closes `ticks`.
+
+    `on_frame` is called for each part that is a frame to the client: not the previous frame
+    again (a keep-alive, or a redelivered record), nor a card; the fallback before any frame is one."""
     last: ServedFrame | None = None
     last_write = time.monotonic()
+
+    def sent(frame: ServedFrame) -> None:
+        nonlocal last
+        if last is None or (last.seq, last.ts_ms) != (frame.seq, frame.ts_ms):
+            on_frame(frame)
+        last = frame
+
     try:
         yield f"--{BOUNDARY}\r\n".encode()
         for frame in ticks:
             now = time.monotonic()
             if frame is not None:
-                on_frame(frame)
-                last, last_write = frame, now
+                sent(frame)
+                last_write = now
                 yield frame.part
             elif (card := no_signal()) is not None and (last is None or (last.seq, last.ts_ms) == (card.seq, card.ts_ms)):
                 if now - last_write >= NO_SIGNAL_EVERY_S:
@@ -70,6 +80,7 @@ def mjpeg(
                 repeat = last or fallback()
                 last_write = now
                 if repeat is not None:
+                    sent(repeat)
                     yield repeat.part
     finally:
         ticks.close()
