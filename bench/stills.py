@@ -16,8 +16,9 @@ turns), so both counts see the same machine; the table gives medians, and each r
 ratio is printed too.
 
 Each job's line also gives the CPU seconds the viewer, the broker and each processor spent on
-it (so it shows whether both processors worked on the job): the viewer and the broker are not pinned and share both cores with the processors, so what
-a second processor can buy is bounded by what the whole job costs the two cores.
+it (so it shows whether both processors worked on the job): the viewer and the broker are not
+pinned and share both cores with the processors, so what a second processor can buy is bounded
+by what the whole job costs the two cores.
 """
 
 from __future__ import annotations
