@@ -1,7 +1,8 @@
 """Still-image jobs: POST /upload to the downloaded result, against the in-process
 decode -> chain -> encode of the same file measured in the same run.
 
-    .venv/bin/python -m bench.stills [--sizes 1024,2048,4096] [--processors 1,2] [--repeat 1]
+    .venv/bin/python -m bench.stills [--sizes 1024,2048,4096] [--processors 1,2] [--modes whole,tiled,heavy]
+                                     [--repeat 1] [--rounds 1]
 
 The viewer runs as in production (gunicorn -k gevent -w 1) on the embedded broker; each
 processor is `python -m processor`, pinned with taskset to a core of its own (processor i on
@@ -9,11 +10,15 @@ core i mod cores), since 2 processors on 2 shared cores cannot show what a secon
 Three jobs per size: `whole` sends one record (`edges`, not tileable), `tiled` 512 px tiles
 (`blur:ksize=9`) and `heavy` 512 px tiles of a chain whose own work outweighs the decode and
 encode around it (`cartoon`: a bilateral filter), the case a second processor is for. The
-image is a photograph (tests/photos.large_photo) as PNG.
+image is a photograph (tests/photos.large_photo) as PNG. With ``--rounds N`` the processor
+counts take turns N times on the same viewer and broker (a member is started or stopped between
+turns), so both counts see the same machine; the table gives medians, and each round's 2-vs-1
+ratio is printed too.
 
-Each job's line also gives the CPU seconds the viewer, the broker and the processors spent on
-it: the viewer and the broker are not pinned and share both cores with the processors, so what
-a second processor can buy is bounded by what the whole job costs the two cores.
+Each job's line also gives the CPU seconds the viewer, the broker and each processor spent on
+it (so it shows whether both processors worked on the job): the viewer and the broker are not
+pinned and share both cores with the processors, so what a second processor can buy is bounded
+by what the whole job costs the two cores.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ class Row:
     processors: int
     job_s: float
     in_process_s: float
+    turn: int = 0  # which round (0 for a median over them)
 
     @property
     def ratio(self) -> float:
@@ -103,68 +109,121 @@ def cpu_use(pids: dict[str, list[int]], before: dict[str, float] | None = None) 
     return {role: now[role] - (before or {}).get(role, 0.0) for role in now}
 
 
-def measure(broker: EmbeddedBroker, images: dict[int, bytes], processors: int, repeat: int) -> list[Row]:
-    settings = dataclasses.replace(isolated_settings(broker), max_message_bytes=MAX_MESSAGE_BYTES)
-    env = settings_env(settings) | {"MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES)}
-    group = f"bench-{uuid.uuid4().hex[:8]}"
-    taskset = shutil.which("taskset")
-    members = []
-    for i in range(processors):
-        pin = [taskset, "-c", str(i % os.cpu_count())] if taskset else []
-        members.append(subprocess.Popen([*pin, sys.executable, "-m", "processor", "--quiet", "--group", group],
-                                        env=env, cwd=ROOT))
-    jobs_dir = tempfile.mkdtemp(prefix="bench-stills-")
-    server = Gunicorn(settings, env={"JOBS_DB": os.path.join(jobs_dir, "jobs.db"), "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
-                                     "MAX_UPLOAD_BYTES": str(100_000_000), "MAX_JOB_WORK_S": "600"})
-    try:
-        # Warm-up jobs: every member joins the group and takes its partitions.
-        for _ in range(2):
-            run_job(server.url, images[min(images)], MODES["tiled"])
-        rows = []
-        roles = {"viewer": [server.worker_pid()], "broker": [broker.process.pid],
-                 "processors": [member.pid for member in members]}
-        for side, data in images.items():
-            for mode, spec in MODES.items():
-                before = cpu_use(roles)
-                job = statistics.median(run_job(server.url, data, spec) for _ in range(repeat))
-                used = cpu_use(roles, before)
-                base = statistics.median(in_process_s(data, spec) for _ in range(repeat))
-                rows.append(Row(side, mode, processors, job, base))
-                print(f"  {processors} processor(s) {side}² {mode:<5} job {job:6.2f} s, in-process {base:5.2f} s "
-                      f"({job / base:.2f}x); load {os.getloadavg()[0]:.1f}; CPU s per job: "
-                      + ", ".join(f"{role} {used[role] / repeat:.2f}" for role in roles), flush=True)
-        return rows
-    finally:
-        server.stop()
-        for member in members:
+class Stack:
+    """The viewer and a group of processors, each pinned to a core of its own, on one broker.
+    ``scale(n)`` starts or stops members, so 1 and 2 processors take turns in one run."""
+
+    def __init__(self, broker: EmbeddedBroker) -> None:
+        self.broker = broker
+        settings = dataclasses.replace(isolated_settings(broker), max_message_bytes=MAX_MESSAGE_BYTES)
+        self.env = settings_env(settings) | {"MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES)}
+        self.group = f"bench-{uuid.uuid4().hex[:8]}"
+        self.members: list[subprocess.Popen] = []
+        self.jobs_dir = tempfile.mkdtemp(prefix="bench-stills-")
+        self.server = Gunicorn(settings, env={"JOBS_DB": os.path.join(self.jobs_dir, "jobs.db"),
+                                              "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
+                                              "MAX_UPLOAD_BYTES": str(100_000_000), "MAX_JOB_WORK_S": "600"})
+
+    def scale(self, count: int, warm_up: bytes) -> None:
+        """Exactly ``count`` members (processor i on core i mod cores), settled in the group."""
+        taskset = shutil.which("taskset")
+        while len(self.members) > count:
+            member = self.members.pop()
             member.terminate()
-        for member in members:
             member.wait(30)
-        shutil.rmtree(jobs_dir, ignore_errors=True)
+        while len(self.members) < count:
+            pin = [taskset, "-c", str(len(self.members) % os.cpu_count())] if taskset else []
+            self.members.append(subprocess.Popen([*pin, sys.executable, "-m", "processor", "--quiet",
+                                                  "--group", self.group], env=self.env, cwd=ROOT))
+        # Warm-up jobs: the group settles (members join or leave, partitions move) before a job is timed.
+        for _ in range(2):
+            run_job(self.server.url, warm_up, MODES["tiled"])
+
+    def roles(self) -> dict[str, list[int]]:
+        return {"viewer": [self.server.worker_pid()], "broker": [self.broker.process.pid]} | {
+            f"processor {i + 1}": [member.pid] for i, member in enumerate(self.members)}
+
+    def close(self) -> None:
+        self.server.stop()
+        for member in self.members:
+            member.terminate()
+        for member in self.members:
+            member.wait(30)
+        shutil.rmtree(self.jobs_dir, ignore_errors=True)
 
 
-def run(sizes: list[int], processors: list[int], repeat: int) -> list[Row]:
+def measure(stack: Stack, images: dict[int, bytes], processors: int, modes: list[str], repeat: int,
+            turn: int) -> list[Row]:
+    stack.scale(processors, images[min(images)])
+    rows = []
+    roles = stack.roles()
+    for side, data in images.items():
+        for mode in modes:
+            spec = MODES[mode]
+            before = cpu_use(roles)
+            job = statistics.median(run_job(stack.server.url, data, spec) for _ in range(repeat))
+            used = cpu_use(roles, before)
+            base = statistics.median(in_process_s(data, spec) for _ in range(repeat))
+            rows.append(Row(side, mode, processors, job, base, turn))
+            print(f"  {processors} processor(s) {side}² {mode:<5} job {job:6.2f} s, in-process {base:5.2f} s "
+                  f"({job / base:.2f}x); load {os.getloadavg()[0]:.1f}; CPU s per job: "
+                  + ", ".join(f"{role} {used[role] / repeat:.2f}" for role in roles), flush=True)
+    return rows
+
+
+def run(sizes: list[int], processors: list[int], modes: list[str], repeat: int, rounds: int) -> list[Row]:
+    """Each round measures every processor count in turn (1, 2, 1, 2, ...), on one viewer and
+    broker, so a change in the machine's load hits both counts alike."""
     images = {side: png(side) for side in sizes}
     with EmbeddedBroker() as broker:
-        return [row for count in processors for row in measure(broker, images, count, repeat)]
+        stack = Stack(broker)
+        try:
+            rows = []
+            for turn in range(rounds):
+                print(f"round {turn + 1} of {rounds}", flush=True)
+                rows += [row for count in processors for row in measure(stack, images, count, modes, repeat, turn + 1)]
+            return rows
+        finally:
+            stack.close()
+
+
+def medians(rows: list[Row]) -> list[Row]:
+    """One row per (side, mode, processors): the median job and in-process times over the rounds."""
+    groups: dict[tuple[int, str, int], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.side, r.mode, r.processors), []).append(r)
+    return [Row(side, mode, count, statistics.median(r.job_s for r in group),
+                statistics.median(r.in_process_s for r in group))
+            for (side, mode, count), group in groups.items()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1024,2048,4096", help="square image sides")
     parser.add_argument("--processors", default="1,2", help="processor counts to run")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"jobs to run, of {', '.join(MODES)}")
     parser.add_argument("--repeat", type=int, default=1, help="jobs per figure (median)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="turns of every processor count (1, 2, 1, 2, ...): figures are medians over them")
     parser.add_argument("--json", metavar="FILE", help="also write the rows there (bench/report.py)")
     args = parser.parse_args()
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
         counts = [int(n) for n in args.processors.split(",")]
-        if min(sizes) < 64 or min(counts) < 1 or args.repeat < 1:
+        modes = args.modes.split(",")
+        if min(sizes) < 64 or min(counts) < 1 or args.repeat < 1 or args.rounds < 1 or not set(modes) <= set(MODES):
             raise ValueError
     except ValueError:
-        parser.exit(2, "stills: --sizes, --processors and --repeat take positive integers (sides >= 64)\n")
+        parser.exit(2, "stills: --sizes, --processors, --repeat and --rounds take positive integers (sides >= 64),"
+                       f" --modes some of {','.join(MODES)}\n")
     print(f"load {os.getloadavg()[0]:.2f}; PNG photographs, {TILE} px tiles; cv2 {cv2.__version__}", flush=True)
-    rows = run(sizes, counts, args.repeat)
+    each = run(sizes, counts, modes, args.repeat, args.rounds)
+    rows = medians(each)
+    by_turn = {(r.turn, r.side, r.mode, r.processors): r.job_s for r in each}
+    for turn, side, mode, count in sorted(by_turn):
+        if count == 2 and (turn, side, mode, 1) in by_turn:
+            print(f"round {turn}: {side}² {mode} 2 processors vs 1: {by_turn[turn, side, mode, 2]:.2f} s /"
+                  f" {by_turn[turn, side, mode, 1]:.2f} s = {by_turn[turn, side, mode, 2] / by_turn[turn, side, mode, 1]:.2f}x")
     print(f"{'size':>6} {'mode':<6} {'procs':>5} {'job s':>7} {'in-process s':>12} {'ratio':>6}")
     for r in rows:
         print(f"{r.side:>5}² {r.mode:<6} {r.processors:>5} {r.job_s:>7.2f} {r.in_process_s:>12.2f} {r.ratio:>5.2f}x")

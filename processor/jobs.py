@@ -15,10 +15,14 @@ a consumer of their own in a group of their own (``<group>.jobs``), on a thread 
   progress (slowly) on a saturated processor too. A group of its own also means that a
   rebalance of the jobs consumers never pauses the live ones.
 - **At-least-once** as for frames: a poll's outputs are sent, acknowledged, then committed
-  (per topic-partition, by the same code as the live loop); a failure rewinds and redoes them.
+  (per topic-partition, by the same code as the live loop, and pipelined the same way: a poll's
+  acknowledgements are awaited once the next poll's tiles are sent); a failure rewinds and
+  redoes them.
 
-Job tiles still written to the raw topic (an older viewer, records from before) are processed
-by the live loop as before.
+Outputs go to the job results topic (``JOB_RESULTS_TOPIC``), which the live hub does not read,
+for records whose ``out`` header asks for it (pipeline.wire); others (older viewers) still get
+theirs on the processed topic. Job tiles still written to the raw topic (an older viewer,
+records from before) are processed by the live loop as before.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pipeline.kafka import BACKGROUND_FETCH, BurstFetch, make_consumer
 from pipeline.priority import lower_priority
 from pipeline.service import StopDeadline
 from pipeline.settings import Settings
+from pipeline.wire import OUT_RESULTS
 from processor.frames import FrameProcessor
 from processor.heartbeat import ProcessorStats
 from processor.pool import OrderedPool
@@ -111,6 +116,12 @@ class JobWorker:
         slot recycled with it, before the viewer's collector reads it (the job never finished)."""
         return mirrored(self._slot.topic, self.settings.raw_topic, target_base)
 
+    def _results_route(self, input_topic: str, target_base: str) -> str:
+        """`_route`, with outputs to the job results topic instead of the processed one."""
+        if target_base == self.settings.processed_topic:
+            target_base = self.settings.job_results_topic
+        return self._route(input_topic, target_base)
+
     def _run(self) -> None:
         """Sessions until the stop: an error ends a session, never the jobs loop (the live
         loop goes on either way)."""
@@ -125,62 +136,103 @@ class JobWorker:
                 self.stop.wait(RETRY_S)
 
     def _session(self) -> None:
-        from processor.run import OffsetKeeper  # processor.run starts this worker
+        from processor.run import COMMIT_EVERY_S, OffsetKeeper  # processor.run starts this worker
 
         # Nobody watches job tiles arrive: a long fetch wait spares the idle polling, and a short
         # one while a job's tiles come (BurstFetch: a long one stalled them).
         consumer = make_consumer(self.settings, "processor-jobs", group_id=self.group, **BACKGROUND_FETCH)
         burst = BurstFetch(consumer)
-        offsets = OffsetKeeper(consumer, self.own)
+        # Commits at most every COMMIT_EVERY_S, as the live loop's: a blocking commit after every
+        # poll of two tiles left the processor idle for a third of a blur job's tiles.
+        offsets = OffsetKeeper(consumer, self.own, every_s=COMMIT_EVERY_S)
+        # The poll whose outputs are sent but not yet acknowledged: settled after the next poll's
+        # tiles are processed and sent, as in the live loop (waiting for the acks before the next
+        # poll left the processor idle while they came).
+        in_flight = None
         try:
             # The raw topic's current generation (pipeline/generations.py; always the raw topic
             # itself on a broker with real retention).
             self._slot = CurrentSlot(self.settings, self.settings.raw_topic)
+            self._results_partitions = len(self.producer.partitions_for(self.settings.job_results_topic) or ()) or 1
             try:
                 consumer.subscribe(slots(self.settings.jobs_topic, consumer.topics()), listener=offsets)
                 log.info("jobs: reading %s in group %s", self.settings.jobs_topic, self.group)
                 marked = 0.0
                 while not self.stop.is_set():
-                    self.gate.wait(MAX_WAIT_S)
-                    if self.stop.is_set():
-                        break
-                    batch = consumer.poll(timeout_ms=100, max_records=RECORDS_PER_POLL * self.concurrency)
+                    if in_flight is not None and not self.gate.wait(0):
+                        self._settle(in_flight, consumer, offsets)  # live frames first
+                        in_flight = None
+                        continue
+                    if in_flight is None:
+                        self.gate.wait(MAX_WAIT_S)
+                        if self.stop.is_set():
+                            break
+                    batch = consumer.poll(timeout_ms=0 if in_flight else 100,
+                                          max_records=RECORDS_PER_POLL * self.concurrency)
                     burst.polled(bool(batch))
                     if not batch:
-                        if time.monotonic() - marked >= MARK_EVERY_S:
+                        if in_flight is not None:
+                            self._settle(in_flight, consumer, offsets)
+                            in_flight = None
+                        elif time.monotonic() - marked >= MARK_EVERY_S:
                             marked = time.monotonic()
                             _mark_positions(consumer, offsets)
                         offsets.commit()  # also retries a commit deferred by a rebalance or a failure
                         continue
-                    if not self._handle(batch, consumer, offsets):
-                        self.stop.wait(1.0)
+                    current = self._send(batch)
+                    if in_flight is not None and not self._settle(in_flight, consumer, offsets, current):
+                        in_flight = None
+                        continue
+                    in_flight = current
             finally:
                 self._slot.close()
         finally:
             try:
+                if in_flight is not None:
+                    self._settle(in_flight, consumer, offsets)
                 offsets.commit(StopDeadline(self.stop).left(), last=True)
             finally:
                 consumer.close(timeout_ms=int(min(StopDeadline(self.stop).left(), 5.0) * 1000))
 
-    def _handle(self, batch: dict, consumer, offsets) -> bool:
-        """Process, send and commit one poll's tiles; False (rewound, to redo) if not delivered."""
-        from processor.run import _Batch, _complete, _process_batch, _redo
+    def _send(self, batch: dict):
+        """Process one poll's tiles (on the low-priority thread) and send their outputs: to the
+        job results topic for records that ask for it (``out`` header), else (records of older
+        viewers, whose collectors read only that) to the processed topic."""
+        from processor.run import _Batch, _process_batch
 
-        behind = [None] * sum(len(records) for records in batch.values())
-        sends = self._niced.submit(_process_batch, batch, self.frames, self.producer, self.settings, self.stats,
-                                   self.out_partitions, behind, self._route).result()
-        done = _Batch(batch, sends)
+        sends = []
+        for results in (True, False):
+            part = {tp: kept for tp, records in batch.items()
+                    if (kept := [r for r in records if wants_results(r) == results])}
+            if part:
+                route, partitions = ((self._results_route, self._results_partitions) if results
+                                     else (self._route, self.out_partitions))
+                behind = [None] * sum(len(records) for records in part.values())
+                sends += self._niced.submit(_process_batch, part, self.frames, self.producer, self.settings,
+                                            self.stats, partitions, behind, route).result()
+        return _Batch(batch, sends)
+
+    def _settle(self, done, consumer, offsets, after=None) -> bool:
+        """Wait for a poll's outputs to be acknowledged and commit it. If they were not delivered,
+        rewind to redo it (and ``after``, the poll sent after it), pause, and say False."""
+        from processor.run import _complete, _redo
+
         if _complete(done, consumer, offsets, self.producer, self.settings, self.stats, StopDeadline(self.stop),
                      self._route):
             return True
-        _redo(consumer, done)
+        _redo(consumer, *(b for b in (after, done) if b is not None))
+        self.stop.wait(1.0)
         return False
 
 
+def wants_results(record) -> bool:
+    """A job record whose output goes to the job results topic (``out`` header, pipeline.wire)."""
+    return any(key == "out" and value == OUT_RESULTS.encode() for key, value in record.headers or ())
+
+
 def _mark_positions(consumer, offsets) -> None:
-    """Make every owned partition's position pending for commit (where nothing else is): each
-    poll's tiles are committed (or rewound) before the next poll, so everything before a
-    position is done."""
+    """Make every owned partition's position pending for commit (where nothing else is): called
+    only with no poll in flight, when every tile before a position is done."""
     for tp in consumer.assignment():
         if tp not in offsets.pending:
             try:

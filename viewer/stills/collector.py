@@ -1,5 +1,6 @@
 """Job collector: one background reader per viewer process gathers the tiles of every job in
-the job-state topic from the processed topic (and failures from the dead-letter topic) into this
+the job-state topic from the job results topic (and from the processed topic, where processors
+put the output of records from older viewers), and failures from the dead-letter topic, into this
 host's cache (viewer.stills.store), assembles a job's result when its last tile arrives, and
 publishes the job's outcome to the job-state topic: the first replica to do so decides it for all.
 A job some other replica already finished is assembled here only when its result is asked for.
@@ -51,7 +52,7 @@ class JobCollector(BackgroundLoop):
         self.store = store
         self.jobs = jobs
         self.timeout_s = timeout_s
-        self.topics = [settings.processed_topic, settings.dead_letter_topic]
+        self.topics = [*output_bases(settings), settings.dead_letter_topic]
         self.ready = threading.Event()
 
     def wait_ready(self, timeout_s: float) -> bool:
@@ -65,10 +66,11 @@ class JobCollector(BackgroundLoop):
             return
         consumer = make_consumer(self.settings, "viewer-jobs", group_id=None, auto_offset_reset="earliest", **BACKGROUND_FETCH)
         try:
-            # Every generation of both topics on the embedded broker (pipeline/generations.py):
+            # Every generation of these topics on the embedded broker (pipeline/generations.py):
             # a job's tiles come out in the slot its upload went to.
             existing = consumer.topics()
-            self.topics = [*slots(self.settings.processed_topic, existing), *slots(self.settings.dead_letter_topic, existing)]
+            self.topics = [slot for base in (*output_bases(self.settings), self.settings.dead_letter_topic)
+                           for slot in slots(base, existing)]
             tps = partitions_of(consumer, *self.topics)
             if not tps:
                 self.stopping.wait(0.5)
@@ -90,9 +92,7 @@ class JobCollector(BackgroundLoop):
             while not self.stopping.is_set():
                 batch = consumer.poll(timeout_ms=200)
                 burst.polled(any(is_job_record(record) for records in batch.values() for record in records))
-                for records in batch.values():
-                    for record in records:
-                        self.skip_bad_record(self._handle, record)
+                self._handle_batch([record for records in batch.values() for record in records])
         finally:
             consumer.close()
 
@@ -105,44 +105,59 @@ class JobCollector(BackgroundLoop):
                 positions[tp] = min(positions[tp], offset)
         return positions
 
-    def _handle(self, record) -> None:
-        """Store a job's tile or failure."""
+    def _handle_batch(self, records: list) -> None:
+        """Store a poll's job tiles, one store call per job (a transaction per tile made the
+        viewer fall behind two processors), and its failures."""
+        tiles: dict[str, tuple[Entry, list]] = {}
+        for record in records:
+            found = self.skip_bad_record(self._tile, record)
+            if found is not None:
+                entry, index, frame = found
+                tiles.setdefault(frame.job, (entry, []))[1].append((index, frame))
+        for job_id, (entry, frames) in tiles.items():
+            if self._store(entry, frames) and self.jobs.entry(job_id).record.state != "done":
+                self._assemble(job_id)  # eagerly, unless another replica already finished it
+
+    def _tile(self, record) -> tuple[Entry, int, object] | None:
+        """(job entry, tile index, frame) of a job's processed tile; a job's failure is recorded
+        on the way; None for anything else."""
         if record.topic in slot_names(self.settings.dead_letter_topic):
             # Only the headers: a dead letter may come without the original's bytes.
             headers = dict(record.headers or [])
             job = headers.get("job")
             if job is None:
-                return
+                return None
             job_id = job.decode(errors="replace")
             if self.jobs.entry(job_id) is None:
-                return
+                return None
             reason = headers.get("error", b"unknown error").decode(errors="replace")
             log.warning("job=%s failed in the processor: %s", job_id, reason)
             self._fail(job_id, f"processor: {reason}")
-            return
+            return None
         try:
             frame = decode_record(record)
         except WireError:
-            return
+            return None
         if frame.job is None:
-            return
+            return None
         entry = self.jobs.entry(frame.job, settled=True)
         if entry is None or not entry.admitted or entry.record.state in ("requested", "failed"):
-            return  # not a job of ours, or one that is over
+            return None  # not a job of ours, or one that is over
         try:
             index = tile_index(frame)
         except ValueError as exc:
             self._fail(frame.job, str(exc))
-            return
-        if self._store(entry, index, frame) and self.jobs.entry(frame.job).record.state != "done":
-            self._assemble(frame.job)  # eagerly, unless another replica already finished it
+            return None
+        return entry, index, frame
 
-    def _store(self, entry: Entry, index: int, frame) -> bool:
-        """Cache one of the job's tiles; True once every tile is cached."""
+    def _store(self, entry: Entry, frames: list[tuple[int, object]]) -> bool:
+        """Cache some of the job's tiles, (index, frame) each; True once every tile is cached."""
         job = entry.record
         self.store.ensure(job.job, job.format, job.transform, job.width, job.height, job.tiles_total,
                           job.created_ms / 1000)
-        status = self.store.add_tile(job.job, index, frame.tile, frame.data, frame.width, frame.height)
+        last = frames[-1][1]
+        status = self.store.add_tiles(job.job, [(index, frame.tile, frame.data) for index, frame in frames],
+                                      last.width, last.height)
         return status is not None and status.tiles_done >= status.tiles_total
 
     def collect_again(self, entry: Entry, deadline: float) -> bool:
@@ -153,7 +168,8 @@ class JobCollector(BackgroundLoop):
         stop_ms = (job.finished_ms or int(time.time() * 1000)) + COLLECT_AGAIN_SLACK_MS
         consumer = make_consumer(self.settings, "viewer-jobs-again", group_id=None, allow_auto_create_topics=False)
         try:
-            tps = partitions_of(consumer, *slots(self.settings.processed_topic, consumer.topics()))
+            existing = consumer.topics()
+            tps = partitions_of(consumer, *(slot for base in output_bases(self.settings) for slot in slots(base, existing)))
             ends = consumer.end_offsets(tps) if tps else {}
             positions = output_positions(entry, ends)
             reading = {tp for tp, offset in positions.items() if offset < ends[tp]}
@@ -168,7 +184,7 @@ class JobCollector(BackgroundLoop):
                             break
                         try:
                             frame = decode_record(record)
-                            if frame.job == job.job and self._store(entry, tile_index(frame), frame):
+                            if frame.job == job.job and self._store(entry, [(tile_index(frame), frame)]):
                                 return True
                         except (WireError, ValueError) as exc:
                             log.debug("job=%s: offset %d skipped: %s", job.job, record.offset, exc)
@@ -192,6 +208,7 @@ class JobCollector(BackgroundLoop):
         """Build the result from the stored tiles, unless another viewer worker already is."""
         if not self.store.claim_assembly(job_id):
             return
+
         status = self.store.get(job_id)
         started = time.monotonic()
         try:
@@ -222,6 +239,12 @@ class JobCollector(BackgroundLoop):
         for info, (_, data) in zip(infos, tiles, strict=True):
             off_hub(lambda info=info, data=data: assembler.add(info, decode_image(data, max_pixels)))
         return assembler.image()
+
+
+def output_bases(settings: Settings) -> tuple[str, str]:
+    """Where processed job tiles come out: the job results topic, and the processed topic for
+    records written without the ``out`` header (older viewers, pipeline.wire)."""
+    return settings.job_results_topic, settings.processed_topic
 
 
 def is_job_record(record) -> bool:

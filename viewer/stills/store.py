@@ -2,7 +2,7 @@
 results it assembled, so a result is built once per host and served without rebuilding it.
 
 Only a cache: what a job is and how it stands is in the job-state topic (viewer/stills/joblog.py),
-and the tiles are in the processed topic. A replica with an empty cache (another host, a
+and the tiles are in the job results topic. A replica with an empty cache (another host, a
 deleted file) collects a job's tiles again from where the job-state topic says they sit. Workers of
 one host may share the file (``JOBS_DB``): a claim in the job's row lets only one assemble.
 Tiles are deleted once the assembled job is published; only the newest ``keep`` finished jobs (and at most
@@ -163,26 +163,39 @@ class JobStore:
     @off_hub_method
     def get(self, job_id: str) -> JobStatus | None:
         with self._connect() as db:
-            row = db.execute(f"SELECT {_STATUS_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return self._status(db, job_id)
+
+    @staticmethod
+    def _status(db: sqlite3.Connection, job_id: str) -> JobStatus | None:
+        row = db.execute(f"SELECT {_STATUS_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else JobStatus(*row)
 
-    @off_hub_method
     def add_tile(self, job_id: str, index: int, header: str | None, data: bytes, out_width: int, out_height: int
                  ) -> JobStatus | None:
-        """Store one processed tile (duplicates ignored) and the output size it carries; the
-        job's status after it, None if the job is unknown or already finished (a redelivered
-        tile of an old job)."""
+        """``add_tiles`` for one tile."""
+        return self.add_tiles(job_id, [(index, header, data)], out_width, out_height)
+
+    @off_hub_method
+    def add_tiles(self, job_id: str, tiles: list[tuple[int, str | None, bytes]], out_width: int, out_height: int
+                  ) -> JobStatus | None:
+        """Store processed tiles (index, header, data) of one job (duplicates ignored) and the
+        output size they carry, in one transaction; the job's status after them, None if the
+        job is unknown or already finished (redelivered tiles of an old job).
+
+        One transaction for all the tiles one poll brought: a transaction per tile (with its
+        own connection, and another for the status) made the viewer fall behind two processors
+        (blur on a 4096² image: its last tile stored 0.7 s after the processors' last one)."""
         with self._write() as db:
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None or row[0] not in ACTIVE:
                 return None
-            db.execute("INSERT OR IGNORE INTO tiles (job, idx, header, data) VALUES (?, ?, ?, ?)",
-                       (job_id, index, header, data))
+            db.executemany("INSERT OR IGNORE INTO tiles (job, idx, header, data) VALUES (?, ?, ?, ?)",
+                           [(job_id, index, header, data) for index, header, data in tiles])
             db.execute("UPDATE jobs SET state = 'running', out_width = ?, out_height = ?,"
                        " tiles_done = (SELECT count(*) FROM tiles WHERE job = ?)"
                        " WHERE id = ? AND state IN ('queued', 'running')",
                        (out_width, out_height, job_id, job_id))
-        return self.get(job_id)
+            return self._status(db, job_id)
 
     @off_hub_method
     def claim_assembly(self, job_id: str, lease_s: float = ASSEMBLY_LEASE_S) -> bool:
