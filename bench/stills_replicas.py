@@ -131,7 +131,7 @@ def measure(side: int, repeat: int) -> Row:
                 late.append(late_s)
                 print(f"  {side}²: same replica {same_s:.2f} s, other {other_s:.2f} s, started late {late_s:.2f} s; "
                       f"load {os.getloadavg()[0]:.1f}", flush=True)
-            tiles, tile_bytes = topic_bytes(settings, settings.processed_topic, job, by_key=False)
+            tiles, tile_bytes = topic_bytes(settings, settings.job_results_topic, job, by_key=False)
             records, record_bytes = topic_bytes(settings, settings.job_state_topic, job, by_key=True)
             return Row(side, statistics.median(same), statistics.median(other), statistics.median(late), len(data),
                        len(result), tiles, tile_bytes, records, record_bytes)

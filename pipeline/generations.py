@@ -42,8 +42,10 @@ CHECK_EVERY_S = 1.0
 
 def generational_bases(settings: Settings) -> tuple[str, ...]:
     """The topics that have two slots on the embedded broker: raw frames, processed frames, dead
-    letters and still-job tiles (the first two in this order: retention ages a generation by them)."""
-    return (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic, settings.jobs_topic)
+    letters, still-job tiles and their results (the first two in this order: retention ages a
+    generation by them)."""
+    return (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic, settings.jobs_topic,
+            settings.job_results_topic)
 
 
 def slot_names(base: str) -> list[str]:

@@ -239,7 +239,8 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     configs = {"max.message.bytes": str(settings.max_message_bytes)}
     if settings.min_insync_replicas:
         configs["min.insync.replicas"] = str(settings.min_insync_replicas)
-    names = (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic, settings.jobs_topic)
+    names = (settings.raw_topic, settings.processed_topic, settings.dead_letter_topic, settings.jobs_topic,
+             settings.job_results_topic)
     topics = [NewTopic(n, settings.partitions, settings.replication_factor, topic_configs=configs) for n in names]
     topics.append(NewTopic(settings.heartbeat_topic, 1, settings.replication_factor, topic_configs=configs))
     # Compacted: the newest chain per stream is all that matters; one partition keeps every

@@ -45,9 +45,12 @@ class Settings:
     ssl_cafile: str | None = None
     raw_topic: str = "frames.raw"
     # Still-image job tiles: a topic of their own, so processors take them only when no live
-    # frame is waiting (processor/jobs.py); outputs go to the processed topic like frames.
+    # frame is waiting (processor/jobs.py).
     jobs_topic: str = "frames.jobs"
     processed_topic: str = "frames.processed"
+    # Processed job tiles: a topic of their own too, so the live hub never fetches megabytes of
+    # job output only to skip it (tiles from older viewers still come out on the processed topic).
+    job_results_topic: str = "frames.jobs.results"
     heartbeat_topic: str = "processors.heartbeat"
     dead_letter_topic: str = "frames.dlq"
     # Compacted, keyed by stream: each stream's live transform chain (pipeline/control.py).
@@ -108,6 +111,7 @@ class Settings:
             raw_topic=get("RAW_TOPIC") or "frames.raw",
             jobs_topic=get("JOBS_TOPIC") or "frames.jobs",
             processed_topic=get("PROCESSED_TOPIC") or "frames.processed",
+            job_results_topic=get("JOB_RESULTS_TOPIC") or "frames.jobs.results",
             heartbeat_topic=get("HEARTBEAT_TOPIC") or "processors.heartbeat",
             dead_letter_topic=get("DEAD_LETTER_TOPIC") or "frames.dlq",
             control_topic=get("CONTROL_TOPIC") or "streams.control",
@@ -142,6 +146,7 @@ class Settings:
             "RAW_TOPIC": self.raw_topic,
             "JOBS_TOPIC": self.jobs_topic,
             "PROCESSED_TOPIC": self.processed_topic,
+            "JOB_RESULTS_TOPIC": self.job_results_topic,
             "HEARTBEAT_TOPIC": self.heartbeat_topic,
             "DEAD_LETTER_TOPIC": self.dead_letter_topic,
             "CONTROL_TOPIC": self.control_topic,

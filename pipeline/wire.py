@@ -23,6 +23,9 @@ Tiles (``tile`` header set, see ``pipeline.tiling.TileInfo``):
   ``Assembler(h, w, rows, cols)`` (identity geometry) keyed by job (or stream and seq),
   knowing nothing of the chain. Tiles that must reassemble pixel-exactly travel as lz4 pixels
   (lossless and fast; PNG works too).
+- ``out``: where a still job's output goes. ``results`` (``OUT_RESULTS``, set by the viewer on
+  every job record) sends it to the job results topic; without it (records of older viewers)
+  it goes to the processed topic, which their collectors read.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ STREAM_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 STREAM_NAME_RULE = "1-128 characters from A-Z a-z 0-9 . _ -, not starting with a dot"
 
 _REQUIRED = ("stream", "seq", "ts", "enc", "w", "h")
+
+# The `out` header's value that sends a job record's output to the job results topic.
+OUT_RESULTS = "results"
 
 
 class WireError(ValueError):
@@ -60,6 +66,7 @@ class Frame:
     # Processed frames: source time (ms) of the input still queued behind this frame when it
     # was processed. Live viewers skip frames that far behind; the log keeps them.
     behind_ms: int | None = None
+    out: str | None = None  # still jobs: where the output goes (OUT_RESULTS), see the module doc
 
     def with_image(self, data: bytes, width: int, height: int, encoding: str | None = None) -> Frame:
         return replace(self, data=data, width=width, height=height, encoding=encoding or self.encoding)
@@ -90,7 +97,7 @@ def to_record(frame: Frame) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         ("h", str(frame.height)),
     ]
     for name, value in (("tile", frame.tile), ("job", frame.job), ("transform", frame.transform),
-                        ("behind", None if frame.behind_ms is None else str(frame.behind_ms))):
+                        ("behind", None if frame.behind_ms is None else str(frame.behind_ms)), ("out", frame.out)):
         if value is not None:
             headers.append((name, value))
     return frame.stream.encode(), frame.data, [(k, v.encode()) for k, v in headers]
@@ -125,6 +132,7 @@ def from_record(headers: list[tuple[str, bytes]] | None, value: bytes | None) ->
             job=fields.get("job"),
             transform=fields.get("transform"),
             behind_ms=int(fields["behind"]) if "behind" in fields else None,
+            out=fields.get("out"),
         )
     except ValueError:
         raise WireError("record has a non-integer seq/ts/w/h/behind header") from None

@@ -19,8 +19,10 @@ a consumer of their own in a group of their own (``<group>.jobs``), on a thread 
   acknowledgements are awaited once the next poll's tiles are sent); a failure rewinds and
   redoes them.
 
-Job tiles still written to the raw topic (an older viewer, records from before) are processed
-by the live loop as before.
+Outputs go to the job results topic (``JOB_RESULTS_TOPIC``), which the live hub does not read,
+for records whose ``out`` header asks for it (pipeline.wire); others (older viewers) still get
+theirs on the processed topic. Job tiles still written to the raw topic (an older viewer,
+records from before) are processed by the live loop as before.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pipeline.kafka import BACKGROUND_FETCH, BurstFetch, make_consumer
 from pipeline.priority import lower_priority
 from pipeline.service import StopDeadline
 from pipeline.settings import Settings
+from pipeline.wire import OUT_RESULTS
 from processor.frames import FrameProcessor
 from processor.heartbeat import ProcessorStats
 from processor.pool import OrderedPool
@@ -113,6 +116,12 @@ class JobWorker:
         slot recycled with it, before the viewer's collector reads it (the job never finished)."""
         return mirrored(self._slot.topic, self.settings.raw_topic, target_base)
 
+    def _results_route(self, input_topic: str, target_base: str) -> str:
+        """`_route`, with outputs to the job results topic instead of the processed one."""
+        if target_base == self.settings.processed_topic:
+            target_base = self.settings.job_results_topic
+        return self._route(input_topic, target_base)
+
     def _run(self) -> None:
         """Sessions until the stop: an error ends a session, never the jobs loop (the live
         loop goes on either way)."""
@@ -144,6 +153,7 @@ class JobWorker:
             # The raw topic's current generation (pipeline/generations.py; always the raw topic
             # itself on a broker with real retention).
             self._slot = CurrentSlot(self.settings, self.settings.raw_topic)
+            self._results_partitions = len(self.producer.partitions_for(self.settings.job_results_topic) or ()) or 1
             try:
                 consumer.subscribe(slots(self.settings.jobs_topic, consumer.topics()), listener=offsets)
                 log.info("jobs: reading %s in group %s", self.settings.jobs_topic, self.group)
@@ -185,12 +195,21 @@ class JobWorker:
                 consumer.close(timeout_ms=int(min(StopDeadline(self.stop).left(), 5.0) * 1000))
 
     def _send(self, batch: dict):
-        """Process one poll's tiles (on the low-priority thread) and send their outputs."""
+        """Process one poll's tiles (on the low-priority thread) and send their outputs: to the
+        job results topic for records that ask for it (``out`` header), else (records of older
+        viewers, whose collectors read only that) to the processed topic."""
         from processor.run import _Batch, _process_batch
 
-        behind = [None] * sum(len(records) for records in batch.values())
-        sends = self._niced.submit(_process_batch, batch, self.frames, self.producer, self.settings, self.stats,
-                                   self.out_partitions, behind, self._route).result()
+        sends = []
+        for results in (True, False):
+            part = {tp: kept for tp, records in batch.items()
+                    if (kept := [r for r in records if wants_results(r) == results])}
+            if part:
+                route, partitions = ((self._results_route, self._results_partitions) if results
+                                     else (self._route, self.out_partitions))
+                behind = [None] * sum(len(records) for records in part.values())
+                sends += self._niced.submit(_process_batch, part, self.frames, self.producer, self.settings,
+                                            self.stats, partitions, behind, route).result()
         return _Batch(batch, sends)
 
     def _settle(self, done, consumer, offsets, after=None) -> bool:
@@ -204,6 +223,11 @@ class JobWorker:
         _redo(consumer, *(b for b in (after, done) if b is not None))
         self.stop.wait(1.0)
         return False
+
+
+def wants_results(record) -> bool:
+    """A job record whose output goes to the job results topic (``out`` header, pipeline.wire)."""
+    return any(key == "out" and value == OUT_RESULTS.encode() for key, value in record.headers or ())
 
 
 def _mark_positions(consumer, offsets) -> None:

@@ -1,5 +1,6 @@
-"""Still-job tiles travel on the jobs topic, and tiles an older viewer writes to the raw topic
-still come back as a finished job (mixed versions during an upgrade)."""
+"""Still-job tiles travel on the jobs topic and their outputs on the job results topic, and
+tiles an older viewer writes to the raw topic, or without the ``out`` header, still come back
+as a finished job (mixed versions during an upgrade)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,51 @@ def test_job_tiles_an_older_viewer_writes_to_the_raw_topic_still_finish(settings
         processors.stop()
     expected = parse_spec("grayscale")(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
     assert np.array_equal(out, expected)
+
+
+def run_job(settings, tmp_path, data: bytes) -> np.ndarray:
+    """Upload ``data`` (grayscale, 256 px tiles) with one processor running; the result's pixels."""
+    processors = Processors(settings, 1)
+    app = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path / "jobs.sqlite3")})
+    try:
+        client = app.test_client()
+        job = submit(client, data, transform="grayscale", tile="256")
+        wait_done(client, job["job"])
+        return result_image(client, job["job"], "image/png")
+    finally:
+        viewer_of(app).shutdown()
+        processors.stop()
+
+
+def grayscale_of(data: bytes) -> np.ndarray:
+    return parse_spec("grayscale")(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+
+
+def held(settings, topic: str) -> list:
+    """Every record ``topic`` holds now."""
+    reader = Topic(settings, topic)
+    try:
+        return reader.drain()
+    finally:
+        reader.consumer.close()
+
+
+def test_job_outputs_go_to_the_job_results_topic_which_the_live_hub_does_not_read(settings, tmp_path):
+    data = png(1024)
+    assert np.array_equal(run_job(settings, tmp_path, data), grayscale_of(data))
+    results = [decode_record(r) for r in held(settings, settings.job_results_topic)]
+    assert len(results) == 16 and all(r.job and r.tile for r in results)
+    assert held(settings, settings.processed_topic) == []
+
+
+def test_job_records_without_the_out_header_still_finish_through_the_processed_topic(settings, tmp_path, monkeypatch):
+    from viewer.stills import upload
+
+    monkeypatch.setattr(upload, "OUT_RESULTS", None)  # what a viewer from before the header wrote
+    data = png(1024)
+    assert np.array_equal(run_job(settings, tmp_path, data), grayscale_of(data))
+    assert len(held(settings, settings.processed_topic)) == 16
+    assert held(settings, settings.job_results_topic) == []
 
 
 def test_an_idle_jobs_group_keeps_offsets_on_the_jobs_topic_so_rotations_wait_for_it(settings, monkeypatch):

@@ -167,7 +167,7 @@ def test_job_survives_a_viewer_restart(broker, tmp_path):
     processors = Processors(settings, 1)
     try:
         # Every tile is processed before the next viewer starts: only its saved position finds them.
-        assert processed_tiles(settings, job["job"], 16) == 16
+        assert result_tiles(settings, job["job"], 16) == 16
         second = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path / "second.db")}).test_client()
         wait_done(second, job["job"])
         assert np.array_equal(result_image(second, job["job"], "image/png"), 255 - photo("astronaut.png"))
@@ -175,10 +175,10 @@ def test_job_survives_a_viewer_restart(broker, tmp_path):
         processors.stop()
 
 
-def processed_tiles(settings, job: str, expected: int, timeout_s: float = JOB_WAIT_S) -> int:
-    """Count the job's records on the processed topic, reading until ``expected`` or timeout."""
+def result_tiles(settings, job: str, expected: int, timeout_s: float = JOB_WAIT_S) -> int:
+    """Count the job's records on the job results topic, reading until ``expected`` or timeout."""
     consumer = make_consumer(settings, "test-reader")
-    consumer.subscribe([settings.processed_topic])
+    consumer.subscribe([settings.job_results_topic])
     seen: set[str] = set()
     deadline = time.monotonic() + timeout_s
     try:

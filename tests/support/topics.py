@@ -20,6 +20,7 @@ def isolated_settings(broker: EmbeddedBroker) -> Settings:
         raw_topic=f"raw-{tag}",
         jobs_topic=f"jobs-{tag}",
         processed_topic=f"processed-{tag}",
+        job_results_topic=f"jobresults-{tag}",
         heartbeat_topic=f"heartbeat-{tag}",
         dead_letter_topic=f"dlq-{tag}",
         control_topic=f"control-{tag}",

@@ -6,7 +6,8 @@ from pipeline.wire import Frame, WireError, from_record, to_record
 
 
 def test_round_trip_keeps_every_field():
-    frame = Frame("clip", 42, 1_700_000_000_123, "png", 640, 360, b"\x89PNG...", tile="3/2x2", job="j1", transform="grayscale")
+    frame = Frame("clip", 42, 1_700_000_000_123, "png", 640, 360, b"\x89PNG...", tile="3/2x2", job="j1", transform="grayscale",
+                  out="results")
     key, value, headers = to_record(frame)
     assert key == b"clip"
     assert value == b"\x89PNG..."
@@ -18,7 +19,7 @@ def test_optional_headers_are_absent_when_unset():
     _, _, headers = to_record(Frame("s", 0, 1, "jpeg", 2, 2, b"x"))
     assert [k for k, _ in headers] == ["stream", "seq", "ts", "enc", "w", "h"]
     frame = from_record(headers, b"x")
-    assert frame.tile is None and frame.job is None and frame.transform is None
+    assert frame.tile is None and frame.job is None and frame.transform is None and frame.out is None
 
 
 @pytest.mark.parametrize(

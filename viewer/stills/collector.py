@@ -1,5 +1,6 @@
 """Job collector: one background reader per viewer process gathers the tiles of every job in
-the job-state topic from the processed topic (and failures from the dead-letter topic) into this
+the job-state topic from the job results topic (and from the processed topic, where processors
+put the output of records from older viewers), and failures from the dead-letter topic, into this
 host's cache (viewer.stills.store), assembles a job's result when its last tile arrives, and
 publishes the job's outcome to the job-state topic: the first replica to do so decides it for all.
 A job some other replica already finished is assembled here only when its result is asked for.
@@ -51,7 +52,7 @@ class JobCollector(BackgroundLoop):
         self.store = store
         self.jobs = jobs
         self.timeout_s = timeout_s
-        self.topics = [settings.processed_topic, settings.dead_letter_topic]
+        self.topics = [*output_bases(settings), settings.dead_letter_topic]
         self.ready = threading.Event()
 
     def wait_ready(self, timeout_s: float) -> bool:
@@ -65,10 +66,11 @@ class JobCollector(BackgroundLoop):
             return
         consumer = make_consumer(self.settings, "viewer-jobs", group_id=None, auto_offset_reset="earliest", **BACKGROUND_FETCH)
         try:
-            # Every generation of both topics on the embedded broker (pipeline/generations.py):
+            # Every generation of these topics on the embedded broker (pipeline/generations.py):
             # a job's tiles come out in the slot its upload went to.
             existing = consumer.topics()
-            self.topics = [*slots(self.settings.processed_topic, existing), *slots(self.settings.dead_letter_topic, existing)]
+            self.topics = [slot for base in (*output_bases(self.settings), self.settings.dead_letter_topic)
+                           for slot in slots(base, existing)]
             tps = partitions_of(consumer, *self.topics)
             if not tps:
                 self.stopping.wait(0.5)
@@ -166,7 +168,8 @@ class JobCollector(BackgroundLoop):
         stop_ms = (job.finished_ms or int(time.time() * 1000)) + COLLECT_AGAIN_SLACK_MS
         consumer = make_consumer(self.settings, "viewer-jobs-again", group_id=None, allow_auto_create_topics=False)
         try:
-            tps = partitions_of(consumer, *slots(self.settings.processed_topic, consumer.topics()))
+            existing = consumer.topics()
+            tps = partitions_of(consumer, *(slot for base in output_bases(self.settings) for slot in slots(base, existing)))
             ends = consumer.end_offsets(tps) if tps else {}
             positions = output_positions(entry, ends)
             reading = {tp for tp, offset in positions.items() if offset < ends[tp]}
@@ -236,6 +239,12 @@ class JobCollector(BackgroundLoop):
         for info, (_, data) in zip(infos, tiles, strict=True):
             off_hub(lambda info=info, data=data: assembler.add(info, decode_image(data, max_pixels)))
         return assembler.image()
+
+
+def output_bases(settings: Settings) -> tuple[str, str]:
+    """Where processed job tiles come out: the job results topic, and the processed topic for
+    records written without the ``out`` header (older viewers, pipeline.wire)."""
+    return settings.job_results_topic, settings.processed_topic
 
 
 def is_job_record(record) -> bool:

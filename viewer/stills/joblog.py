@@ -218,13 +218,14 @@ class JobLog(BackgroundLoop):
 
     def output_positions(self) -> dict[str, int]:
         """Where output written from now on will sit: "topic:partition" -> end offset of every
-        slot of the processed and dead-letter topics (reported short on Tansu: a few records
-        more are read, never fewer)."""
+        slot of the job results, processed and dead-letter topics (reported short on Tansu: a
+        few records more are read, never fewer)."""
         with self._client_lock:
             consumer = self._ends_consumer()
             existing = consumer.topics()
             tps = [TopicPartition(topic, p)
-                   for base in (self.settings.processed_topic, self.settings.dead_letter_topic)
+                   for base in (self.settings.job_results_topic, self.settings.processed_topic,
+                                self.settings.dead_letter_topic)
                    for topic in slots(base, existing)
                    for p in sorted(consumer.partitions_for_topic(topic) or ())]
             ends = consumer.end_offsets(tps) if tps else {}

@@ -27,7 +27,7 @@ IN_PROGRESS = ("requested", "queued")
 FORMATS = ("png", "jpeg")
 MAX_RECORD_BYTES = 64 * 1024  # a job document is ~0.5 KB; anything much larger is not one
 # "topic:partition" -> first offset where the job's output may sit. Bounded: two slots of the
-# processed and dead-letter topics, a partition count no deployment here gets near.
+# job results, processed and dead-letter topics, a partition count no deployment here gets near.
 MAX_POSITIONS = 4096
 
 

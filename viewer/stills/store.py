@@ -2,7 +2,7 @@
 results it assembled, so a result is built once per host and served without rebuilding it.
 
 Only a cache: what a job is and how it stands is in the job-state topic (viewer/stills/joblog.py),
-and the tiles are in the processed topic. A replica with an empty cache (another host, a
+and the tiles are in the job results topic. A replica with an empty cache (another host, a
 deleted file) collects a job's tiles again from where the job-state topic says they sit. Workers of
 one host may share the file (``JOBS_DB``): a claim in the job's row lets only one assemble.
 Tiles are deleted once the assembled job is published; only the newest ``keep`` finished jobs (and at most

@@ -25,7 +25,7 @@ from pipeline.kafka import make_producer
 from pipeline.settings import Settings
 from pipeline.tiling import split
 from pipeline.transforms import Chain
-from pipeline.wire import Frame, to_record
+from pipeline.wire import OUT_RESULTS, Frame, to_record
 from viewer.errors import ApiError
 from viewer.stills.budget import Busy, MemoryBudget, Reservation
 from viewer.stills.collector import JobCollector
@@ -46,7 +46,7 @@ RETRY_AFTER_S = 5  # what a refused upload is told to wait
 # (500 status requests: 1.2-1.8 s of viewer CPU before, 1.0-1.2 s after).
 EXPIRE_EVERY_S = 10.0
 # How long a result request waits for this replica to assemble a job another replica finished
-# (reading its tiles again from the processed topic if it did not cache them).
+# (reading its tiles again from the job results topic if it did not cache them).
 RESULT_WAIT_S = 30.0
 
 
@@ -67,7 +67,7 @@ class JobLimits:
 
 class ResultGone(Exception):
     """A finished job whose result this replica cannot build: it has not cached the tiles, and
-    they are no longer in the log (the processed topic's retention, or rotation on the
+    they are no longer in the log (the job results topic's retention, or rotation on the
     embedded broker, dropped them)."""
 
 
@@ -285,8 +285,10 @@ def job_frames(job_id: str, data: bytes, image: np.ndarray | None, header: Image
     goes as the untouched upload.
     Tiles are encoded lazily, so the first ones are being processed while later ones encode.
     """
+    # Outputs to the job results topic (not the processed one, which the live hub reads).
     base = Frame(stream=UPLOAD_STREAM, seq=0, ts_ms=int(time.time() * 1000), encoding=INTERNAL_ENCODING,
-                 width=header.width, height=header.height, data=b"", job=job_id, transform=chain.spec)
+                 width=header.width, height=header.height, data=b"", job=job_id, transform=chain.spec,
+                 out=OUT_RESULTS)
     if not chain.tileable or (header.width <= tile and header.height <= tile):
         as_is = image is None or sends_upload_as_is(header, True, max_record_bytes)
         pixels = None if as_is else off_hub(_encode_pixels, image)
