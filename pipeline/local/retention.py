@@ -15,7 +15,9 @@ At-least-once across a rotation: recycling a raw (or jobs) slot deletes the reco
 processors have not yet committed there. So a rotation first waits until every processor group
 (every group with offsets on the raw or jobs topic) has committed up to the end of the slot
 about to be recycled, for as long as they keep making progress, checks again with the producers
-paused, and only then pauses the processors too and recycles the slot. Processors that are
+paused, and only then pauses the processors too and recycles the slot. If the broker passes the
+budget by a quarter while it waits, the producers are paused from then on (back-pressure: the
+live video waits for the processors rather than the memory growing). Processors that are
 stuck (none committed anything for `CATCH_UP_STALL_S`) do not hold the memory budget hostage:
 the rotation goes ahead and says, in a warning, how many raw records each group never
 processed. (A single large record used to trigger the very rotation that deleted it before any
@@ -68,6 +70,11 @@ MIN_GROWTH_BYTES = 16 << 20
 CATCH_UP_STALL_S = 10.0
 CATCH_UP_MAX_S = 60.0
 CATCH_UP_POLL_S = 0.2
+# While a rotation waits for the processors the producers go on, filling the current generation;
+# once the broker passes the budget by this share they are frozen for the rest of the wait, so a
+# slow processor holds the live video instead of letting the broker grow (at 150 fps on a loaded
+# machine it reached 2.5x the budget in a 12 s wait).
+FREEZE_PRODUCERS_OVER = 0.25
 
 
 def process_rss_bytes(pid: int) -> int:
@@ -223,6 +230,7 @@ class EmbeddedRetention:
         self.settings = settings
         self.broker_pid = broker_pid
         self.budget_bytes = budget_bytes
+        self.ceiling_bytes = int(budget_bytes * (1 + FREEZE_PRODUCERS_OVER))
         self.producers_paused = producers_paused
         self.processors_paused = processors_paused
         self.interval_s = interval_s
@@ -269,11 +277,22 @@ class EmbeddedRetention:
         # Writers follow the current slot, so the one to recycle takes no new records: the
         # processors finish it while everything runs, and producers are frozen only for a last
         # check and the recycling (waiting frozen, a backlog of still-job tiles stopped the live
-        # video for as long as the processors took).
-        caught_up = self._await_processors(rotator)
-        with self.producers_paused():
-            if caught_up:
-                self._await_processors(rotator)
+        # video for as long as the processors took), or once the broker is well over the budget.
+        with contextlib.ExitStack() as frozen:
+            held: list[bool] = []
+
+            def hold_producers_over_ceiling() -> None:
+                if not held and process_rss_bytes(self.broker_pid) > self.ceiling_bytes:
+                    frozen.enter_context(self.producers_paused())
+                    held.append(True)
+                    log.info("embedded broker past %d MB while processors catch up: producers paused until the "
+                             "rotation", self.ceiling_bytes >> 20)
+
+            caught_up = self._await_processors(rotator, hold_producers_over_ceiling)
+            if not held:
+                frozen.enter_context(self.producers_paused())
+                if caught_up:
+                    self._await_processors(rotator)
             with self.processors_paused():
                 recycling = process_rss_bytes(self.broker_pid)
                 rotator.rotate()
@@ -294,12 +313,13 @@ class EmbeddedRetention:
                         "lower --retention", "-" if kept_s is None else f"{kept_s:.0f}", self.window_s)
         return rotation
 
-    def _await_processors(self, rotator: TopicRotator) -> bool:
+    def _await_processors(self, rotator: TopicRotator, each_wait: Callable[[], None] = lambda: None) -> bool:
         """Until no processor group is behind on the slot to recycle, while they make progress;
-        False when it gave up waiting."""
+        False when it gave up waiting. `each_wait` runs before every wait."""
         started = progressed = time.monotonic()
         behind = rotator.unprocessed()
         while behind:
+            each_wait()
             now = time.monotonic()
             if now - progressed > CATCH_UP_STALL_S or now - started > CATCH_UP_MAX_S or self._stop.is_set():
                 log.warning("recycling a generation although processors have not caught up: raw records never "

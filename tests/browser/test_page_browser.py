@@ -31,7 +31,7 @@ from tests.support.first_parts import FirstParts
 from tests.support.images import is_grayscale
 from tests.support.paths import SAMPLE_PNG, SAMPLE_VIDEO
 from tests.support.server import ServerThread
-from tests.support.stack import running_stack
+from tests.support.stack import running_stack, wait_for_resume_consumers_closed
 from tests.support.waiting import wait_until
 from viewer import create_app
 from viewer.extension import viewer_of
@@ -363,7 +363,7 @@ def test_timeline_seeks_pauses_plays_and_changes_speed(stack, page, problems, sc
     expect(page.locator("#view-processed .replay-play")).to_have_text("Play")
     expect(caption).to_contain_text("paused at")
     expect(img).to_have_attribute("src", re.compile(r"^blob:"))
-    time.sleep(1.0)  # the server notices the closed stream and commits the last frame sent
+    wait_for_resume_consumers_closed(stack)  # the stream closed server-side: its last commit is made
     paused = viewer_window(stack, page)
     time.sleep(1.5)
     still = viewer_window(stack, page)
@@ -463,7 +463,7 @@ def test_a_reload_comes_back_where_the_tab_was(stack, page, problems, first_part
     still = img.evaluate("node => { const c = document.createElement('canvas'); c.width = node.naturalWidth;"
                          " c.height = node.naturalHeight; c.getContext('2d').drawImage(node, 0, 0);"
                          " return c.toDataURL('image/png'); }")
-    time.sleep(1.0)  # the server notices the closed stream and commits the last frame sent
+    wait_for_resume_consumers_closed(stack)  # the stream closed server-side: its last commit is made
     paused = viewer_window(stack, page)["viewer"]
     opened = len(spy.of(viewer))
     page.reload()
@@ -487,7 +487,7 @@ def test_a_reload_comes_back_where_the_tab_was(stack, page, problems, first_part
     page.locator("#view-processed .replay-play").click()
     page.wait_for_function("() => sessionStorage.getItem('replay-still')", timeout=WAIT_MS)
     page.evaluate("sessionStorage.removeItem('replay-still')")
-    time.sleep(1.0)
+    wait_for_resume_consumers_closed(stack)
     paused = viewer_window(stack, page)["viewer"]
     opened = len(spy.of(viewer))
     page.reload()

@@ -30,20 +30,21 @@ class CountingRotator:
         return {}
 
 
+def pausing(log: list[str], role: str):
+    @contextmanager
+    def paused():
+        log.append(f"{role} in")
+        yield
+        log.append(f"{role} out")
+    return paused
+
+
 def test_budget_check_rotates_past_the_budget_and_not_again_without_growth():
-    pauses = []
-
-    def pausing(role: str):
-        @contextmanager
-        def paused():
-            pauses.append(f"{role} in")
-            yield
-            pauses.append(f"{role} out")
-        return paused
-
+    pauses: list[str] = []
     # This test process stands in for the broker: its memory is well above 1 MB.
     small = EmbeddedRetention(Settings(), os.getpid(), budget_bytes=1 << 20, window_s=60,
-                              producers_paused=pausing("producers"), processors_paused=pausing("processors"))
+                              producers_paused=pausing(pauses, "producers"),
+                              processors_paused=pausing(pauses, "processors"))
     rotator = CountingRotator()
     first = small.check(rotator)
     assert first is not None and first.number == 1 and first.reason == "memory" and first.rss_before > 1 << 20
@@ -63,3 +64,37 @@ def test_window_check_rotates_once_the_current_generation_covers_the_window():
     rotator = CountingRotator(age_s=30.2)
     rotation = roomy.check(rotator)
     assert rotation is not None and rotation.reason == "window" and rotator.rotations == 1
+
+
+class CatchingUpRotator(CountingRotator):
+    """Processors behind on the slot to recycle, catching up one record per look; `log` says
+    when each look came against the pauses."""
+
+    def __init__(self, behind: int, log: list[str]) -> None:
+        super().__init__()
+        self.behind, self.log = behind, log
+
+    def unprocessed(self) -> dict[str, int]:
+        self.log.append("look")
+        self.behind = max(0, self.behind - 1)
+        return {"processors": self.behind} if self.behind else {}
+
+
+def test_producers_wait_with_the_processors_once_the_broker_is_well_over_the_budget():
+    """Back-pressure: a slow processor must not let the broker grow without bound while a
+    rotation waits for it, so past the ceiling the producers are paused for the rest of the wait."""
+    log: list[str] = []
+    # This test process stands in for the broker: well above 1 MB, so well over the ceiling.
+    over = EmbeddedRetention(Settings(), os.getpid(), budget_bytes=1 << 20,
+                             producers_paused=pausing(log, "producers"), processors_paused=pausing(log, "processors"))
+    assert over.check(CatchingUpRotator(3, log)) is not None
+    assert log == ["look", "producers in", "look", "look", "processors in", "processors out", "producers out"]
+
+    # Under the ceiling (a rotation for the window), they go on while the processors catch up.
+    log.clear()
+    roomy = EmbeddedRetention(Settings(), os.getpid(), budget_bytes=1 << 40, window_s=30,
+                              producers_paused=pausing(log, "producers"), processors_paused=pausing(log, "processors"))
+    rotator = CatchingUpRotator(3, log)
+    rotator.age_s = 31
+    assert roomy.check(rotator) is not None
+    assert log == ["look", "look", "look", "producers in", "look", "processors in", "processors out", "producers out"]
