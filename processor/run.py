@@ -50,7 +50,7 @@ from kafka.producer.future import FutureRecordMetadata
 
 from pipeline.control import ChainControl
 from pipeline.generations import mirrored, slot_names, slots
-from pipeline.kafka import TAKEOVER_TIMEOUTS, close_producer, make_consumer, make_producer
+from pipeline.kafka import TAKEOVER_TIMEOUTS, close_producer, live_fetch, make_consumer, make_producer
 from pipeline.service import STOP_BUDGET_S, StopDeadline, StopEvent
 from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, to_record
@@ -189,6 +189,7 @@ def run(
                    settings.raw_topic, concurrency, tile)
     producer = make_producer(settings, "processor")
     consumer = make_consumer(settings, "processor", group_id=group, **TAKEOVER_TIMEOUTS)
+    fetch = live_fetch(consumer, settings)  # a longer fetch wait while no frame comes
     offsets = OffsetKeeper(consumer, stats, every_s=COMMIT_EVERY_S)
     # Both generations of the raw topic on the embedded broker (pipeline/generations.py).
     consumer.subscribe(slots(settings.raw_topic, consumer.topics()), listener=offsets)
@@ -213,6 +214,7 @@ def run(
             if in_flight is None:
                 gate.live_idle()
             batch = consumer.poll(timeout_ms=0 if in_flight else 200, max_records=RECORDS_PER_WORKER * concurrency)
+            fetch.polled(bool(batch))
             if batch:
                 gate.live_busy()
             # Every chain change acknowledged before these frames were produced applies to them: the

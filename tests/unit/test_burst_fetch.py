@@ -73,3 +73,18 @@ def test_the_collector_counts_only_job_records_as_a_burst():
                  transform="invert")
     assert is_job_record(record(tile)) and not is_job_record(record(live))
     assert not is_job_record(SimpleNamespace(headers=None))
+
+
+def test_a_live_reader_waits_longer_only_while_idle_and_never_shorter_than_configured():
+    from pipeline.kafka import LIVE_IDLE_FETCH_WAIT_MS, live_fetch
+    from pipeline.settings import Settings
+
+    consumer = offline_consumer()
+    try:
+        live = live_fetch(consumer, Settings(fetch_max_wait_ms=10))
+        assert live.wait_ms == LIVE_IDLE_FETCH_WAIT_MS > 10  # idle from the start
+        live.polled(True)
+        assert live.wait_ms == 10  # frames flow: the configured wait
+        assert live_fetch(consumer, Settings(fetch_max_wait_ms=500)).wait_ms == 500  # Apache Kafka's setting stays
+    finally:
+        consumer.close()

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from pipeline.generations import slots
-from pipeline.kafka import assign_at, from_end, make_consumer, partitions_of
+from pipeline.kafka import assign_at, from_end, live_fetch, make_consumer, partitions_of
 from pipeline.settings import Settings
 from viewer.background import BackgroundLoop
 from viewer.live.latewindow import LateWindow
@@ -135,9 +135,11 @@ class LiveHub(BackgroundLoop):
                 return
             # From the last record on: an idle stream still shows its newest frame.
             assign_at(consumer, from_end(consumer, tps, 1))
+            fetch = live_fetch(consumer, self.settings)  # a longer fetch wait while no frame comes
             self.error = None
             while not self.stopping.is_set():
                 batch = consumer.poll(timeout_ms=self.reader.poll_ms(200))
+                fetch.polled(bool(batch))
                 for frame, record in self.reader.read(batch, time.monotonic()):
                     self.publish([frame], record.partition)
                 # Let the waiting clients take the newest frame now: under gevent nobody else
