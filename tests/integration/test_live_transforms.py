@@ -134,9 +134,13 @@ def test_a_change_mid_stream_switches_every_later_frame_on_both_processors(setti
     assert len(late) >= 10 and {chains[seq] for seq in late} == {NEW}
     # Both processors did frames of the new chain: each partition mirrors one input partition.
     assert {seq % settings.partitions for seq in late} == set(range(settings.partitions))
-    # Once a frame got the new chain, no later one went back.
-    order = [chains[seq] for seq in sorted(out)]
-    assert order == sorted(order, key=lambda spec: spec == NEW)
+    # Once a frame got the new chain, no later one of its partition went back. (Across partitions a
+    # frame produced while the change was written may get either chain: each processor catches up
+    # when it takes its next batch, so one can give the new chain to a frame produced just before
+    # one the other, not caught up yet, gives the old.)
+    for partition in range(settings.partitions):
+        order = [chains[seq] for seq in sorted(out) if seq % settings.partitions == partition]
+        assert order == sorted(order, key=lambda spec: spec == NEW), (partition, order)
 
 
 @pytest.mark.serial  # a 1 s group session: a processor starved by parallel tests is evicted mid-frame
