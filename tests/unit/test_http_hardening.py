@@ -1,6 +1,8 @@
-"""The viewer's HTTP edge without a broker: security headers, admin refusal behind a proxy."""
+"""The viewer's HTTP edge without a broker: security headers, admin refusal behind a proxy, form numbers."""
 
 from __future__ import annotations
+
+import io
 
 import pytest
 
@@ -53,3 +55,12 @@ def test_loopback_admin_behind_a_trusted_proxy_still_refuses_relayed_requests(tm
         assert "relayed" in response.get_json()["error"]
     finally:
         viewer_of(app).shutdown()
+
+
+@pytest.mark.parametrize("tile", ["9" * 5000, "0" * 4400 + "128", "1" * 40])
+def test_an_upload_tile_of_thousands_of_digits_is_a_400(client, tile):
+    """int() refuses strings of over 4300 digits with a ValueError (found by the HTTP fuzz test:
+    a 500); the answer's message stays short."""
+    response = client.post("/upload", data={"image": (io.BytesIO(b"\x89PNG\r\n\x1a\n"), "a.png"), "tile": tile})
+    assert response.status_code == 400 and "tile must be an integer" in response.get_json()["error"]
+    assert len(response.get_json()["error"]) < 200

@@ -69,9 +69,10 @@ def _chain() -> Chain:
 def _tile_size() -> int:
     raw = request.form.get("tile") or str(DEFAULT_TILE)
     low, high = TILE_RANGE
-    # isdecimal() alone accepts other scripts' digits, isdigit() superscripts: ASCII only.
-    if not (raw.isascii() and raw.isdecimal()) or not low <= int(raw) <= high:
-        raise ApiError(400, f"tile must be an integer from {low} to {high}, got {raw!r}")
+    # isdecimal() alone accepts other scripts' digits, isdigit() superscripts: ASCII only. The
+    # length first: int() refuses (ValueError) strings of over 4300 digits.
+    if not (raw.isascii() and raw.isdecimal() and len(raw) <= len(str(high))) or not low <= int(raw) <= high:
+        raise ApiError(400, f"tile must be an integer from {low} to {high}, got {raw[:32]!r}")
     return int(raw)
 
 
