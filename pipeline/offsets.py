@@ -127,8 +127,14 @@ def parse_target(text: str | int) -> Target:
     group's current position (the page's "jump back")."""
     if isinstance(text, bool) or not isinstance(text, (int, str)):
         raise OffsetsError("'to' must be earliest, latest, an offset, an ISO 8601 time or duration")
-    if isinstance(text, int) or text.strip().isdigit():
-        return Target("offset", int(text))
+    if isinstance(text, int):
+        return Target("offset", text)
+    # ASCII digits only (isdigit() takes '²' too), and no more than an offset can have: int()
+    # raises ValueError, not a user error, for either (past 4300 digits).
+    if (digits := text.strip()).isascii() and digits.isdecimal():
+        if len(digits) > 19:
+            raise OffsetsError(f"offset {digits[:24]}... is out of range")
+        return Target("offset", int(digits))
     word = text.strip().lower()
     if word in ("earliest", "latest"):
         return Target(word)

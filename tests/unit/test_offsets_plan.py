@@ -86,7 +86,8 @@ def test_parse_target_api_forms():
     assert parse_target("PT30S") == Target("duration", 30_000)
     assert parse_target("-PT10S") == Target("rewind", 10_000)
     assert parse_target("2026-01-31T12:00:00Z") == Target("datetime", parse_datetime("2026-01-31T12:00:00Z"))
-    for bad in (None, True, 1.5, [], "soon"):
+    assert parse_target(" 7 ") == Target("offset", 7)
+    for bad in (None, True, 1.5, [], "soon", "\u00b2", "9" * 5000):  # the last two were ValueErrors (a 500)
         with pytest.raises(OffsetsError):
             parse_target(bad)
 
