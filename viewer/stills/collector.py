@@ -22,14 +22,14 @@ import numpy as np
 from kafka import TopicPartition
 
 from pipeline.codec import CodecError, decode_image, encode_image
-from pipeline.generations import slot_names, slots
+from pipeline.generations import slot_names
 from pipeline.kafka import BACKGROUND_FETCH, BurstFetch, assign_at, make_consumer, partitions_of
 from pipeline.pixels import is_pixels
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
 from pipeline.wire import WireError, decode_record
 from viewer.background import BackgroundLoop
-from viewer.stills.joblog import JobLog
+from viewer.stills.joblog import JobLog, output_slots
 from viewer.stills.jobstate import Entry
 from viewer.stills.offload import off_hub
 from viewer.stills.store import JobStore
@@ -52,7 +52,6 @@ class JobCollector(BackgroundLoop):
         self.store = store
         self.jobs = jobs
         self.timeout_s = timeout_s
-        self.topics = [*output_bases(settings), settings.dead_letter_topic]
         self.ready = threading.Event()
 
     def wait_ready(self, timeout_s: float) -> bool:
@@ -68,10 +67,7 @@ class JobCollector(BackgroundLoop):
         try:
             # Every generation of these topics on the embedded broker (pipeline/generations.py):
             # a job's tiles come out in the slot its upload went to.
-            existing = consumer.topics()
-            self.topics = [slot for base in (*output_bases(self.settings), self.settings.dead_letter_topic)
-                           for slot in slots(base, existing)]
-            tps = partitions_of(consumer, *self.topics)
+            tps = partitions_of(consumer, *output_slots(self.settings, consumer.topics()))
             if not tps:
                 self.stopping.wait(0.5)
                 return
@@ -168,8 +164,7 @@ class JobCollector(BackgroundLoop):
         stop_ms = (job.finished_ms or int(time.time() * 1000)) + COLLECT_AGAIN_SLACK_MS
         consumer = make_consumer(self.settings, "viewer-jobs-again", group_id=None, allow_auto_create_topics=False)
         try:
-            existing = consumer.topics()
-            tps = partitions_of(consumer, *(slot for base in output_bases(self.settings) for slot in slots(base, existing)))
+            tps = partitions_of(consumer, *output_slots(self.settings, consumer.topics(), failures=False))
             ends = consumer.end_offsets(tps) if tps else {}
             positions = output_positions(entry, ends)
             reading = {tp for tp, offset in positions.items() if offset < ends[tp]}
@@ -208,7 +203,6 @@ class JobCollector(BackgroundLoop):
         """Build the result from the stored tiles, unless another viewer worker already is."""
         if not self.store.claim_assembly(job_id):
             return
-
         status = self.store.get(job_id)
         started = time.monotonic()
         try:
@@ -239,12 +233,6 @@ class JobCollector(BackgroundLoop):
         for info, (_, data) in zip(infos, tiles, strict=True):
             off_hub(lambda info=info, data=data: assembler.add(info, decode_image(data, max_pixels)))
         return assembler.image()
-
-
-def output_bases(settings: Settings) -> tuple[str, str]:
-    """Where processed job tiles come out: the job results topic, and the processed topic for
-    records written without the ``out`` header (older viewers, pipeline.wire)."""
-    return settings.job_results_topic, settings.processed_topic
 
 
 def is_job_record(record) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
@@ -223,10 +224,7 @@ class JobLog(BackgroundLoop):
         with self._client_lock:
             consumer = self._ends_consumer()
             existing = consumer.topics()
-            tps = [TopicPartition(topic, p)
-                   for base in (self.settings.job_results_topic, self.settings.processed_topic,
-                                self.settings.dead_letter_topic)
-                   for topic in slots(base, existing)
+            tps = [TopicPartition(topic, p) for topic in output_slots(self.settings, existing)
                    for p in sorted(consumer.partitions_for_topic(topic) or ())]
             ends = consumer.end_offsets(tps) if tps else {}
         return {f"{tp.topic}:{tp.partition}": offset for tp, offset in ends.items()}
@@ -237,3 +235,11 @@ class JobLog(BackgroundLoop):
                 self._producer.close(timeout=5)
             if self._ends is not None:
                 self._ends.close()
+
+
+def output_slots(settings: Settings, existing: Iterable[str], failures: bool = True) -> list[str]:
+    """Every slot (pipeline/generations.py) of the topics a job's output comes out on: the job
+    results topic, the processed topic (records written without the ``out`` header, by older
+    viewers: pipeline.wire) and, with ``failures``, the dead-letter topic."""
+    bases = (settings.job_results_topic, settings.processed_topic) + ((settings.dead_letter_topic,) if failures else ())
+    return [slot for base in bases for slot in slots(base, existing)]
