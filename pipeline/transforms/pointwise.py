@@ -7,7 +7,8 @@ import numpy as np
 from pipeline.transforms.registry import KEEPS_GRAY, MAKES_GRAY, ImageFn, Param, register
 
 
-@register("grayscale", "Gray look; output stays 3-channel BGR so JPEG and tiling stay uniform.", gray=MAKES_GRAY)
+@register("grayscale", "Gray look; pixels stay 3-channel BGR so chains and tiling stay uniform (its JPEG holds one channel).",
+          gray=MAKES_GRAY)
 def _grayscale() -> ImageFn:
     return lambda image: cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
 
