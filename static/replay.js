@@ -94,17 +94,12 @@
 
     // The paused frame, for a reload; a frame too big for the tab's storage is not kept (a
     // reload then shows the next frame instead).
-    function keepStill(blob, url) {
-      const reader = new FileReader();
-      reader.onload = () => {
-        if (view.mode !== "paused" || view.snapshot !== url) return;
-        try {
-          sessionStorage.setItem(STILL_KEY, reader.result);
-        } catch (error) {
-          sessionStorage.removeItem(STILL_KEY);
-        }
-      };
-      reader.readAsDataURL(blob);
+    function keepStill(dataUrl) {
+      try {
+        sessionStorage.setItem(STILL_KEY, dataUrl);
+      } catch (error) {
+        sessionStorage.removeItem(STILL_KEY);
+      }
     }
 
     function play() {
@@ -113,23 +108,24 @@
       setMode("playing");
     }
 
-    // The frame on screen, kept as a still: changing src closes the MJPEG request.
-    async function pause() {
+    // The frame on screen, kept as a still: changing src closes the MJPEG request. Encoded at
+    // once (toDataURL, not toBlob), so the button reads Play the moment it is clicked.
+    function pause() {
       let still = null;
       if (img.naturalWidth > 0) {
         const canvas = document.createElement("canvas");
         canvas.width = img.naturalWidth;
         canvas.height = img.naturalHeight;
         canvas.getContext("2d").drawImage(img, 0, 0);
-        still = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
+        still = canvas.toDataURL("image/jpeg", 0.92);
       }
       releaseSnapshot();
-      view.snapshot = still ? URL.createObjectURL(still) : null;
-      if (view.snapshot) img.src = view.snapshot;
+      view.snapshot = still;
+      if (still) img.src = still;
       else img.removeAttribute("src");
       sessionStorage.removeItem(STILL_KEY);
       setMode("paused");
-      if (still) keepStill(still, view.snapshot);
+      if (still) keepStill(still);
     }
 
     // After a reload: the tab's mode and speed as they were, if it still shows the same stream.
@@ -165,7 +161,6 @@
     }
 
     function releaseSnapshot() {
-      if (view.snapshot && view.snapshot.startsWith("blob:")) URL.revokeObjectURL(view.snapshot);
       view.snapshot = null;
     }
 

@@ -362,7 +362,7 @@ def test_timeline_seeks_pauses_plays_and_changes_speed(stack, page, problems, sc
     page.locator("#view-processed .replay-play").click()
     expect(page.locator("#view-processed .replay-play")).to_have_text("Play")
     expect(caption).to_contain_text("paused at")
-    expect(img).to_have_attribute("src", re.compile(r"^blob:"))
+    expect(img).to_have_attribute("src", re.compile(r"^data:image/jpeg"))
     wait_for_resume_consumers_closed(stack)  # the stream closed server-side: its last commit is made
     paused = viewer_window(stack, page)
     time.sleep(1.5)
@@ -398,7 +398,7 @@ def test_pause_on_live_keeps_that_moment_and_play_goes_on_from_it(stack, page, p
     expect(page.locator("#view-processed .timeline")).not_to_have_class(re.compile("timeline-empty"), timeout=WAIT_MS)
     page.locator("#view-processed .replay-play").click()
     expect(page.locator("#view-processed .replay-play")).to_have_text("Play", timeout=WAIT_MS)
-    expect(page.locator("#view-processed img")).to_have_attribute("src", re.compile(r"^blob:"))
+    expect(page.locator("#view-processed img")).to_have_attribute("src", re.compile(r"^data:image/jpeg"))
     paused = viewer_window(stack, page)["viewer"]
     assert paused["offset"] is not None, "pausing live puts this tab's position at the newest frame"
     time.sleep(2.0)
@@ -491,7 +491,7 @@ def test_a_reload_comes_back_where_the_tab_was(stack, page, problems, first_part
     paused = viewer_window(stack, page)["viewer"]
     opened = len(spy.of(viewer))
     page.reload()
-    expect(img).to_have_attribute("src", re.compile(r"^blob:"), timeout=WAIT_MS)
+    expect(img).to_have_attribute("src", re.compile(r"^data:image/jpeg"), timeout=WAIT_MS)
     expect(page.locator("#view-processed .replay-play")).to_have_text("Play")
     wait_until_painted(page, "#view-processed img")
     (shown,) = spy.of(viewer)[opened:]

@@ -122,3 +122,30 @@ def test_a_store_from_another_schema_version_is_recreated(tmp_path):
     store.ensure("j", "png", "grayscale", 10, 10, 1, time.time())
     assert store.get("j").state == "queued"
     assert JobStore(path).get("j") is not None, "the current version's data is kept on reopen"
+
+
+def test_workers_opening_a_new_store_at_once_all_start(tmp_path):
+    """Gunicorn workers (and replicas sharing JOBS_DB) create the file together. Connections
+    switching it to WAL at the same moment get "database is locked" at once, without waiting;
+    without the retry, about one round in twenty lost a worker (it exits, failing to boot)."""
+    import threading
+
+    for round_ in range(60):
+        path = str(tmp_path / f"new-{round_}.db")
+        start = threading.Barrier(6)
+        errors: list[BaseException] = []
+
+        def open_store(path=path, start=start, errors=errors):
+            start.wait()
+            try:
+                JobStore(path).ensure("j", "png", "grayscale", 1, 1, 1, time.time())
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        workers = [threading.Thread(target=open_store) for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert not errors, f"round {round_}: {errors[0]!r}"
+        assert JobStore(path).get("j").state == "queued"

@@ -106,14 +106,34 @@ class JobStore:
         # method runs off the gevent hub (see below), so the lock is the OS's.
         self._write_lock = native_lock()
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
+        self._enable_wal()
+        with self._write() as db:  # one writer: workers starting together do not drop each other's tables
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                db.executescript("DROP TABLE IF EXISTS jobs; DROP TABLE IF EXISTS tiles; DROP TABLE IF EXISTS cursor;")
+                for table in ("jobs", "tiles", "cursor"):
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.executescript(_SCHEMA)
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
             # Tiles of finished jobs left by a viewer that stopped between finish() and drop_tiles().
             db.execute("DELETE FROM tiles WHERE job NOT IN (SELECT id FROM jobs WHERE state IN ('queued', 'running'))")
+
+    def _enable_wal(self, timeout_s: float = 30.0) -> None:
+        """Switch the file to WAL. Connections switching it at once may fail at once with "database
+        is locked": each holds a read lock while it asks for the exclusive one, so SQLite answers
+        without waiting (no busy handler can resolve that), and the loser retries."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            db = self._open()
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            finally:
+                db.close()
+            time.sleep(0.05)
 
     def _open(self, **options) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, **options)
