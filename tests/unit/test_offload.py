@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from tests.support.paths import ROOT
-from viewer.stills.offload import gevent_patched, off_hub, off_hub_start
+from viewer.stills.offload import gevent_patched, off_hub, off_hub_map, off_hub_start
 
 UNDER_GEVENT = textwrap.dedent("""
     from gevent import monkey
@@ -160,3 +160,44 @@ def test_without_gevent_the_work_runs_in_place():
     failing = off_hub_start(int, "x")
     with pytest.raises(ValueError):
         failing()
+
+
+MAPPED_UNDER_GEVENT = textwrap.dedent("""
+    from gevent import monkey
+    monkey.patch_all()
+    from gevent._threading import Lock  # native, whatever the patching
+    from viewer.stills.offload import off_hub_map
+
+    first_started, second_started = Lock(), Lock()
+    first_started.acquire()
+    second_started.acquire()
+
+    def band(i):
+        # Each call finishes only once the other has started: only calls running at the same
+        # time on native threads can both finish.
+        (first_started if i == 0 else second_started).release()
+        return i, (second_started if i == 0 else first_started).acquire(True, 10)
+
+    assert off_hub_map(band, [0, 1]) == [(0, True), (1, True)], "the calls did not run at once"
+    try:
+        off_hub_map(int, ["1", "x", "2"])
+    except ValueError as exc:
+        print("error raised:", exc)
+    print("ok")
+""")
+
+
+def test_under_gevent_mapped_calls_run_at_once_on_native_threads():
+    run = subprocess.run([sys.executable, "-c", MAPPED_UNDER_GEVENT], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "error raised: invalid literal for int() with base 10: 'x'" in run.stdout
+    assert run.stdout.strip().endswith("ok")
+    assert "Traceback" not in run.stderr, run.stderr
+
+
+def test_without_gevent_mapped_calls_run_in_place_in_order():
+    calls = []
+    assert off_hub_map(lambda i: calls.append(i) or i * 2, [3, 1, 2]) == [6, 2, 4] and calls == [3, 1, 2]
+    with pytest.raises(ValueError):
+        off_hub_map(int, ["1", "x"])
