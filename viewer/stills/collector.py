@@ -28,7 +28,7 @@ from pipeline.kafka import BACKGROUND_FETCH, BurstFetch, assign_at, make_consume
 from pipeline.pixels import is_pixels
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
-from pipeline.wire import WireError, decode_record
+from pipeline.wire import WireError, decode_record, header_of
 from viewer.background import BackgroundLoop
 from viewer.stills.joblog import JobLog, output_slots
 from viewer.stills.jobstate import Entry
@@ -238,7 +238,7 @@ class JobCollector(BackgroundLoop):
 
 def is_job_record(record) -> bool:
     """A still job's processed tile or dead letter (both carry the job header), not live video."""
-    return any(key == "job" for key, _ in record.headers or ())
+    return header_of(record, "job") is not None
 
 
 def tile_index(frame) -> int:
