@@ -24,6 +24,7 @@ from kafka.protocol.admin import DescribeGroupsRequest
 
 from pipeline.kafka import assign_at, make_admin, make_consumer
 from pipeline.settings import Settings
+from pipeline.wire import header_of
 
 KINDS = ("earliest", "latest", "offset", "datetime", "shift", "duration", "rewind")
 
@@ -188,12 +189,12 @@ def record_time(record) -> int:
     the source), else the record's timestamp. Kafka's time index knows only the latter, which
     is later (the send, or on Tansu the broker's append), so times are looked up there first
     and then refined with this."""
-    for name, value in record.headers or ():
-        if name == "ts":
-            try:
-                return int(value)
-            except ValueError:
-                break
+    ts = header_of(record, "ts")
+    if ts is not None:
+        try:
+            return int(ts)
+        except ValueError:
+            pass
     return record.timestamp
 
 

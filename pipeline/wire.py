@@ -103,6 +103,11 @@ def to_record(frame: Frame) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     return frame.stream.encode(), frame.data, [(k, v.encode()) for k, v in headers]
 
 
+def header_of(record, name: str) -> bytes | None:
+    """A consumed record's header value, without decoding the frame (None when absent)."""
+    return next((value for key, value in record.headers or () if key == name), None)
+
+
 def from_record(headers: list[tuple[str, bytes]] | None, value: bytes | None) -> Frame:
     """Build a Frame from a consumed record's headers and value; WireError if it is not one."""
     fields: dict[str, str] = {}

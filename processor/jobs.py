@@ -40,7 +40,7 @@ from pipeline.kafka import BACKGROUND_FETCH, BurstFetch, make_consumer
 from pipeline.priority import lower_priority
 from pipeline.service import StopDeadline
 from pipeline.settings import Settings
-from pipeline.wire import OUT_RESULTS
+from pipeline.wire import OUT_RESULTS, header_of
 from processor.frames import FrameProcessor
 from processor.heartbeat import ProcessorStats
 from processor.pool import OrderedPool
@@ -227,7 +227,7 @@ class JobWorker:
 
 def wants_results(record) -> bool:
     """A job record whose output goes to the job results topic (``out`` header, pipeline.wire)."""
-    return any(key == "out" and value == OUT_RESULTS.encode() for key, value in record.headers or ())
+    return header_of(record, "out") == OUT_RESULTS.encode()
 
 
 def _mark_positions(consumer, offsets) -> None:

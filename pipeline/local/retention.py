@@ -289,6 +289,8 @@ class EmbeddedRetention:
                              "rotation", self.ceiling_bytes >> 20)
 
             caught_up = self._await_processors(rotator, hold_producers_over_ceiling)
+            if self._stop.is_set():
+                return None  # stopping with the broker: recycling would only delete what is unprocessed
             if not held:
                 frozen.enter_context(self.producers_paused())
                 if caught_up:
@@ -320,8 +322,10 @@ class EmbeddedRetention:
         behind = rotator.unprocessed()
         while behind:
             each_wait()
+            if self._stop.is_set():
+                return False
             now = time.monotonic()
-            if now - progressed > CATCH_UP_STALL_S or now - started > CATCH_UP_MAX_S or self._stop.is_set():
+            if now - progressed > CATCH_UP_STALL_S or now - started > CATCH_UP_MAX_S:
                 log.warning("recycling a generation although processors have not caught up: raw records never "
                             "processed, by group: %s", behind)
                 return False

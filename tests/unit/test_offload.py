@@ -11,7 +11,15 @@ import threading
 import pytest
 
 from tests.support.paths import ROOT
-from viewer.stills.offload import gevent_patched, off_hub, off_hub_start
+from viewer.stills.offload import gevent_patched, off_hub, off_hub_map, off_hub_start
+
+
+def under_gevent(script: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """``script`` run in a child process (which monkey-patches itself first), checked to exit 0."""
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+    assert run.returncode == 0, run.stderr
+    return run
+
 
 UNDER_GEVENT = textwrap.dedent("""
     from gevent import monkey
@@ -43,8 +51,7 @@ UNDER_GEVENT = textwrap.dedent("""
 
 
 def test_under_gevent_the_work_runs_on_a_native_thread_while_greenlets_run():
-    run = subprocess.run([sys.executable, "-c", UNDER_GEVENT], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
+    run = under_gevent(UNDER_GEVENT)
     assert "error propagated: invalid literal" in run.stdout
     assert run.stdout.strip().endswith("ok")
     # The caller handles it (a corrupt upload is a 400): no traceback from gevent's pool.
@@ -80,9 +87,7 @@ JOB_STORE_UNDER_GEVENT = textwrap.dedent("""
 
 
 def test_under_gevent_the_job_store_never_touches_sqlite_on_the_hub():
-    run = subprocess.run([sys.executable, "-c", JOB_STORE_UNDER_GEVENT], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
-    assert run.returncode == 0, run.stderr
+    run = under_gevent(JOB_STORE_UNDER_GEVENT)
     assert run.stdout.startswith("connections "), run.stdout
 
 
@@ -109,9 +114,7 @@ CONCURRENT_WRITES_UNDER_GEVENT = textwrap.dedent("""
 def test_under_gevent_concurrent_job_store_writes_never_deadlock():
     # The store's write lock is taken on the pool's native threads: a gevent lock there once
     # left two of them waiting for each other for ever (found with `gunicorn -k gevent -w 2`).
-    run = subprocess.run([sys.executable, "-c", CONCURRENT_WRITES_UNDER_GEVENT], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
+    run = under_gevent(CONCURRENT_WRITES_UNDER_GEVENT, 120)
     assert run.stdout.strip() == "tiles 400"
 
 
@@ -120,7 +123,7 @@ STARTED_UNDER_GEVENT = textwrap.dedent("""
     monkey.patch_all()
     import threading
     from gevent._threading import Lock  # native, whatever the patching
-    from viewer.stills.offload import off_hub_start
+    from viewer.stills.offload import off_hub_map, off_hub_start
 
     caller_went_on = Lock()
     caller_went_on.acquire()
@@ -137,15 +140,31 @@ STARTED_UNDER_GEVENT = textwrap.dedent("""
         failing()
     except ValueError as exc:
         print("error raised by the wait:", exc)
+
+    first_started, second_started = Lock(), Lock()
+    first_started.acquire()
+    second_started.acquire()
+
+    def band(i):
+        # Each call finishes only once the other has started: only calls running at the same
+        # time on native threads can both finish.
+        (first_started if i == 0 else second_started).release()
+        return i, (second_started if i == 0 else first_started).acquire(True, 10)
+
+    assert off_hub_map(band, [0, 1]) == [(0, True), (1, True)], "the mapped calls did not run at once"
+    try:
+        off_hub_map(int, ["1", "x", "2"])
+    except ValueError as exc:
+        print("error raised by the map:", exc)
     print("ok")
 """)
 
 
 def test_under_gevent_started_work_runs_while_its_caller_goes_on():
-    run = subprocess.run([sys.executable, "-c", STARTED_UNDER_GEVENT], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
-    assert run.returncode == 0, run.stderr
+    """off_hub_start, and off_hub_map's calls, which all run at once."""
+    run = under_gevent(STARTED_UNDER_GEVENT)
     assert "error raised by the wait: invalid literal" in run.stdout
+    assert "error raised by the map: invalid literal for int() with base 10: 'x'" in run.stdout
     assert run.stdout.strip().endswith("ok")
     assert "Traceback" not in run.stderr, run.stderr
 
@@ -160,3 +179,11 @@ def test_without_gevent_the_work_runs_in_place():
     failing = off_hub_start(int, "x")
     with pytest.raises(ValueError):
         failing()
+
+
+
+def test_without_gevent_mapped_calls_run_in_place_in_order():
+    calls = []
+    assert off_hub_map(lambda i: calls.append(i) or i * 2, [3, 1, 2]) == [6, 2, 4] and calls == [3, 1, 2]
+    with pytest.raises(ValueError):
+        off_hub_map(int, ["1", "x"])

@@ -98,3 +98,30 @@ def test_producers_wait_with_the_processors_once_the_broker_is_well_over_the_bud
     rotator.age_s = 31
     assert roomy.check(rotator) is not None
     assert log == ["look", "look", "look", "producers in", "look", "processors in", "processors out", "producers out"]
+
+
+class StuckRotator(CountingRotator):
+    """Processors that never catch up; `stop` is called at the first look."""
+
+    def __init__(self, stop) -> None:
+        super().__init__(age_s=31)
+        self.stop = stop
+
+    def unprocessed(self) -> dict[str, int]:
+        self.stop()
+        return {"processors": 5}
+
+
+def test_a_stop_while_waiting_for_the_processors_abandons_the_rotation(caplog):
+    """Shutting down mid-wait: the broker goes too, so recycling would free nothing worth
+    having and would delete records the processors have not read (it used to go ahead, with a
+    warning that raw records were never processed)."""
+    log: list[str] = []
+    retention = EmbeddedRetention(Settings(), os.getpid(), budget_bytes=1 << 40, window_s=30,
+                                  producers_paused=pausing(log, "producers"),
+                                  processors_paused=pausing(log, "processors"))
+    rotator = StuckRotator(retention._stop.set)
+    with caplog.at_level("WARNING"):
+        assert retention.check(rotator) is None
+    assert rotator.rotations == 0 and log == []
+    assert "never processed" not in caplog.text

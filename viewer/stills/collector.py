@@ -21,17 +21,18 @@ import time
 import numpy as np
 from kafka import TopicPartition
 
+from pipeline import png
 from pipeline.codec import CodecError, decode_image, encode_image
 from pipeline.generations import slot_names
 from pipeline.kafka import BACKGROUND_FETCH, BurstFetch, assign_at, make_consumer, partitions_of
 from pipeline.pixels import is_pixels
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
-from pipeline.wire import WireError, decode_record
+from pipeline.wire import WireError, decode_record, header_of
 from viewer.background import BackgroundLoop
 from viewer.stills.joblog import JobLog, output_slots
 from viewer.stills.jobstate import Entry
-from viewer.stills.offload import off_hub
+from viewer.stills.offload import off_hub, off_hub_map
 from viewer.stills.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ class JobCollector(BackgroundLoop):
                 result = off_hub(_transcode, tiles[0][1], status.format)
             else:
                 image = self._reassemble(tiles, status.out_height, status.out_width, self.settings.max_frame_pixels)
-                result = off_hub(encode_image, image, status.format, RESULT_JPEG_QUALITY)
+                result = encode_result(image, status.format)
         except (CodecError, ValueError, RuntimeError) as exc:
             log.warning("job=%s cannot be assembled: %s", job_id, exc)
             self._fail(job_id, f"assembly: {exc}")
@@ -237,7 +238,7 @@ class JobCollector(BackgroundLoop):
 
 def is_job_record(record) -> bool:
     """A still job's processed tile or dead letter (both carry the job header), not live video."""
-    return any(key == "job" for key, _ in record.headers or ())
+    return header_of(record, "job") is not None
 
 
 def tile_index(frame) -> int:
@@ -256,6 +257,14 @@ def output_positions(entry: Entry, ends: dict[TopicPartition, int]) -> dict[Topi
         if tp is not None:
             found[tp] = offset if offset <= ends[tp] else 0
     return found
+
+
+def encode_result(image: np.ndarray, fmt: str) -> bytes:
+    """The assembled image in the upload's format, off the hub; a PNG's bands are compressed on
+    parallel native threads (the processors are done by now: the cores are the viewer's)."""
+    if fmt == "png" and png.supported(image):
+        return png.encode_png(image, run=off_hub_map)
+    return off_hub(encode_image, image, fmt, RESULT_JPEG_QUALITY)
 
 
 def _transcode(data: bytes, fmt: str) -> bytes:

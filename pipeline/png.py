@@ -1,0 +1,102 @@
+"""PNG encoding for what users download: the same pixels as OpenCV's encoder, several times faster.
+
+OpenCV's PNG encode (libpng, zlib level 1, a filter chosen per row) was the largest single cost
+a large still job put on the viewer (a 4096² result: 1.1 s of the job's ~3.1 s on a quiet
+machine). Here every row gets PNG's "Up" filter (each byte minus the one above it: one numpy
+subtraction) and ISA-L (``isal``, which releases the GIL) deflates it. The rows go in bands, each
+deflated on its own and closed with a full flush, so the bands' raw deflate streams concatenate
+into the one zlib stream PNG stores: bands can be compressed on parallel threads (``run``).
+
+Each band is its own IDAT chunk (PNG decoders join IDAT chunks), between a first one holding the
+zlib header and a last one holding the Adler-32 of every band's filtered bytes, combined.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from isal import isal_zlib
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# ISA-L levels are 0-3; 1 measured smaller than OpenCV's level 1 (4096² photograph, blurred:
+# 16.4 MB against 17.3) at ~5x its speed.
+LEVEL = 1
+UP = 2  # PNG filter type
+# Rows per band: about this many filtered bytes, so a 4096² image makes a dozen bands.
+BAND_BYTES = 4 << 20
+# PNG colour types by channel count (OpenCV's order BGR / BGRA becomes RGB / RGBA).
+COLOUR_TYPES = {1: 0, 3: 2, 4: 6}
+CHANNEL_ORDER = {1: slice(None), 3: slice(None, None, -1), 4: [2, 1, 0, 3]}
+_ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, "fastest" level hint
+_ADLER_BASE = 65521
+
+Runner = Callable[[Callable, Iterable], Iterable]
+"""How bands are compressed: ``map`` (one after the other), or anything with its signature that
+runs them on threads (the viewer's ``off_hub_map``)."""
+
+
+@dataclass(frozen=True)
+class Band:
+    deflated: bytes  # raw deflate, closed by a full flush (or, for the last band, the stream's end)
+    adler: int  # Adler-32 of the band's filtered bytes
+    size: int  # how many filtered bytes
+
+
+def supported(image: np.ndarray) -> bool:
+    """8-bit gray, BGR or BGRA: what this module writes (OpenCV writes the rest)."""
+    channels = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else 0
+    return image.dtype == np.uint8 and channels in COLOUR_TYPES and image.size > 0
+
+
+def encode_png(image: np.ndarray, run: Runner = map) -> bytes:
+    """``image`` (``supported``) as PNG bytes; ``run`` compresses the bands."""
+    height, width = image.shape[:2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    pixels = image.reshape(height, width, channels)
+    rows = max(1, BAND_BYTES // (width * channels + 1))
+    starts = range(0, height, rows)
+    bands = list(run(lambda start: _band(pixels, start, min(start + rows, height), start + rows >= height), starts))
+    adler, _ = _combined(bands)
+    header = struct.pack(">IIBBBBB", width, height, 8, COLOUR_TYPES[channels], 0, 0, 0)
+    return b"".join([SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", _ZLIB_HEADER),
+                     *(_chunk(b"IDAT", band.deflated) for band in bands),
+                     _chunk(b"IDAT", struct.pack(">I", adler)), _chunk(b"IEND", b"")])
+
+
+def _band(pixels: np.ndarray, start: int, stop: int, last: bool) -> Band:
+    """Rows [start, stop), Up-filtered (the first against the row above it) and deflated."""
+    order = CHANNEL_ORDER[pixels.shape[2]]
+    rows = pixels[start:stop, :, order]
+    filtered = np.empty((stop - start, 1 + rows.shape[1] * rows.shape[2]), np.uint8)
+    filtered[:, 0] = UP
+    out = filtered[:, 1:].reshape(rows.shape)  # a view: the subtraction writes into the band
+    if start:
+        np.subtract(rows[0], pixels[start - 1, :, order], out=out[0])
+    else:
+        out[0] = rows[0]  # the row above the image is zeros
+    np.subtract(rows[1:], rows[:-1], out=out[1:])  # uint8: modulo 256, as PNG wants
+    compressor = isal_zlib.compressobj(LEVEL, isal_zlib.DEFLATED, -15)
+    flush = isal_zlib.Z_FINISH if last else isal_zlib.Z_FULL_FLUSH
+    deflated = compressor.compress(filtered) + compressor.flush(flush)
+    return Band(deflated, isal_zlib.adler32(filtered), filtered.size)
+
+
+def _combined(bands: Iterable[Band]) -> tuple[int, int]:
+    """(Adler-32, length) of the bands' filtered bytes one after the other, from each band's own
+    (zlib's adler32_combine, which Python's zlib modules do not expose)."""
+    low, high, total = 1, 0, 0
+    for band in bands:
+        band_low, band_high = band.adler & 0xFFFF, band.adler >> 16
+        # Every byte of the band adds the running low sum so far to the high sum.
+        high = (high + band_high + band.size * (low - 1)) % _ADLER_BASE
+        low = (low + band_low - 1) % _ADLER_BASE
+        total += band.size
+    return (high << 16) | low, total
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    crc = isal_zlib.crc32(body, isal_zlib.crc32(kind))
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
