@@ -108,9 +108,22 @@
       setMode("playing");
     }
 
-    // The frame on screen, kept as a still: changing src closes the MJPEG request. Encoded at
-    // once (toDataURL, not toBlob), so the button reads Play the moment it is clicked.
+    // Paused at once (the button reads Play the moment it is clicked), on the frame on screen.
+    // A stream just opened (a seek, a play) may have shown none yet: it stays open until its
+    // first frame and stops on that one. (Closing it without a frame took the picture away,
+    // and the tab then counted as sent elsewhere and went live.)
     function pause() {
+      if (img.naturalWidth === 0 && img.getAttribute("src")) {
+        setMode("paused");
+        img.addEventListener("load", () => view.mode === "paused" && view.snapshot === null && stopOnFrame(), { once: true });
+        return;
+      }
+      stopOnFrame();
+    }
+
+    // The frame on screen, kept as a still: changing src closes the MJPEG request. Encoded at
+    // once (toDataURL, not toBlob).
+    function stopOnFrame() {
       let still = null;
       if (img.naturalWidth > 0) {
         const canvas = document.createElement("canvas");

@@ -48,6 +48,9 @@ CHROMIUM_ARGS = [
 # Routes other panels poll that a viewer may not serve yet; the page must cope with their 404.
 OPTIONAL_ROUTES = ("/workers",)
 WAIT_MS = 20_000
+# Every expect() waits for the page to react to a real server: on a loaded machine (two test
+# processes, each with a broker, a stack and Chromium) that can take longer than Playwright's 5 s.
+expect.set_options(timeout=WAIT_MS)
 UPLOAD_LIMIT = 2_000_000
 
 pytestmark = [
@@ -407,6 +410,35 @@ def test_pause_on_live_keeps_that_moment_and_play_goes_on_from_it(stack, page, p
     expect(page.locator("#processed-caption")).to_contain_text("replay", timeout=WAIT_MS)
     # It plays on from the paused frame at the recorded pace: about 2 s behind live now.
     expect(page.locator("#view-processed .timeline-at")).to_have_text(re.compile(r"from live$"), timeout=WAIT_MS)
+    assert problems.errors == []
+
+
+def test_pause_before_the_reopened_stream_shows_a_frame_stops_on_its_first_one(stack, page, problems):
+    """Pause clicked right after a seek, while the reopened stream has sent no frame yet (held
+    back here; a loaded server can take seconds): the tab is paused at once, not sent live, and
+    stops on the stream's first frame once it comes."""
+    open_page(page, stack)
+    expect(page.locator("#view-processed .timeline")).not_to_have_class(re.compile("timeline-empty"), timeout=WAIT_MS)
+    held = []
+    page.route(re.compile(r"/stream/sample\.mjpg\?viewer="), lambda route: held.append(route))
+    box = page.locator("#view-processed .timeline-track").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] / 2)
+    img = page.locator("#view-processed img")
+    expect(img).to_have_attribute("src", re.compile(r"\?viewer="), timeout=WAIT_MS)
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not held:  # the route handler runs while Playwright is called
+        assert time.monotonic() < deadline, "the replayed stream was never requested"
+        page.wait_for_timeout(50)
+    play = page.locator("#view-processed .replay-play")
+    play.click()
+    expect(play).to_have_text("Play")
+    expect(page.locator("#processed-caption")).to_contain_text("paused at")
+    assert img.get_attribute("src").startswith("/stream/sample.mjpg?viewer="), "the stream stays open for its first frame"
+    held[0].continue_()
+    expect(img).to_have_attribute("src", re.compile(r"^data:image/jpeg"), timeout=WAIT_MS)
+    expect(play).to_have_text("Play")
+    wait_for_resume_consumers_closed(stack)
+    assert viewer_window(stack, page)["viewer"]["offset"] is not None, "the position of the frame shown"
     assert problems.errors == []
 
 
