@@ -31,6 +31,10 @@ BENCHES = {
     "fanout": ("viewer_fanout.py", ["--clients", "100,500,1000", "--seconds", "6"]),
     "proxy": ("proxy_fanout.py", ["--clients", "200", "--seconds", "6"]),
     "stills": ("stills.py", ["--sizes", "1024,2048,4096", "--processors", "1,2"]),
+    # The 2-vs-1 processor comparison of the tiled still with every service pinned (bench/stills.py --pin):
+    # 2 alternating rounds, so both counts see the same machine.
+    "stills-pinned": ("stills.py", ["--sizes", "4096", "--modes", "tiled", "--processors", "1,2", "--rounds", "2",
+                                    "--pin"]),
     "stills-replicas": ("stills_replicas.py", ["--sizes", "1024,2048", "--repeat", "1"]),
     "scale-out": ("processor_scaling.py", ["--frames", "200", "--rounds", "1"]),
     "startup": ("startup.py", ["--rounds", "2", "--watch", "3"]),

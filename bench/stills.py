@@ -2,11 +2,18 @@
 decode -> chain -> encode of the same file measured in the same run.
 
     .venv/bin/python -m bench.stills [--sizes 1024,2048,4096] [--processors 1,2] [--modes whole,tiled,heavy]
-                                     [--repeat 1] [--rounds 1]
+                                     [--repeat 1] [--rounds 1] [--pin]
 
 The viewer runs as in production (gunicorn -k gevent -w 1) on the embedded broker; each
 processor is `python -m processor`, pinned with taskset to a core of its own (processor i on
 core i mod cores), since 2 processors on 2 shared cores cannot show what a second one buys.
+With ``--pin`` the services are pinned too: the viewer, the broker and this benchmark (its
+client and the in-process baseline) on core 0, processor i on core (i + 1) mod cores. Both
+processor counts then run on the same cores with the same placement, and only the count
+changes. On 2 cores that puts the second processor on core 0 beside the services: it has no
+core of its own, only the time they leave idle (its job thread is niced, so it takes none of
+theirs); what it buys there is what a second processor can buy on this machine. With 3 or more
+cores the second one gets a core of its own.
 Three jobs per size: `whole` sends one record (`edges`, not tileable), `tiled` 512 px tiles
 (`blur:ksize=9`) and `heavy` 512 px tiles of a chain whose own work outweighs the decode and
 encode around it (`cartoon`: a bilateral filter), the case a second processor is for. The
@@ -53,13 +60,16 @@ MODES = {"whole": "edges", "tiled": "blur:ksize=9", "heavy": "cartoon"}
 TILED = ("tiled", "heavy")
 TILE = 512
 JOB_TIMEOUT_S = 300
+SERVICE_CORE = 0  # --pin: the viewer, the broker and the benchmark itself
 SETTLE_S = 10.0  # after the group changes, over a session timeout (6 s) and the join after it
 # A 4096² photograph is ~19 MB as PNG: above the default 16 MiB record limit for a whole image.
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 
 def png(side: int) -> bytes:
-    return encode_image(large_photo(side), "png")
+    """The upload: a PNG as libpng writes it (OpenCV), whose filters cost more to undo than the
+    one filter of the pipeline's own encoder (pipeline/png.py): what users upload comes from elsewhere."""
+    return cv2.imencode(".png", large_photo(side), [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
 
 
 def in_process_s(data: bytes, spec: str) -> float:
@@ -98,6 +108,7 @@ class Row:
     job_s: float
     in_process_s: float
     turn: int = 0  # which round (0 for a median over them)
+    load: float = 0.0  # the 1-minute load average when the job ended
 
     @property
     def ratio(self) -> float:
@@ -114,8 +125,9 @@ class Stack:
     """The viewer and a group of processors, each pinned to a core of its own, on one broker.
     ``scale(n)`` starts or stops members, so 1 and 2 processors take turns in one run."""
 
-    def __init__(self, broker: EmbeddedBroker) -> None:
+    def __init__(self, broker: EmbeddedBroker, pin: bool = False) -> None:
         self.broker = broker
+        self.pin = pin
         settings = dataclasses.replace(isolated_settings(broker), max_message_bytes=MAX_MESSAGE_BYTES)
         self.env = settings_env(settings) | {"MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES)}
         self.group = f"bench-{uuid.uuid4().hex[:8]}"
@@ -126,14 +138,15 @@ class Stack:
                                               "MAX_UPLOAD_BYTES": str(100_000_000), "MAX_JOB_WORK_S": "600"})
 
     def scale(self, count: int, warm_up: bytes) -> None:
-        """Exactly ``count`` members (processor i on core i mod cores), settled in the group."""
+        """Exactly ``count`` members (processor i on core i mod cores, or (i + 1) mod cores with
+        --pin), settled in the group."""
         taskset = shutil.which("taskset")
         while len(self.members) > count:
             member = self.members.pop()
             member.terminate()
             member.wait(30)
         while len(self.members) < count:
-            pin = [taskset, "-c", str(len(self.members) % os.cpu_count())] if taskset else []
+            pin = [taskset, "-c", str(processor_core(len(self.members), self.pin))] if taskset else []
             self.members.append(subprocess.Popen([*pin, sys.executable, "-m", "processor", "--quiet",
                                                   "--group", self.group], env=self.env, cwd=ROOT))
         # The jobs group rebalances when a member joins or leaves (a few seconds on the embedded
@@ -157,6 +170,22 @@ class Stack:
         shutil.rmtree(self.jobs_dir, ignore_errors=True)
 
 
+def processor_core(index: int, pinned: bool) -> int:
+    """The core of the processor numbered ``index`` from 0."""
+    return (index + pinned) % os.cpu_count()
+
+
+def placement(processors: list[int], pinned: bool) -> str:
+    """Which core each role runs on, for the output."""
+    cores = ", ".join(f"processor {i + 1} on core {processor_core(i, pinned)}" for i in range(max(processors)))
+    if not pinned:
+        return f"{cores}; viewer, broker and benchmark on any core"
+    shared = [i + 1 for i in range(max(processors)) if processor_core(i, True) == SERVICE_CORE]
+    return (f"viewer, broker and benchmark on core {SERVICE_CORE}; {cores}"
+            + (f" (processor {', '.join(map(str, shared))} shares core {SERVICE_CORE} with the services: it gets"
+               " only the time they leave idle)" if shared else ""))
+
+
 def measure(stack: Stack, images: dict[int, bytes], processors: int, modes: list[str], repeat: int,
             turn: int) -> list[Row]:
     stack.scale(processors, images[min(images)])
@@ -169,19 +198,22 @@ def measure(stack: Stack, images: dict[int, bytes], processors: int, modes: list
             job = statistics.median(run_job(stack.server.url, data, spec) for _ in range(repeat))
             used = cpu_use(roles, before)
             base = statistics.median(in_process_s(data, spec) for _ in range(repeat))
-            rows.append(Row(side, mode, processors, job, base, turn))
+            rows.append(Row(side, mode, processors, job, base, turn, os.getloadavg()[0]))
             print(f"  {processors} processor(s) {side}² {mode:<5} job {job:6.2f} s, in-process {base:5.2f} s "
                   f"({job / base:.2f}x); load {os.getloadavg()[0]:.1f}; CPU s per job: "
                   + ", ".join(f"{role} {used[role] / repeat:.2f}" for role in roles), flush=True)
     return rows
 
 
-def run(sizes: list[int], processors: list[int], modes: list[str], repeat: int, rounds: int) -> list[Row]:
+def run(sizes: list[int], processors: list[int], modes: list[str], repeat: int, rounds: int,
+        pin: bool = False) -> list[Row]:
     """Each round measures every processor count in turn (1, 2, 1, 2, ...), on one viewer and
     broker, so a change in the machine's load hits both counts alike."""
     images = {side: png(side) for side in sizes}
+    if pin:
+        os.sched_setaffinity(0, {SERVICE_CORE})  # the broker and the viewer, started below, inherit it
     with EmbeddedBroker() as broker:
-        stack = Stack(broker)
+        stack = Stack(broker, pin)
         try:
             rows = []
             for turn in range(rounds):
@@ -210,6 +242,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="jobs per figure (median)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="turns of every processor count (1, 2, 1, 2, ...): figures are medians over them")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin the viewer, broker and benchmark to core 0 and processor i to core (i + 1) mod cores")
     parser.add_argument("--json", metavar="FILE", help="also write the rows there (bench/report.py)")
     args = parser.parse_args()
     try:
@@ -222,22 +256,31 @@ def main() -> None:
         parser.exit(2, "stills: --sizes, --processors, --repeat and --rounds take positive integers (sides >= 64),"
                        f" --modes some of {','.join(MODES)}\n")
     print(f"load {os.getloadavg()[0]:.2f}; PNG photographs, {TILE} px tiles; cv2 {cv2.__version__}", flush=True)
-    each = run(sizes, counts, modes, args.repeat, args.rounds)
+    print(f"{os.cpu_count()} cores: {placement(counts, args.pin)}", flush=True)
+    each = run(sizes, counts, modes, args.repeat, args.rounds, args.pin)
     rows = medians(each)
-    by_turn = {(r.turn, r.side, r.mode, r.processors): r.job_s for r in each}
+    by_turn = {(r.turn, r.side, r.mode, r.processors): r for r in each}
     for turn, side, mode, count in sorted(by_turn):
         if count == 2 and (turn, side, mode, 1) in by_turn:
-            print(f"round {turn}: {side}² {mode} 2 processors vs 1: {by_turn[turn, side, mode, 2]:.2f} s /"
-                  f" {by_turn[turn, side, mode, 1]:.2f} s = {by_turn[turn, side, mode, 2] / by_turn[turn, side, mode, 1]:.2f}x")
+            two, one = by_turn[turn, side, mode, 2], by_turn[turn, side, mode, 1]
+            print(f"round {turn}: {side}² {mode} 2 processors vs 1: {two.job_s:.2f} s (load {two.load:.1f}) /"
+                  f" {one.job_s:.2f} s (load {one.load:.1f}) = {two.job_s / one.job_s:.2f}x")
     print(f"{'size':>6} {'mode':<6} {'procs':>5} {'job s':>7} {'in-process s':>12} {'ratio':>6}")
     for r in rows:
         print(f"{r.side:>5}² {r.mode:<6} {r.processors:>5} {r.job_s:>7.2f} {r.in_process_s:>12.2f} {r.ratio:>5.2f}x")
     print(f"load {os.getloadavg()[0]:.2f} at the end")
-    report = [ReportRow(f"still {r.side}² PNG, {r.mode} ({MODES[r.mode]}), {r.processors} processor(s)", round(r.job_s, 2),
-                        "s", round(r.in_process_s, 2), "in-process decode→chain→encode", ratio(r.job_s, r.in_process_s),
-                        "≤ 2.5×") for r in rows]
+    # Pinned, only the processor counts' comparison is new (the job against the in-process run is
+    # the unpinned run's figure).
+    report = [] if args.pin else [
+        ReportRow(f"still {r.side}² PNG, {r.mode} ({MODES[r.mode]}), {r.processors} processor(s)", round(r.job_s, 2),
+                  "s", round(r.in_process_s, 2), "in-process decode→chain→encode", ratio(r.job_s, r.in_process_s),
+                  "≤ 2.5×") for r in rows]
     by = {(r.side, r.mode, r.processors): r for r in rows}
-    report += [ReportRow(f"still {side}² {mode} ({MODES[mode]}): 2 processors vs 1", round(by[side, mode, 2].job_s, 2),
+    rounds = f", median of {args.rounds} alternating rounds" if args.rounds > 1 else ""
+    pinned = (f", pinned: services on core {SERVICE_CORE}, processors on cores {processor_core(0, True)}"
+              f" and {processor_core(1, True)}")
+    report += [ReportRow(f"still {side}² {mode} ({MODES[mode]}): 2 processors vs 1{pinned if args.pin else ''}{rounds}",
+                         round(by[side, mode, 2].job_s, 2),
                          "s", round(by[side, mode, 1].job_s, 2), "1 processor",
                          ratio(by[side, mode, 2].job_s, by[side, mode, 1].job_s), "< 1×")
                for mode in TILED for side in sizes if (side, mode, 1) in by and (side, mode, 2) in by]
