@@ -54,12 +54,21 @@ def supported(image: np.ndarray) -> bool:
 
 def encode_png(image: np.ndarray, run: Runner = map) -> bytes:
     """``image`` (``supported``) as PNG bytes; ``run`` compresses the bands."""
-    height, width = image.shape[:2]
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    pixels = image.reshape(height, width, channels)
+    pixels = _with_channels(image)
+    ranges = band_rows(*pixels.shape)
+    return png_bytes(pixels.shape, run(lambda rows: encode_band(pixels, *rows), ranges))
+
+
+def band_rows(height: int, width: int, channels: int) -> list[tuple[int, int, bool]]:
+    """(start, stop, last) of every band of rows, top to bottom."""
     rows = max(1, BAND_BYTES // (width * channels + 1))
-    starts = range(0, height, rows)
-    bands = list(run(lambda start: _band(pixels, start, min(start + rows, height), start + rows >= height), starts))
+    return [(start, min(start + rows, height), start + rows >= height) for start in range(0, height, rows)]
+
+
+def png_bytes(shape: tuple[int, int, int], bands: Iterable[Band]) -> bytes:
+    """The PNG of an image of ``shape`` (height, width, channels) from all its bands, in order."""
+    bands = list(bands)
+    height, width, channels = shape
     adler, _ = _combined(bands)
     header = struct.pack(">IIBBBBB", width, height, 8, COLOUR_TYPES[channels], 0, 0, 0)
     return b"".join([SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", _ZLIB_HEADER),
@@ -67,8 +76,15 @@ def encode_png(image: np.ndarray, run: Runner = map) -> bytes:
                      _chunk(b"IDAT", struct.pack(">I", adler)), _chunk(b"IEND", b"")])
 
 
-def _band(pixels: np.ndarray, start: int, stop: int, last: bool) -> Band:
-    """Rows [start, stop), Up-filtered (the first against the row above it) and deflated."""
+def _with_channels(image: np.ndarray) -> np.ndarray:
+    """Height x width x channels (a view)."""
+    return image.reshape(image.shape[0], image.shape[1], 1 if image.ndim == 2 else image.shape[2])
+
+
+def encode_band(pixels: np.ndarray, start: int, stop: int, last: bool) -> Band:
+    """Rows [start, stop) of ``pixels`` (``supported``), Up-filtered (the first against the row
+    above it, so that row must be final too) and deflated; ``last`` for the bottom band."""
+    pixels = _with_channels(pixels)
     first = start - 1 if start else 0  # the row above the band, when there is one
     block = _rgb(pixels[first:stop])
     filtered = np.empty((stop - start, 1 + block.shape[1]), np.uint8)

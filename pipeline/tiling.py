@@ -308,6 +308,11 @@ class Assembler:
             self._seen.add(info.index)
         return self.complete
 
+    @property
+    def pixels(self) -> np.ndarray | None:
+        """The output so far (None before the first tile): only the placed tiles' pixels are set."""
+        return self._out
+
     def image(self) -> np.ndarray:
         """The reassembled output; RuntimeError while tiles are missing."""
         if self._out is None or not self.complete:

@@ -33,7 +33,8 @@ from viewer.background import BackgroundLoop
 from viewer.stills.joblog import JobLog, output_slots
 from viewer.stills.jobstate import Entry
 from viewer.stills.offload import off_hub, off_hub_map
-from viewer.stills.store import JobStore
+from viewer.stills.partial import PartialResults
+from viewer.stills.store import JobStatus, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class JobCollector(BackgroundLoop):
         self.jobs = jobs
         self.timeout_s = timeout_s
         self.ready = threading.Event()
+        self.partials = PartialResults()
 
     def wait_ready(self, timeout_s: float) -> bool:
         """True once the reader is positioned: a job published after this is never missed."""
@@ -105,6 +107,7 @@ class JobCollector(BackgroundLoop):
     def _handle_batch(self, records: list) -> None:
         """Store a poll's job tiles, one store call per job (a transaction per tile made the
         viewer fall behind two processors), and its failures."""
+        self._drop_partials_of_finished_jobs()
         tiles: dict[str, tuple[Entry, list]] = {}
         for record in records:
             found = self.skip_bad_record(self._tile, record)
@@ -112,8 +115,36 @@ class JobCollector(BackgroundLoop):
                 entry, index, frame = found
                 tiles.setdefault(frame.job, (entry, []))[1].append((index, frame))
         for job_id, (entry, frames) in tiles.items():
-            if self._store(entry, frames) and self.jobs.entry(job_id).record.state != "done":
-                self._assemble(job_id)  # eagerly, unless another replica already finished it
+            complete = self._store(entry, frames)
+            if self.jobs.entry(job_id).record.state == "done":
+                self.partials.pop(job_id)  # another replica finished it
+                continue
+            self._build(entry, frames)
+            if complete:
+                self._assemble(job_id)  # eagerly
+
+    def _drop_partials_of_finished_jobs(self) -> None:
+        """Jobs that failed or timed out elsewhere leave their partial results here otherwise."""
+        now_ms = int(time.time() * 1000)
+        for job_id in list(self.partials.jobs):
+            entry = self.jobs.entry(job_id)
+            if entry is None or entry.state_at(now_ms) in ("done", "failed"):
+                self.partials.pop(job_id)
+
+    def _build(self, entry: Entry, frames: list[tuple[int, object]]) -> None:
+        """Add a tiled PNG job's tiles to its partial result (viewer.stills.partial)."""
+        job, first = entry.record, frames[0][1]
+        if job.format != "png" or first.tile is None:
+            return
+        try:
+            grid = TileInfo.from_header(first.tile)
+            partial = self.partials.start(job.job, first.height, first.width, grid.rows, grid.cols)
+            for _, frame in frames if partial is not None else ():
+                partial.add(TileInfo.from_header(frame.tile), frame.data, self.settings.max_frame_pixels)
+        except (CodecError, ValueError) as exc:
+            # Assembled from the cache instead, which reports what is wrong with the job.
+            log.debug("job=%s: no partial result: %s", job.job, exc)
+            self.partials.pop(job.job)
 
     def _tile(self, record) -> tuple[Entry, int, object] | None:
         """(job entry, tile index, frame) of a job's processed tile; a job's failure is recorded
@@ -192,6 +223,7 @@ class JobCollector(BackgroundLoop):
             consumer.close()
 
     def _fail(self, job_id: str, error: str) -> None:
+        self.partials.pop(job_id)
         self.store.fail(job_id, error)
         self.jobs.finish(job_id, state="failed", error=error)
 
@@ -201,20 +233,16 @@ class JobCollector(BackgroundLoop):
         self._assemble(job_id)
 
     def _assemble(self, job_id: str) -> None:
-        """Build the result from the stored tiles, unless another viewer worker already is."""
+        """Build the result (from its partial result if complete, else from the stored tiles),
+        unless another viewer worker already is."""
+        partial = self.partials.pop(job_id)
         if not self.store.claim_assembly(job_id):
             return
         status = self.store.get(job_id)
         started = time.monotonic()
+        streamed = partial is not None and partial.complete
         try:
-            tiles = self.store.tiles(job_id)
-            if len(tiles) == 1 and tiles[0][0] is None and not is_pixels(tiles[0][1]):
-                result = tiles[0][1]  # a whole upload sent as is: the processor answered in its format
-            elif len(tiles) == 1 and tiles[0][0] is None:
-                result = off_hub(_transcode, tiles[0][1], status.format)
-            else:
-                image = self._reassemble(tiles, status.out_height, status.out_width, self.settings.max_frame_pixels)
-                result = encode_result(image, status.format)
+            result = partial.result() if streamed else self._from_cache(job_id, status)
         except (CodecError, ValueError, RuntimeError) as exc:
             log.warning("job=%s cannot be assembled: %s", job_id, exc)
             self._fail(job_id, f"assembly: {exc}")
@@ -222,8 +250,19 @@ class JobCollector(BackgroundLoop):
         self.store.finish(job_id, result)
         self.jobs.finish(job_id, state="done", out_width=status.out_width, out_height=status.out_height)
         self.store.drop_tiles(job_id)
-        log.info("job=%s done: %d tiles, %dx%d, %d bytes, assembled in %.2f s", job_id, len(tiles),
-                 status.out_width, status.out_height, len(result), time.monotonic() - started)
+        log.info("job=%s done: %d tiles, %dx%d, %d bytes, assembled in %.2f s%s", job_id, status.tiles_total,
+                 status.out_width, status.out_height, len(result), time.monotonic() - started,
+                 " (built while its tiles came)" if streamed else "")
+
+    def _from_cache(self, job_id: str, status: JobStatus) -> bytes:
+        """The result from the tiles stored in the cache."""
+        tiles = self.store.tiles(job_id)
+        if len(tiles) == 1 and tiles[0][0] is None and not is_pixels(tiles[0][1]):
+            return tiles[0][1]  # a whole upload sent as is: the processor answered in its format
+        if len(tiles) == 1 and tiles[0][0] is None:
+            return off_hub(_transcode, tiles[0][1], status.format)
+        image = self._reassemble(tiles, status.out_height, status.out_width, self.settings.max_frame_pixels)
+        return encode_result(image, status.format)
 
     @staticmethod
     def _reassemble(tiles: list[tuple[str | None, bytes]], height: int, width: int, max_pixels: int) -> np.ndarray:

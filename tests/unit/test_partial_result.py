@@ -1,0 +1,71 @@
+"""viewer/stills/partial.py: a tiled PNG job's result built while its tiles arrive is byte for
+byte the PNG built from all of them at the end, whatever order and duplicates they come in, and
+most of its bands are compressed before the last tile."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from pipeline import png
+from pipeline.codec import encode_image
+from pipeline.tiling import split
+from tests.support.photos import photo
+from viewer.stills.partial import PartialResult, PartialResults
+
+MAX_PIXELS = 50_000_000
+
+
+def tiles_of(image: np.ndarray, size: int) -> list:
+    """(info, lz4 data) of each core tile, as the collector gets processed tiles (output coordinates)."""
+    return [(info, encode_image(np.ascontiguousarray(view), "lz4")) for info, view in split(image, size, 0)]
+
+
+def test_built_as_tiles_come_it_is_the_png_of_the_whole_image(monkeypatch):
+    monkeypatch.setattr(png, "BAND_BYTES", 30_000)  # ~20 rows a band: many bands, several per tile row
+    image = photo("astronaut.png")  # 512 x 512
+    tiles = tiles_of(image, 128)  # a 4 x 4 grid
+    arrivals = tiles + tiles[:5]  # redelivered tiles are ignored
+    random.Random(3).shuffle(arrivals)
+    partial = PartialResult(512, 512, 4, 4)
+    for info, data in arrivals[:-1]:
+        partial.add(info, data, MAX_PIXELS)
+    if not partial.complete:
+        with pytest.raises(RuntimeError):
+            partial.result()
+    partial.add(*arrivals[-1], MAX_PIXELS)
+    assert partial.complete and partial.result() == png.encode_png(image)
+
+
+def test_in_tile_row_order_every_band_but_the_last_rows_is_started_before_the_last_tile(monkeypatch):
+    monkeypatch.setattr(png, "BAND_BYTES", 30_000)
+    image = photo("astronaut.png")
+    tiles = tiles_of(image, 128)
+    partial = PartialResult(512, 512, 4, 4)
+    for info, data in tiles[:-1]:
+        partial.add(info, data, MAX_PIXELS)
+    waiting = [rows for number, rows in enumerate(partial.bands) if number not in partial.started]
+    assert waiting and all(stop > 384 for _, stop, _ in waiting)  # only bands that reach the last tile row
+    partial.add(*tiles[-1], MAX_PIXELS)
+    assert partial.result() == png.encode_png(image)
+
+
+def test_a_tile_that_does_not_fit_is_refused():
+    partial = PartialResult(512, 512, 4, 4)
+    info, data = tiles_of(photo("astronaut.png"), 128)[0]
+    with pytest.raises(ValueError):
+        partial.add(info, encode_image(np.zeros((100, 128, 3), np.uint8), "lz4"), MAX_PIXELS)
+    partial.add(info, data, MAX_PIXELS)
+    assert partial.assembler.done == 1
+
+
+def test_the_memory_budget_bounds_how_many_jobs_are_built_at_once():
+    results = PartialResults(memory_bytes=2 * 512 * 512 * 3)
+    assert results.start("a", 512, 512, 4, 4) is not None
+    assert results.start("b", 512, 512, 4, 4) is not None
+    assert results.start("c", 512, 512, 4, 4) is None  # over the budget: assembled from the cache
+    assert results.start("a", 512, 512, 4, 4) is results.jobs["a"]
+    results.pop("a")
+    assert results.start("c", 512, 512, 4, 4) is not None
