@@ -21,12 +21,13 @@ import cv2
 import numpy as np
 import pytest
 import requests
+from kafka import TopicPartition
 from playwright.sync_api import Page, expect, sync_playwright
 
 from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
 from producer import run as producer_run
-from tests.support.broker_helpers import first_seq
+from tests.support.broker_helpers import first_frame, first_seq
 from tests.support.first_parts import FirstParts
 from tests.support.images import is_grayscale
 from tests.support.paths import SAMPLE_PNG, SAMPLE_VIDEO
@@ -341,6 +342,16 @@ def viewer_window(url: str, page: Page) -> dict:
     return requests.get(f"{url}/api/streams/sample/window?viewer={viewer}", timeout=10).json()
 
 
+def next_seq(url: str, page: Page, settings: Settings) -> tuple[dict, int]:
+    """This tab's position (the window API's viewer entry) and the seq of the frame it resumes
+    with: the stream's next record there, not a frame some time on (the recording has gaps
+    where the producer dropped frames it was late for, a second or more on a loaded machine)."""
+    window = viewer_window(url, page)
+    at = window["viewer"]
+    tp = TopicPartition(at["topic"], window["partition"])
+    return at, first_frame(settings, tp, offset=at["offset"], stream="sample").seq
+
+
 def test_timeline_seeks_pauses_plays_and_changes_speed(stack, page, problems, screenshots):
     open_page(page, stack)
     page.wait_for_function("() => Number(document.querySelector('#stat-seq').textContent.slice(1)) >= 75",
@@ -448,7 +459,7 @@ def replay_state(page: Page) -> tuple[str, dict]:
     return viewer, state
 
 
-def test_a_reload_comes_back_where_the_tab_was(stack, page, problems, first_parts):
+def test_a_reload_comes_back_where_the_tab_was(stack, settings, page, problems, first_parts):
     """Live stays live; a replaying tab resumes at its position (same id, same speed), not at the
     live end; a paused one comes back paused on the same frame; the reloaded page obeys its CSP."""
     spy = first_parts["spy"]
@@ -496,7 +507,7 @@ def test_a_reload_comes_back_where_the_tab_was(stack, page, problems, first_part
                          " c.height = node.naturalHeight; c.getContext('2d').drawImage(node, 0, 0);"
                          " return c.toDataURL('image/png'); }")
     wait_for_resume_consumers_closed(stack)  # the stream closed server-side: its last commit is made
-    paused = viewer_window(stack, page)["viewer"]
+    paused, resumes_with = next_seq(stack, page, settings)
     opened = len(spy.of(viewer))
     page.reload()
     expect(page.locator("#view-processed .replay-play")).to_have_text("Play", timeout=WAIT_MS)
@@ -511,7 +522,7 @@ def test_a_reload_comes_back_where_the_tab_was(stack, page, problems, first_part
     assert len(spy.of(viewer)) == opened, "a paused page opened its stream"
     page.locator("#view-processed .replay-play").click()
     wait_until(lambda: len(spy.of(viewer)) > opened, "play sent a frame")
-    assert paused["ts_ms"] < spy.of(viewer)[opened].ts_ms < paused["ts_ms"] + 1000, "play went on from elsewhere"
+    assert spy.of(viewer)[opened].seq == resumes_with, "play went on from elsewhere"
 
     # Without the paused frame kept (too big for the tab's storage), a reload shows the frame at
     # the position and pauses again there.
@@ -520,16 +531,17 @@ def test_a_reload_comes_back_where_the_tab_was(stack, page, problems, first_part
     page.wait_for_function("() => sessionStorage.getItem('replay-still')", timeout=WAIT_MS)
     page.evaluate("sessionStorage.removeItem('replay-still')")
     wait_for_resume_consumers_closed(stack)
-    paused = viewer_window(stack, page)["viewer"]
+    paused, resumes_with = next_seq(stack, page, settings)
     opened = len(spy.of(viewer))
     page.reload()
     expect(img).to_have_attribute("src", re.compile(r"^data:image/jpeg"), timeout=WAIT_MS)
     expect(page.locator("#view-processed .replay-play")).to_have_text("Play")
     wait_until_painted(page, "#view-processed img")
     (shown,) = spy.of(viewer)[opened:]
-    assert paused["ts_ms"] < shown.ts_ms < paused["ts_ms"] + 1000
+    assert shown.seq == resumes_with, "the frame at the position"
     # It stops there: the position settles and stays. (It settles a few frames on: what reached
-    # the tab's machine before the stream closed, more of them the more loaded the machine.)
+    # the tab's machine before the stream closed, more of them the more loaded the machine; a
+    # second of them at most, counted in records since the recording itself has gaps.)
     deadline = time.monotonic() + 30
     while True:
         stopped = viewer_window(stack, page)["viewer"]
@@ -537,7 +549,7 @@ def test_a_reload_comes_back_where_the_tab_was(stack, page, problems, first_part
         if viewer_window(stack, page)["viewer"] == stopped:
             break
         assert time.monotonic() < deadline, "it did not stop at the first frame: the position kept moving"
-    assert stopped["offset"] > paused["offset"] and stopped["ts_ms"] < shown.ts_ms + 1000, (paused, shown.ts_ms, stopped)
+    assert paused["offset"] < stopped["offset"] <= paused["offset"] + 25, (paused, shown, stopped)
     assert problems.errors == []
     assert page.evaluate("window.cspViolations") == []
 

@@ -225,7 +225,8 @@ def test_killed_member_is_redone_by_the_survivor(settings):
     processed, beats = Topic(settings, settings.processed_topic), Topic(settings, settings.heartbeat_topic)
     try:
         feed.start()
-        beats.wait_for(assigned("victim"), "the victim owning partitions")
+        # A victim that died on the way would only show as a minute without heartbeats.
+        beats.wait_for(lambda r: alive(victim) and assigned("victim")(r), "the victim owning partitions")
         survivor.start()
         # Killed only once its heartbeats show it working on its share of the partitions.
         beats.wait_for(split_between("victim", "survivor", working="victim"),
@@ -249,6 +250,14 @@ def test_killed_member_is_redone_by_the_survivor(settings):
     assert seqs(processed.records) == set(range(total))
     assert max(b.frames for b in heartbeats(beats.records, "victim")) > 0  # it was working when killed
     assert survivor.stats.frames > 0 and survivor.stats.rebalances >= 2
+
+
+def alive(child: subprocess.Popen) -> bool:
+    """True while ``child`` runs; once it has exited, fails with its exit code and output."""
+    if child.poll() is None:
+        return True
+    _, stderr = child.communicate(timeout=10)
+    raise AssertionError(f"the processor exited with {child.returncode}: {stderr[-3000:]}")
 
 
 def processor_process(settings: Settings, group: str, name: str, *extra: str) -> subprocess.Popen:
