@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark in short form (~7 minutes on 2 cores, a quiet machine), one markdown table.
+"""`make bench`: every benchmark in short form (~9 minutes on 2 cores, a quiet machine), one markdown table.
 
 Each figure comes with a baseline measured in the same run and their ratio (bench/report.py).
 The table is printed, written with the raw rows to bench/results.json, and put into docs/benchmarks.md
