@@ -234,3 +234,33 @@ def test_healthz_is_503_when_the_broker_is_down(serve):
     app = create_app({"SETTINGS": dataclasses.replace(Settings(), bootstrap_servers=f"127.0.0.1:{free_port()}")})
     response = requests.get(f"{serve(app)}/healthz", timeout=20)
     assert response.status_code == 503 and response.json()["status"] == "broker unreachable"
+
+
+def test_a_viewer_resuming_behind_the_live_end_never_sees_the_live_frame_first(settings, producer, url, monkeypatch):
+    """The keep-alive before a response's first frame is the live frame only for a client at
+    the live end (a new viewer). A returning one resumes behind it, so its first part is its next
+    frame, however long the resume takes to start (under load it took over the keep-alive interval,
+    and the newest frame flashed in before the replay)."""
+    import viewer.routes.live as live_routes
+
+    jpeg = encode_image(gradient(30, 40), "jpeg")
+    send(producer, settings.processed_topic, [Frame("behind", i, i, "jpeg", 40, 30, jpeg) for i in range(1, 6)])
+    wait_until(lambda: [p.seq for p in read_parts(f"{url}/stream/behind.mjpg", count=1)] == [5], "the live frame")
+    tp = TopicPartition(settings.processed_topic, partition_for_key("behind", settings.partitions))
+    consumer = make_consumer(settings, "test", group_id="viewer-behind-tab")
+    try:
+        consumer.assign([tp])
+        consumer.commit({tp: OffsetAndMetadata(0, "", -1)})  # before every frame of the stream
+    finally:
+        consumer.close()
+
+    resumed_frames = live_routes.resumed_frames
+
+    def slow_to_start(*args, **kwargs):
+        time.sleep(0.6)  # twice the keep-alive interval (0.3 s)
+        yield None
+        yield from resumed_frames(*args, **kwargs)
+
+    monkeypatch.setattr(live_routes, "resumed_frames", slow_to_start)
+    seqs = [p.seq for p in read_parts(f"{url}/stream/behind.mjpg?viewer=behind-tab", count=5)]
+    assert seqs == [1, 2, 3, 4, 5]

@@ -90,6 +90,7 @@ def resumed_frames(
     idle_s: float = 0.25,
     lease: Lease | None = None,
     release: Callable[[Lease], None] | None = None,
+    at_live_end: threading.Event | None = None,
 ) -> FrameTicks:
     """Frames of `stream` from the viewer's committed offsets (a new viewer starts at the newest
     frame), or None after each idle wait. Behind the live end frames are sent `speed` times as
@@ -99,10 +100,11 @@ def resumed_frames(
     acknowledged its part, so a closed tab or a restarted server resumes right after the last
     frame that reached the client. When `lease` is superseded (a newer connection with the same
     id took over) the frames end at once, committing nothing more; `release(lease)` is called
-    once the last commit is made. Tiled frames are reassembled and a stream spread over
-    partitions is put back in order, per viewer; each frame commits its own record's offset, so
-    a resume can lose a frame held back at that moment (early tiles of the next frame, or a
-    frame waiting for a gap).
+    once the last commit is made. `at_live_end` is set when the viewer is new, so starts at the
+    newest frame (the live frame is then the right one to show until more come). Tiled frames
+    are reassembled and a stream spread over partitions is put back in order, per viewer; each
+    frame commits its own record's offset, so a resume can lose a frame held back at that
+    moment (early tiles of the next frame, or a frame waiting for a gap).
     """
     group = viewer_group(viewer_id)
     consumer = make_consumer(settings, "viewer", group_id=group, auto_offset_reset="latest")
@@ -127,6 +129,8 @@ def resumed_frames(
             with OffsetTool(settings) as tool:
                 ends = tool.ends(wanted)[1]
         starts.update({tp: ends[tp] for tp in fresh})
+        if at_live_end is not None and len(fresh) == len(tps):
+            at_live_end.set()
         assign_at(consumer, starts)
         generations_in_order = OldestFirst(consumer, tps, ends) if len(topics) > 1 else None
         log.info("viewer group=%s stream=%s resuming on %d partition(s), %d new, speed=%s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -80,7 +81,11 @@ def stream_mjpeg(stream: str):
     if not hub.wait_for_stream(stream, FIRST_FRAME_WAIT_S):
         raise ApiError(404, f"unknown stream {stream!r}")
     lease = None
+    # What an idle response shows before its first frame: the live frame, unless the client
+    # resumes behind the live end (its next frame is on the way; a live frame would flash in).
+    live_end = threading.Event()
     if viewer_id is None:
+        live_end.set()
         mode, ticks = "live", live_frames(hub, stream)
     else:
         mode = "resume"
@@ -93,7 +98,8 @@ def stream_mjpeg(stream: str):
         # A resuming stream commits what the client acknowledged, so it watches its socket.
         sent = SentBytes(response_socket(request.environ))
         ticks = resumed_frames(st.settings.shared, hub.topic, stream, viewer_id, st.metrics, sent, st.resets, speed,
-                               idle_s=st.settings.tick_s, lease=lease, release=st.viewer_ids.close)
+                               idle_s=st.settings.tick_s, lease=lease, release=st.viewer_ids.close,
+                               at_live_end=live_end)
         # A stream dropped unstarted (a client that left before the first byte; the response's
         # close hooks do not run for a passthrough body) never runs its end, which frees the id.
         weakref.finalize(ticks, st.viewer_ids.close_unstarted, lease)
@@ -103,7 +109,8 @@ def stream_mjpeg(stream: str):
             log.warning("viewer group=viewer-%s: claim not written, other processes keep their connection: %s",
                         viewer_id, exc)
     tally = ClientTally(st.metrics, stream, mode)
-    body = mjpeg(ticks, st.settings.keepalive_s, fallback=lambda: hub.latest(stream), on_frame=tally,
+    body = mjpeg(ticks, st.settings.keepalive_s, fallback=lambda: hub.latest(stream) if live_end.is_set() else None,
+                 on_frame=tally,
                  no_signal=lambda: hub.no_signal(stream))
     if mode == "resume":
         body = sent.count(body)
