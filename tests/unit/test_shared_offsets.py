@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from pipeline.settings import Settings
 from viewer import shared_offsets
 from viewer.errors import ApiError
@@ -16,12 +18,9 @@ def test_a_request_waits_at_most_wait_s_then_leaves_the_queue(monkeypatch):
     monkeypatch.setattr(shared_offsets, "WAIT_S", 0.2)
     shared = SharedTool(Settings())
     shared.acquire()
-    try:
+    with pytest.raises(ApiError) as refused:  # a second request while the first holds the tool
         shared.acquire()
-    except ApiError as exc:
-        assert exc.status == 503
-    else:
-        raise AssertionError("a second request got the tool while the first held it")
+    assert refused.value.status == 503
     shared.release()
     assert shared.acquire() is not None  # the timed-out waiter left the queue
     shared.release()
@@ -44,12 +43,8 @@ def test_the_tool_goes_to_the_request_that_waited_not_one_arriving_as_it_is_hand
     time.sleep(0.2)  # it waits now
     monkeypatch.setattr(shared_offsets, "WAIT_S", 0.0)  # a newcomer that will not wait at all
     shared.release()
-    try:
+    with pytest.raises(ApiError) as refused:  # arriving as the tool is handed on to the one waiting
         shared.acquire()
-    except ApiError as exc:
-        assert exc.status == 503
-    else:
-        shared.release()
-        raise AssertionError("a request arriving as the tool was handed on took it from the one waiting")
+    assert refused.value.status == 503
     thread.join(5)
     assert served.is_set()
