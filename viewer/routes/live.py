@@ -110,8 +110,7 @@ def stream_mjpeg(stream: str):
                         viewer_id, exc)
     tally = ClientTally(st.metrics, stream, mode)
     body = mjpeg(ticks, st.settings.keepalive_s, fallback=lambda: hub.latest(stream) if live_end.is_set() else None,
-                 on_frame=tally,
-                 no_signal=lambda: hub.no_signal(stream))
+                 on_frame=tally, no_signal=lambda: hub.no_signal(stream))
     if mode == "resume":
         body = sent.count(body)
     else:
