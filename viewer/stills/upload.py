@@ -35,9 +35,10 @@ from viewer.stills.offload import off_hub, off_hub_start
 from viewer.stills.store import JobStatus, JobStore
 
 UPLOAD_STREAM = "upload"
-# Inside the pipeline, images travel as lz4 pixels (pipeline/pixels.py): lossless, and ~100x
-# faster to encode than PNG. The upload's own format is used again only for the result.
-INTERNAL_ENCODING = "lz4"
+# Inside the pipeline, images travel as zstd pixels (pipeline/pixels.py): lossless, ~50x faster
+# to encode than PNG, and a third of the raw size for a photograph. The upload's own format is
+# used again only for the result.
+INTERNAL_ENCODING = "zstd"
 MEMORY_WAIT_S = 2.0  # how long an upload waits for others' memory before a 503
 RETRY_AFTER_S = 5  # what a refused upload is told to wait
 # Status requests evict the cache's unfinished jobs older than JOB_TIMEOUT_S at most this often.
@@ -265,7 +266,7 @@ def start_decode(data: bytes, header: ImageHeader) -> Callable[[], np.ndarray]:
 
 def sends_upload_as_is(header: ImageHeader, whole: bool, max_record_bytes: int) -> bool:
     """A whole-image job whose pixels would not fit one record uncompressed goes as the upload
-    itself: lz4 seldom shrinks a photograph enough (a 4096² one did not fit 32 MiB), and trying
+    itself: compression may not shrink an image enough (a 4096² photograph as lz4 did not fit 32 MiB), and trying
     costs the decode and a full compression before anything is sent. The processor decodes it
     instead, while the viewer's own decode only checks the file."""
     return whole and header.pixels * 3 > max_record_bytes
@@ -280,7 +281,7 @@ def job_frames(job_id: str, data: bytes, image: np.ndarray | None, header: Image
     """(record count, the job's records): halo'd tiles when the chain can be tiled and the
     image is larger than a tile, else one whole frame (no tile header).
 
-    Records carry the decoded pixels (lz4), so no stage decodes the upload again; only a whole
+    Records carry the decoded pixels (zstd), so no stage decodes the upload again; only a whole
     image whose pixels exceed one record (``sends_upload_as_is``: ``image`` may be None then)
     goes as the untouched upload.
     Tiles are encoded lazily, so the first ones are being processed while later ones encode.
