@@ -26,10 +26,13 @@ class CodecError(ValueError):
     pass
 
 
-def encode_image(image: np.ndarray, fmt: str, quality: int = 80, gray: bool = False) -> bytes:
+def encode_image(image: np.ndarray, fmt: str, quality: int = 80, gray: bool = False,
+                 png_bands: png.Runner = map) -> bytes:
     """``gray``: the caller knows the three channels are equal (``Chain.gray_output``), so a
     JPEG stores one: every decoder gives back the same pixels as from a colour JPEG of it (its
-    chroma would be flat), and the encode takes ~35% less time. PNG and lz4 ignore it."""
+    chroma would be flat), and the encode takes ~35% less time. PNG and lz4 ignore it.
+    ``png_bands``: how pipeline/png.py compresses a PNG's bands (one after the other, or on
+    threads); the other encoders ignore it."""
     if fmt == "jpeg":
         if gray and image.ndim == 3:
             image = cv2.extractChannel(image, 0)
@@ -41,7 +44,7 @@ def encode_image(image: np.ndarray, fmt: str, quality: int = 80, gray: bool = Fa
             raise CodecError(str(exc)) from None
     elif fmt == "png":
         if png.supported(image):
-            return png.encode_png(image)  # ~4x faster than OpenCV's, same pixels (pipeline/png.py)
+            return png.encode_png(image, run=png_bands)  # ~4x faster than OpenCV's, same pixels (pipeline/png.py)
         # Level 1: PNG is lossless at every level; higher levels only cost time (720p encodes at ~14-19 fps).
         ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     else:

@@ -69,11 +69,10 @@ def png_bytes(shape: tuple[int, int, int], bands: Iterable[Band]) -> bytes:
     """The PNG of an image of ``shape`` (height, width, channels) from all its bands, in order."""
     bands = list(bands)
     height, width, channels = shape
-    adler, _ = _combined(bands)
     header = struct.pack(">IIBBBBB", width, height, 8, COLOUR_TYPES[channels], 0, 0, 0)
     return b"".join([SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", _ZLIB_HEADER),
                      *(_chunk(b"IDAT", band.deflated) for band in bands),
-                     _chunk(b"IDAT", struct.pack(">I", adler)), _chunk(b"IEND", b"")])
+                     _chunk(b"IDAT", struct.pack(">I", _combined_adler(bands))), _chunk(b"IEND", b"")])
 
 
 def _with_channels(image: np.ndarray) -> np.ndarray:
@@ -108,17 +107,16 @@ def _rgb(rows: np.ndarray) -> np.ndarray:
     return rows.reshape(len(rows), -1)
 
 
-def _combined(bands: Iterable[Band]) -> tuple[int, int]:
-    """(Adler-32, length) of the bands' filtered bytes one after the other, from each band's own
-    (zlib's adler32_combine, which Python's zlib modules do not expose)."""
-    low, high, total = 1, 0, 0
+def _combined_adler(bands: Iterable[Band]) -> int:
+    """Adler-32 of the bands' filtered bytes one after the other, from each band's own (zlib's
+    adler32_combine, which Python's zlib modules do not expose)."""
+    low, high = 1, 0
     for band in bands:
         band_low, band_high = band.adler & 0xFFFF, band.adler >> 16
         # Every byte of the band adds the running low sum so far to the high sum.
         high = (high + band_high + band.size * (low - 1)) % _ADLER_BASE
         low = (low + band_low - 1) % _ADLER_BASE
-        total += band.size
-    return (high << 16) | low, total
+    return (high << 16) | low
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

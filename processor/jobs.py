@@ -38,6 +38,7 @@ from kafka.errors import KafkaError
 from pipeline.generations import CurrentSlot, mirrored, slots
 from pipeline.kafka import BACKGROUND_FETCH, BurstFetch, make_consumer
 from pipeline.priority import lower_priority
+from pipeline.processor_groups import job_group
 from pipeline.service import StopDeadline
 from pipeline.settings import Settings
 from pipeline.wire import OUT_RESULTS, header_of
@@ -47,7 +48,6 @@ from processor.pool import OrderedPool
 
 log = logging.getLogger(__name__)
 
-GROUP_SUFFIX = ".jobs"
 # Tiles per poll (per worker thread): bounds the work between two polls, so the consumer keeps
 # its group membership, and how long a stop waits for the poll in hand.
 RECORDS_PER_POLL = 2
@@ -76,10 +76,6 @@ class LiveGate:
 
     def wait(self, timeout_s: float) -> bool:
         return self._idle.wait(timeout_s)
-
-
-def job_group(group: str) -> str:
-    return group + GROUP_SUFFIX
 
 
 class JobWorker:

@@ -96,7 +96,11 @@
   }
 
   // Point each <img> at its MJPEG URL, or at nothing when hidden: an idle MJPEG response still
-  // holds one of the browser's few connections per host.
+  // holds one of the browser's few connections per host. Until every script of the page has run
+  // (openViews) only data-want says which: a reloaded replay panel points the processed image at
+  // this tab's replay first, so the tab never asks for the live stream before it.
+  let opened = false;
+
   function applyView() {
     const ready = selection.stream !== "" && known.includes(selection.stream);
     $("#no-stream").hidden = ready;
@@ -111,6 +115,7 @@
       if (img.dataset.want === want) continue;
       img.dataset.want = want;
       img.dataset.retries = "0";
+      if (!opened) continue;
       if (want) img.src = want;
       else img.removeAttribute("src");
     }
@@ -120,6 +125,15 @@
     // Panels inside the player (replay) read the current stream from their data-stream.
     for (const node of [player, ...player.querySelectorAll("[data-stream]")]) {
       node.dataset.stream = selection.stream;
+    }
+  }
+
+  // Open each shown image that no panel has pointed elsewhere.
+  function openViews() {
+    opened = true;
+    for (const figure of Object.values(figures)) {
+      const img = figure.querySelector("img");
+      if (img.dataset.want && !img.hasAttribute("src")) img.src = img.dataset.want;
     }
   }
 
@@ -388,6 +402,8 @@
   if (!known.includes(selection.stream)) selection.stream = known[0] || "";
   picker.value = selection.stream;
   applyView();
+  // Fired once every deferred script (replay.js among them) has run.
+  document.addEventListener("DOMContentLoaded", openViews);
   every(STREAMS_EVERY_MS, pollStreams);
   every(WORKERS_EVERY_MS, pollWorkers);
   every(HEALTH_EVERY_MS, pollHealth);

@@ -17,12 +17,15 @@ processors have not yet committed there. So a rotation first waits until every p
 about to be recycled, for as long as they keep making progress, checks again with the producers
 paused, and only then pauses the processors too and recycles the slot. If the broker passes the
 budget by a quarter while it waits, the producers are paused from then on (back-pressure: the
-live video waits for the processors rather than the memory growing). Processors that are
-stuck (none committed anything for `CATCH_UP_STALL_S`) do not hold the memory budget hostage:
-the rotation goes ahead and says, in a warning, how many raw records each group never
-processed. (A single large record used to trigger the very rotation that deleted it before any
-processor had read it.) The previous generation has normally been processed long before it is
-recycled, so this rarely waits.
+live video waits for the processors rather than the memory growing). A group behind makes
+progress while its commits move or while a processor of it still sends heartbeats: one busy on
+a single long record (a heavy still tile, a slow chain) commits nothing meanwhile, but its
+heartbeat thread goes on. Groups that show neither for `CATCH_UP_STALL_S` (dead processors, a
+group left from an earlier run), and a wait past `CATCH_UP_MAX_S` (a processor hung with its
+heartbeats going on), do not hold the memory budget hostage: the rotation goes ahead and says,
+in a warning, how many raw records each group never processed. (A single large record used to
+trigger the very rotation that deleted it before any processor had read it.) The previous
+generation has normally been processed long before it is recycled, so this rarely waits.
 """
 
 from __future__ import annotations
@@ -49,8 +52,10 @@ from pipeline.generations import (
     slot_names,
     slot_topic,
 )
-from pipeline.kafka import make_consumer, make_producer, topic_specs
+from pipeline.heartbeat import Heartbeat, HeartbeatError, decode_heartbeat, live_workers
+from pipeline.kafka import assign_at, from_end, make_consumer, make_producer, partitions_of, topic_specs
 from pipeline.offsets import OffsetsError, OffsetTool
+from pipeline.processor_groups import job_group
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,7 +71,8 @@ MIN_BUDGET_MB = 64
 # other than the topics holds the memory, recreating them again would not free it.
 MIN_GROWTH_BYTES = 16 << 20
 # A rotation waits for the processors to finish the slot it recycles while they make progress
-# (their commits move at least every CATCH_UP_STALL_S), but never longer than CATCH_UP_MAX_S.
+# (their commits move, or a processor of a group behind sends heartbeats, at least every
+# CATCH_UP_STALL_S), but never longer than CATCH_UP_MAX_S.
 CATCH_UP_STALL_S = 10.0
 CATCH_UP_MAX_S = 60.0
 CATCH_UP_POLL_S = 0.2
@@ -75,6 +81,8 @@ CATCH_UP_POLL_S = 0.2
 # slow processor holds the live video instead of letting the broker grow (at 150 fps on a loaded
 # machine it reached 2.5x the budget in a 12 s wait).
 FREEZE_PRODUCERS_OVER = 0.25
+# Heartbeats read back when a wait starts: enough for every live processor's newest.
+HEARTBEAT_RECORDS = 500
 
 
 def process_rss_bytes(pid: int) -> int:
@@ -116,6 +124,42 @@ def generation_specs(settings: Settings) -> list[NewTopic]:
     ] + [NewTopic(slot_topic(settings), 1, settings.replication_factor)]
 
 
+class LiveGroups:
+    """The processor groups with a running member, from the processors' heartbeats (a live
+    group and its jobs group, pipeline/processor_groups.py). Reads on from where it was; call
+    ``restart`` before the heartbeat topic is recreated."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.heartbeat_topic
+        self.consumer = make_consumer(settings, "retention-heartbeats", group_id=None)
+        self.newest: dict[str, Heartbeat] = {}
+        self.following = False
+
+    def read(self) -> set[str]:
+        if not self.following:
+            tps = partitions_of(self.consumer, self.topic)
+            if not tps:
+                return set()
+            assign_at(self.consumer, from_end(self.consumer, tps, HEARTBEAT_RECORDS))
+            self.following = True
+        beats = list(self.newest.values())
+        for records in self.consumer.poll(timeout_ms=0).values():
+            for record in records:
+                with contextlib.suppress(HeartbeatError):  # anyone can write to the topic
+                    beats.append(decode_heartbeat(record.value))
+        live = live_workers(beats, int(time.time() * 1000))  # the newest of each, not stopped or stale
+        self.newest = {beat.id: beat for beat in live}
+        return {group for beat in live for group in (beat.group, job_group(beat.group))}
+
+    def restart(self) -> None:
+        """Forget the topic: nothing of this consumer asks for it while it is deleted."""
+        self.consumer.unsubscribe()
+        self.newest, self.following = {}, False
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 class TopicRotator:
     """Finds the generations and recycles the previous one: deletes and recreates its topics
     (and the heartbeat topic, which has no history worth keeping) with their partition counts."""
@@ -130,11 +174,13 @@ class TopicRotator:
         self.admin = self.offsets.admin
         self.consumer = make_consumer(settings, "retention", group_id=None)
         self.producer = make_producer(settings, "retention")
+        self.live_groups = LiveGroups(settings)
         # `pipeline up` starts with fresh topics and writers start in the first slot.
         self.current = settings.raw_topic
 
     def close(self) -> None:
         self.producer.close(timeout=5)
+        self.live_groups.close()
         self.consumer.close()
         self.offsets.close()
 
@@ -169,6 +215,10 @@ class TopicRotator:
                 behind[group] = records
         return behind
 
+    def busy(self, groups: set[str]) -> bool:
+        """Whether any of these groups has a processor sending heartbeats."""
+        return bool(self.live_groups.read() & groups)
+
     def current_age_s(self) -> float | None:
         """Age of the current generation: since the newer of its raw and processed slots'
         first records (None while either is empty)."""
@@ -190,6 +240,7 @@ class TopicRotator:
         previous = self.previous()
         names = [mirrored(previous, raw, base) for base in self.bases] + [self.settings.heartbeat_topic]
         specs = [self.specs[name] for name in names]
+        self.live_groups.restart()
         # One request each, back to back: a client asking for a missing topic in between would
         # auto-create it with the broker's default partition count (4 on Tansu), not ours.
         self.admin.delete_topics([spec.name for spec in specs], raise_errors=False)
@@ -316,8 +367,9 @@ class EmbeddedRetention:
         return rotation
 
     def _await_processors(self, rotator: TopicRotator, each_wait: Callable[[], None] = lambda: None) -> bool:
-        """Until no processor group is behind on the slot to recycle, while they make progress;
-        False when it gave up waiting. `each_wait` runs before every wait."""
+        """Until no processor group is behind on the slot to recycle, while they make progress
+        (commit, or are busy: see the module's docstring); False when it gave up waiting.
+        `each_wait` runs before every wait."""
         started = progressed = time.monotonic()
         behind = rotator.unprocessed()
         while behind:
@@ -331,7 +383,7 @@ class EmbeddedRetention:
                 return False
             self._stop.wait(CATCH_UP_POLL_S)
             newer = rotator.unprocessed()
-            if sum(newer.values()) < sum(behind.values()):
+            if sum(newer.values()) < sum(behind.values()) or (newer and rotator.busy(set(newer))):
                 progressed = time.monotonic()
             behind = newer
         if time.monotonic() - started > CATCH_UP_POLL_S:

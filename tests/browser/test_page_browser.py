@@ -554,6 +554,36 @@ def test_a_reload_comes_back_where_the_tab_was(stack, settings, page, problems, 
     assert page.evaluate("window.cspViolations") == []
 
 
+def test_a_reloaded_replaying_tab_asks_for_its_replay_first(stack, page, problems):
+    """The stream requests a reload makes: a replaying tab's first (and only) one is its replay,
+    never the live stream first (whose newest frame flashed in before the replay); a paused tab
+    shows its kept frame and opens no stream at all."""
+    open_page(page, stack)
+    img = page.locator("#view-processed img")
+    page.locator("#view-processed").get_by_role("button", name="Replay from start").click()
+    expect(img).to_have_attribute("src", re.compile(r"\?viewer="), timeout=WAIT_MS)
+    wait_until_painted(page, "#view-processed img")
+    viewer, _ = replay_state(page)
+    replay = f"{stack}/stream/sample.mjpg?viewer={viewer}"
+    requested = []
+    page.on("request", lambda request: "/stream/" in request.url and requested.append(request.url))
+
+    page.reload()
+    expect(img).to_have_attribute("src", f"/stream/sample.mjpg?viewer={viewer}")
+    wait_until_painted(page, "#view-processed img")
+    assert requested[0] == replay and all("viewer=" in url for url in requested), requested
+
+    page.locator("#view-processed .replay-play").click()
+    page.wait_for_function("() => sessionStorage.getItem('replay-still')", timeout=WAIT_MS)
+    requested.clear()
+    page.reload()
+    # The caption comes from the window API, asked after the page opened its images.
+    expect(page.locator("#processed-caption")).to_have_text(re.compile(r"^Processed · paused at "), timeout=WAIT_MS)
+    expect(img).to_have_attribute("src", re.compile(r"^data:image/jpeg"))
+    assert requested == [], "a paused tab opened a stream on reload"
+    assert problems.errors == []
+
+
 def test_page_recovers_after_losing_the_network(stack, browser, page):
     open_page(page, stack)
     img = page.locator("#view-processed img")

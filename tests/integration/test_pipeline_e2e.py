@@ -100,4 +100,5 @@ def test_healthz_and_page(stack):
     assert health["status"] == "ok" and health["broker_restarted_at"] is None
     read_parts(f"{stack}/stream/sample.mjpg", count=1)
     page = requests.get(f"{stack}/", timeout=10).text
-    assert '/stream/sample.mjpg' in page
+    # The page's scripts open the stream it names (a reloaded replaying tab opens its replay instead).
+    assert 'data-stream="sample"' in page and '<option value="sample">sample</option>' in page

@@ -1,7 +1,7 @@
 """Topic rotation (pipeline/local/retention.py) on the real embedded broker: topics come back with
 their own partition count, consumers follow the recreated topic (on Tansu they would otherwise
 wait at their old offset), groups' committed offsets go with the old topics; the budget check rotates only when
-rotating can free memory."""
+rotating can free memory; the rotator reads which processor groups are alive from their heartbeats."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from pipeline.kafka import make_admin, make_consumer, make_producer
 from pipeline.local.retention import TopicRotator
 from pipeline.settings import Settings
 from pipeline.wire import decode_record
+from processor.heartbeat import HeartbeatPublisher, Identity, ProcessorStats
 from tests.support.broker_helpers import send_frames
 from tests.support.topics import isolated_settings
+from tests.support.waiting import wait_until
 
 
 def rotate(settings: Settings) -> None:
@@ -78,3 +80,32 @@ def test_rotation_recreates_topics_and_consumers_follow(broker):
             consumer.close()
         producer.close()
         admin.close()
+
+
+def heartbeats(settings: Settings, producer, group: str) -> HeartbeatPublisher:
+    who = Identity(f"busy-{group}", group, "grayscale", settings.raw_topic)
+    return HeartbeatPublisher(producer, settings.heartbeat_topic, who, ProcessorStats(), interval_s=0.2).start()
+
+
+@pytest.mark.integration
+def test_the_rotator_sees_which_groups_have_a_processor_sending_heartbeats(broker):
+    """What a rotation's wait takes for a busy group (one that commits nothing while a processor
+    works on a long record): a processor of it, or of its jobs group, sends heartbeats; one that
+    stopped no longer counts; the heartbeat topic a rotation recreates is followed."""
+    settings = isolated_settings(broker)
+    producer = make_producer(settings)
+    rotator = TopicRotator(settings)
+    try:
+        beating = heartbeats(settings, producer, "slow")
+        wait_until(lambda: rotator.busy({"slow"}), "the processor's heartbeats", timeout_s=20)
+        assert rotator.busy({"slow.jobs", "other"}) and not rotator.busy({"other"})
+        beating.stop()
+        wait_until(lambda: not rotator.busy({"slow"}), "its last heartbeat, which says it stopped", timeout_s=20)
+
+        rotator.rotate()
+        beating = heartbeats(settings, producer, "slow")
+        wait_until(lambda: rotator.busy({"slow"}), "heartbeats on the recreated topic", timeout_s=20)
+        beating.stop()
+    finally:
+        rotator.close()
+        producer.close()

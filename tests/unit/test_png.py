@@ -63,10 +63,22 @@ def chunks(data: bytes):
         at += 12 + length
 
 
-def test_adler_of_bands_is_the_adler_of_their_bytes_together():
+def test_the_stored_checksum_is_that_of_every_band_together():
+    """The Adler-32 the PNG stores after the bands, combined from each band's own, is the one of
+    all their bytes (zlib refuses the stream otherwise): bands over Adler's modulus (65521 bytes)
+    and an empty one included."""
     parts = [RNG.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (1, 70_001, 100_000, 0, 5)]
-    bands = [png.Band(b"", zlib.adler32(part), len(part)) for part in parts]
-    assert png._combined(bands) == (zlib.adler32(b"".join(parts)), sum(map(len, parts)))
+    bands = [raw_band(part, last=number == len(parts) - 1) for number, part in enumerate(parts)]
+    written = png.png_bytes((1, sum(map(len, parts)), 1), bands)
+    stream = b"".join(body for kind, body in chunks(written) if kind == b"IDAT")
+    assert zlib.decompress(stream) == b"".join(parts)
+
+
+def raw_band(data: bytes, last: bool) -> png.Band:
+    """``data`` as a band of its own, deflated as encode_band does (zlib here)."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
+    deflated = compressor.compress(data) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_FULL_FLUSH)
+    return png.Band(deflated, zlib.adler32(data), len(data))
 
 
 def test_the_codec_writes_pngs_with_it_and_leaves_other_depths_to_opencv():

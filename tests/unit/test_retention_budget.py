@@ -1,12 +1,18 @@
 """The embedded broker's retention checks (pipeline/local/retention.py): it rotates the topics
 when over the memory budget (only when rotating can free memory) and once the current
-generation covers the replay window."""
+generation covers the replay window; a rotation waits for processors that commit or are busy
+(heartbeats), not for dead or hung ones."""
 
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
+from types import SimpleNamespace
 
+import pytest
+
+from pipeline.local import retention
 from pipeline.local.retention import EmbeddedRetention
 from pipeline.settings import Settings
 
@@ -125,3 +131,62 @@ def test_a_stop_while_waiting_for_the_processors_abandons_the_rotation(caplog):
         assert retention.check(rotator) is None
     assert rotator.rotations == 0 and log == []
     assert "never processed" not in caplog.text
+
+
+class BusyRotator(CountingRotator):
+    """Group "processors" commits nothing until `done_at` (fake seconds; one second a look): its
+    processor is on one long record. `alive`: whether it sends heartbeats meanwhile."""
+
+    def __init__(self, clock: list[float], done_at: float, alive: bool) -> None:
+        super().__init__(age_s=31)
+        self.clock, self.done_at, self.alive = clock, done_at, alive
+        self.left_behind: dict[str, int] = {}
+
+    def unprocessed(self) -> dict[str, int]:
+        self.clock[0] += 1.0
+        self.left_behind = {"processors": 5} if self.clock[0] < self.done_at else {}
+        return self.left_behind
+
+    def busy(self, groups: set[str]) -> bool:
+        return self.alive and "processors" in groups
+
+
+@pytest.fixture
+def clock(monkeypatch) -> list[float]:
+    """The retention's monotonic clock, moved by the rotator's looks; no real waits."""
+    now = [0.0]
+    monkeypatch.setattr(retention, "time", SimpleNamespace(monotonic=lambda: now[0], time=time.time))
+    monkeypatch.setattr(retention, "CATCH_UP_POLL_S", 0.0)
+    return now
+
+
+def waiting_retention() -> EmbeddedRetention:
+    return EmbeddedRetention(Settings(), os.getpid(), budget_bytes=1 << 40, window_s=30)
+
+
+def test_a_processor_busy_on_one_long_record_is_waited_for(clock, caplog):
+    """Committing nothing for longer than CATCH_UP_STALL_S while its heartbeats go on is busy, not
+    stuck: the rotation waits and recycles nothing it has not read (it used to give up at the
+    stall and recycle the slot's unread records)."""
+    rotator = BusyRotator(clock, done_at=retention.CATCH_UP_STALL_S * 2.5, alive=True)
+    with caplog.at_level("WARNING"):
+        assert waiting_retention().check(rotator) is not None
+    assert "never processed" not in caplog.text
+    assert rotator.rotations == 1 and rotator.left_behind == {}
+
+
+def test_a_dead_processor_does_not_hold_the_rotation(clock, caplog):
+    """No commits and no heartbeats: the rotation goes ahead after the stall, with a warning."""
+    rotator = BusyRotator(clock, done_at=float("inf"), alive=False)
+    with caplog.at_level("WARNING"):
+        assert waiting_retention().check(rotator) is not None
+    assert "never processed" in caplog.text and rotator.left_behind == {"processors": 5}
+    assert clock[0] <= retention.CATCH_UP_STALL_S + 3
+
+
+def test_a_hung_processor_whose_heartbeats_go_on_holds_the_rotation_at_most_the_longest_wait(clock, caplog):
+    rotator = BusyRotator(clock, done_at=float("inf"), alive=True)
+    with caplog.at_level("WARNING"):
+        assert waiting_retention().check(rotator) is not None
+    assert "never processed" in caplog.text and rotator.rotations == 1
+    assert retention.CATCH_UP_MAX_S <= clock[0] <= retention.CATCH_UP_MAX_S + 3

@@ -21,7 +21,6 @@ import time
 import numpy as np
 from kafka import TopicPartition
 
-from pipeline import png
 from pipeline.codec import CodecError, decode_image, encode_image
 from pipeline.generations import slot_names
 from pipeline.kafka import BACKGROUND_FETCH, BurstFetch, assign_at, make_consumer, partitions_of
@@ -303,9 +302,11 @@ def output_positions(entry: Entry, ends: dict[TopicPartition, int]) -> dict[Topi
 
 def encode_result(image: np.ndarray, fmt: str) -> bytes:
     """The assembled image in the upload's format, off the hub; a PNG's bands are compressed on
-    parallel native threads (the processors are done by now: the cores are the viewer's)."""
-    if fmt == "png" and png.supported(image):
-        return png.encode_png(image, run=off_hub_map)
+    parallel native threads (the processors are done by now: the cores are the viewer's). The
+    assembled image is 8-bit BGR (what decode_image gives), which the codec's PNG encoder takes,
+    so a PNG's only heavy work is those bands."""
+    if fmt == "png":
+        return encode_image(image, fmt, png_bands=off_hub_map)
     return off_hub(encode_image, image, fmt, RESULT_JPEG_QUALITY)
 
 
