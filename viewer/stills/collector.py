@@ -29,7 +29,7 @@ from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
 from pipeline.wire import WireError, decode_record, header_of
 from viewer.background import BackgroundLoop
-from viewer.stills.joblog import JobLog, output_slots
+from viewer.stills.joblog import JobLog, JobLogBehind, output_slots
 from viewer.stills.jobstate import Entry
 from viewer.stills.offload import off_hub, off_hub_map
 from viewer.stills.partial import PartialResults
@@ -46,6 +46,9 @@ COLLECT_AGAIN_SLACK_MS = 60_000
 
 class JobCollector(BackgroundLoop):
     name = "job-collector"
+    # Output of a job this replica has not read yet is not skipped: the run ends and the next
+    # one, once the job-state topic is read, starts again where that job's output begins.
+    not_the_record = (JobLogBehind,)
 
     def __init__(self, settings: Settings, store: JobStore, jobs: JobLog, timeout_s: int) -> None:
         super().__init__()
@@ -163,7 +166,7 @@ class JobCollector(BackgroundLoop):
             if job is None:
                 return None
             job_id = job.decode(errors="replace")
-            if self.jobs.entry(job_id) is None:
+            if self.jobs.output_entry(job_id) is None:
                 return None
             reason = headers.get("error", b"unknown error").decode(errors="replace")
             log.warning("job=%s failed in the processor: %s", job_id, reason)
@@ -175,7 +178,7 @@ class JobCollector(BackgroundLoop):
             return None
         if frame.job is None:
             return None
-        entry = self.jobs.entry(frame.job, settled=True)
+        entry = self.jobs.output_entry(frame.job)
         if entry is None or not entry.admitted or entry.record.state in ("requested", "failed"):
             return None  # not a job of ours, or one that is over
         try:
