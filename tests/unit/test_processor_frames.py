@@ -164,26 +164,6 @@ def test_pool_runs_in_parallel_and_keeps_order():
         OrderedPool(0)
 
 
-def test_pool_map_is_one_task_per_thread_not_per_item():
-    # The caller waits for `concurrency` tasks, however many items: a future per item woke it once per frame.
-    with OrderedPool(2) as p:
-        submitted = []
-        submit = p._executor.submit
-        p._executor.submit = lambda fn, *args: submitted.append(fn) or submit(fn, *args)
-        assert p.map(lambda i: i + 1, list(range(100))) == list(range(1, 101))
-        assert len(submitted) == 2
-
-
-def test_pool_map_raises_the_first_error_in_input_order():
-    def work(i: int) -> int:
-        if i in (3, 5):
-            raise ValueError(f"bad {i}")
-        return i
-
-    with OrderedPool(2) as p, pytest.raises(ValueError, match="bad 3"):
-        p.map(work, list(range(8)))
-
-
 def test_live_chain_changes_apply_per_frame_and_never_split_a_tiled_frame(image, pool):
     live = {"cam": "invert"}
     frames = FrameProcessor("grayscale", pool=pool, live_spec=live.get)
