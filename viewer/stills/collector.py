@@ -87,15 +87,23 @@ class JobCollector(BackgroundLoop):
             self.ready.set()
             for job_id in self.store.complete_unassembled():
                 self._assemble(job_id)
-            # Short fetch waits while a job's tiles come; live frames on the same topic do not
-            # count (they would keep this reader polling every 10 ms as long as video flows).
+            # Short fetch waits while a job's tiles come, and while a job whose tiles are out
+            # waits for them (from its queued record on: its first tiles are not waited for
+            # behind an idle fetch, and the short waits end with the last job, not a linger
+            # after it). Live frames on the same topic do not count (they would keep this reader
+            # polling every 10 ms as long as video flows).
             burst = BurstFetch(consumer)
             while not self.stopping.is_set():
                 batch = consumer.poll(timeout_ms=200)
-                burst.polled(any(is_job_record(record) for records in batch.values() for record in records))
+                burst.polled(self._tiles_due()
+                             or any(is_job_record(record) for records in batch.values() for record in records))
                 self._handle_batch([record for records in batch.values() for record in records])
         finally:
             consumer.close()
+
+    def _tiles_due(self) -> bool:
+        """Some job's tiles are out (it is queued) and it is not finished yet."""
+        return any(entry.record.state == "queued" for entry in self.jobs.in_progress())
 
     def _start_positions(self, ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         """From the end of each partition, or earlier where a job in progress (created within
@@ -311,5 +319,5 @@ def encode_result(image: np.ndarray, fmt: str) -> bytes:
 
 
 def _transcode(data: bytes, fmt: str) -> bytes:
-    """An internal (lz4) result in the upload's format."""
+    """An internal (zstd or lz4 pixels) result in the upload's format."""
     return encode_image(decode_image(data), fmt, RESULT_JPEG_QUALITY)
