@@ -1,5 +1,5 @@
-"""Image codecs shared by every stage: encode to JPEG/PNG (the edges) or lz4 pixels (hops inside
-the pipeline, see pipeline/pixels.py) and decode any of them back to numpy.
+"""Image codecs shared by every stage: encode to JPEG/PNG (the edges) or zstd/lz4 pixels (hops
+inside the pipeline, see pipeline/pixels.py) and decode any of them back to numpy.
 
 JPEG decoding goes through simplejpeg (libjpeg-turbo's TurboJPEG API) where it gives exactly
 what ``cv2.imdecode`` gives, about twice as fast here (640x360: 0.6 vs 1.1 ms; 1280x720: 2.0 vs
@@ -19,7 +19,8 @@ except ImportError:  # a venv made before it was a requirement (`make venv` adds
 
 from pipeline import png
 from pipeline.imageheader import JPEG_SOI, ImageHeader, ImageHeaderError, check_pixels, jpeg_has_exif, read_header
-from pipeline.pixels import PixelsError, decode_pixels, encode_pixels, is_pixels, pixels_shape
+from pipeline.pixels import ENCODINGS as PIXEL_ENCODINGS
+from pipeline.pixels import PixelsError, decode_pixels, encode_pixels, pixels_encoding, pixels_shape
 
 
 class CodecError(ValueError):
@@ -30,16 +31,16 @@ def encode_image(image: np.ndarray, fmt: str, quality: int = 80, gray: bool = Fa
                  png_bands: png.Runner = map) -> bytes:
     """``gray``: the caller knows the three channels are equal (``Chain.gray_output``), so a
     JPEG stores one: every decoder gives back the same pixels as from a colour JPEG of it (its
-    chroma would be flat), and the encode takes ~35% less time. PNG and lz4 ignore it.
+    chroma would be flat), and the encode takes ~35% less time. PNG and pixels ignore it.
     ``png_bands``: how pipeline/png.py compresses a PNG's bands (one after the other, or on
     threads); the other encoders ignore it."""
     if fmt == "jpeg":
         if gray and image.ndim == 3:
             image = cv2.extractChannel(image, 0)
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    elif fmt == "lz4":
+    elif fmt in PIXEL_ENCODINGS:
         try:
-            return encode_pixels(image)
+            return encode_pixels(image, fmt)
         except PixelsError as exc:
             raise CodecError(str(exc)) from None
     elif fmt == "png":
@@ -48,7 +49,7 @@ def encode_image(image: np.ndarray, fmt: str, quality: int = 80, gray: bool = Fa
         # Level 1: PNG is lossless at every level; higher levels only cost time (720p encodes at ~14-19 fps).
         ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     else:
-        raise CodecError(f"unknown format {fmt!r}; expected jpeg, png or lz4")
+        raise CodecError(f"unknown format {fmt!r}; expected jpeg, png, {' or '.join(PIXEL_ENCODINGS)}")
     if not ok:
         raise CodecError(f"OpenCV could not encode a {image.shape} image as {fmt}")
     return buf.tobytes()
@@ -56,11 +57,12 @@ def encode_image(image: np.ndarray, fmt: str, quality: int = 80, gray: bool = Fa
 
 def image_header(data: bytes) -> ImageHeader:
     """Format and size from the bytes, without decoding; CodecError unless a complete PNG/JPEG
-    or lz4 pixels with a stated shape."""
+    or pixels (zstd, lz4) with a stated shape."""
     try:
-        if is_pixels(data):
+        encoding = pixels_encoding(data)
+        if encoding is not None:
             height, width, _ = pixels_shape(data)
-            return ImageHeader("lz4", width, height)
+            return ImageHeader(encoding, width, height)
         return read_header(data)
     except (ImageHeaderError, PixelsError) as exc:
         raise CodecError(f"cannot decode image ({len(data)} bytes): {exc}") from None
@@ -69,11 +71,11 @@ def image_header(data: bytes) -> ImageHeader:
 def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     """BGR, 3 channels, whatever the encoding (as OpenCV's IMREAD_COLOR gives PNG/JPEG). With
     ``max_pixels`` the image header is checked first, so an image over the limit (TooManyPixels)
-    or not a complete PNG/JPEG/lz4 image (CodecError) is never decoded."""
+    or not a complete PNG/JPEG/pixels image (CodecError) is never decoded."""
     if max_pixels is not None:
         header = image_header(data)
         check_pixels(header.width, header.height, max_pixels)
-    if is_pixels(data):
+    if pixels_encoding(data) is not None:
         try:
             image = decode_pixels(data)
         except PixelsError as exc:

@@ -21,8 +21,8 @@ Tiles (``tile`` header set, see ``pipeline.tiling.TileInfo``):
   rect in the OUTPUT image with zero halo (``tiling.output_tile``), ``w``/``h`` are the full
   output image's size; ``job``, ``seq`` and ``stream`` are kept. So a reader reassembles with
   ``Assembler(h, w, rows, cols)`` (identity geometry) keyed by job (or stream and seq),
-  knowing nothing of the chain. Tiles that must reassemble pixel-exactly travel as lz4 pixels
-  (lossless and fast; PNG works too).
+  knowing nothing of the chain. Tiles that must reassemble pixel-exactly travel as zstd (or,
+  written by older viewers, lz4) pixels (lossless and fast; PNG works too).
 - ``out``: where a still job's output goes. ``results`` (``OUT_RESULTS``, set by the viewer on
   every job record) sends it to the job results topic; without it (records of older viewers)
   it goes to the processed topic, which their collectors read.
@@ -33,9 +33,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-# The `enc` header: jpeg/png as users send and get them, lz4 pixels for lossless hops inside the
-# pipeline (pipeline/pixels.py). Every reader decodes all three, so old and new records mix.
-ENCODINGS = ("jpeg", "png", "lz4")
+# The `enc` header: jpeg/png as users send and get them, zstd (before: lz4) pixels for lossless
+# hops inside the pipeline (pipeline/pixels.py). Every reader decodes all four, so old and new
+# records mix.
+ENCODINGS = ("jpeg", "png", "lz4", "zstd")
 
 # Stream names appear in URLs (/stream/<name>.mjpg): one path segment, no dot first.
 STREAM_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")

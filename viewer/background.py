@@ -28,6 +28,9 @@ class BackgroundLoop:
 
     name = "background"
     retry_s = 1.0
+    # Errors a record's handler raises that are not the record's fault: they end the run (which
+    # starts again after retry_s) instead of skipping the record.
+    not_the_record: tuple[type[Exception], ...] = ()
 
     def __init__(self) -> None:
         self.stopping = threading.Event()
@@ -67,6 +70,8 @@ class BackgroundLoop:
         """``handle(record)``; if it raises, the record is logged, counted and skipped (None)."""
         try:
             return handle(record)
+        except self.not_the_record:
+            raise
         except Exception as exc:
             self.skipped += 1
             log.error("%s: topic=%s partition=%d offset=%d skipped: %s: %s", self.name, record.topic,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import threading
 import time
 import uuid
 
@@ -23,6 +24,7 @@ from tests.support.topics import isolated_settings
 from tests.support.uploads import JOB_WAIT_S, Processors, result_image, submit, wait_done
 from viewer import create_app
 from viewer.extension import viewer_of
+from viewer.stills import joblog
 from viewer.stills.jobstate import JobRecord, Limits
 
 pytestmark = pytest.mark.integration
@@ -173,6 +175,61 @@ def test_job_survives_a_viewer_restart(broker, tmp_path):
         assert np.array_equal(result_image(second, job["job"], "image/png"), 255 - photo("astronaut.png"))
     finally:
         processors.stop()
+
+
+def test_tiles_that_come_before_a_replica_has_read_their_job_are_collected(broker, tmp_path, monkeypatch):
+    """A replica whose job-state reader is behind when a job's processed tile comes (a starved
+    worker under load) must not take the job for another deployment's and skip the tile: the
+    replica that took the upload may be gone, and then no one else ever finishes the job."""
+    settings = isolated_settings(broker)
+    held = threading.Event()
+
+    def held_back(*args, **kwargs):
+        """The survivor's job-state reader, which applies nothing while ``held`` is set."""
+        consumer = make_consumer(*args, **kwargs)
+        poll = consumer.poll
+
+        def held_poll(timeout_ms=0, **options):
+            if held.is_set():
+                time.sleep(timeout_ms / 1000)
+                return {}
+            return poll(timeout_ms=timeout_ms, **options)
+
+        consumer.poll = held_poll
+        return consumer
+
+    monkeypatch.setattr(joblog, "make_consumer", held_back)
+    survivor = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path / "survivor.db")})
+    uploads = viewer_of(survivor).uploads
+    behind = threading.Event()
+    sync = uploads.jobs.sync
+
+    def noting_sync(*args, **kwargs):
+        synced = sync(*args, **kwargs)
+        if not synced and held.is_set():
+            behind.set()
+        return synced
+
+    monkeypatch.setattr(uploads.jobs, "sync", noting_sync)
+    processors = None
+    try:
+        assert uploads.ready(30)
+        monkeypatch.setattr(joblog, "make_consumer", make_consumer)  # other replicas read as usual
+        held.set()  # from here on the survivor's reader applies nothing
+        first = create_app({"SETTINGS": settings, "JOBS_DB": str(tmp_path / "first.db")})
+        job = submit(first.test_client(), small_png(), transform="invert")["job"]
+        viewer_of(first).shutdown()  # the replica that took the upload is gone before any processing
+        processors = Processors(settings, 1)
+        assert behind.wait(JOB_WAIT_S), "the survivor's collector never looked the job up"
+        held.clear()  # caught up: the survivor finishes the job alone
+        client = survivor.test_client()
+        wait_done(client, job, timeout_s=60)
+        assert np.array_equal(result_image(client, job, "image/png"), 255 - photo("astronaut.png")[:64, :64])
+    finally:
+        held.clear()
+        viewer_of(survivor).shutdown()
+        if processors is not None:
+            processors.stop()
 
 
 def result_tiles(settings, job: str, expected: int, timeout_s: float = JOB_WAIT_S) -> int:

@@ -25,7 +25,7 @@ def test_short_waits_from_the_first_records_until_the_burst_has_been_over_a_whil
     consumer = offline_consumer()
     clock = Clock()
     try:
-        burst = BurstFetch(consumer, busy_ms=10, idle_ms=500, linger_s=2.0, clock=clock)
+        burst = BurstFetch(consumer, busy_ms=10, idle_ms=500, linger_s=2.0, short_s=0.3, tail_ms=50, clock=clock)
 
         def fetcher_wait() -> int:  # what its fetch requests carry
             return consumer._fetcher.config["fetch_max_wait_ms"]
@@ -35,9 +35,12 @@ def test_short_waits_from_the_first_records_until_the_burst_has_been_over_a_whil
 
         burst.polled(True)
         assert fetcher_wait() == 10
-        clock.now += 1.5
+        clock.now += 0.2
         burst.polled(False)  # a gap inside the burst (the last tiles still being published)
         assert fetcher_wait() == 10
+        clock.now += 1.0
+        burst.polled(False)  # the burst is over: fewer empty fetches, a next one still found soon
+        assert fetcher_wait() == 50
         clock.now += 1.0
         burst.polled(False)
         assert fetcher_wait() == 500
@@ -88,3 +91,21 @@ def test_a_live_reader_waits_longer_only_while_idle_and_never_shorter_than_confi
         assert live_fetch(consumer, Settings(fetch_max_wait_ms=500)).wait_ms == 500  # Apache Kafka's setting stays
     finally:
         consumer.close()
+
+
+def test_the_collector_fetches_fast_while_a_queued_job_waits_for_its_tiles():
+    """From a job's queued record on (its tiles are out) until it is finished, whether or not a
+    tile came in the last poll; not for a job only requested, nor once every job is over."""
+    from types import SimpleNamespace
+
+    from viewer.stills.collector import JobCollector
+
+    def collector_with(*states: str) -> JobCollector:
+        collector = JobCollector.__new__(JobCollector)
+        entries = [SimpleNamespace(record=SimpleNamespace(state=state)) for state in states]
+        collector.jobs = SimpleNamespace(in_progress=lambda: entries)
+        return collector
+
+    assert collector_with("requested", "queued")._tiles_due()
+    assert not collector_with("requested")._tiles_due()
+    assert not collector_with()._tiles_due()

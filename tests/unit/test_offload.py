@@ -187,3 +187,47 @@ def test_without_gevent_mapped_calls_run_in_place_in_order():
     assert off_hub_map(lambda i: calls.append(i) or i * 2, [3, 1, 2]) == [6, 2, 4] and calls == [3, 1, 2]
     with pytest.raises(ValueError):
         off_hub_map(int, ["1", "x"])
+
+
+AHEAD_UNDER_GEVENT = textwrap.dedent("""
+    from gevent import monkey
+    monkey.patch_all()
+    from gevent._threading import Lock  # native, whatever the patching
+    from viewer.stills.offload import off_hub_ahead
+
+    started = [Lock() for _ in range(4)]
+    for lock in started:
+        lock.acquire()
+
+    def encode(i):
+        # Tile i finishes only once tile i + 1 has started: only calls that run ahead of the
+        # caller, on native threads, can all finish.
+        started[i].release()
+        return i, i == 3 or started[i + 1].acquire(True, 10)
+
+    assert list(off_hub_ahead(encode, range(4), 2)) == [(i, True) for i in range(4)], "did not run ahead"
+    results = off_hub_ahead(int, ["1", "x", "2"], 2)
+    assert next(results) == 1
+    try:
+        next(results)
+    except ValueError as exc:
+        print("error raised in order:", exc)
+    print("ok")
+""")
+
+
+def test_under_gevent_calls_run_ahead_of_their_caller_and_come_back_in_order():
+    run = under_gevent(AHEAD_UNDER_GEVENT)
+    assert "error raised in order: invalid literal for int() with base 10: 'x'" in run.stdout
+    assert run.stdout.strip().endswith("ok")
+    assert "Traceback" not in run.stderr, run.stderr
+
+
+def test_without_gevent_calls_ahead_run_in_place_one_by_one():
+    from viewer.stills.offload import off_hub_ahead
+
+    calls = []
+    results = off_hub_ahead(lambda i: calls.append(i) or i * 2, [3, 1, 2], 2)
+    assert calls == []  # lazily: nothing before the first result is asked for
+    assert next(results) == 6 and calls == [3]
+    assert list(results) == [2, 4] and calls == [3, 1, 2]

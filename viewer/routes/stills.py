@@ -116,7 +116,7 @@ def upload():
         max_record = settings.max_message_bytes - RECORD_OVERHEAD_BYTES
         as_is = sends_upload_as_is(header, whole, max_record)
         try:
-            # The decoded BGR image (and, for a whole-image job sent as pixels, its lz4 copy).
+            # The decoded BGR image (and, for a whole-image job sent as pixels, its compressed copy).
             reserve(memory, header.pixels * 3 * (2 if whole and not as_is else 1))
             # Decoding proves the file is whole (a valid header can front corrupt pixel data);
             # only now, with the size checked and the memory reserved, is the allocation bounded.

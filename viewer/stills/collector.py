@@ -29,7 +29,7 @@ from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
 from pipeline.wire import WireError, decode_record, header_of
 from viewer.background import BackgroundLoop
-from viewer.stills.joblog import JobLog, output_slots
+from viewer.stills.joblog import JobLog, JobLogBehind, output_slots
 from viewer.stills.jobstate import Entry
 from viewer.stills.offload import off_hub, off_hub_map
 from viewer.stills.partial import PartialResults
@@ -46,6 +46,9 @@ COLLECT_AGAIN_SLACK_MS = 60_000
 
 class JobCollector(BackgroundLoop):
     name = "job-collector"
+    # Output of a job this replica has not read yet is not skipped: the run ends and the next
+    # one, once the job-state topic is read, starts again where that job's output begins.
+    not_the_record = (JobLogBehind,)
 
     def __init__(self, settings: Settings, store: JobStore, jobs: JobLog, timeout_s: int) -> None:
         super().__init__()
@@ -84,15 +87,23 @@ class JobCollector(BackgroundLoop):
             self.ready.set()
             for job_id in self.store.complete_unassembled():
                 self._assemble(job_id)
-            # Short fetch waits while a job's tiles come; live frames on the same topic do not
-            # count (they would keep this reader polling every 10 ms as long as video flows).
+            # Short fetch waits while a job's tiles come, and while a job whose tiles are out
+            # waits for them (from its queued record on: its first tiles are not waited for
+            # behind an idle fetch, and the short waits end with the last job, not a linger
+            # after it). Live frames on the same topic do not count (they would keep this reader
+            # polling every 10 ms as long as video flows).
             burst = BurstFetch(consumer)
             while not self.stopping.is_set():
                 batch = consumer.poll(timeout_ms=200)
-                burst.polled(any(is_job_record(record) for records in batch.values() for record in records))
+                burst.polled(self._tiles_due()
+                             or any(is_job_record(record) for records in batch.values() for record in records))
                 self._handle_batch([record for records in batch.values() for record in records])
         finally:
             consumer.close()
+
+    def _tiles_due(self) -> bool:
+        """Some job's tiles are out (it is queued) and it is not finished yet."""
+        return any(entry.record.state == "queued" for entry in self.jobs.in_progress())
 
     def _start_positions(self, ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         """From the end of each partition, or earlier where a job in progress (created within
@@ -155,7 +166,7 @@ class JobCollector(BackgroundLoop):
             if job is None:
                 return None
             job_id = job.decode(errors="replace")
-            if self.jobs.entry(job_id) is None:
+            if self.jobs.output_entry(job_id) is None:
                 return None
             reason = headers.get("error", b"unknown error").decode(errors="replace")
             log.warning("job=%s failed in the processor: %s", job_id, reason)
@@ -167,7 +178,7 @@ class JobCollector(BackgroundLoop):
             return None
         if frame.job is None:
             return None
-        entry = self.jobs.entry(frame.job, settled=True)
+        entry = self.jobs.output_entry(frame.job)
         if entry is None or not entry.admitted or entry.record.state in ("requested", "failed"):
             return None  # not a job of ours, or one that is over
         try:
@@ -308,5 +319,5 @@ def encode_result(image: np.ndarray, fmt: str) -> bytes:
 
 
 def _transcode(data: bytes, fmt: str) -> bytes:
-    """An internal (lz4) result in the upload's format."""
+    """An internal (zstd or lz4 pixels) result in the upload's format."""
     return encode_image(decode_image(data), fmt, RESULT_JPEG_QUALITY)

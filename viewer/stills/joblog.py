@@ -35,6 +35,11 @@ WRITE_TIMEOUT_S = 10.0
 UNKNOWN_MEMORY = 1024
 
 
+class JobLogBehind(KafkaError):
+    """The job-state topic was not read up to its end in time: a job missing from the fold (or
+    still only requested there) may just not have been read yet."""
+
+
 class JobLog(BackgroundLoop):
     name = "job-log"
 
@@ -140,17 +145,32 @@ class JobLog(BackgroundLoop):
                 self._changed.wait(min(left, 0.5))
         return True
 
-    def entry(self, job: str, settled: bool = False) -> Entry | None:
+    def entry(self, job: str) -> Entry | None:
         """The job's entry; a job not yet known is looked for once more after a catch-up (it may
-        have been written, on another replica, a moment ago). ``settled``: a job still only
-        ``requested`` is looked for again too (its tiles may arrive before its next record
-        reached this reader)."""
+        have been written, on another replica, a moment ago)."""
+        return self._lookup(job, settled=False)[0]
+
+    def output_entry(self, job: str) -> Entry | None:
+        """The entry of a job whose output (a processed tile, a dead letter) has come: past
+        ``requested``, since the uploading replica publishes its tiles only after that. None
+        when the topic, read to its end, has no such job (another deployment's, or one made up).
+        JobLogBehind when it could not be read to its end in time: the job may be there, unread,
+        and its output must not be dropped as someone else's (the uploading replica may be gone,
+        and then no other would ever finish the job)."""
+        found, synced = self._lookup(job, settled=True)
+        if not synced and (found is None or found.record.state == "requested"):
+            raise JobLogBehind(f"job {job}: its output came before this replica read the job-state topic that far")
+        return found
+
+    def _lookup(self, job: str, settled: bool) -> tuple[Entry | None, bool]:
+        """(the entry, False if a catch-up was needed and timed out). ``settled``: a job still
+        only ``requested`` is looked for again too."""
         with self._changed:
             found = self.book.get(job)
         if found is not None and settled and found.record.state == "requested":
             found = None
         if found is not None or job in self._unknown:
-            return found
+            return found, True
         synced = self.sync()
         with self._changed:
             found = self.book.get(job)
@@ -158,7 +178,7 @@ class JobLog(BackgroundLoop):
             self._unknown[job] = None
             while len(self._unknown) > UNKNOWN_MEMORY:
                 del self._unknown[next(iter(self._unknown))]
-        return found
+        return found, synced
 
     def in_progress(self) -> list[Entry]:
         with self._changed:

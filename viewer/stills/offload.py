@@ -19,7 +19,8 @@ from __future__ import annotations
 import functools
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -113,6 +114,22 @@ def off_hub_map(fn: Callable[[A], T], items: Iterable[A]) -> list[T]:
         except Exception as exc:  # noqa: BLE001 - raised once every call is over
             outcomes.append((False, exc))
     return [_outcome(*outcome) for outcome in outcomes]
+
+
+def off_hub_ahead(fn: Callable[[A], T], items: Iterable[A], ahead: int) -> Iterator[T]:
+    """fn(item) for each item, in order, lazily: up to ``ahead`` calls run on native threads
+    while the caller uses the results before them (in place, one by one, where ``off_hub``
+    would run in place). The first exception is raised where its result would have come."""
+    if _in_place():
+        yield from map(fn, items)
+        return
+    started: deque[Callable[[], T]] = deque()
+    for item in items:
+        started.append(off_hub_start(fn, item))
+        if len(started) >= ahead:
+            yield started.popleft()()
+    while started:
+        yield started.popleft()()
 
 
 def off_hub_method(method: Callable[..., T]) -> Callable[..., T]:
