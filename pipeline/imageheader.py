@@ -130,7 +130,10 @@ def _jpeg_header(data: bytes) -> ImageHeader:
         if marker == _JPEG_SOS:
             if size is None:
                 raise CorruptImage("corrupt JPEG: image data before the start-of-frame segment")
-            if data.find(JPEG_EOI, pos + 2 + length) < 0:
+            scan = pos + 2 + length
+            # Most files end with their EOI: checked first, as searching 20-30 KB of entropy-coded
+            # data for one took ~25 us a 640x360 frame (most of this function's time).
+            if not (data.endswith(JPEG_EOI) and len(data) - len(JPEG_EOI) >= scan) and data.find(JPEG_EOI, scan) < 0:
                 raise CorruptImage("truncated JPEG: no end-of-image marker after the image data")
             return ImageHeader("jpeg", size[0], size[1])
     raise AssertionError("jpeg_segments ends at the first scan or raises")  # pragma: no cover

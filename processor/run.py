@@ -97,7 +97,8 @@ class OffsetKeeper(AsyncConsumerRebalanceListener):
 
     A commit that fails (broker away, coordinator moving after a broker restart) stays pending
     and is retried with a growing pause; the log says once that commits fail and once that they
-    work again, not once per attempt.
+    work again, not once per attempt. A commit deferred by a rebalance is retried at every call
+    (the rebalance may end any moment) and said once per rebalance.
     """
 
     def __init__(self, consumer: KafkaConsumer, stats: ProcessorStats, clock: Callable[[], float] = time.monotonic,
@@ -106,6 +107,7 @@ class OffsetKeeper(AsyncConsumerRebalanceListener):
         self.pending: dict[TopicPartition, OffsetAndMetadata] = {}
         self.failures = 0
         self._retry_at = 0.0  # no commit before this (unless it is the last): the interval, or a backoff
+        self._deferred = False  # a rebalance refused a commit, and no commit has worked since
         # Where each partition's commit may go: never inside a tiled frame (poll thread only).
         self.frames = FrameCommits()
 
@@ -120,7 +122,9 @@ class OffsetKeeper(AsyncConsumerRebalanceListener):
         try:
             self.consumer.commit(dict(self.pending), timeout_ms=int(max(timeout_s, 0.001) * 1000))
         except (CommitFailedError, RebalanceInProgressError) as exc:
-            log.info("commit deferred to the rebalance (%s): %s", type(exc).__name__, exc)
+            if not self._deferred:
+                self._deferred = True
+                log.info("commit deferred to the rebalance (%s): %s", type(exc).__name__, exc)
             return False
         except KafkaError as exc:
             self.failures += 1
@@ -134,6 +138,7 @@ class OffsetKeeper(AsyncConsumerRebalanceListener):
             log.info("commits work again after %d failed attempt(s)", self.failures)
             self.failures = 0
         self._retry_at = self.clock() + self.every_s
+        self._deferred = False
         self.pending.clear()
         self.stats.add(commits=1)
         return True
@@ -152,6 +157,7 @@ class OffsetKeeper(AsyncConsumerRebalanceListener):
             self.pending.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned) -> None:
+        self._deferred = False  # the rebalance is over: the next one's deferral is news again
         partitions = sorted(tp.partition for tp in self.consumer.assignment())
         self.stats.assign(partitions)
         log.info("assigned partitions %s", partitions)

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -215,18 +216,19 @@ def test_offsets_pending_at_a_rebalance_are_committed_on_revoke(settings):
         second.close()
 
 
-def test_killed_member_is_redone_by_the_survivor(settings):
+def test_killed_member_is_redone_by_the_survivor(settings, tmp_path):
     """kill -9 of one member mid-stream: the survivor takes its partitions after the session
     timeout and redoes whatever was not committed; every seq is processed at least once."""
     group = f"g-{uuid.uuid4().hex[:6]}"
-    victim = processor_process(settings, group, "victim")
+    log = tmp_path / "victim.log"
+    victim = processor_process(settings, group, "victim", log)
     feed = PacedProducer(settings)
     survivor = Member(settings, group, "survivor")
     processed, beats = Topic(settings, settings.processed_topic), Topic(settings, settings.heartbeat_topic)
     try:
         feed.start()
         # A victim that died on the way would only show as a minute without heartbeats.
-        beats.wait_for(lambda r: alive(victim) and assigned("victim")(r), "the victim owning partitions")
+        beats.wait_for(lambda r: alive(victim, log) and assigned("victim")(r), "the victim owning partitions")
         survivor.start()
         # Killed only once its heartbeats show it working on its share of the partitions.
         beats.wait_for(split_between("victim", "survivor", working="victim"),
@@ -252,36 +254,40 @@ def test_killed_member_is_redone_by_the_survivor(settings):
     assert survivor.stats.frames > 0 and survivor.stats.rebalances >= 2
 
 
-def alive(child: subprocess.Popen) -> bool:
+def alive(child: subprocess.Popen, log: Path) -> bool:
     """True while ``child`` runs; once it has exited, fails with its exit code and output."""
     if child.poll() is None:
         return True
-    _, stderr = child.communicate(timeout=10)
-    raise AssertionError(f"the processor exited with {child.returncode}: {stderr[-3000:]}")
+    raise AssertionError(f"the processor exited with {child.returncode}: {log.read_text()[-3000:]}")
 
 
-def processor_process(settings: Settings, group: str, name: str, *extra: str) -> subprocess.Popen:
+def processor_process(settings: Settings, group: str, name: str, log: Path, *extra: str) -> subprocess.Popen:
+    """A processor child whose output goes to the file ``log``. Not to a pipe: nobody reads one
+    while the test runs, and a child blocks in its next log line once 64 KB wait there; it then
+    stopped processing and left its group while its heartbeat thread went on beating."""
     cmd = [sys.executable, "-m", "processor", "--transform", "blur:ksize=7,sharpen", "--group", group,
            "--id", name, *extra]
-    return subprocess.Popen(cmd, env=settings_env(settings), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    with open(log, "w") as out:
+        return subprocess.Popen(cmd, env=settings_env(settings), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
 
-def test_sigterm_finishes_in_flight_commits_and_exits_zero(settings):
+def test_sigterm_finishes_in_flight_commits_and_exits_zero(settings, tmp_path):
     group = f"g-{uuid.uuid4().hex[:6]}"
-    child = processor_process(settings, group, "sigterm-test", "--concurrency", "2")
+    log = tmp_path / "sigterm-test.log"
+    child = processor_process(settings, group, "sigterm-test", log, "--concurrency", "2")
     feed = PacedProducer(settings, fps=60)
     processed = Topic(settings, settings.processed_topic)
     try:
         feed.start()
         processed.wait_for(lambda r: len(r) >= 30, "the subprocess processing")
         child.send_signal(signal.SIGTERM)  # while frames keep arriving
-        _, stderr = child.communicate(timeout=30)
+        child.wait(30)
     finally:
         feed.finish()
         if child.poll() is None:
             child.kill()
             child.wait()
+    stderr = log.read_text()
     assert child.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert "received SIGTERM" in stderr and "stopped:" in stderr

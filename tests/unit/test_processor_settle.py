@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from kafka import OffsetAndMetadata, TopicPartition
-from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, RebalanceInProgressError
 from kafka.future import Future
 from kafka.producer.future import FutureProduceResult, FutureRecordMetadata
 
@@ -166,6 +166,37 @@ def test_failing_commits_back_off_and_are_logged_once_per_state_change(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len([line for line in lines if "commits failing" in line]) == 1
     assert len([line for line in lines if "commits work again" in line]) == 1
+
+
+class RebalancingConsumer(Consumer):
+    """A consumer whose commits are refused while a rebalance is in progress (``rebalancing``)."""
+
+    def __init__(self) -> None:
+        super().__init__(TopicPartition("raw", 0))
+        self.rebalancing, self.attempts = False, 0
+
+    def commit(self, offsets, timeout_ms=None) -> None:
+        self.attempts += 1
+        if self.rebalancing:
+            raise RebalanceInProgressError("rebalancing")
+        super().commit(offsets, timeout_ms)
+
+
+def test_commits_deferred_by_a_rebalance_are_logged_once_per_rebalance(caplog):
+    """The loop retries a deferred commit at every poll, ~10 a second while a rebalance lasts: a
+    line per attempt (~330 bytes each) filled a processor's log with ~10 KB per rebalance."""
+    consumer = RebalancingConsumer()
+    offsets = OffsetKeeper(consumer, ProcessorStats(), clock=lambda: 0.0)
+    caplog.set_level(logging.INFO, logger="processor.run")
+    for _ in range(2):  # two rebalances, each deferring commits for a while
+        consumer.rebalancing = True
+        offsets.pending[TopicPartition("raw", 0)] = OffsetAndMetadata(5, "", -1)
+        assert not any(offsets.commit() for _ in range(30))
+        consumer.rebalancing = False
+        assert offsets.commit() and offsets.pending == {}
+    assert consumer.attempts == 62  # retried at every call: the rebalance may end any moment
+    deferred = [r.getMessage() for r in caplog.records if "deferred" in r.getMessage()]
+    assert len(deferred) == 2, deferred
 
 
 def test_the_last_commit_at_a_stop_is_tried_even_while_backing_off():
