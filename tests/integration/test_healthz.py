@@ -1,5 +1,6 @@
-"""/healthz on a real broker of its own: a burst of probes shares one admin client, a stopped
-broker is a 503, and a restarted one (a new, empty broker) is reported with its new cluster id."""
+"""/healthz on a real broker of its own, in the threaded dev server and under gunicorn's gevent
+worker: a burst of probes shares one admin client, a stopped broker is a 503, and a restarted
+one (a new, empty broker) is reported with its new cluster id."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import requests
 from kafka import KafkaAdminClient
 
 from pipeline.local.broker import EmbeddedBroker
+from tests.support.gunicorn_server import Gunicorn
 from tests.support.topics import isolated_settings
 from viewer import create_app
 from viewer.extension import viewer_of
@@ -55,28 +57,46 @@ def wait_for(condition, what: str, timeout_s: float = 30.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def burst(url: str) -> list[requests.Response]:
+    with ThreadPoolExecutor(PROBES) as pool:
+        return list(pool.map(lambda _: health(url), range(PROBES)))
+
+
+def stop_and_restart(url: str, broker: EmbeddedBroker) -> None:
+    """/healthz says 503 while the broker is stopped, then reports the restarted one's new id."""
+    first_id = broker.cluster_id
+    broker.stop()
+    down = wait_for(lambda: (r := health(url)).status_code == 503 and r.json(), "/healthz 503 with the broker stopped")
+    assert down == {"status": "broker unreachable"}
+    broker.start()
+    assert broker.cluster_id != first_id
+    back = wait_for(lambda: (r := health(url)).status_code == 200 and r.json(), "/healthz 200 after the restart")
+    assert back["cluster_id"] == broker.cluster_id and back["broker_restarted_at"] is not None
+
+
 def test_probes_share_one_admin_client_and_see_a_broker_stop_and_restart(own_broker, admin_clients, serve):
     app = create_app({"SETTINGS": isolated_settings(own_broker)})
     try:
         url = serve(app)
         before = len(admin_clients)  # isolated_settings made one to create the topics
-        with ThreadPoolExecutor(PROBES) as pool:
-            answers = list(pool.map(lambda _: health(url), range(PROBES)))
+        answers = burst(url)
         assert [a.status_code for a in answers] == [200] * PROBES
         assert {a.json()["cluster_id"] for a in answers} == {own_broker.cluster_id}
         for _ in range(10):  # later probes, past the answer's max age, use the same client
             assert health(url).status_code == 200
             time.sleep(0.2)
         assert len(admin_clients) - before <= 2, f"{len(admin_clients) - before} admin clients for {PROBES + 10} probes"
-
-        first_id = own_broker.cluster_id
-        own_broker.stop()
-        down = wait_for(lambda: (r := health(url)).status_code == 503 and r.json(), "/healthz 503 with the broker stopped")
-        assert down == {"status": "broker unreachable"}
-
-        own_broker.start()
-        assert own_broker.cluster_id != first_id
-        back = wait_for(lambda: (r := health(url)).status_code == 200 and r.json(), "/healthz 200 after the restart")
-        assert back["cluster_id"] == own_broker.cluster_id and back["broker_restarted_at"] is not None
+        stop_and_restart(url, own_broker)
     finally:
         viewer_of(app).shutdown()
+
+
+def test_probes_under_gevent_share_the_check_and_see_a_broker_stop_and_restart(own_broker):
+    server = Gunicorn(isolated_settings(own_broker))
+    try:
+        answers = burst(server.url)
+        assert [a.status_code for a in answers] == [200] * PROBES
+        assert {a.json()["cluster_id"] for a in answers} == {own_broker.cluster_id}
+        stop_and_restart(server.url, own_broker)
+    finally:
+        server.stop()
