@@ -299,18 +299,8 @@ def ensure_topics(settings: Settings, specs: list[NewTopic] | None = None) -> No
         admin.close()
 
 
-def broker_cluster_id(settings: Settings, timeout_s: float = 2.0) -> str | None:
-    """The cluster id the broker reports, or None if no broker answers within ``timeout_s``.
-    A new id means a different cluster: the embedded broker gets one per start (pipeline/local/broker.py),
-    so a restarted one, which has lost everything it held, is told apart this way."""
-    try:
-        ms = int(timeout_s * 1000)
-        admin = make_admin(settings, request_timeout_ms=ms, bootstrap_timeout_ms=ms)
-    except (KafkaError, OSError):
-        return None
-    try:
-        return admin.describe_cluster()["cluster_id"] or ""
-    except (KafkaError, OSError):
-        return None
-    finally:
-        admin.close()
+def cluster_id_of(admin: KafkaAdminClient) -> str:
+    """The cluster id the broker reports ("" if none). A new id means a different cluster: the
+    embedded broker gets one per start (pipeline/local/broker.py), so a restarted one, which has
+    lost everything it held, is told apart this way."""
+    return admin.describe_cluster()["cluster_id"] or ""

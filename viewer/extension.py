@@ -1,6 +1,7 @@
 """The viewer as a Flask extension: one object per app owns the settings, the metrics, every
-background reader (live hubs, heartbeats, lag, job collector, the control topic's readers) and
-the job store, and stops them all with one `shutdown()`. Every reader starts on first use."""
+background reader (live hubs, heartbeats, lag, job collector, the control topic's readers), the
+broker check and the job store, and stops them all with one `shutdown()`. Every reader starts
+on first use."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from viewer.live.viewer_ids import ViewerIds
 from viewer.metrics import ViewerMetrics
 from viewer.settings import ViewerSettings
 from viewer.shared_offsets import SharedTool
+from viewer.status.broker_health import BrokerHealth
 from viewer.status.broker_identity import BrokerIdentity
 from viewer.status.heartbeats import ProcessorHeartbeats
 from viewer.status.lag import LagSampler
@@ -37,6 +39,7 @@ class Viewer:
         self.raw = LiveHub(shared, shared.raw_topic, self.metrics, self.settings.tick_s)
         self.heartbeats = ProcessorHeartbeats(shared)
         self.broker = BrokerIdentity()
+        self.health = BrokerHealth(shared)
         self.viewer_ids = ViewerIds(shared, shared.max_resume_viewers, shared.max_viewer_groups, shared.viewer_group_ttl_s)
         self.resets = Resets()
         self.broadcast = ControlBroadcast(shared, self.resets, self.viewer_ids)
@@ -74,6 +77,7 @@ class Viewer:
             loop.stop(max(0.0, deadline - time.monotonic()))
         self.uploads.close()
         self.window_tool.close()
+        self.health.close()
         if self._chains is not None:
             self._chains.close()
 

@@ -71,3 +71,39 @@ def test_the_memory_budget_bounds_how_many_jobs_are_built_at_once():
     assert results.start("a", 512, 512, 4, 4) is results.jobs["a"]
     results.pop("a")
     assert results.start("c", 512, 512, 4, 4) is not None
+
+
+def test_under_gevent_tiles_decoded_on_several_threads_give_the_same_png():
+    """add_all decodes DECODE_AHEAD tiles at once on native threads (as under gunicorn's gevent
+    worker) and places them one at a time: the PNG is still that of the whole image."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.support.paths import ROOT
+
+    script = textwrap.dedent("""
+        from gevent import monkey
+        monkey.patch_all()
+        import random
+        import numpy as np
+        from pipeline import png
+        from pipeline.codec import encode_image
+        from pipeline.tiling import split
+        from tests.support.photos import photo
+        from viewer.stills.collector import encode_result
+        from viewer.stills.partial import PartialResult
+
+        png.BAND_BYTES = 30_000
+        image = photo("astronaut.png")
+        tiles = [(info, encode_image(np.ascontiguousarray(view), "zstd")) for info, view in split(image, 64, 0)]
+        arrivals = tiles + tiles[:9]
+        random.Random(5).shuffle(arrivals)
+        partial = PartialResult(512, 512, 8, 8)
+        for start in range(0, len(arrivals), 23):  # polls of up to 23 tiles, as from two processors
+            partial.add_all(arrivals[start:start + 23], 50_000_000)
+        assert partial.complete and partial.result() == encode_result(image, "png")
+        print("ok")
+    """)
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr

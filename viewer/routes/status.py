@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from pipeline.kafka import broker_cluster_id
 from viewer.extension import current_viewer
 from viewer.metrics import CONTENT_TYPE
 
@@ -24,7 +23,7 @@ def healthz():
     # Whoever waits for health (pipeline up, an orchestrator) is about to send viewers: start
     # reading the processed topic now, so the first viewer does not wait for the reader's connect.
     st.processed.ensure_started()
-    cluster_id = broker_cluster_id(st.settings.shared, timeout_s=1.0)
+    cluster_id = st.health.cluster_id()
     if cluster_id is None:
         return jsonify({"status": "broker unreachable"}), 503
     return jsonify({"status": "ok", **st.broker.seen(cluster_id)})

@@ -31,7 +31,7 @@ from pipeline.wire import WireError, decode_record, header_of
 from viewer.background import BackgroundLoop
 from viewer.stills.joblog import JobLog, JobLogBehind, output_slots
 from viewer.stills.jobstate import Entry
-from viewer.stills.offload import off_hub, off_hub_map
+from viewer.stills.offload import off_hub, off_hub_map, off_hub_start
 from viewer.stills.partial import PartialResults
 from viewer.stills.store import JobStatus, JobStore
 
@@ -125,12 +125,15 @@ class JobCollector(BackgroundLoop):
                 entry, index, frame = found
                 tiles.setdefault(frame.job, (entry, []))[1].append((index, frame))
         for job_id, (entry, frames) in tiles.items():
-            complete = self._store(entry, frames)
+            # Cached on a native thread while the tiles are decoded into the partial result:
+            # one after the other, the collector fell behind two processors.
+            stored = off_hub_start(self._store, entry, frames)
             if self.jobs.entry(job_id).record.state == "done":
                 self.partials.pop(job_id)  # another replica finished it
+                stored()
                 continue
             self._build(entry, frames)
-            if complete:
+            if stored():
                 self._assemble(job_id)  # eagerly
 
     def _drop_partials_of_finished_jobs(self) -> None:
@@ -149,8 +152,9 @@ class JobCollector(BackgroundLoop):
         try:
             grid = TileInfo.from_header(first.tile)
             partial = self.partials.start(job.job, first.height, first.width, grid.rows, grid.cols)
-            for _, frame in frames if partial is not None else ():
-                partial.add(TileInfo.from_header(frame.tile), frame.data, self.settings.max_frame_pixels)
+            if partial is not None:
+                partial.add_all([(TileInfo.from_header(frame.tile), frame.data) for _, frame in frames],
+                                self.settings.max_frame_pixels)
         except (CodecError, ValueError) as exc:
             # Assembled from the cache instead, which reports what is wrong with the job.
             log.debug("job=%s: no partial result: %s", job.job, exc)
@@ -321,3 +325,4 @@ def encode_result(image: np.ndarray, fmt: str) -> bytes:
 def _transcode(data: bytes, fmt: str) -> bytes:
     """An internal (zstd or lz4 pixels) result in the upload's format."""
     return encode_image(decode_image(data), fmt, RESULT_JPEG_QUALITY)
+

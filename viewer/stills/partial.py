@@ -21,9 +21,11 @@ import numpy as np
 from pipeline import png
 from pipeline.codec import decode_image
 from pipeline.tiling import Assembler, TileInfo
-from viewer.stills.offload import off_hub, off_hub_start
+from viewer.stills.offload import native_lock, off_hub_ahead, off_hub_start
 
 CHANNELS = 3  # decode_image gives BGR: every assembled result has 3 channels
+# Tiles decoded at once on native threads.
+DECODE_AHEAD = 2
 # Output images held at once by one viewer process (a 4096² result is 48 MiB).
 MEMORY_BYTES = 256 * 1024 * 1024
 
@@ -37,6 +39,7 @@ class PartialResult:
         self.filled = np.zeros(height, np.int64)  # pixels placed in each output row
         self.bands = png.band_rows(height, width, CHANNELS)
         self.started: dict[int, Callable[[], png.Band]] = {}  # band number -> its wait
+        self._placing = native_lock()  # tiles are decoded on several threads, placed one at a time
 
     @property
     def nbytes(self) -> int:
@@ -49,12 +52,25 @@ class PartialResult:
     def add(self, info: TileInfo, data: bytes, max_pixels: int) -> None:
         """Place a processed tile (in output coordinates; a duplicate is ignored), then start the
         bands it completes; ValueError or CodecError for a tile that does not fit."""
-        placed = self.assembler.done
-        off_hub(lambda: self.assembler.add(info, decode_image(data, max_pixels)))
-        if self.assembler.done == placed:
-            return
-        self.filled[info.y:info.y + info.h] += info.w
-        self._start_ready()
+        self.add_all([(info, data)], max_pixels)
+
+    def add_all(self, tiles: list[tuple[TileInfo, bytes]], max_pixels: int) -> None:
+        """``add`` for each tile, in order; DECODE_AHEAD of them are decoded and placed at once on
+        native threads (one at a time, the collector fell behind two processors: each poll
+        brought it 16-23 tiles of a 4096² job to go through). A tile that does not fit raises
+        once the tiles before it are placed."""
+        def place(item: tuple[TileInfo, bytes]) -> bool:
+            info, data = item
+            image = decode_image(data, max_pixels)
+            with self._placing:
+                placed = self.assembler.done
+                self.assembler.add(info, image)
+                return self.assembler.done > placed
+
+        for (info, _), placed in zip(tiles, off_hub_ahead(place, tiles, DECODE_AHEAD), strict=True):
+            if placed:
+                self.filled[info.y:info.y + info.h] += info.w
+                self._start_ready()
 
     def _start_ready(self, every: bool = False) -> None:
         """Start the bands whose rows, and the row above, are all placed (``every``: all bands)."""
