@@ -37,7 +37,7 @@ BENCHES = {
                                     "--pin"]),
     "stills-replicas": ("stills_replicas.py", ["--sizes", "1024,2048", "--repeat", "1"]),
     "scale-out": ("processor_scaling.py", ["--frames", "200", "--rounds", "1"]),
-    "startup": ("startup.py", ["--rounds", "2", "--watch", "3"]),
+    "startup": ("startup.py", ["--rounds", "3", "--watch", "3"]),
     "replay-pace": ("replay_pace.py", ["--history", "24", "--watch", "5", "--rounds", "1"]),
     "clip-build": ("clip_build.py", ["--seconds", "20", "--rounds", "1"]),
     "hostile": ("hostile_records.py", ["--quiet-s", "8", "--abuse-s", "12", "--cases", "png", "tile"]),
