@@ -32,11 +32,11 @@ def test_built_as_tiles_come_it_is_the_png_of_the_whole_image(monkeypatch):
     random.Random(3).shuffle(arrivals)
     partial = PartialResult(512, 512, 4, 4)
     for info, data in arrivals[:-1]:
-        partial.add(info, data, MAX_PIXELS)
+        partial.add_all([(info, data)], MAX_PIXELS)
     if not partial.complete:
         with pytest.raises(RuntimeError):
             partial.result()
-    partial.add(*arrivals[-1], MAX_PIXELS)
+    partial.add_all([arrivals[-1]], MAX_PIXELS)
     # The PNG the collector writes at the end from the cached tiles.
     assert partial.complete and partial.result() == encode_result(image, "png")
 
@@ -47,10 +47,10 @@ def test_in_tile_row_order_every_band_but_the_last_rows_is_started_before_the_la
     tiles = tiles_of(image, 128)
     partial = PartialResult(512, 512, 4, 4)
     for info, data in tiles[:-1]:
-        partial.add(info, data, MAX_PIXELS)
+        partial.add_all([(info, data)], MAX_PIXELS)
     waiting = [rows for number, rows in enumerate(partial.bands) if number not in partial.started]
     assert waiting and all(stop > 384 for _, stop, _ in waiting)  # only bands that reach the last tile row
-    partial.add(*tiles[-1], MAX_PIXELS)
+    partial.add_all([tiles[-1]], MAX_PIXELS)
     assert partial.result() == png.encode_png(image)
 
 
@@ -58,8 +58,8 @@ def test_a_tile_that_does_not_fit_is_refused():
     partial = PartialResult(512, 512, 4, 4)
     info, data = tiles_of(photo("astronaut.png"), 128)[0]
     with pytest.raises(ValueError):
-        partial.add(info, encode_image(np.zeros((100, 128, 3), np.uint8), "lz4"), MAX_PIXELS)
-    partial.add(info, data, MAX_PIXELS)
+        partial.add_all([(info, encode_image(np.zeros((100, 128, 3), np.uint8), "lz4"))], MAX_PIXELS)
+    partial.add_all([(info, data)], MAX_PIXELS)
     assert partial.assembler.done == 1
 
 

@@ -49,16 +49,12 @@ class PartialResult:
     def complete(self) -> bool:
         return self.assembler.complete
 
-    def add(self, info: TileInfo, data: bytes, max_pixels: int) -> None:
-        """Place a processed tile (in output coordinates; a duplicate is ignored), then start the
-        bands it completes; ValueError or CodecError for a tile that does not fit."""
-        self.add_all([(info, data)], max_pixels)
-
     def add_all(self, tiles: list[tuple[TileInfo, bytes]], max_pixels: int) -> None:
-        """``add`` for each tile, in order; DECODE_AHEAD of them are decoded and placed at once on
+        """Place processed tiles (in output coordinates; a duplicate is ignored), in order, and
+        start the bands each completes. DECODE_AHEAD of them are decoded and placed at once on
         native threads (one at a time, the collector fell behind two processors: each poll
         brought it 16-23 tiles of a 4096² job to go through). A tile that does not fit raises
-        once the tiles before it are placed."""
+        ValueError or CodecError once the tiles before it are placed."""
         def place(item: tuple[TileInfo, bytes]) -> bool:
             info, data = item
             image = decode_image(data, max_pixels)
