@@ -20,7 +20,7 @@ except ImportError:  # a venv made before it was a requirement (`make venv` adds
 from pipeline import png
 from pipeline.imageheader import JPEG_SOI, ImageHeader, ImageHeaderError, check_pixels, jpeg_has_exif, read_header
 from pipeline.pixels import ENCODINGS as PIXEL_ENCODINGS
-from pipeline.pixels import PixelsError, decode_pixels, encode_pixels, pixels_encoding, pixels_shape
+from pipeline.pixels import PixelsError, decode_pixels, encode_pixels, is_pixels, pixels_encoding, pixels_shape
 
 
 class CodecError(ValueError):
@@ -75,7 +75,7 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     if max_pixels is not None:
         header = image_header(data)
         check_pixels(header.width, header.height, max_pixels)
-    if pixels_encoding(data) is not None:
+    if is_pixels(data):
         try:
             image = decode_pixels(data)
         except PixelsError as exc:

@@ -325,4 +325,3 @@ def encode_result(image: np.ndarray, fmt: str) -> bytes:
 def _transcode(data: bytes, fmt: str) -> bytes:
     """An internal (zstd or lz4 pixels) result in the upload's format."""
     return encode_image(decode_image(data), fmt, RESULT_JPEG_QUALITY)
-
