@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -89,17 +92,7 @@ def read_then_leave(url: str, count: int, timeout: float = 30.0, stall_s: float 
                 return reader.parts
             reader.feed(data)
         if not stall_s:
-            # Leave when nothing more is waiting (a player that keeps up), within a bound.
-            sock.setblocking(False)
-            for _ in range(100):
-                try:
-                    data = sock.recv(65536)
-                except BlockingIOError:
-                    break
-                if not data:
-                    break
-                reader.feed(data)
-            _acknowledge_now(sock)
+            _read_waiting_acknowledged(sock, reader)
         else:
             time.sleep(stall_s)
             # One read: reading on would open the window and let the server's backlog in.
@@ -115,13 +108,35 @@ def read_then_leave(url: str, count: int, timeout: float = 30.0, stall_s: float 
         sock.close()
 
 
+def _read_waiting_acknowledged(sock: socket.socket, reader: _Reader) -> None:
+    """Leave as a player that keeps up: parse what is waiting and have this machine acknowledge
+    exactly that, so a server resuming after what its client acknowledged resumes right after
+    the last part parsed. The kernel may be delaying the acknowledgement of bytes already read,
+    and a close with bytes waiting sends a reset, which acknowledges nothing; the delayed one is
+    sent at once only while nothing unread is waiting. A part arriving between the last read and
+    that moment is read too, and the acknowledgement asked again (within a bound)."""
+    sock.setblocking(False)
+    for _ in range(100):
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            _acknowledge_now(sock)
+            if not _bytes_waiting(sock):
+                return
+            continue
+        if not data:
+            return
+        reader.feed(data)
+
+
 def _acknowledge_now(sock: socket.socket) -> None:
-    """Send at once the acknowledgement the kernel may be delaying for bytes already read.
-    Closing while more bytes are waiting sends a reset, which acknowledges nothing: without
-    this, a server resuming after what its client acknowledged would take the last parts
-    parsed for lost, the more of them the longer this process was kept off the CPU."""
+    """Send the acknowledgement the kernel may be delaying (Linux; elsewhere it comes later)."""
     if hasattr(socket, "TCP_QUICKACK"):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+
+def _bytes_waiting(sock: socket.socket) -> int:
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 class _Reader:
