@@ -31,6 +31,7 @@ by what the whole job costs the two cores.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import os
 import shutil
@@ -47,7 +48,6 @@ import requests
 from bench.processor_scaling import cpu_seconds
 from bench.report import Row as ReportRow
 from bench.report import ratio, write_json
-from bench.tile_trace import read_trace
 from pipeline.codec import decode_image, encode_image
 from pipeline.local.broker import EmbeddedBroker
 from pipeline.transforms import parse_spec
@@ -55,6 +55,7 @@ from processor.pool import limit_opencv_threads
 from tests.support.gunicorn_server import Gunicorn
 from tests.support.paths import ROOT
 from tests.support.photos import large_photo
+from tests.support.tile_trace import read_trace
 from tests.support.topics import isolated_settings, settings_env
 
 MODES = {"whole": "edges", "tiled": "blur:ksize=9", "heavy": "cartoon"}
@@ -111,15 +112,17 @@ def run_job(url: str, data: bytes, spec: str) -> Timed:
 
 
 def tile_split(timed: Timed, traces: list[str]) -> str:
-    """--trace: each processor's share of the job's tiles (from bench.tile_trace's files), and when
+    """--trace: each processor's share of the job's tiles (from tests/support/tile_trace.py's files), and when
     it finished its last one, in seconds after the upload request and before the job was seen done."""
     parts = []
     for i, path in enumerate(traces):
         tiles = read_trace(path, timed.job)
         if tiles:
             last = max(t for t, _, _ in tiles)
-            parts.append(f"processor {i + 1}: {len(tiles)} tiles (partitions"
-                         f" {','.join(map(str, sorted({p for _, _, p in tiles})))}), last at"
+            by_partition = collections.Counter(p for _, _, p in tiles)
+            again = len(tiles) - len({index for _, index, _ in tiles})
+            parts.append(f"processor {i + 1}: {len(tiles)} tiles{f' ({again} again)' if again else ''}"
+                         f" from partitions {dict(sorted(by_partition.items()))}, last at"
                          f" {last - timed.started:.2f} s = done - {timed.done - last:.2f} s")
         else:
             parts.append(f"processor {i + 1}: 0 tiles")
@@ -174,8 +177,8 @@ class Stack:
             member.wait(30)
         while len(self.members) < count:
             pin = [taskset, "-c", str(processor_core(len(self.members), self.pin))] if taskset else []
-            # --trace: the processor under bench.tile_trace, writing the tiles it does to a file of its own.
-            traced = ["bench.tile_trace", self.trace_file(len(self.members))] if self.trace else ["processor"]
+            # --trace: the processor under tests/support/tile_trace.py, writing the tiles it does to a file of its own.
+            traced = ["tests.support.tile_trace", self.trace_file(len(self.members))] if self.trace else ["processor"]
             self.members.append(subprocess.Popen([*pin, sys.executable, "-m", *traced, "--quiet",
                                                   "--group", self.group], env=self.env, cwd=ROOT))
         # The jobs group rebalances when a member joins or leaves (a few seconds on the embedded

@@ -1,8 +1,9 @@
 """A processor (``python -m processor``) that also writes one line per job tile it finished, for
-bench.stills --trace: which processor did how many of a job's tiles, and when it finished its
-last one. Product code is not changed: the wrapper patches the batch function the jobs loop calls.
+tests and bench.stills --trace: which processor did how many of a job's tiles, and when it
+finished its last one. Product code is not changed: the wrapper patches the batch function the
+jobs loop calls.
 
-    python -m bench.tile_trace TRACE_FILE [processor arguments...]
+    python -m tests.support.tile_trace TRACE_FILE [processor arguments...]
 
 Each line: ``<wall-clock s> <job id> <tile index> <input partition>``, written once the tile's
 output is handed to the producer.
