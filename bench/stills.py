@@ -88,6 +88,7 @@ class Timed:
     seconds: float  # from the upload request to the last byte of the result
     job: str
     started: float  # wall clock (time.time()) at the upload request
+    posted: float  # wall clock when the upload was answered (every tile sent)
     done: float  # wall clock when a status request first said done
 
 
@@ -97,6 +98,7 @@ def run_job(url: str, data: bytes, spec: str) -> Timed:
     response = requests.post(f"{url}/upload", files={"image": ("bench.png", data)},
                              data={"transform": spec, "tile": str(TILE)}, timeout=JOB_TIMEOUT_S)
     response.raise_for_status()
+    posted_wall = time.time()
     job = response.json()
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while True:
@@ -108,7 +110,7 @@ def run_job(url: str, data: bytes, spec: str) -> Timed:
             raise RuntimeError(f"job did not finish: {status}")
         time.sleep(0.02)
     requests.get(f"{url}{job['result_url']}", timeout=60).raise_for_status()
-    return Timed(time.perf_counter() - started, job["job"], started_wall, done_wall)
+    return Timed(time.perf_counter() - started, job["job"], started_wall, posted_wall, done_wall)
 
 
 def tile_split(timed: Timed, traces: list[str]) -> str:
@@ -118,15 +120,17 @@ def tile_split(timed: Timed, traces: list[str]) -> str:
     for i, path in enumerate(traces):
         tiles = read_trace(path, timed.job)
         if tiles:
-            last = max(t for t, _, _ in tiles)
+            first, last = min(t for t, _, _ in tiles), max(t for t, _, _ in tiles)
             by_partition = collections.Counter(p for _, _, p in tiles)
             again = len(tiles) - len({index for _, index, _ in tiles})
             parts.append(f"processor {i + 1}: {len(tiles)} tiles{f' ({again} again)' if again else ''}"
-                         f" from partitions {dict(sorted(by_partition.items()))}, last at"
+                         f" from partitions {dict(sorted(by_partition.items()))}, first at {first - timed.started:.2f} s,"
+                         f" last at"
                          f" {last - timed.started:.2f} s = done - {timed.done - last:.2f} s")
         else:
             parts.append(f"processor {i + 1}: 0 tiles")
-    return f"    job done at {timed.done - timed.started:.2f} s; " + "; ".join(parts)
+    return (f"    upload answered at {timed.posted - timed.started:.2f} s, job done at {timed.done - timed.started:.2f} s; "
+            + "; ".join(parts))
 
 
 @dataclasses.dataclass

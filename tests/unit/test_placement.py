@@ -63,6 +63,19 @@ def test_without_feedback_the_rest_goes_round_robin_after_one_stall():
     assert not placement.paced
 
 
+def test_a_job_is_paced_for_pace_s_at_most():
+    placement = Placement(PARTITIONS, window=1, stall_s=60, pace_s=0, start=0)
+    assert [placement.next_partition(i) for i in range(8)] == [0, 1, 2, 3] * 2
+    assert not placement.paced
+
+
+def test_room_is_used_without_waiting_even_past_pace_s():
+    placement = Placement(PARTITIONS, window=2, stall_s=60, pace_s=0, start=0)
+    for i in range(8):
+        placement.next_partition(i)
+    assert placement.paced  # never had to wait
+
+
 def simulate(rates: dict[str, int], owners: dict[str, list[int]], tiles: int, window: int) -> dict[str, int]:
     """Tiles each processor does when each does ``rates[name]`` tiles of its partitions (oldest
     first) per step, and the publisher sends whenever a partition has room."""

@@ -8,10 +8,14 @@ ended only with the slowest one's last tile (2 processors, one on a busy core: t
 longer than with the other alone). Sent as the tiles come back, a fast processor gets more of
 them and a slow or stopped one only ``window`` per partition it holds.
 
-Without feedback (the collector falls behind, or no processor is running) the publisher waits
-at most ``stall_s`` for a tile to come back, then sends the job's remaining tiles round-robin,
-as before: a tile is never held back for long. Where a tile goes never decides whether it is
-processed: a tile on a dead processor's partition is processed by whoever takes it over.
+Without feedback (the collector falls behind, the job waits behind others, or no processor is
+running) the publisher waits at most ``stall_s`` for a tile to come back, then sends the job's
+remaining tiles round-robin, as before; and it paces a job for at most ``pace_s`` in all. The
+upload's answer waits until every tile is sent (then the job is in the log, whatever happens to
+this process), so these bound how much longer it takes than the tiles' encoding.
+
+Where a tile goes never decides whether it is processed: a tile on a dead processor's partition
+is processed by whoever takes the partition over.
 """
 
 from __future__ import annotations
@@ -23,12 +27,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 # Tiles out per partition before the next one waits: enough that a processor has its next
-# tile at hand while the last one's result travels back (one round trip through the broker),
-# few enough that a slow processor's share at the job's end stays small.
-WINDOW = 2
+# tiles at hand while the last one's result travels back (two hops through the broker and the
+# viewer's hub: tens of ms, more on a loaded host, while a 512 px blur tile takes ~10 ms), few
+# enough that a slow processor's share at the job's end stays small. With 2 per partition a
+# lone processor (4 partitions) ran short of tiles: its 4096² jobs took longer.
+WINDOW = 4
 # With every partition full, how long the publisher waits for any tile to come back before it
-# stops pacing the job.
-STALL_S = 2.0
+# stops pacing the job: over the 2 s a processor busy with live video may leave between two
+# polls of job tiles (processor/jobs.py), plus a tile's work.
+STALL_S = 3.0
+# How long one job is paced at most, so the upload's answer (which waits for the last tile to
+# be sent) comes well within a proxy's read timeout (60 s by default in nginx).
+PACE_S = 20.0
 
 
 class Placement:
@@ -36,11 +46,14 @@ class Placement:
     reports ``collected``. Thread-safe (greenlet-safe under gevent's patched threading)."""
 
     def __init__(self, partitions: list[int], window: int = WINDOW, stall_s: float = STALL_S,
-                 clock: Callable[[], float] = time.monotonic, start: int | None = None) -> None:
+                 pace_s: float = PACE_S, clock: Callable[[], float] = time.monotonic,
+                 start: int | None = None) -> None:
         if not partitions:
             raise ValueError("no partitions to place tiles on")
         self.partitions = list(partitions)
-        self.window, self.stall_s, self._clock = window, stall_s, clock
+        self.window, self.stall_s = window, stall_s
+        self._clock = clock
+        self._pace_until = clock() + pace_s
         self.out: dict[int, set[int]] = {p: set() for p in self.partitions}  # partition -> tile indexes out
         self.placed: dict[int, int] = {}  # tile index -> partition
         self.paced = True  # False once the feedback stalled: round-robin from then on
@@ -52,7 +65,8 @@ class Placement:
         """The partition for tile ``index``: the one with the fewest tiles out, after waiting
         (up to ``stall_s``) while every partition has ``window`` out."""
         with self._changed:
-            if self.paced and not self._changed.wait_for(self.has_room, self.stall_s):
+            wait_s = min(self.stall_s, self._pace_until - self._clock())
+            if self.paced and not (self.has_room() or wait_s > 0 and self._changed.wait_for(self.has_room, wait_s)):
                 self.paced = False
             partition = self._fewest_out()
             self.out[partition].add(index)
@@ -84,14 +98,14 @@ class Placement:
 class Placements:
     """The jobs this process is publishing, by id: the job collector reports their tiles here."""
 
-    def __init__(self, window: int = WINDOW, stall_s: float = STALL_S) -> None:
-        self.window, self.stall_s = window, stall_s
+    def __init__(self, window: int = WINDOW, stall_s: float = STALL_S, pace_s: float = PACE_S) -> None:
+        self.window, self.stall_s, self.pace_s = window, stall_s, pace_s
         self._jobs: dict[str, Placement] = {}
 
     @contextmanager
     def publishing(self, job_id: str, partitions: list[int]) -> Iterator[Placement]:
         """The job's placement while its tiles are being sent."""
-        placement = Placement(partitions, self.window, self.stall_s)
+        placement = Placement(partitions, self.window, self.stall_s, self.pace_s)
         self._jobs[job_id] = placement
         try:
             yield placement
