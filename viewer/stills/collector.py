@@ -34,6 +34,7 @@ from viewer.stills.joblog import JobLog, JobLogBehind, output_slots
 from viewer.stills.jobstate import Entry
 from viewer.stills.offload import off_hub, off_hub_map, off_hub_start
 from viewer.stills.partial import PartialResults
+from viewer.stills.recent import RecentResults
 from viewer.stills.store import JobStatus, JobStore
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class JobCollector(BackgroundLoop):
         self.tiles_back = tiles_back
         self.ready = threading.Event()
         self.partials = PartialResults()
+        self.results = RecentResults()
 
     def wait_ready(self, timeout_s: float) -> bool:
         """True once the reader is positioned: a job published after this is never missed."""
@@ -269,8 +271,11 @@ class JobCollector(BackgroundLoop):
             log.warning("job=%s cannot be assembled: %s", job_id, exc)
             self._fail(job_id, f"assembly: {exc}")
             return
-        self.store.finish(job_id, result)
+        # Served from memory by this process until the cache has it: the job's end is published
+        # first, and the result stored (and the tiles dropped) after, off the job's path.
+        self.results.put(job_id, result)
         self.jobs.finish(job_id, state="done", out_width=status.out_width, out_height=status.out_height)
+        self.store.finish(job_id, result)
         self.store.drop_tiles(job_id)
         log.info("job=%s done: %d tiles, %dx%d, %d bytes, assembled in %.2f s%s", job_id, status.tiles_total,
                  status.out_width, status.out_height, len(result), time.monotonic() - started,

@@ -134,7 +134,7 @@ class Uploads:
             return None
         read_again = gone = False
         while True:
-            data = self.store.result(job_id)
+            data = self.collector.results.get(job_id) or self.store.result(job_id)
             if data is not None:
                 return data
             cached = self.store.get(job_id)
