@@ -239,8 +239,10 @@ def run(
                 started = _start_batch(batch, frames, settings, _behind(batch, consumer, backlog),
                                        catch_up=control.start_sync)
             sent = _send_batch(previous, outputs, producer, settings, stats, out_partitions) if previous else None
-            if in_flight is None and sent is None:
-                offsets.commit()  # retry a commit deferred by a rebalance or a failure
+            if sent is None and (in_flight is None or started is not None):
+                if started is None:
+                    offsets.commit()  # idle: retry a commit deferred by a rebalance or a failure
+                # Frames on the pool are sent first: a wait for acks or a commit before would delay them.
                 continue
             if in_flight is not None and not _complete(in_flight, consumer, offsets, producer, settings, stats, patience):
                 # Not acknowledged, so not committed: rewind and redo it (and the batches after it).
