@@ -39,9 +39,8 @@ class OrderedPool:
         returned waits for every item and gives the results, or raises the first item's error.
 
         One task per thread, each taking the next item not yet taken until none is left: one
-        future per thread and batch, not one per item (each future's wake-up took a third of
-        the processor's samples at 640x360, py-spy), and still no thread idle while another
-        has a backlog (a fixed split of the items between threads was slower).
+        future (and one wake-up of the caller) per thread and batch, not one per item, and
+        still no thread idle while another has items waiting, as with a fixed split.
         """
         if self._executor is None or len(items) < 2:
             results = [fn(item) for item in items]

@@ -3,10 +3,10 @@ chain and produces processed frames.
 
 Delivery: at-least-once. Offsets are committed manually, only after every output record of
 the polled batch (and every dead letter) is acknowledged by the broker, and never inside a
-tiled frame (``processor/frame_commits.py``); the acks are checked
-(and the batch committed) once the next batch is processed and sent, or at once when no next
-batch is waiting. A commit that fails
-because the group is rebalancing is kept and retried in the rebalance listener's revoke
+tiled frame (``processor/frame_commits.py``). The loop is pipelined: while the pool processes
+one batch, the next records are polled, the batch before it is sent, and the acks of the one
+before that are checked (and that batch committed); with no next batch waiting, each step
+follows at once. A commit that fails because the group is rebalancing is kept and retried in the rebalance listener's revoke
 callback, which runs before the partitions move; a crash before the commit makes the next
 owner redo those frames, never skip them. So a reader may see a frame twice, never miss one.
 
