@@ -2,7 +2,7 @@
 decode -> chain -> encode of the same file measured in the same run.
 
     .venv/bin/python -m bench.stills [--sizes 1024,2048,4096] [--processors 1,2] [--modes whole,tiled,heavy]
-                                     [--repeat 1] [--rounds 1] [--pin]
+                                     [--repeat 1] [--rounds 1] [--pin] [--trace]
 
 The viewer runs as in production (gunicorn -k gevent -w 1) on the embedded broker; each
 processor is `python -m processor`, pinned with taskset to a core of its own (processor i on
@@ -31,6 +31,7 @@ by what the whole job costs the two cores.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import os
 import shutil
@@ -54,6 +55,7 @@ from processor.pool import limit_opencv_threads
 from tests.support.gunicorn_server import Gunicorn
 from tests.support.paths import ROOT
 from tests.support.photos import large_photo
+from tests.support.tile_trace import read_trace
 from tests.support.topics import isolated_settings, settings_env
 
 MODES = {"whole": "edges", "tiled": "blur:ksize=9", "heavy": "cartoon"}
@@ -81,23 +83,54 @@ def in_process_s(data: bytes, spec: str) -> float:
     return time.perf_counter() - started
 
 
-def run_job(url: str, data: bytes, spec: str) -> float:
-    """Seconds from the upload request to the last byte of the result."""
-    started = time.perf_counter()
+@dataclasses.dataclass
+class Timed:
+    seconds: float  # from the upload request to the last byte of the result
+    job: str
+    started: float  # wall clock (time.time()) at the upload request
+    posted: float  # wall clock when the upload was answered (every tile sent)
+    done: float  # wall clock when a status request first said done
+
+
+def run_job(url: str, data: bytes, spec: str) -> Timed:
+    """Upload, wait for the job to be done, download the result."""
+    started, started_wall = time.perf_counter(), time.time()
     response = requests.post(f"{url}/upload", files={"image": ("bench.png", data)},
                              data={"transform": spec, "tile": str(TILE)}, timeout=JOB_TIMEOUT_S)
     response.raise_for_status()
+    posted_wall = time.time()
     job = response.json()
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while True:
         status = requests.get(f"{url}{job['status_url']}", timeout=30).json()
         if status["state"] == "done":
+            done_wall = time.time()
             break
         if status["state"] == "failed" or time.monotonic() > deadline:
             raise RuntimeError(f"job did not finish: {status}")
         time.sleep(0.02)
     requests.get(f"{url}{job['result_url']}", timeout=60).raise_for_status()
-    return time.perf_counter() - started
+    return Timed(time.perf_counter() - started, job["job"], started_wall, posted_wall, done_wall)
+
+
+def tile_split(timed: Timed, traces: list[str]) -> str:
+    """--trace: each processor's share of the job's tiles (from tests/support/tile_trace.py's files), and when
+    it finished its last one, in seconds after the upload request and before the job was seen done."""
+    parts = []
+    for i, path in enumerate(traces):
+        tiles = read_trace(path, timed.job)
+        if tiles:
+            first, last = min(t for t, _, _ in tiles), max(t for t, _, _ in tiles)
+            by_partition = collections.Counter(p for _, _, p in tiles)
+            again = len(tiles) - len({index for _, index, _ in tiles})
+            parts.append(f"processor {i + 1}: {len(tiles)} tiles{f' ({again} again)' if again else ''}"
+                         f" from partitions {dict(sorted(by_partition.items()))}, first at {first - timed.started:.2f} s,"
+                         f" last at"
+                         f" {last - timed.started:.2f} s = done - {timed.done - last:.2f} s")
+        else:
+            parts.append(f"processor {i + 1}: 0 tiles")
+    return (f"    upload answered at {timed.posted - timed.started:.2f} s, job done at {timed.done - timed.started:.2f} s; "
+            + "; ".join(parts))
 
 
 @dataclasses.dataclass
@@ -125,9 +158,10 @@ class Stack:
     """The viewer and a group of processors, each pinned to a core of its own, on one broker.
     ``scale(n)`` starts or stops members, so 1 and 2 processors take turns in one run."""
 
-    def __init__(self, broker: EmbeddedBroker, pin: bool = False) -> None:
+    def __init__(self, broker: EmbeddedBroker, pin: bool = False, trace: bool = False) -> None:
         self.broker = broker
         self.pin = pin
+        self.trace = trace
         settings = dataclasses.replace(isolated_settings(broker), max_message_bytes=MAX_MESSAGE_BYTES)
         self.env = settings_env(settings) | {"MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES)}
         self.group = f"bench-{uuid.uuid4().hex[:8]}"
@@ -147,7 +181,9 @@ class Stack:
             member.wait(30)
         while len(self.members) < count:
             pin = [taskset, "-c", str(processor_core(len(self.members), self.pin))] if taskset else []
-            self.members.append(subprocess.Popen([*pin, sys.executable, "-m", "processor", "--quiet",
+            # --trace: the processor under tests/support/tile_trace.py, writing the tiles it does to a file of its own.
+            traced = ["tests.support.tile_trace", self.trace_file(len(self.members))] if self.trace else ["processor"]
+            self.members.append(subprocess.Popen([*pin, sys.executable, "-m", *traced, "--quiet",
                                                   "--group", self.group], env=self.env, cwd=ROOT))
         # The jobs group rebalances when a member joins or leaves (a few seconds on the embedded
         # broker): 2 warm-up jobs alone sometimes ended before it did, and the first timed job
@@ -156,6 +192,12 @@ class Stack:
         # Warm-up jobs: every member has its partitions and has done work before a job is timed.
         for _ in range(2):
             run_job(self.server.url, warm_up, MODES["tiled"])
+
+    def trace_file(self, index: int) -> str:
+        return os.path.join(self.jobs_dir, f"tiles-{index}.txt")
+
+    def traces(self) -> list[str]:
+        return [self.trace_file(i) for i in range(len(self.members))] if self.trace else []
 
     def roles(self) -> dict[str, list[int]]:
         return {"viewer": [self.server.worker_pid()], "broker": [self.broker.process.pid]} | {
@@ -195,25 +237,28 @@ def measure(stack: Stack, images: dict[int, bytes], processors: int, modes: list
         for mode in modes:
             spec = MODES[mode]
             before = cpu_use(roles)
-            job = statistics.median(run_job(stack.server.url, data, spec) for _ in range(repeat))
+            timed = [run_job(stack.server.url, data, spec) for _ in range(repeat)]
+            job = statistics.median(t.seconds for t in timed)
             used = cpu_use(roles, before)
             base = statistics.median(in_process_s(data, spec) for _ in range(repeat))
             rows.append(Row(side, mode, processors, job, base, turn, os.getloadavg()[0]))
             print(f"  {processors} processor(s) {side}² {mode:<5} job {job:6.2f} s, in-process {base:5.2f} s "
                   f"({job / base:.2f}x); load {os.getloadavg()[0]:.1f}; CPU s per job: "
                   + ", ".join(f"{role} {used[role] / repeat:.2f}" for role in roles), flush=True)
+            for t in timed if stack.trace else ():
+                print(tile_split(t, stack.traces()), flush=True)
     return rows
 
 
 def run(sizes: list[int], processors: list[int], modes: list[str], repeat: int, rounds: int,
-        pin: bool = False) -> list[Row]:
+        pin: bool = False, trace: bool = False) -> list[Row]:
     """Each round measures every processor count in turn (1, 2, 1, 2, ...), on one viewer and
     broker, so a change in the machine's load hits both counts alike."""
     images = {side: png(side) for side in sizes}
     if pin:
         os.sched_setaffinity(0, {SERVICE_CORE})  # the broker and the viewer, started below, inherit it
     with EmbeddedBroker() as broker:
-        stack = Stack(broker, pin)
+        stack = Stack(broker, pin, trace)
         try:
             rows = []
             for turn in range(rounds):
@@ -244,6 +289,8 @@ def main() -> None:
                         help="turns of every processor count (1, 2, 1, 2, ...): figures are medians over them")
     parser.add_argument("--pin", action="store_true",
                         help="pin the viewer, broker and benchmark to core 0 and processor i to core (i + 1) mod cores")
+    parser.add_argument("--trace", action="store_true",
+                        help="print how many of each job's tiles each processor did, and when it did its last")
     parser.add_argument("--json", metavar="FILE", help="also write the rows there (bench/report.py)")
     args = parser.parse_args()
     try:
@@ -257,7 +304,7 @@ def main() -> None:
                        f" --modes some of {','.join(MODES)}\n")
     print(f"load {os.getloadavg()[0]:.2f}; PNG photographs, {TILE} px tiles; cv2 {cv2.__version__}", flush=True)
     print(f"{os.cpu_count()} cores: {placement(counts, args.pin)}", flush=True)
-    each = run(sizes, counts, modes, args.repeat, args.rounds, args.pin)
+    each = run(sizes, counts, modes, args.repeat, args.rounds, args.pin, args.trace)
     rows = medians(each)
     by_turn = {(r.turn, r.side, r.mode, r.processors): r for r in each}
     for turn, side, mode, count in sorted(by_turn):

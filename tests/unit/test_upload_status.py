@@ -11,6 +11,7 @@ import pytest
 from pipeline.settings import Settings
 from viewer.stills import upload
 from viewer.stills.jobstate import Entry, JobRecord, Limits
+from viewer.stills.recent import RecentResults
 from viewer.stills.store import JobStore
 from viewer.stills.upload import JobLimits, Uploads
 
@@ -51,6 +52,7 @@ class CollectorFinishingMeanwhile:
 
     def __init__(self, store: JobStore, finishes: bool) -> None:
         self.store, self.finishes = store, finishes
+        self.results = RecentResults()  # nothing assembled by this process
 
     def wait_ready(self, timeout_s: float) -> bool:
         return True

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 from kafka import TopicPartition
@@ -33,6 +34,7 @@ from viewer.stills.joblog import JobLog, JobLogBehind, output_slots
 from viewer.stills.jobstate import Entry
 from viewer.stills.offload import off_hub, off_hub_map, off_hub_start
 from viewer.stills.partial import PartialResults
+from viewer.stills.recent import RecentResults
 from viewer.stills.store import JobStatus, JobStore
 
 log = logging.getLogger(__name__)
@@ -50,14 +52,19 @@ class JobCollector(BackgroundLoop):
     # one, once the job-state topic is read, starts again where that job's output begins.
     not_the_record = (JobLogBehind,)
 
-    def __init__(self, settings: Settings, store: JobStore, jobs: JobLog, timeout_s: int) -> None:
+    def __init__(self, settings: Settings, store: JobStore, jobs: JobLog, timeout_s: int,
+                 tiles_back: Callable[[str, list[int]], None] | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.store = store
         self.jobs = jobs
         self.timeout_s = timeout_s
+        # Told (job id, tile indexes) as a job's tiles come back, before they are stored: the
+        # publisher sends the next tiles where they came from (viewer.stills.placement).
+        self.tiles_back = tiles_back
         self.ready = threading.Event()
         self.partials = PartialResults()
+        self.results = RecentResults()
 
     def wait_ready(self, timeout_s: float) -> bool:
         """True once the reader is positioned: a job published after this is never missed."""
@@ -124,6 +131,9 @@ class JobCollector(BackgroundLoop):
             if found is not None:
                 entry, index, frame = found
                 tiles.setdefault(frame.job, (entry, []))[1].append((index, frame))
+        if self.tiles_back is not None:
+            for job_id, (_, frames) in tiles.items():
+                self.tiles_back(job_id, [index for index, _ in frames])
         for job_id, (entry, frames) in tiles.items():
             # Cached on a native thread while the tiles are decoded into the partial result:
             # one after the other, the collector fell behind two processors.
@@ -261,8 +271,11 @@ class JobCollector(BackgroundLoop):
             log.warning("job=%s cannot be assembled: %s", job_id, exc)
             self._fail(job_id, f"assembly: {exc}")
             return
-        self.store.finish(job_id, result)
+        # Served from memory by this process until the cache has it: the job's end is published
+        # first, and the result stored (and the tiles dropped) after, off the job's path.
+        self.results.put(job_id, result)
         self.jobs.finish(job_id, state="done", out_width=status.out_width, out_height=status.out_height)
+        self.store.finish(job_id, result)
         self.store.drop_tiles(job_id)
         log.info("job=%s done: %d tiles, %dx%d, %d bytes, assembled in %.2f s%s", job_id, status.tiles_total,
                  status.out_width, status.out_height, len(result), time.monotonic() - started,
