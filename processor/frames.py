@@ -150,14 +150,6 @@ class FrameProcessor:
         once every frame's chain is decided and runs while they are processed; if it changed a
         chain, the frames it changes (all of a stream's, in order) are redone with the new one.
         """
-        return self.start_batch(frames, catch_up)()
-
-    def start_batch(self, frames: list[Frame], catch_up: CatchUp | None = None) -> Callable[[], list[Frame | Exception]]:
-        """:meth:`process_batch` started on the pool: returns once every frame's chain is decided,
-        the function returned waits for the outputs. The caller may do other work meanwhile (poll,
-        send the previous batch), but must collect a batch's outputs before starting the next
-        (a redo after a chain change must come before the next batch's chains are decided).
-        With ``tile_size`` the pool is busy with tiles inside each frame: the work is done here."""
         results: list[Frame | Exception | None] = [None] * len(frames)
         lanes: dict[object, list[int]] = {}
         chains: dict[int, Chain] = {}
@@ -180,20 +172,16 @@ class FrameProcessor:
 
         lane_list = list(lanes.values())
         if self.tile_size is None:
-            running = self.pool.start(run_lane, lane_list)
+            outputs = self.pool.map(run_lane, lane_list)
         else:
             # The pool is busy with tiles inside each frame; frames go one after another.
             outputs = [run_lane(lane) for lane in lane_list]
-            running = lambda: outputs  # noqa: E731
-
-        def finish() -> list[Frame | Exception]:
-            for indices, outs in zip(lane_list, running(), strict=True):
-                for i, out in zip(indices, outs, strict=True):
-                    results[i] = out
-            if caught_up is not None and caught_up():
-                self._redo_changed(frames, specs, new_pins, results)
-            return results  # type: ignore[return-value]
-        return finish
+        for indices, outs in zip(lane_list, outputs, strict=True):
+            for i, out in zip(indices, outs, strict=True):
+                results[i] = out
+        if caught_up is not None and caught_up():
+            self._redo_changed(frames, specs, new_pins, results)
+        return results  # type: ignore[return-value]
 
     def _redo_changed(self, frames: list[Frame], specs: list[str], new_pins: set[tuple[str, int]],
                       results: list[Frame | Exception | None]) -> None:

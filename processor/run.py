@@ -3,10 +3,10 @@ chain and produces processed frames.
 
 Delivery: at-least-once. Offsets are committed manually, only after every output record of
 the polled batch (and every dead letter) is acknowledged by the broker, and never inside a
-tiled frame (``processor/frame_commits.py``). The loop is pipelined: while the pool processes
-one batch, the next records are polled, the batch before it is sent, and the acks of the one
-before that are checked (and that batch committed); with no next batch waiting, each step
-follows at once. A commit that fails because the group is rebalancing is kept and retried in the rebalance listener's revoke
+tiled frame (``processor/frame_commits.py``); the acks are checked
+(and the batch committed) once the next batch is processed and sent, or at once when no next
+batch is waiting. A commit that fails
+because the group is rebalancing is kept and retried in the rebalance listener's revoke
 callback, which runs before the partitions move; a crash before the commit makes the next
 owner redo those frames, never skip them. So a reader may see a frame twice, never miss one.
 
@@ -209,50 +209,36 @@ def run(
                      jobs_stop, stats).start()
     log.info("processor %s joining group %s: transform=%s concurrency=%d tile=%s",
              who.id, group, who.transform, concurrency, tile)
-    # Pipelined: while the pool works on batch N+1, the next records are polled, batch N's outputs
-    # are sent and batch N-1's acknowledged, and N-1 is committed only then. Waiting for the acks
-    # right after sending left the processor idle ~22% of the time (py-spy, grayscale at full
-    # speed); polling and sending between batches left the pool without work ~38% of the time.
-    in_flight: _Batch | None = None  # sent, acks pending
-    started: _Started | None = None  # on the pool, not yet sent
+    # Pipelined by one batch: batch N's outputs are acknowledged while batch N+1 is processed,
+    # and N is committed only then. Waiting for the acks right after sending left the processor
+    # idle ~22% of the time (py-spy, grayscale at full speed).
+    in_flight: _Batch | None = None
     backlog = InputBacklog()
     patience = StopDeadline(stop)
     try:
-        # On a stop the batch on the pool is still sent (in-flight frames are not dropped).
-        while not stop.is_set() or started is not None:
-            if in_flight is None and started is None:
+        while not stop.is_set():
+            if in_flight is None:
                 gate.live_idle()
-            batch = {}
-            if not stop.is_set():
-                batch = consumer.poll(timeout_ms=0 if in_flight or started else 200,
-                                      max_records=RECORDS_PER_WORKER * concurrency)
-                fetch.polled(bool(batch))
+            batch = consumer.poll(timeout_ms=0 if in_flight else 200, max_records=RECORDS_PER_WORKER * concurrency)
+            fetch.polled(bool(batch))
             if batch:
                 gate.live_busy()
-            # Collected before the next batch starts: a chain change redoes frames first (processor/frames.py).
-            outputs = started.outputs() if started is not None else None
-            previous, started = started, None
-            if batch:
-                # Every chain change acknowledged before these frames were produced applies to them: the
-                # catch-up (a broker round trip, 20 ms on average under load, py-spy) runs beside their
-                # processing, and the frames a change reaches are redone before anything is sent.
-                started = _start_batch(batch, frames, settings, _behind(batch, consumer, backlog),
-                                       catch_up=control.start_sync)
-            sent = _send_batch(previous, outputs, producer, settings, stats, out_partitions) if previous else None
-            if sent is None and (in_flight is None or started is not None):
-                if started is None:
-                    offsets.commit()  # idle: retry a commit deferred by a rebalance or a failure
-                # Frames on the pool are sent first: a wait for acks or a commit before would delay them.
+            # Every chain change acknowledged before these frames were produced applies to them: the
+            # catch-up (a broker round trip, 20 ms on average under load, py-spy) runs beside their
+            # processing, and the frames a change reaches are redone before anything is sent.
+            current = _Batch(batch, _process_batch(batch, frames, producer, settings, stats, out_partitions,
+                                                   _behind(batch, consumer, backlog),
+                                                   catch_up=control.start_sync)) if batch else None
+            if in_flight is None and current is None:
+                offsets.commit()  # retry a commit deferred by a rebalance or a failure
                 continue
             if in_flight is not None and not _complete(in_flight, consumer, offsets, producer, settings, stats, patience):
-                # Not acknowledged, so not committed: rewind and redo it (and the batches after it).
-                if started is not None:
-                    started.outputs()  # its frames are redone: wait for them, send nothing
-                _redo(consumer, *(b for b in (started, sent, in_flight) if b is not None))
-                in_flight = started = None
+                # Not acknowledged, so not committed: rewind and redo it (and the batch after it).
+                _redo(consumer, *(b for b in (current, in_flight) if b is not None))
+                in_flight = None
                 stop.wait(1.0)
                 continue
-            in_flight = sent
+            in_flight = current
     except KafkaError as exc:
         log.error("processor stopped on Kafka error: %s", exc)
         raise
@@ -339,7 +325,7 @@ def _complete(batch: _Batch, consumer: KafkaConsumer, offsets: OffsetKeeper, pro
     return True
 
 
-def _redo(consumer: KafkaConsumer, *newest_first: _Batch | _Started) -> None:
+def _redo(consumer: KafkaConsumer, *newest_first: _Batch) -> None:
     """Rewind every partition to the first record of these batches (oldest batch last)."""
     owned = consumer.assignment()
     for batch in newest_first:
@@ -353,18 +339,12 @@ def _behind(batch: dict, consumer: KafkaConsumer, backlog: InputBacklog) -> list
     return [behind for tp, records in batch.items() for behind in backlog.behind_ms(tp, records, consumer.highwater(tp))]
 
 
-@dataclass
-class _Started:
-    """A polled batch whose frames are being processed (on the pool), not yet sent."""
-    records: dict[TopicPartition, list[ConsumerRecord]]
-    outputs: Callable[[], list[Frame | Exception]]  # waits for them: one per record, in the batch's order
-    behind: list[int | None]
-
-
-def _start_batch(batch: dict, frames: FrameProcessor, settings: Settings, behind: list[int | None],
-                 catch_up: CatchUp | None = None) -> _Started:
-    """Parse one polled batch and start its frames on the pool; ``catch_up``: the live chains'
-    catch-up, run beside the work (FrameProcessor.start_batch)."""
+def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer, settings: Settings,
+                   stats: ProcessorStats, out_partitions: int, behind: list[int | None],
+                   route: Route | None = None, catch_up: CatchUp | None = None) -> list[_Send]:
+    """Process and send one polled batch; returns the sends, to settle once acknowledged.
+    ``catch_up``: the live chains' catch-up, run beside the work (FrameProcessor.process_batch)."""
+    route = route or _mirrored(settings)
     records = [record for tp_records in batch.values() for record in tp_records]
     decoded: list[Frame | Exception] = []
     for record in records:
@@ -377,22 +357,10 @@ def _start_batch(batch: dict, frames: FrameProcessor, settings: Settings, behind
         except POISON as exc:
             decoded.append(exc)
     good = [i for i, item in enumerate(decoded) if isinstance(item, Frame)]
-    running = frames.start_batch([decoded[i] for i in good], catch_up)
-
-    def outputs() -> list[Frame | Exception]:
-        for i, out in zip(good, running(), strict=True):
-            decoded[i] = out
-        return decoded
-    return _Started(batch, outputs, behind)
-
-
-def _send_batch(started: _Started, outputs: list[Frame | Exception], producer: KafkaProducer, settings: Settings,
-                stats: ProcessorStats, out_partitions: int, route: Route | None = None) -> _Batch:
-    """Send a batch's outputs (``started.outputs()``) and dead letters; its acks are settled later."""
-    route = route or _mirrored(settings)
-    records = [record for tp_records in started.records.values() for record in tp_records]
+    for i, out in zip(good, frames.process_batch([decoded[i] for i in good], catch_up), strict=True):
+        decoded[i] = out
     sends = []
-    for record, out, behind_ms in zip(records, outputs, started.behind, strict=True):
+    for record, out, behind_ms in zip(records, decoded, behind, strict=True):
         if isinstance(out, Frame):
             key, value, headers = to_record(replace(out, behind_ms=behind_ms))
             try:
@@ -408,15 +376,7 @@ def _send_batch(started: _Started, outputs: list[Frame | Exception], producer: K
                                  f"{settings.max_message_bytes}): {exc}")
         sends.append(_Send(record, _dead_letter(producer, settings, record, out, route), False))
     stats.add(frames=sum(s.is_output for s in sends), dead_letters=sum(not s.is_output for s in sends))
-    return _Batch(started.records, sends)
-
-
-def _process_batch(batch: dict, frames: FrameProcessor, producer: KafkaProducer, settings: Settings,
-                   stats: ProcessorStats, out_partitions: int, behind: list[int | None],
-                   route: Route | None = None, catch_up: CatchUp | None = None) -> list[_Send]:
-    """Process and send one polled batch at once; returns the sends, to settle once acknowledged."""
-    started = _start_batch(batch, frames, settings, behind, catch_up)
-    return _send_batch(started, started.outputs(), producer, settings, stats, out_partitions, route).sends
+    return sends
 
 
 def _settle(sends: list[_Send], producer: KafkaProducer, settings: Settings, stats: ProcessorStats,
