@@ -132,7 +132,7 @@ def test_a_tile_the_processor_refuses_fails_the_job(client):
     uploads.jobs.publish(job_record(job, "edges", 1))
     tile = TileInfo(0, 1, 1, 0, 0, 64, 64).to_header()
     frame = Frame("upload", 0, int(time.time() * 1000), "png", 64, 64, small_png(), tile=tile, job=job, transform="edges")
-    uploads.publish(job, [frame])
+    uploads.publish([frame])
     deadline = time.monotonic() + JOB_WAIT_S
     while (status := client.get(f"/jobs/{job}").get_json())["state"] != "failed":
         assert time.monotonic() < deadline and status["state"] == "queued", status

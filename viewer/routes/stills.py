@@ -129,7 +129,7 @@ def upload():
             image = None if as_is else decoded()
             total, frames = job_frames(job_id, data, image, header, chain, tile, max_record)
             up.jobs.publish(record.but(state="queued", tiles_total=total, tiles_from=tiles_from))
-            up.publish(job_id, frames)
+            up.publish(frames)
             if as_is:
                 decoded()
         except KafkaError as exc:

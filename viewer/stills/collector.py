@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 from kafka import TopicPartition
@@ -52,16 +51,12 @@ class JobCollector(BackgroundLoop):
     # one, once the job-state topic is read, starts again where that job's output begins.
     not_the_record = (JobLogBehind,)
 
-    def __init__(self, settings: Settings, store: JobStore, jobs: JobLog, timeout_s: int,
-                 tiles_back: Callable[[str, list[int]], None] | None = None) -> None:
+    def __init__(self, settings: Settings, store: JobStore, jobs: JobLog, timeout_s: int) -> None:
         super().__init__()
         self.settings = settings
         self.store = store
         self.jobs = jobs
         self.timeout_s = timeout_s
-        # Told (job id, tile indexes) as a job's tiles come back, before they are stored: the
-        # publisher sends the next tiles where they came from (viewer.stills.placement).
-        self.tiles_back = tiles_back
         self.ready = threading.Event()
         self.partials = PartialResults()
         self.results = RecentResults()
@@ -131,9 +126,6 @@ class JobCollector(BackgroundLoop):
             if found is not None:
                 entry, index, frame = found
                 tiles.setdefault(frame.job, (entry, []))[1].append((index, frame))
-        if self.tiles_back is not None:
-            for job_id, (_, frames) in tiles.items():
-                self.tiles_back(job_id, [index for index, _ in frames])
         for job_id, (entry, frames) in tiles.items():
             # Cached on a native thread while the tiles are decoded into the partial result:
             # one after the other, the collector fell behind two processors.

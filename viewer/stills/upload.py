@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -27,11 +28,10 @@ from pipeline.transforms import Chain
 from pipeline.wire import OUT_RESULTS, Frame, to_record
 from viewer.errors import ApiError
 from viewer.stills.budget import Busy, MemoryBudget, Reservation
-from viewer.stills.collector import JobCollector, tile_index
+from viewer.stills.collector import JobCollector
 from viewer.stills.joblog import JobLog
 from viewer.stills.jobstate import Entry, JobRecord, Limits
 from viewer.stills.offload import off_hub, off_hub_ahead, off_hub_start
-from viewer.stills.placement import Placements
 from viewer.stills.store import JobStatus, JobStore
 
 UPLOAD_STREAM = "upload"
@@ -83,8 +83,7 @@ class Uploads:
         self.settings = settings
         self.store = store
         self.jobs = JobLog(settings, keep)
-        self.placements = Placements()
-        self.collector = JobCollector(settings, store, self.jobs, limits.timeout_s, self.placements.collected)
+        self.collector = JobCollector(settings, store, self.jobs, limits.timeout_s)
         self.limits = limits
         self.memory = MemoryBudget(limits.memory_bytes)
         self._producer = None
@@ -152,22 +151,20 @@ class Uploads:
                 return None
             time.sleep(0.2)
 
-    def publish(self, job_id: str, frames: Iterable[Frame]) -> None:
-        """Send every tile of the job over the jobs topic's partitions, so the whole processor
-        group works on one large image: each to the partition with the fewest of the job's tiles
-        out (viewer.stills.placement), so a faster processor does more of them. Returns once all
-        are acknowledged; raises KafkaError if any send fails."""
+    def publish(self, frames: Iterable[Frame]) -> None:
+        """Send every tile, spread round-robin over the jobs topic's partitions, so the whole
+        processor group works on one large image; raises KafkaError if any send fails."""
         producer = self.producer()
         topic = self._slot.topic
         partitions = sorted(producer.partitions_for(topic))
+        start = uuid.uuid4().int  # jobs start on different partitions
         futures = []
-        with self.placements.publishing(job_id, partitions) as placement:
-            for frame in frames:
-                key, value, headers = to_record(frame)
-                partition = placement.next_partition(tile_index(frame))
-                futures.append(producer.send(topic, key=key, value=value, headers=headers,
-                                             partition=partition))
-            producer.flush(timeout=60)
+        for i, frame in enumerate(frames):
+            key, value, headers = to_record(frame)
+            partition = partitions[(start + i) % len(partitions)]
+            futures.append(producer.send(topic, key=key, value=value, headers=headers,
+                                         partition=partition))
+        producer.flush(timeout=60)
         for future in futures:
             future.get(timeout=60)
 
