@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from pipeline.allocator import keep_freed_buffers
 from pipeline.service import fail, setup_logging, stop_on_signals
 from pipeline.settings import Settings
 from pipeline.transforms import TransformError, describe, parse_spec
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except TransformError as exc:
         fail(f"{exc} (python -m processor --list shows every transform)")
     setup_logging(args.quiet)
+    keep_freed_buffers()  # the same frame buffers again each frame (pipeline/allocator.py)
     run(Settings.from_env(), transform=args.transform, group=args.group, stop=stop_on_signals(),
         concurrency=args.concurrency, tile=args.tile, processor_id=args.processor_id)
     return 0

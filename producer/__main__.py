@@ -7,6 +7,7 @@ import re
 import sys
 from typing import NoReturn
 
+from pipeline.allocator import keep_freed_buffers
 from pipeline.service import fail, setup_logging, stop_on_signals
 from pipeline.settings import ACKS, Settings
 from pipeline.wire import ENCODINGS, STREAM_NAME_RULE
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quality > 100:
         fail("--quality must be between 1 and 100")
     setup_logging(args.quiet)
+    keep_freed_buffers()  # the same frame buffers again each frame (pipeline/allocator.py)
     stop = stop_on_signals()
     try:
         stats = run(
