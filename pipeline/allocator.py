@@ -13,8 +13,8 @@ frames, and that peak is unchanged.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
+import os
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,18 @@ TRIM_THRESHOLD = 256 * 1024 * 1024
 def keep_freed_buffers() -> bool:
     """Set the thresholds for this process (call once at start-up); False where the C library
     is not glibc (nothing changes there)."""
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        mallopt = None
-    if mallopt is None or "libc.so" not in name:
+    if not glibc():
         return False
+    mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: glibc's malloc
     done = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     if not done:
         log.debug("mallopt refused the thresholds: allocator left as it was")
     return done
+
+
+def glibc() -> bool:
+    """Whether this process runs on glibc (whose mallopt takes the parameters above)."""
+    try:
+        return bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (ValueError, OSError):  # a C library that does not know the name
+        return False
