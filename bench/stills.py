@@ -45,6 +45,7 @@ import uuid
 import cv2
 import requests
 
+from bench.machine_idle import IdleSampler
 from bench.processor_scaling import cpu_seconds
 from bench.report import Row as ReportRow
 from bench.report import ratio, write_json
@@ -90,6 +91,7 @@ class Timed:
     started: float  # wall clock (time.time()) at the upload request
     posted: float  # wall clock when the upload was answered (every tile sent)
     done: float  # wall clock when a status request first said done
+    first_tile: float  # wall clock when a status request first counted a processed tile
 
 
 def run_job(url: str, data: bytes, spec: str) -> Timed:
@@ -101,8 +103,11 @@ def run_job(url: str, data: bytes, spec: str) -> Timed:
     posted_wall = time.time()
     job = response.json()
     deadline = time.monotonic() + JOB_TIMEOUT_S
+    first_tile = None
     while True:
         status = requests.get(f"{url}{job['status_url']}", timeout=30).json()
+        if first_tile is None and (status["tiles_done"] or status["state"] == "done"):
+            first_tile = time.time()
         if status["state"] == "done":
             done_wall = time.time()
             break
@@ -110,7 +115,7 @@ def run_job(url: str, data: bytes, spec: str) -> Timed:
             raise RuntimeError(f"job did not finish: {status}")
         time.sleep(0.02)
     requests.get(f"{url}{job['result_url']}", timeout=60).raise_for_status()
-    return Timed(time.perf_counter() - started, job["job"], started_wall, posted_wall, done_wall)
+    return Timed(time.perf_counter() - started, job["job"], started_wall, posted_wall, done_wall, first_tile)
 
 
 def tile_split(timed: Timed, traces: list[str]) -> str:
@@ -142,6 +147,9 @@ class Row:
     in_process_s: float
     turn: int = 0  # which round (0 for a median over them)
     load: float = 0.0  # the 1-minute load average when the job ended
+    # The share of every core's time left idle from the job's first processed tile back at the
+    # viewer to its end: what one more processor could have used (None where not measured).
+    idle: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -228,8 +236,16 @@ def placement(processors: list[int], pinned: bool) -> str:
                " only the time they leave idle)" if shared else ""))
 
 
+def idle_share(idle: IdleSampler, timed: list[Timed]) -> tuple[float | None, float | None]:
+    """The cores' median idle share over each whole job, and from its first tile back to its end."""
+    def median(spans):
+        shares = [share for share in (idle.fraction(start, end) for start, end in spans) if share is not None]
+        return statistics.median(shares) if shares else None
+    return median((t.started, t.done) for t in timed), median((t.first_tile, t.done) for t in timed)
+
+
 def measure(stack: Stack, images: dict[int, bytes], processors: int, modes: list[str], repeat: int,
-            turn: int) -> list[Row]:
+            turn: int, idle: IdleSampler) -> list[Row]:
     stack.scale(processors, images[min(images)])
     rows = []
     roles = stack.roles()
@@ -241,10 +257,13 @@ def measure(stack: Stack, images: dict[int, bytes], processors: int, modes: list
             job = statistics.median(t.seconds for t in timed)
             used = cpu_use(roles, before)
             base = statistics.median(in_process_s(data, spec) for _ in range(repeat))
-            rows.append(Row(side, mode, processors, job, base, turn, os.getloadavg()[0]))
+            whole, after_first = idle_share(idle, timed)
+            rows.append(Row(side, mode, processors, job, base, turn, os.getloadavg()[0], after_first))
             print(f"  {processors} processor(s) {side}² {mode:<5} job {job:6.2f} s, in-process {base:5.2f} s "
                   f"({job / base:.2f}x); load {os.getloadavg()[0]:.1f}; CPU s per job: "
-                  + ", ".join(f"{role} {used[role] / repeat:.2f}" for role in roles), flush=True)
+                  + ", ".join(f"{role} {used[role] / repeat:.2f}" for role in roles)
+                  + (f"; cores idle {whole:.0%} of the job, {after_first:.0%} from its first tile back"
+                     if whole is not None and after_first is not None else ""), flush=True)
             for t in timed if stack.trace else ():
                 print(tile_split(t, stack.traces()), flush=True)
     return rows
@@ -257,13 +276,14 @@ def run(sizes: list[int], processors: list[int], modes: list[str], repeat: int, 
     images = {side: png(side) for side in sizes}
     if pin:
         os.sched_setaffinity(0, {SERVICE_CORE})  # the broker and the viewer, started below, inherit it
-    with EmbeddedBroker() as broker:
+    with EmbeddedBroker() as broker, IdleSampler() as idle:
         stack = Stack(broker, pin, trace)
         try:
             rows = []
             for turn in range(rounds):
                 print(f"round {turn + 1} of {rounds}", flush=True)
-                rows += [row for count in processors for row in measure(stack, images, count, modes, repeat, turn + 1)]
+                rows += [row for count in processors
+                         for row in measure(stack, images, count, modes, repeat, turn + 1, idle)]
             return rows
         finally:
             stack.close()
@@ -275,8 +295,13 @@ def medians(rows: list[Row]) -> list[Row]:
     for r in rows:
         groups.setdefault((r.side, r.mode, r.processors), []).append(r)
     return [Row(side, mode, count, statistics.median(r.job_s for r in group),
-                statistics.median(r.in_process_s for r in group))
+                statistics.median(r.in_process_s for r in group), idle=_median_of(r.idle for r in group))
             for (side, mode, count), group in groups.items()]
+
+
+def _median_of(values) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def main() -> None:
@@ -312,9 +337,12 @@ def main() -> None:
             two, one = by_turn[turn, side, mode, 2], by_turn[turn, side, mode, 1]
             print(f"round {turn}: {side}² {mode} 2 processors vs 1: {two.job_s:.2f} s (load {two.load:.1f}) /"
                   f" {one.job_s:.2f} s (load {one.load:.1f}) = {two.job_s / one.job_s:.2f}x")
-    print(f"{'size':>6} {'mode':<6} {'procs':>5} {'job s':>7} {'in-process s':>12} {'ratio':>6}")
+    print(f"{'size':>6} {'mode':<6} {'procs':>5} {'job s':>7} {'in-process s':>12} {'ratio':>6} {'idle':>5}")
     for r in rows:
-        print(f"{r.side:>5}² {r.mode:<6} {r.processors:>5} {r.job_s:>7.2f} {r.in_process_s:>12.2f} {r.ratio:>5.2f}x")
+        idle = "" if r.idle is None else f"{r.idle:>5.0%}"
+        print(f"{r.side:>5}² {r.mode:<6} {r.processors:>5} {r.job_s:>7.2f} {r.in_process_s:>12.2f} {r.ratio:>5.2f}x {idle}")
+    print("idle: the share of every core's time left idle from the job's first tile back at the viewer to its end,"
+          " the room a further processor would have had")
     print(f"load {os.getloadavg()[0]:.2f} at the end")
     # Pinned, only the processor counts' comparison is new (the job against the in-process run is
     # the unpinned run's figure).
@@ -331,6 +359,12 @@ def main() -> None:
                          "s", round(by[side, mode, 1].job_s, 2), "1 processor",
                          ratio(by[side, mode, 2].job_s, by[side, mode, 1].job_s), "< 1×")
                for mode in TILED for side in sizes if (side, mode, 1) in by and (side, mode, 2) in by]
+    # What bounds the 2-vs-1 rows: the cores the one processor left idle while the tiles were worked on.
+    side = max(sizes)
+    report += [ReportRow(f"still {side}² {mode} ({MODES[mode]}), 1 processor: the {os.cpu_count()} cores' idle share"
+                         f" from the first tile back to done{pinned if args.pin else ''}",
+                         round(100 * by[side, mode, 1].idle), "%", None, "(room for a second processor)", None, "")
+               for mode in TILED if (side, mode, 1) in by and by[side, mode, 1].idle is not None]
     write_json(args.json, report)
 
 
