@@ -33,10 +33,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from pipeline.pixels import ENCODINGS as PIXEL_ENCODINGS
+
 # The `enc` header: jpeg/png as users send and get them, zstd (before: lz4) pixels for lossless
-# hops inside the pipeline (pipeline/pixels.py). Every reader decodes all four, so old and new
+# hops inside the pipeline (pipeline/pixels.py). Every reader decodes all of them, so old and new
 # records mix.
-ENCODINGS = ("jpeg", "png", "lz4", "zstd")
+ENCODINGS = ("jpeg", "png", *PIXEL_ENCODINGS)
 
 # Stream names appear in URLs (/stream/<name>.mjpg): one path segment, no dot first.
 STREAM_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
