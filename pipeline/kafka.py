@@ -152,7 +152,20 @@ def _release(half_built: object) -> None:
 
 
 class _Consumer(_ReleasedOnFailedStart, RecreationAwareConsumer):
-    pass
+    def topics(self) -> set[str]:
+        """Every topic, asked of the broker now, as KafkaConsumer.topics() does, without its
+        wait. kafka-python sends a metadata request only retry_backoff_ms (100 ms) after the
+        last one, and a consumer just made has just sent one (its bootstrap), so every
+        topics() right after make_consumer waited 100 ms: the live reader's and the
+        processors' start, and each replay request (130 ms, 100 of them this wait). The
+        backoff is lifted for this one request only; failed requests still back off."""
+        cluster = self._client.cluster
+        backoff = cluster.config["retry_backoff_ms"]
+        cluster.config["retry_backoff_ms"] = 0
+        try:
+            return super().topics()
+        finally:
+            cluster.config["retry_backoff_ms"] = backoff
 
 
 class _Admin(_ReleasedOnFailedStart, KafkaAdminClient):
