@@ -12,6 +12,11 @@ their own X-Frame-Ts; a loaded producer drops frames, so it varies along the rec
 whole recording's rate is printed too). Achieved = frames per wall second; requested =
 baseline x speed; their ratio is the accuracy (1.00 = exact). A last replay at speed=max
 gives the ceiling of this client and server on this machine at that moment.
+
+Seeking, as a DVR's "back 10 s" does: on a stream that is open and live, the time from sending
+POST /api/replay (to 10 s before now) to the first frame from there, against the same run's
+baseline of opening a new stream there (the reset of a new viewer id, then GET, to its first
+frame): a seek should cost no more than starting over.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ from tests.support.mjpeg_client import iter_parts
 from tests.support.paths import ROOT
 
 SPEEDS = (1, 4)
+SEEK_BACK_S = 10.0
+SEEK_LIVE_FRAMES = 10  # read live first, so the seek starts from a settled stream
+SEEKS = 5
 
 
 def timed_frames(url: str, watch_s: float) -> list[tuple[float, int, int]]:
@@ -68,6 +76,34 @@ def replay_round(base: str, speed: int | str, watch_s: float) -> tuple[float, fl
     frames = frames[1:]  # the first part comes whenever the connection is up: time from it on
     wall, recorded = frames[-1][0] - frames[0][0], (frames[-1][2] - frames[0][2]) / 1000
     return (len(frames) - 1) / wall, (len(frames) - 1) / recorded
+
+
+def replay_to(base: str, viewer: str, to: str) -> None:
+    answer = requests.post(f"{base}/api/replay", json={"group": f"viewer-{viewer}", "stream": "sample", "to": to},
+                           timeout=30)
+    answer.raise_for_status()
+
+
+def seek_round(base: str, back_s: float = SEEK_BACK_S) -> tuple[float, float]:
+    """(seek s, open s): a live stream sent back ``back_s`` (POST to its first frame from
+    there), and a new stream opened that far back (POST, GET, first frame)."""
+    viewer = secrets.token_urlsafe(12)
+    with requests.get(f"{base}/stream/sample.mjpg?viewer={viewer}", stream=True, timeout=30) as response:
+        parts = iter_parts(response.raw)
+        for _ in range(SEEK_LIVE_FRAMES):
+            live = next(parts)
+        before_ms = int(live.headers["x-frame-ts"]) - back_s * 500  # well past any jitter, short of the target
+        started = time.monotonic()
+        replay_to(base, viewer, f"-PT{back_s:g}S")
+        next(part for part in parts if int(part.headers["x-frame-ts"]) < before_ms)
+        seek = time.monotonic() - started
+    fresh = secrets.token_urlsafe(12)
+    started = time.monotonic()
+    replay_to(base, fresh, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - back_s)))
+    with requests.get(f"{base}/stream/sample.mjpg?viewer={fresh}", stream=True, timeout=30) as response:
+        next(iter_parts(response.raw))
+        opened = time.monotonic() - started
+    return seek, opened
 
 
 def stop(up: subprocess.Popen) -> None:
@@ -116,6 +152,7 @@ def main() -> None:
             recording_fps = source_fps(base)
             rows = [(speed, *replay_round(base, speed, args.watch)) for _ in range(args.rounds) for speed in SPEEDS]
             ceiling = replay_round(base, "max", args.watch)
+            seeks = [seek_round(base) for _ in range(SEEKS)]
         finally:
             stop(up)
     print(f"the whole recording: {recording_fps:.2f} frames per second of their own timestamps")
@@ -127,8 +164,14 @@ def main() -> None:
         print(f"speed {speed}: median accuracy {statistics.median(ratios):.3f} (achieved / requested frames per second)")
     print(f"ceiling: speed=max (as fast as this client reads) replayed {ceiling[0]:.1f} frames/s, "
           f"{ceiling[0] / ceiling[1]:.2f}x the recorded pace")
+    for seek, opened in seeks:
+        print(f"seek back {SEEK_BACK_S:g} s on an open stream: {1000 * seek:.0f} ms; a new stream there: {1000 * opened:.0f} ms")
+    seek, opened = statistics.median(s for s, _ in seeks), statistics.median(o for _, o in seeks)
+    print(f"seek: median {1000 * seek:.0f} ms against {1000 * opened:.0f} ms to open a new stream there")
     print(f"load {os.getloadavg()[0]:.2f} at the end")
-    report = []
+    report = [Row(f"seek back {SEEK_BACK_S:g} s on an open ?viewer= stream: POST /api/replay → first frame from there"
+                  f" (median of {SEEKS})", round(1000 * seek), "ms", round(1000 * opened),
+                  "a new stream opened there: POST, GET → first frame", ratio(seek, opened), "≤ 1×")]
     for speed in SPEEDS:
         achieved = statistics.median(fps for s, fps, _ in rows if s == speed)
         requested = statistics.median(source * s for s, _, source in rows if s == speed)

@@ -50,7 +50,7 @@ class Viewer:
                            max_work_s=own.max_job_work_s, timeout_s=own.job_timeout_s,
                            memory_bytes=own.upload_memory_bytes)
         self.uploads = Uploads(shared, store, limits, keep=own.jobs_keep)
-        self.window_tool = SharedTool(shared)
+        self.offsets_tool = SharedTool(shared)
         self._chains: ChainControl | None = None
         self._chains_lock = threading.Lock()
         app.extensions["viewer"] = self
@@ -76,7 +76,7 @@ class Viewer:
         for loop in loops:
             loop.stop(max(0.0, deadline - time.monotonic()))
         self.uploads.close()
-        self.window_tool.close()
+        self.offsets_tool.close()
         self.health.close()
         if self._chains is not None:
             self._chains.close()

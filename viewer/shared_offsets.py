@@ -1,10 +1,15 @@
 """One offsets client per viewer process, shared by the requests that look up a stream's
-retained window (viewer/routes/window.py)."""
+retained window (viewer/routes/window.py) and the replay requests that move a group
+(viewer/routes/replay.py)."""
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from kafka.errors import KafkaError
 
 from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
@@ -49,8 +54,8 @@ class Turns:
 
 
 class SharedTool:
-    """The process's one OffsetTool (an admin client and a consumer) for every window request,
-    made on first use. Its consumer is reassigned per lookup, so one request uses it at a time;
+    """The process's one OffsetTool (an admin client and a consumer) for every window and
+    replay request, made on first use. Its consumer is reassigned per lookup, so one request uses it at a time;
     the others wait for it (threads, or greenlets under gevent: the lock is patched there), at
     most MAX_WAITING of them and for at most WAIT_S each, then get a 503. A client per request
     cost a connection set-up each, and a burst of requests timed out on them. Waiters are served
@@ -80,6 +85,19 @@ class SharedTool:
             self._turns.give()
             raise
         return self._tool
+
+    @contextmanager
+    def lease(self) -> Iterator[OffsetTool]:
+        """acquire() ... release(), the tool counted broken if a KafkaError leaves the block."""
+        tool = self.acquire()
+        broken = False
+        try:
+            yield tool
+        except KafkaError:
+            broken = True
+            raise
+        finally:
+            self.release(broken)
 
     def release(self, broken: bool = False) -> None:
         """Hand the tool on; ``broken`` (it failed on the broker): closed, made again on next use."""

@@ -16,14 +16,14 @@ from kafka import TopicPartition
 
 from pipeline.control import ControlWriter
 from pipeline.kafka import make_producer
-from pipeline.offsets import partition_for_key
+from pipeline.offsets import OffsetTool, partition_for_key
 from pipeline.settings import Settings
 from pipeline.viewer_groups import encode_reset, reset_key
 from tests.support.broker_helpers import active_member, committed_offsets, first_frame, send_frames, settled_offsets
 from tests.support.mjpeg_client import iter_parts
 from tests.support.stack import wait_for_resume_consumers_closed
 from tests.support.topics import settings_env
-from tests.support.waiting import wait_until
+from tests.support.waiting import wait_for_snapshot, wait_until
 from viewer import create_app
 from viewer.extension import viewer_of
 from viewer.live.resume import COMMIT_EVERY_S
@@ -236,6 +236,7 @@ def test_processor_group_reset_is_409_while_it_is_active(stack, module_settings)
 
 def test_page_has_replay_controls_per_stream(stack):
     url, _ = stack
+    wait_for_snapshot(url, STREAM)  # the page lists the streams the live reader has seen
     page = requests.get(f"{url}/", timeout=10).text
     assert f'class="replay" data-stream="{STREAM}"' in page
     for to in ("earliest", "back", "latest"):
@@ -327,3 +328,21 @@ def test_a_reset_from_elsewhere_just_after_a_tab_closed_here_is_committed_again(
         writer.close()
     wait_until(lambda: committed_offsets(module_settings, "viewer-closing") == {tp: 2},
                "the reset's position committed again")
+
+
+def test_replay_requests_share_the_process_kafka_client(stack, monkeypatch):
+    """Each request used to open an admin client and a consumer of its own (two connections
+    set up per seek); they now lease the process's one (viewer/shared_offsets.py)."""
+    url, _ = stack
+    made = []
+    real_init = OffsetTool.__init__
+
+    def counting_init(self, *args, **kwargs) -> None:
+        made.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(OffsetTool, "__init__", counting_init)
+    for to in ("earliest", "latest", "earliest"):
+        answer = replay(url, {"group": "viewer-shared-client", "stream": STREAM, "to": to})
+        assert answer.status_code == 200, answer.text
+    assert len(made) <= 1  # made on first use if no request before this one made it

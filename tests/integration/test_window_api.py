@@ -64,7 +64,7 @@ def test_concurrent_window_requests_share_one_kafka_client(url, monkeypatch):
         real_init(self, *args, **kwargs)
 
     monkeypatch.setattr(OffsetTool, "__init__", counting_init)
-    viewer_of(app).window_tool.close()  # made again, and counted, on the next lookup
+    viewer_of(app).offsets_tool.close()  # made again, and counted, on the next lookup
 
     def ask(i: int) -> requests.Response:
         # A viewer id of its own: its committed offset is looked up on the broker every time.

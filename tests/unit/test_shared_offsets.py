@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from kafka.errors import KafkaTimeoutError
 
 from pipeline.settings import Settings
 from viewer import shared_offsets
@@ -48,3 +49,26 @@ def test_the_tool_goes_to_the_request_that_waited_not_one_arriving_as_it_is_hand
     assert refused.value.status == 503
     thread.join(5)
     assert served.is_set()
+
+
+class FakeTool:
+    def __init__(self, settings) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_lease_broken_by_the_broker_makes_the_next_one_a_new_client(monkeypatch):
+    monkeypatch.setattr(shared_offsets, "OffsetTool", FakeTool)
+    shared = SharedTool(Settings())
+    with pytest.raises(KafkaTimeoutError), shared.lease() as first:
+        raise KafkaTimeoutError("broker gone")
+    assert first.closed
+    with shared.lease() as second:
+        assert second is not first
+    with pytest.raises(ValueError), shared.lease() as third:  # not the broker's fault: the client stays
+        raise ValueError("bad request")
+    assert third is second and not third.closed
+    with shared.lease() as fourth:  # and the turn was given back each time
+        assert fourth is second

@@ -104,7 +104,7 @@ def window(stream: str):
     if not hub.wait_for_stream(stream, 0 if hub.slots else FIRST_FRAME_WAIT_S):
         raise ApiError(404, f"unknown stream {stream!r}")
     topic = settings.raw_topic if raw else settings.processed_topic
-    tool = Tool(viewer.window_tool)
+    tool = Tool(viewer.offsets_tool)
     broken = False
     try:
         spans = _lookups.spans(tool, topic, stream)
