@@ -16,10 +16,17 @@ from kafka import TopicPartition
 
 from pipeline.control import ControlWriter
 from pipeline.kafka import make_producer
-from pipeline.offsets import OffsetTool, partition_for_key
+from pipeline.offsets import partition_for_key
 from pipeline.settings import Settings
 from pipeline.viewer_groups import encode_reset, reset_key
-from tests.support.broker_helpers import active_member, committed_offsets, first_frame, send_frames, settled_offsets
+from tests.support.broker_helpers import (
+    active_member,
+    committed_offsets,
+    count_offset_tools,
+    first_frame,
+    send_frames,
+    settled_offsets,
+)
 from tests.support.mjpeg_client import iter_parts
 from tests.support.stack import wait_for_resume_consumers_closed
 from tests.support.topics import settings_env
@@ -334,14 +341,7 @@ def test_replay_requests_share_the_process_kafka_client(stack, monkeypatch):
     """Each request used to open an admin client and a consumer of its own (two connections
     set up per seek); they now lease the process's one (viewer/shared_offsets.py)."""
     url, _ = stack
-    made = []
-    real_init = OffsetTool.__init__
-
-    def counting_init(self, *args, **kwargs) -> None:
-        made.append(self)
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(OffsetTool, "__init__", counting_init)
+    made = count_offset_tools(monkeypatch)
     for to in ("earliest", "latest", "earliest"):
         answer = replay(url, {"group": "viewer-shared-client", "stream": STREAM, "to": to})
         assert answer.status_code == 200, answer.text

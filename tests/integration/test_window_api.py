@@ -12,8 +12,9 @@ import pytest
 import requests
 
 from pipeline.kafka import make_producer
-from pipeline.offsets import OffsetTool, partition_for_key
+from pipeline.offsets import partition_for_key
 from pipeline.wire import Frame, to_record
+from tests.support.broker_helpers import count_offset_tools
 from tests.support.waiting import wait_for_snapshot
 from viewer import create_app
 from viewer.extension import viewer_of
@@ -56,14 +57,7 @@ def test_a_stream_never_seen_is_404_json_even_on_a_partition_with_frames(url, mo
 
 def test_concurrent_window_requests_share_one_kafka_client(url, monkeypatch):
     url, app = url
-    made = []
-    real_init = OffsetTool.__init__
-
-    def counting_init(self, *args, **kwargs) -> None:
-        made.append(self)
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(OffsetTool, "__init__", counting_init)
+    made = count_offset_tools(monkeypatch)
     viewer_of(app).offsets_tool.close()  # made again, and counted, on the next lookup
 
     def ask(i: int) -> requests.Response:

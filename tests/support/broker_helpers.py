@@ -1,5 +1,5 @@
-"""Test helpers on the real broker: tiny frames written straight to a topic, read back, and
-group members that hold a group active."""
+"""Test helpers on the real broker: tiny frames written straight to a topic, read back,
+group members that hold a group active, and a count of the offsets clients a process makes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from pipeline.codec import encode_image
 from pipeline.kafka import make_admin, make_consumer
+from pipeline.offsets import OffsetTool
 from pipeline.settings import Settings
 from pipeline.wire import Frame, decode_record, to_record
 
@@ -88,3 +89,16 @@ def settled_offsets(settings: Settings, group: str) -> dict[TopicPartition, int]
             return current
         time.sleep(0.2)
     raise AssertionError(f"offsets of {group} never settled: {previous}")
+
+
+def count_offset_tools(monkeypatch) -> list:
+    """The OffsetTools made from now on (in this process) go into the returned list."""
+    made: list = []
+    real_init = OffsetTool.__init__
+
+    def counting_init(self, *args, **kwargs) -> None:
+        made.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(OffsetTool, "__init__", counting_init)
+    return made
