@@ -30,7 +30,8 @@ BENCHES = {
     "naive": ("naive_baseline.py", ["--clients", "100", "--seconds", "6"]),
     "fanout": ("viewer_fanout.py", ["--clients", "100,500,1000", "--seconds", "6"]),
     "proxy": ("proxy_fanout.py", ["--clients", "200", "--seconds", "6"]),
-    "stills": ("stills.py", ["--sizes", "1024,2048,4096", "--processors", "1,2"]),
+    # With a first upload after a pause: readers idle by then must not make it wait.
+    "stills": ("stills.py", ["--sizes", "1024,2048,4096", "--processors", "1,2", "--after-pause", "4"]),
     # The 2-vs-1 processor comparison of the tiled still with every service pinned (bench/stills.py --pin):
     # 2 alternating rounds, so both counts see the same machine.
     "stills-pinned": ("stills.py", ["--sizes", "4096", "--modes", "tiled", "--processors", "1,2", "--rounds", "2",

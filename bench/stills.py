@@ -64,6 +64,7 @@ TILED = ("tiled", "heavy")
 TILE = 512
 JOB_TIMEOUT_S = 300
 SERVICE_CORE = 0  # --pin: the viewer, the broker and the benchmark itself
+PAUSED_JOBS = 3  # --after-pause: jobs timed after the pause, and back to back
 SETTLE_S = 10.0  # after the group changes, over a session timeout (6 s) and the join after it
 # A 4096² photograph is ~19 MB as PNG: above the default 16 MiB record limit for a whole image.
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
@@ -269,10 +270,34 @@ def measure(stack: Stack, images: dict[int, bytes], processors: int, modes: list
     return rows
 
 
+@dataclasses.dataclass
+class AfterPause:
+    """The smallest tiled job sent after the stack sat idle, against the same job back to back."""
+    side: int
+    pause_s: float
+    after_pause_s: float  # median
+    back_to_back_s: float  # median, the same number of jobs right after it
+
+
+def after_pause(stack: Stack, side: int, data: bytes, pause_s: float, jobs: int = PAUSED_JOBS) -> AfterPause:
+    """What a user's first upload after a while costs: readers idle by then wait longer for records."""
+    spec = MODES["tiled"]
+    paused = []
+    for _ in range(jobs):
+        time.sleep(pause_s)
+        paused.append(run_job(stack.server.url, data, spec).seconds)
+    back_to_back = [run_job(stack.server.url, data, spec).seconds for _ in range(jobs)]
+    found = AfterPause(side, pause_s, statistics.median(paused), statistics.median(back_to_back))
+    print(f"  {side}² tiled job after {pause_s:g} s idle: {', '.join(f'{t:.2f}' for t in paused)} s;"
+          f" back to back: {', '.join(f'{t:.2f}' for t in back_to_back)} s", flush=True)
+    return found
+
+
 def run(sizes: list[int], processors: list[int], modes: list[str], repeat: int, rounds: int,
-        pin: bool = False, trace: bool = False) -> list[Row]:
+        pin: bool = False, trace: bool = False, pause_s: float = 0.0) -> tuple[list[Row], AfterPause | None]:
     """Each round measures every processor count in turn (1, 2, 1, 2, ...), on one viewer and
-    broker, so a change in the machine's load hits both counts alike."""
+    broker, so a change in the machine's load hits both counts alike. With ``pause_s``, then
+    the smallest tiled job after that long idle, with the fewest processors."""
     images = {side: png(side) for side in sizes}
     if pin:
         os.sched_setaffinity(0, {SERVICE_CORE})  # the broker and the viewer, started below, inherit it
@@ -284,7 +309,12 @@ def run(sizes: list[int], processors: list[int], modes: list[str], repeat: int, 
                 print(f"round {turn + 1} of {rounds}", flush=True)
                 rows += [row for count in processors
                          for row in measure(stack, images, count, modes, repeat, turn + 1, idle)]
-            return rows
+            paused = None
+            if pause_s:
+                side = min(sizes)
+                stack.scale(min(processors), images[side])
+                paused = after_pause(stack, side, images[side], pause_s)
+            return rows, paused
         finally:
             stack.close()
 
@@ -316,20 +346,23 @@ def main() -> None:
                         help="pin the viewer, broker and benchmark to core 0 and processor i to core (i + 1) mod cores")
     parser.add_argument("--trace", action="store_true",
                         help="print how many of each job's tiles each processor did, and when it did its last")
+    parser.add_argument("--after-pause", type=float, default=0.0, metavar="S",
+                        help="then time the smallest tiled job after S seconds idle, against it back to back")
     parser.add_argument("--json", metavar="FILE", help="also write the rows there (bench/report.py)")
     args = parser.parse_args()
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
         counts = [int(n) for n in args.processors.split(",")]
         modes = args.modes.split(",")
-        if min(sizes) < 64 or min(counts) < 1 or args.repeat < 1 or args.rounds < 1 or not set(modes) <= set(MODES):
+        if (min(sizes) < 64 or min(counts) < 1 or args.repeat < 1 or args.rounds < 1 or not set(modes) <= set(MODES)
+                or not 0 <= args.after_pause <= 600):
             raise ValueError
     except ValueError:
         parser.exit(2, "stills: --sizes, --processors, --repeat and --rounds take positive integers (sides >= 64),"
-                       f" --modes some of {','.join(MODES)}\n")
+                       f" --modes some of {','.join(MODES)}, --after-pause 0-600 seconds\n")
     print(f"load {os.getloadavg()[0]:.2f}; PNG photographs, {TILE} px tiles; cv2 {cv2.__version__}", flush=True)
     print(f"{os.cpu_count()} cores: {placement(counts, args.pin)}", flush=True)
-    each = run(sizes, counts, modes, args.repeat, args.rounds, args.pin, args.trace)
+    each, paused = run(sizes, counts, modes, args.repeat, args.rounds, args.pin, args.trace, args.after_pause)
     rows = medians(each)
     by_turn = {(r.turn, r.side, r.mode, r.processors): r for r in each}
     for turn, side, mode, count in sorted(by_turn):
@@ -365,6 +398,11 @@ def main() -> None:
                          f" from the first tile back to done{pinned if args.pin else ''}",
                          round(100 * by[side, mode, 1].idle), "%", None, "(room for a second processor)", None, "")
                for mode in TILED if (side, mode, 1) in by and by[side, mode, 1].idle is not None]
+    if paused is not None:
+        report.append(ReportRow(f"still {paused.side}² tiled ({MODES['tiled']}), {min(counts)} processor(s): a job after"
+                                f" {paused.pause_s:g} s idle (median of {PAUSED_JOBS})", round(paused.after_pause_s, 2), "s",
+                                round(paused.back_to_back_s, 2), "the same job back to back",
+                                ratio(paused.after_pause_s, paused.back_to_back_s), "≈ 1×"))
     write_json(args.json, report)
 
 

@@ -36,7 +36,7 @@ from kafka import KafkaProducer, OffsetAndMetadata
 from kafka.errors import KafkaError
 
 from pipeline.generations import CurrentSlot, mirrored, slots
-from pipeline.kafka import BACKGROUND_FETCH, BurstFetch, make_consumer
+from pipeline.kafka import BurstFetch, make_consumer
 from pipeline.priority import lower_priority
 from pipeline.processor_groups import job_group
 from pipeline.service import StopDeadline
@@ -134,9 +134,9 @@ class JobWorker:
     def _session(self) -> None:
         from processor.run import COMMIT_EVERY_S, OffsetKeeper  # processor.run starts this worker
 
-        # Nobody watches job tiles arrive: a long fetch wait spares the idle polling, and a short
-        # one while a job's tiles come (BurstFetch: a long one stalled them).
-        consumer = make_consumer(self.settings, "processor-jobs", group_id=self.group, **BACKGROUND_FETCH)
+        # A longer fetch wait spares the idle polling, and a short one while a job's tiles come
+        # (BurstFetch: a long one stalled them); it sets the wait before the first fetch.
+        consumer = make_consumer(self.settings, "processor-jobs", group_id=self.group)
         burst = BurstFetch(consumer)
         # Commits at most every COMMIT_EVERY_S, as the live loop's: a blocking commit after every
         # poll of two tiles left the processor idle for a third of a blur job's tiles.

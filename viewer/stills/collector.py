@@ -23,7 +23,7 @@ from kafka import TopicPartition
 
 from pipeline.codec import CodecError, decode_image, encode_image
 from pipeline.generations import slot_names
-from pipeline.kafka import BACKGROUND_FETCH, BurstFetch, assign_at, make_consumer, partitions_of
+from pipeline.kafka import BurstFetch, assign_at, make_consumer, partitions_of
 from pipeline.pixels import is_pixels
 from pipeline.settings import Settings
 from pipeline.tiling import Assembler, TileInfo
@@ -70,7 +70,8 @@ class JobCollector(BackgroundLoop):
         if not self.jobs.wait_ready(1.0):
             self.stopping.wait(0.5)
             return
-        consumer = make_consumer(self.settings, "viewer-jobs", group_id=None, auto_offset_reset="earliest", **BACKGROUND_FETCH)
+        consumer = make_consumer(self.settings, "viewer-jobs", group_id=None, auto_offset_reset="earliest")
+        burst = BurstFetch(consumer)  # its fetch wait, from the first fetch on
         try:
             # Every generation of these topics on the embedded broker (pipeline/generations.py):
             # a job's tiles come out in the slot its upload went to.
@@ -94,7 +95,6 @@ class JobCollector(BackgroundLoop):
             # behind an idle fetch, and the short waits end with the last job, not a linger
             # after it). Live frames on the same topic do not count (they would keep this reader
             # polling every 10 ms as long as video flows).
-            burst = BurstFetch(consumer)
             while not self.stopping.is_set():
                 batch = consumer.poll(timeout_ms=200)
                 burst.polled(self._tiles_due()
