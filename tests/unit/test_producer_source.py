@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 
 import numpy as np
 import pytest
@@ -30,7 +30,8 @@ def media(tmp_path_factory):
         write_video(root / f"clip.{ext}", FRAMES)
     write_video(root / "empty.avi", 0)
     write_unknown_codec_video(root / "codec.avi")
-    (root / "corrupt.mp4").write_bytes(os.urandom(4096))
+    # Fixed bytes: now and then fresh random ones probed as a stream OpenCV could open.
+    (root / "corrupt.mp4").write_bytes(random.Random(0).randbytes(4096))
     (root / "notes.txt").write_text("not a video")
     stills = write_stills(root / "stills", 12)
     (root / "nothing").mkdir()
