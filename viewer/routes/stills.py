@@ -183,7 +183,7 @@ def job_events(job_id: str):
 
     def events(status: JobStatus | None) -> Iterator[str]:
         deadline = time.monotonic() + EVENTS_MAX_S
-        last = None
+        last, seen = None, up.jobs.position
         while status is not None and time.monotonic() < deadline:
             current = (status.state, status.tiles_done)
             if current != last:
@@ -191,7 +191,9 @@ def job_events(job_id: str):
                 yield f"event: status\ndata: {json.dumps(status.to_json())}\n\n"
             if status.state in ("done", "failed"):
                 return
-            time.sleep(EVENTS_POLL_S)
+            # Progress is polled; a job-state record (the job's end) wakes the stream at once: a
+            # plain sleep told the page a job was done up to EVENTS_POLL_S late.
+            seen = up.jobs.wait_past(seen, EVENTS_POLL_S)
             status = up.status(job_id)
 
     return Response(events(first), mimetype="text/event-stream",

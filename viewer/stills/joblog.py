@@ -145,6 +145,23 @@ class JobLog(BackgroundLoop):
                 self._changed.wait(min(left, 0.5))
         return True
 
+    @property
+    def position(self) -> int:
+        """The next offset the reader will apply."""
+        return self._position
+
+    def wait_past(self, position: int, timeout_s: float) -> int:
+        """Wait until the reader has applied records beyond ``position`` (at most ``timeout_s``);
+        the position then."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while self._position <= position:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+            return self._position
+
     def entry(self, job: str) -> Entry | None:
         """The job's entry; a job not yet known is looked for once more after a catch-up (it may
         have been written, on another replica, a moment ago)."""
