@@ -164,7 +164,8 @@ class _Consumer(_ReleasedOnFailedStart, RecreationAwareConsumer):
         last one, and a consumer just made has just sent one (its bootstrap), so every
         topics() right after make_consumer waited 100 ms: the live reader's and the
         processors' start, and each replay request (130 ms, 100 of them this wait). The
-        backoff is lifted for this one request only; failed requests still back off."""
+        backoff is lifted for this one call only; a broker that cannot be reached still gets
+        the reconnect backoff, and the call fails as before."""
         cluster = self._client.cluster
         backoff = cluster.config["retry_backoff_ms"]
         cluster.config["retry_backoff_ms"] = 0
