@@ -57,11 +57,11 @@ class SharedTool:
     """The process's one OffsetTool (an admin client and a consumer) for every window and
     replay request, made on first use. Its consumer is reassigned per lookup, so one request
     uses it at a time; the others wait for it (threads, or greenlets under gevent: the lock is
-    patched there), at most MAX_WAITING of them and for at most WAIT_S each, then get a 503. A client per request
-    cost a connection set-up each, and a burst of requests timed out on them. Waiters are served
-    in arrival order: with a plain lock a request arriving as the tool was handed on could take
-    it first, again and again, and one of 36 concurrent requests got its 503 after 5 s while
-    those after it were answered."""
+    patched there), at most MAX_WAITING of them and for at most WAIT_S each, then get a 503.
+    A client per request cost a connection set-up each, and a burst of requests timed out on
+    them. Waiters are served in arrival order: with a plain lock a request arriving as the tool
+    was handed on could take it first, again and again, and one of 36 concurrent requests got
+    its 503 after 5 s while those after it were answered."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
