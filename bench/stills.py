@@ -239,10 +239,8 @@ def placement(processors: list[int], pinned: bool) -> str:
 
 def idle_share(idle: IdleSampler, timed: list[Timed]) -> tuple[float | None, float | None]:
     """The cores' median idle share over each whole job, and from its first tile back to its end."""
-    def median(spans):
-        shares = [share for share in (idle.fraction(start, end) for start, end in spans) if share is not None]
-        return statistics.median(shares) if shares else None
-    return median((t.started, t.done) for t in timed), median((t.first_tile, t.done) for t in timed)
+    return (_median_of(idle.fraction(t.started, t.done) for t in timed),
+            _median_of(idle.fraction(t.first_tile, t.done) for t in timed))
 
 
 def measure(stack: Stack, images: dict[int, bytes], processors: int, modes: list[str], repeat: int,
