@@ -27,6 +27,8 @@ _INFO_SIZE = 136
 _BYTES_ACKED_AT = 120  # offsetof(struct tcp_info, tcpi_bytes_acked), Linux 4.1+
 # tcpi_state values in which the send queue length is valid: a reset empties the queue.
 _QUEUE_VALID = (1, 8)  # TCP_ESTABLISHED, TCP_CLOSE_WAIT
+# Reads of the queue and the acknowledged count before taking the later, safe, estimate.
+_PLACE_TRIES = 4
 # Without SIOCOUTQ: what a send buffer may still hold when a write returns.
 FALLBACK_SNDBUF = 64 * 1024
 
@@ -79,14 +81,31 @@ class SentBytes:
             self._placed.append((self.written, 0))
             return
         try:
-            unacked = struct.unpack("i", fcntl.ioctl(self._sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
-            state, bytes_acked = self._info()
+            end = self._wire_end()
         except (OSError, ValueError, struct.error):
             return
-        # The state is read after the queue: still valid then means the queue length was too.
-        # Acknowledgements arriving in between only place the end later, which errs safe.
-        if state in _QUEUE_VALID:
-            self._placed.append((self.written, bytes_acked + unacked))
+        if end is not None:
+            self._placed.append((self.written, end))
+
+    def _wire_end(self) -> int | None:
+        """Acknowledged plus queued bytes: where everything written so far ends on the wire;
+        None once the queue no longer tells (the connection was reset).
+
+        The two counts are two calls, and an acknowledgement arriving between them shifts the
+        sum by what it acknowledged: up to a whole frame, which would leave that frame
+        uncommitted until the next one is acknowledged too. So the acknowledged count is read
+        on both sides of the queue, and the sum taken when nothing arrived in between."""
+        for _ in range(_PLACE_TRIES):
+            _, before = self._info()
+            unacked = struct.unpack("i", fcntl.ioctl(self._sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+            # Still valid after the queue was read means the queue length was too.
+            state, after = self._info()
+            if state not in _QUEUE_VALID:
+                return None
+            if after == before:
+                break
+        # Should acknowledgements keep arriving, the later count places the end late: errs safe.
+        return after + unacked
 
     def _info(self) -> tuple[int, int]:
         info = self._sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _INFO_SIZE)
