@@ -202,6 +202,9 @@ def stack(module_settings, serve):
 
 
 @pytest.mark.integration
+# The stack's Kafka clients run in this process and draw their backoff jitter from `random`
+# while hypothesis generates; the strategy itself does not (the pure tests above would warn).
+@pytest.mark.filterwarnings("ignore:Do not use the `random` module:hypothesis.errors.HypothesisDeprecationWarning")
 @hypothesis_settings(max_examples=BROKER_EXAMPLES, deadline=None)
 @given(record=records())
 def test_hostile_records_on_the_topics(stack, record):
