@@ -26,6 +26,9 @@ from pipeline.kafka import assign_at, make_admin, make_consumer
 from pipeline.settings import Settings
 from pipeline.wire import header_of
 
+# Records a tail read takes from one poll: more than a batch holds, so a batch is never cut.
+WHOLE_BATCH = 100_000
+
 KINDS = ("earliest", "latest", "offset", "datetime", "shift", "duration", "rewind")
 
 # Errors an OffsetCommit without a member id gets while the group has live members.
@@ -209,6 +212,45 @@ def partition_for_key(key: str, partitions: int) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
+def tails(consumer: KafkaConsumer, tps: list[TopicPartition]) -> tuple[dict, dict, dict[TopicPartition, object]]:
+    """(earliest, true end, last record of each non-empty one) per partition, read with
+    `consumer` (any consumer: it commits nothing, and its assignment is left empty).
+
+    Tansu workaround (the only one for end offsets): its LATEST offset is the base offset of
+    the last batch + 1, short by (records in that batch - 1). Reading the partition from the
+    reported end - 1 returns that whole batch, whose last offset + 1 is the true end. On
+    Apache Kafka the same read returns just the last record, so this is right on both."""
+    try:
+        earliest = consumer.beginning_offsets(tps)
+        reported = consumer.end_offsets(tps)
+    except KeyError as exc:
+        # kafka-python 3.0.12 raises KeyError for a partition whose leader it does not know
+        # yet (found with the embedded broker's topics recreated every rotation).
+        consumer.refresh_metadata()
+        raise MetadataNotReady(f"no leader known yet for {exc}") from None
+    last = records_from(consumer, {tp: reported[tp] - 1 for tp in tps if reported[tp] > earliest[tp]})
+    ends = {tp: max(reported[tp], last[tp][-1].offset + 1) if last.get(tp) else reported[tp] for tp in tps}
+    return earliest, ends, {tp: records[-1] for tp, records in last.items() if records}
+
+
+def records_from(consumer: KafkaConsumer, positions: dict[TopicPartition, int],
+                 timeout_s: float = 5.0) -> dict[TopicPartition, list]:
+    """The first fetched records of each partition at/after the given offsets (a whole batch:
+    its records are not cut at the consumer's max_poll_records); `consumer` is left unassigned."""
+    if not positions:
+        return {}
+    assign_at(consumer, positions)
+    got: dict[TopicPartition, list] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(got) < len(positions) and time.monotonic() < deadline:
+        for tp, records in consumer.poll(timeout_ms=200, max_records=WHOLE_BATCH).items():
+            if tp not in got:
+                got[tp] = records
+                consumer.pause(tp)
+    consumer.assign([])
+    return got
+
+
 class OffsetTool:
     """Admin I/O for offsets; use as a context manager."""
 
@@ -216,7 +258,7 @@ class OffsetTool:
         self.admin: KafkaAdminClient = make_admin(settings)
         try:
             # Group-less, so reading tails and timestamps never touches any group's offsets.
-            self.consumer: KafkaConsumer = make_consumer(settings, "offsets", group_id=None, max_poll_records=100000)
+            self.consumer: KafkaConsumer = make_consumer(settings, "offsets", group_id=None)
         except BaseException:
             self.admin.close()
             raise
@@ -276,32 +318,13 @@ class OffsetTool:
         return sum(len(g.members) for g in response.groups if g.group_id == group)
 
     def ends(self, tps: list[TopicPartition]) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
-        """(earliest, true end) per partition.
-
-        Tansu workaround (the only one for end offsets): its LATEST offset is the base offset of
-        the last batch + 1, short by (records in that batch - 1). Reading the partition from the
-        reported end - 1 returns that whole batch, whose last offset + 1 is the true end. On
-        Apache Kafka the same read returns just the last record, so this is right on both."""
-        earliest, ends, _ = self._tails(tps)
+        """(earliest, true end) per partition (`tails`)."""
+        earliest, ends, _ = tails(self.consumer, tps)
         return earliest, ends
-
-    def _tails(self, tps: list[TopicPartition]) -> tuple[dict, dict, dict[TopicPartition, object]]:
-        """ends(), plus each non-empty partition's last record."""
-        try:
-            earliest = self.consumer.beginning_offsets(tps)
-            reported = self.consumer.end_offsets(tps)
-        except KeyError as exc:
-            # kafka-python 3.0.12 raises KeyError for a partition whose leader it does not know
-            # yet (found with the embedded broker's topics recreated every rotation).
-            self.consumer.refresh_metadata()
-            raise MetadataNotReady(f"no leader known yet for {exc}") from None
-        tails = self._records_from({tp: reported[tp] - 1 for tp in tps if reported[tp] > earliest[tp]})
-        ends = {tp: max(reported[tp], tails[tp][-1].offset + 1) if tails.get(tp) else reported[tp] for tp in tps}
-        return earliest, ends, {tp: records[-1] for tp, records in tails.items() if records}
 
     def window(self, tp: TopicPartition) -> Window:
         """What the partition retains: its first and last offsets and their `record_time`s."""
-        earliest, ends, last = self._tails([tp])
+        earliest, ends, last = tails(self.consumer, [tp])
         first = self._records_from({tp: earliest[tp]}).get(tp) if ends[tp] > earliest[tp] else None
         return Window(
             tp, earliest[tp], ends[tp],
@@ -314,20 +337,8 @@ class OffsetTool:
         records = self._records_from({tp: offset}).get(tp) or []
         return next((record_time(r) for r in records if r.offset == offset), None)
 
-    def _records_from(self, positions: dict[TopicPartition, int], timeout_s: float = 5.0) -> dict[TopicPartition, list]:
-        """The first fetched records of each partition at/after the given offsets."""
-        if not positions:
-            return {}
-        assign_at(self.consumer, positions)
-        got: dict[TopicPartition, list] = {}
-        deadline = time.monotonic() + timeout_s
-        while len(got) < len(positions) and time.monotonic() < deadline:
-            for tp, records in self.consumer.poll(timeout_ms=200).items():
-                if tp not in got:
-                    got[tp] = records
-                    self.consumer.pause(tp)
-        self.consumer.assign([])
-        return got
+    def _records_from(self, positions: dict[TopicPartition, int]) -> dict[TopicPartition, list]:
+        return records_from(self.consumer, positions)
 
     def describe(self, group: str, tps: list[TopicPartition]) -> list[PartitionOffsets]:
         committed = self.committed(group)
