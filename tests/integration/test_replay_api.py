@@ -352,12 +352,12 @@ def test_opening_a_viewer_stream_makes_no_offsets_client(stack, monkeypatch):
     """A stream reads its start (the true end, for a new viewer) with its own consumer: an
     admin client and a consumer made for that cost each stream open ~20 ms."""
     url, _ = stack
-    first_frame(url, "warm-up")  # this process's control-topic followers are running by now
+    read_first_part(url, "warm-up")  # this process's control-topic followers are running by now
     made = count_offset_tools(monkeypatch)
-    first_frame(url, "new-here")
+    read_first_part(url, "new-here")
     assert made == []
 
 
-def first_frame(url: str, viewer: str) -> None:
+def read_first_part(url: str, viewer: str) -> None:
     with requests.get(f"{url}/stream/{STREAM}.mjpg?viewer={viewer}", stream=True, timeout=30) as response:
         next(iter_parts(response.raw))
