@@ -26,6 +26,12 @@ from pipeline.kafka import assign_at, make_admin, make_consumer
 from pipeline.settings import Settings
 from pipeline.wire import header_of
 
+# What a lookup (a tail, a record's time, a time's offset) fetches at a time: it needs one
+# record or a few, and a fetch of the usual size brought ~5 MB of frames after the one wanted
+# (~230 records, 50-90 ms to receive and parse). A fetch still returns at least one whole batch
+# (Apache Kafka since KIP-74, Tansu too), so a lookup is never cut short. Set per fetch as well
+# as per partition: Tansu honours only the fetch's limit.
+LOOKUP_FETCH_BYTES = 256 * 1024
 # Records a tail read takes from one poll: more than a batch holds, so a batch is never cut.
 WHOLE_BATCH = 100_000
 
@@ -258,7 +264,9 @@ class OffsetTool:
         self.admin: KafkaAdminClient = make_admin(settings)
         try:
             # Group-less, so reading tails and timestamps never touches any group's offsets.
-            self.consumer: KafkaConsumer = make_consumer(settings, "offsets", group_id=None)
+            self.consumer: KafkaConsumer = make_consumer(settings, "offsets", group_id=None,
+                                                         fetch_max_bytes=LOOKUP_FETCH_BYTES,
+                                                         max_partition_fetch_bytes=LOOKUP_FETCH_BYTES)
         except BaseException:
             self.admin.close()
             raise

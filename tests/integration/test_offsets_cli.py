@@ -6,14 +6,16 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 from kafka import OffsetAndMetadata, TopicPartition
+from kafka.admin import NewTopic
 
 from pipeline.__main__ import main
-from pipeline.kafka import make_consumer, make_producer
-from pipeline.offsets import OffsetTool
-from pipeline.wire import decode_record
+from pipeline.kafka import make_admin, make_consumer, make_producer
+from pipeline.offsets import LOOKUP_FETCH_BYTES, OffsetTool
+from pipeline.wire import Frame, decode_record, to_record
 from tests.support.broker_helpers import active_member, first_seq, send_frames
 from tests.support.topics import settings_env
 
@@ -175,3 +177,32 @@ def test_reset_refuses_while_the_group_has_active_members(module_settings, log):
             assert result.returncode == 2
             assert result.stderr.count("\n") == 1 and "active member" in result.stderr, result.stderr
         assert committed(module_settings, "g-active", tp) == 12
+
+
+def test_lookups_past_the_lookup_fetch_size_see_whole_batches(module_settings):
+    """Lookups fetch LOOKUP_FETCH_BYTES at a time; a batch larger than that still comes whole,
+    so the true end (past Tansu's short one) and a time inside the batch are found."""
+    topic = f"big-batches-{uuid.uuid4().hex[:8]}"
+    admin = make_admin(module_settings)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        admin.close()
+    tp = TopicPartition(topic, 0)
+    body = os.urandom(100_000)
+    count = 3 * LOOKUP_FETCH_BYTES // len(body)
+    first_ms = int(time.time() * 1000) - 60_000
+    producer = make_producer(module_settings, linger_ms=200, batch_size=1 << 20)  # one batch of them all
+    try:
+        for i in range(count):
+            frame = Frame(STREAM, i, first_ms + 1000 * i, "jpeg", 8, 8, body)
+            key, value, headers = to_record(frame)
+            producer.send(topic, key=key, value=value, headers=headers, partition=0)
+        producer.flush()
+    finally:
+        producer.close()
+    with OffsetTool(module_settings) as tool:
+        assert tool.ends([tp])[1][tp] == count
+        middle = count // 2
+        assert tool.time_at(tp, middle) == first_ms + 1000 * middle
+        assert tool.find_offsets({tp: first_ms + 1000 * middle - 500}) == {tp: middle}
