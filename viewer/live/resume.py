@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 # Frames read ahead of the one being paced: bounds a paced reader's memory.
 READ_AHEAD = 8
+# What one fetch brings: the consumer's usual limits (up to 16 MB a partition) filled a
+# reader behind the live end with ~5 MB of frames per fetch, which it held for minutes at the
+# recorded pace, and a seek waited for that much to arrive and be parsed before its first
+# frame. A fetch still brings at least one whole batch, however large.
+FETCH_BYTES = 1024 * 1024
 # Commits to Kafka at most this often (and once more when the stream closes).
 COMMIT_EVERY_S = 0.04
 
@@ -107,7 +112,8 @@ def resumed_frames(
     moment (early tiles of the next frame, or a frame waiting for a gap).
     """
     group = viewer_group(viewer_id)
-    consumer = make_consumer(settings, "viewer", group_id=group, auto_offset_reset="latest")
+    consumer = make_consumer(settings, "viewer", group_id=group, auto_offset_reset="latest",
+                             fetch_max_bytes=FETCH_BYTES, max_partition_fetch_bytes=FETCH_BYTES)
     watch = resets.watch(group)  # before reading committed offsets, so no reset slips in between
     receipts = Receipts(consumer, watch, sent)
     reader = FrameReader(topic, settings.max_frame_pixels, stream, metrics)
